@@ -1,0 +1,15 @@
+"""Built-in agents, one per file."""
+
+from agents.complexity import ComplexityAgent
+from agents.connectivity import ConnectivityAgent
+from agents.cost import CostAgent
+from agents.resource import ResourceAgent
+
+BUILTIN_AGENTS = {
+    "resource": ResourceAgent,
+    "connectivity": ConnectivityAgent,
+    "cost": CostAgent,
+    "complexity": ComplexityAgent,
+}
+
+__all__ = ["BUILTIN_AGENTS", "ComplexityAgent", "ConnectivityAgent", "CostAgent", "ResourceAgent"]

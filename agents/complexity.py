@@ -1,0 +1,59 @@
+"""The complexity agent: will a small local model get this prompt right?"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from agents.complexity_scorer import score, signals
+from orchestra import Agent, Request, Tier, Verdict
+
+__all__ = ["ComplexityAgent", "score", "signals"]
+
+
+class ComplexityAgent(Agent):
+    """Scores the prompt in [0, 1] (higher: a weak model is more likely to fail) and maps the score
+    to a tier: below `edge_from` LOCAL, from `cloud_from` CLOUD, EDGE between.
+
+    The default scorer is learned offline (see `agents/complexity_scorer.py`); pass `scorer` to use
+    your own callable. Confidence grows with the distance from the nearest threshold.
+    """
+
+    name = "complexity"
+
+    def __init__(
+        self,
+        edge_from: float = 0.45,
+        cloud_from: float = 0.7,
+        scorer: Callable[[str], float] | None = None,
+    ) -> None:
+        if not 0.0 <= edge_from <= cloud_from <= 1.0:
+            raise ValueError("need 0 <= edge_from <= cloud_from <= 1")
+        self.edge_from, self.cloud_from = edge_from, cloud_from
+        self._scorer = scorer or score
+        self._explain = signals if scorer is None else None
+
+    async def check(self, request: Request | None) -> Verdict:
+        prompt = request.prompt if request is not None else ""
+        return self.judge(float(self._scorer(prompt)), prompt)
+
+    def judge(self, value: float, prompt: str = "") -> Verdict:
+        """The verdict for one score (pure)."""
+        value = min(1.0, max(0.0, value))
+        if value < self.edge_from:
+            target, state = Tier.LOCAL, "simple"
+        elif value < self.cloud_from:
+            target, state = Tier.EDGE, "moderate"
+        else:
+            target, state = Tier.CLOUD, "complex"
+        margin = min(abs(value - self.edge_from), abs(value - self.cloud_from))
+        metrics: dict[str, Any] = {"score": round(value, 4)}
+        if self._explain is not None and prompt:
+            metrics["signals"] = {k: round(v, 3) for k, v in self._explain(prompt).items() if v}
+        return self.verdict(
+            target=target,
+            confidence=round(min(0.9, 0.3 + 1.5 * margin), 3),
+            state=state,
+            reason=f"complexity score {value:.2f}",
+            metrics=metrics,
+        )

@@ -1,0 +1,170 @@
+"""The CLI commands: each builds only what it needs (history and spend open just the store)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+from orchestra.cli import render
+from orchestra.config import Config, load_config
+from orchestra.errors import ConfigError, OrchestraError, PolicyError, RequestError
+from orchestra.runtime import Orchestra
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if args.home:
+        os.environ["ORCHESTRA_HOME"] = args.home
+    handler = COMMANDS[args.command]
+    try:
+        config = load_config(args.config)
+        return asyncio.run(handler(args, config))
+    except (ConfigError, RequestError, PolicyError) as exc:
+        print(f"orchestra: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OrchestraError as exc:
+        print(f"orchestra: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+def _hints(args: argparse.Namespace) -> dict[str, Any]:
+    hints: dict[str, Any] = {}
+    if args.model:
+        hints["model"] = args.model
+    if args.tier:
+        hints["tier"] = args.tier
+    if args.max_tokens:
+        hints["max_tokens"] = args.max_tokens
+    return hints
+
+
+async def run(args: argparse.Namespace, config: Config) -> int:
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    async with Orchestra(config) as orc:
+        if args.stream and not args.json:
+            stream = orc.stream(prompt, **_hints(args))
+            async for text in stream:
+                print(text, end="", flush=True)
+            print()
+            assert stream.result is not None
+            render.result_footer(stream.result)
+            return 0
+        result = await orc.complete(prompt, **_hints(args))
+    if args.json:
+        print(json.dumps(result.model_dump(mode="json"), ensure_ascii=False))
+    else:
+        print(result.text.strip())
+        render.result_footer(result)
+    return 0
+
+
+async def chat(args: argparse.Namespace, config: Config) -> int:
+    from orchestra.request import Message
+
+    history: list[Message] = []
+    print("orchestra chat: an empty line or Ctrl-D ends it.", file=sys.stderr)
+    async with Orchestra(config) as orc:
+        while True:
+            try:
+                line = await asyncio.to_thread(input, "you> ")
+            except EOFError:
+                break
+            if not line.strip():
+                break
+            history.append(Message(role="user", content=line))
+            stream = orc.stream(tuple(history), **_hints(args))
+            print("ai> ", end="", flush=True)
+            try:
+                async for text in stream:
+                    print(text, end="", flush=True)
+            except OrchestraError as exc:
+                print(f"\n[error: {exc}]")
+                history.pop()
+                continue
+            print()
+            assert stream.result is not None
+            history.append(Message(role="assistant", content=stream.result.text))
+            render.chat_footer(stream.result)
+    return 0
+
+
+async def agents(args: argparse.Namespace, config: Config) -> int:
+    async with Orchestra(config, preload_backend=False) as orc:
+        verdicts = await orc.verdicts(args.prompt)
+    if args.json:
+        for v in verdicts:
+            print(v.model_dump_json())
+    else:
+        render.verdict_table(verdicts, title="Agents")
+    return 0
+
+
+async def models(args: argparse.Namespace, config: Config) -> int:
+    from orchestra.discovery import discover_catalog
+    from orchestra.embedded import EmbeddedModel
+
+    embedded = EmbeddedModel(config.embedded) if config.embedded.enabled else None
+    specs = await discover_catalog(config, embedded)
+    if args.json:
+        for spec in specs:
+            print(json.dumps({**spec.model_dump(mode="json"), "key_present": _key_present(spec)}))
+    else:
+        render.model_table(specs, _key_present)
+    return 0
+
+
+async def history(args: argparse.Namespace, config: Config) -> int:
+    async with _store(config) as store:
+        entries = await store.history(limit=args.limit)
+    if args.json:
+        for entry in entries:
+            print(json.dumps(entry, ensure_ascii=False))
+    else:
+        render.history_table(entries)
+    return 0
+
+
+async def spend(args: argparse.Namespace, config: Config) -> int:
+    async with _store(config) as store:
+        summary = await store.spend_summary()
+    summary["daily_budget_usd"] = config.budget.daily_usd
+    summary["monthly_budget_usd"] = config.budget.monthly_usd
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        render.spend_table(summary)
+    return 0
+
+
+def _store(config: Config) -> Any:
+    from orchestra.paths import default_db_path
+    from orchestra.store import Store
+
+    return Store(config.store.path or default_db_path())
+
+
+def _key_present(spec: Any) -> bool | None:
+    return bool(os.environ.get(spec.api_key_env)) if spec.api_key_env else None
+
+
+COMMANDS = {
+    "run": run,
+    "chat": chat,
+    "agents": agents,
+    "models": models,
+    "history": history,
+    "spend": spend,
+}

@@ -1,0 +1,67 @@
+"""`orchestra`: the command-line entry point. Imports nothing heavy until a command runs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+TIERS = ("local", "edge", "cloud")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="orchestra",
+        description="Route each LLM call to the right model and tier (local, edge, cloud).",
+    )
+    parser.add_argument(
+        "--config", help="TOML config file (default: $ORCHESTRA_CONFIG, ./orchestra.toml)"
+    )
+    parser.add_argument(
+        "--home", help="data directory holding orchestra.db (default: $ORCHESTRA_HOME)"
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="answer one prompt")
+    run.add_argument("prompt", help="the prompt (use - to read it from standard input)")
+    _hints(run)
+    run.add_argument("--stream", action="store_true", help="print the answer as it arrives")
+    run.add_argument("--json", action="store_true", help="print one JSON object")
+
+    chat = sub.add_parser("chat", help="an interactive conversation (REPL)")
+    _hints(chat)
+
+    agents = sub.add_parser("agents", help="every agent's current verdict")
+    agents.add_argument("--prompt", default="hello", help="prompt for per-request agents")
+    agents.add_argument("--json", action="store_true", help="JSON lines, one per agent")
+
+    models = sub.add_parser("models", help="the model catalog")
+    models.add_argument("--json", action="store_true", help="JSON lines, one per model")
+
+    history = sub.add_parser("history", help="recorded requests, newest first")
+    history.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+    history.add_argument("--json", action="store_true", help="JSON lines, one per request")
+
+    spend = sub.add_parser("spend", help="spend against the budget")
+    spend.add_argument("--json", action="store_true", help="one JSON object")
+    return parser
+
+
+def _hints(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="force this catalog model")
+    p.add_argument("--tier", choices=TIERS, help="force this tier")
+    p.add_argument("--max-tokens", type=int, help="cap the answer's length in tokens")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from orchestra.cli.commands import dispatch
+
+    return dispatch(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

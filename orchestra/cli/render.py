@@ -1,0 +1,118 @@
+"""Human-readable output for the CLI (rich tables on stdout, footers on stderr)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from orchestra.model_spec import ModelSpec
+from orchestra.result import Result
+from orchestra.verdict import Verdict
+
+
+def _tty(fd: int) -> bool:
+    return os.isatty(fd)
+
+
+# Piped output is not wrapped at 80 columns: tables stay one line per row.
+out = Console(highlight=False, width=None if _tty(1) else 160)
+err = Console(stderr=True, highlight=False, width=None if _tty(2) else 160)
+
+
+def result_footer(result: Result) -> None:
+    """Who answered, what it cost, the agents' verdicts and the policy's reason (on stderr)."""
+    err.print(
+        f"\n[bold]{result.model}[/] ({result.tier}) answered in {result.latency_ms:.0f} ms, "
+        f"{result.prompt_tokens}+{result.completion_tokens} tokens, ${result.cost_usd:.6f}"
+    )
+    failed = [a for a in result.attempts if not a.ok]
+    for attempt in failed:
+        err.print(f"  failed over from {attempt.model}: {attempt.error_kind} ({attempt.error})")
+    verdict_table(result.verdicts, title=None, console=err)
+    err.print(f"[dim]policy {result.decision.policy}:[/] {result.decision.reason}")
+
+
+def chat_footer(result: Result) -> None:
+    err.print(f"[dim]  {result.model} ({result.tier}), {result.latency_ms:.0f} ms[/]")
+
+
+def verdict_table(
+    verdicts: Sequence[Verdict], title: str | None, console: Console | None = None
+) -> None:
+    table = Table(title=title, show_edge=False, pad_edge=False)
+    for column in ("agent", "state", "target", "allowed", "conf", "reason"):
+        table.add_column(column)
+    for v in verdicts:
+        allowed = ",".join(str(t) for t in sorted(v.allowed))
+        table.add_row(
+            v.agent,
+            v.state + (" (stale)" if v.stale else ""),
+            str(v.target) if v.target else "-",
+            allowed,
+            f"{v.confidence:.2f}",
+            v.reason,
+        )
+    (console or out).print(table)
+
+
+def model_table(specs: Iterable[ModelSpec], key_present: Callable[[Any], bool | None]) -> None:
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("name", "tier", "litellm model", "endpoint", "$/Mtok in/out", "key"):
+        table.add_column(column)
+    for s in specs:
+        price = (
+            f"{s.input_cost_per_mtok:g}/{s.output_cost_per_mtok:g}"
+            if s.input_cost_per_mtok is not None and s.output_cost_per_mtok is not None
+            else "LiteLLM table"
+        )
+        key = {True: "set", False: f"missing ({s.api_key_env})", None: "-"}[key_present(s)]
+        endpoint = "embedded (llama.cpp)" if s.embedded else (s.api_base or "provider default")
+        table.add_row(s.name, str(s.tier), s.litellm_model, endpoint, price, key)
+    out.print(table)
+
+
+def history_table(entries: Sequence[dict[str, Any]]) -> None:
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("when", "request", "status", "model", "tier", "ms", "cost $", "reason"):
+        table.add_column(column)
+    for e in entries:
+        when = datetime.fromtimestamp(e["created_at"]).strftime("%Y-%m-%d %H:%M:%S")
+        reason = (e["decision"] or {}).get("reason", "") if e["status"] == "ok" else e["error"]
+        table.add_row(
+            when,
+            e["request_id"][:12],
+            e["status"],
+            e["model"] or "-",
+            e["tier"] or "-",
+            f"{e['latency_ms']:.0f}",
+            f"{e['cost_usd']:.6f}",
+            (reason or "")[:80],
+        )
+    out.print(table)
+
+
+def spend_table(summary: dict[str, Any]) -> None:
+    def budget(value: float | None) -> str:
+        return "no limit" if value is None else f"${value:.2f}"
+
+    out.print(f"today      ${summary['today_usd']:.6f} of {budget(summary['daily_budget_usd'])}")
+    out.print(f"this month ${summary['month_usd']:.6f} of {budget(summary['monthly_budget_usd'])}")
+    out.print(f"all time   ${summary['total_usd']:.6f} over {summary['answered_requests']} answers")
+    if summary["month_by_model"]:
+        table = Table(show_edge=False, pad_edge=False, title="this month by model")
+        for column in ("model", "tier", "requests", "tokens in/out", "cost $"):
+            table.add_column(column)
+        for row in summary["month_by_model"]:
+            table.add_row(
+                row["model"],
+                row["tier"],
+                str(row["requests"]),
+                f"{row['prompt_tokens']}/{row['completion_tokens']}",
+                f"{row['cost_usd']:.6f}",
+            )
+        out.print(table)

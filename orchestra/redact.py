@@ -1,0 +1,33 @@
+"""Keeps secrets out of error messages, logs and the store."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+
+# Shapes of common API keys, masked even when we do not know the value.
+_KEY_SHAPES = re.compile(
+    r"(sk-[A-Za-z0-9_\-]{8,}|AIza[0-9A-Za-z_\-]{20,}|gsk_[A-Za-z0-9]{20,}|Bearer\s+[A-Za-z0-9._\-]{8,})"
+)
+MASK = "***"
+
+
+class Redactor:
+    """Replaces known secret values, and anything shaped like an API key, with `***`."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+
+    @classmethod
+    def from_env(cls, names: Iterable[str]) -> Redactor:
+        return cls(os.environ.get(n, "") for n in names)
+
+    def add(self, secret: str) -> None:
+        if secret and len(secret) >= 4 and secret not in self._secrets:
+            self._secrets = sorted([*self._secrets, secret], key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, MASK)
+        return _KEY_SHAPES.sub(MASK, text)

@@ -1,0 +1,130 @@
+"""What the store keeps of one request, and how it becomes rows."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestra.decision import Decision
+from orchestra.request import Request
+from orchestra.result import Attempt, Result
+from orchestra.verdict import Verdict
+
+
+@dataclass(frozen=True, kw_only=True)
+class RequestRecord:
+    """One finished request, answered or failed, as handed to the store's writer."""
+
+    request: Request
+    verdicts: Sequence[Verdict]
+    decision: Decision | None
+    result: Result | None
+    attempts: Sequence[Attempt] = ()
+    created_at: float
+    latency_ms: float
+    stream: bool = False
+    error_kind: str | None = None
+    error: str | None = None
+    keep_text: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        return "ok" if self.result is not None else "error"
+
+
+def prompt_features(request: Request) -> dict[str, int]:
+    """Shape of the prompt, kept instead of its text by default."""
+    prompt = request.prompt
+    return {
+        "chars": len(prompt),
+        "words": len(prompt.split()),
+        "lines": prompt.count("\n") + 1 if prompt else 0,
+        "messages": len(request.messages),
+    }
+
+
+def request_row(rec: RequestRecord) -> tuple[Any, ...]:
+    req, res, dec = rec.request, rec.result, rec.decision
+    transcript = json.dumps([m.model_dump() for m in req.messages], ensure_ascii=False)
+    return (
+        req.id,
+        rec.created_at,
+        rec.status,
+        res.model if res else None,
+        res.tier.value if res else None,
+        res.cost_usd if res else 0.0,
+        rec.latency_ms,
+        res.prompt_tokens if res else 0,
+        res.completion_tokens if res else 0,
+        hashlib.sha256(transcript.encode()).hexdigest(),
+        json.dumps(prompt_features(req)),
+        transcript if rec.keep_text else None,
+        res.text if (res and rec.keep_text) else None,
+        req.model,
+        req.tier.value if req.tier else None,
+        int(rec.stream),
+        dec.policy if dec else None,
+        dec.model_dump_json() if dec else None,
+        rec.error_kind,
+        rec.error,
+    )
+
+
+def verdict_rows(rec: RequestRecord) -> list[tuple[Any, ...]]:
+    return [
+        (
+            rec.request.id,
+            i,
+            v.agent,
+            v.target.value if v.target else None,
+            json.dumps(sorted(t.value for t in v.allowed)),
+            v.confidence,
+            v.state,
+            v.reason,
+            json.dumps(v.metrics, default=str),
+            v.at,
+            int(v.stale),
+            int(v.neutral),
+        )
+        for i, v in enumerate(rec.verdicts)
+    ]
+
+
+def attempt_rows(rec: RequestRecord) -> list[tuple[Any, ...]]:
+    return [
+        (
+            rec.request.id,
+            i,
+            a.model,
+            a.tier.value,
+            int(a.ok),
+            a.latency_ms,
+            a.error_kind,
+            a.error,
+            a.status_code,
+        )
+        for i, a in enumerate(rec.attempts)
+    ]
+
+
+def ledger_row(rec: RequestRecord) -> tuple[Any, ...] | None:
+    res = rec.result
+    if res is None:
+        return None
+    return (
+        rec.created_at,
+        rec.request.id,
+        res.model,
+        res.tier.value,
+        res.prompt_tokens,
+        res.completion_tokens,
+        res.cost_usd,
+    )
+
+
+def sample_row(verdict: Verdict) -> tuple[Any, ...]:
+    return (verdict.agent, verdict.at, verdict.state, verdict.model_dump_json())

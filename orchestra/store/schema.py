@@ -1,0 +1,101 @@
+"""The database schema, as an ordered list of migrations keyed by `PRAGMA user_version`."""
+
+from __future__ import annotations
+
+import aiosqlite
+
+# Each entry moves the schema from version i to i + 1. Never edit a released entry: append.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE requests (
+        id                TEXT PRIMARY KEY,
+        created_at        REAL NOT NULL,
+        status            TEXT NOT NULL,
+        model             TEXT,
+        tier              TEXT,
+        cost_usd          REAL NOT NULL DEFAULT 0,
+        latency_ms        REAL,
+        prompt_tokens     INTEGER NOT NULL DEFAULT 0,
+        completion_tokens INTEGER NOT NULL DEFAULT 0,
+        prompt_sha256     TEXT NOT NULL,
+        features          TEXT NOT NULL,
+        prompt            TEXT,
+        response          TEXT,
+        forced_model      TEXT,
+        forced_tier       TEXT,
+        stream            INTEGER NOT NULL DEFAULT 0,
+        policy            TEXT,
+        decision          TEXT,
+        error_kind        TEXT,
+        error             TEXT
+    );
+    CREATE INDEX requests_created_at ON requests(created_at);
+    CREATE TABLE verdicts (
+        request_id  TEXT NOT NULL REFERENCES requests(id) ON DELETE CASCADE,
+        position    INTEGER NOT NULL,
+        agent       TEXT NOT NULL,
+        target      TEXT,
+        allowed     TEXT NOT NULL,
+        confidence  REAL NOT NULL,
+        state       TEXT NOT NULL,
+        reason      TEXT NOT NULL,
+        metrics     TEXT NOT NULL,
+        at          REAL NOT NULL,
+        stale       INTEGER NOT NULL,
+        neutral     INTEGER NOT NULL,
+        PRIMARY KEY (request_id, position)
+    );
+    CREATE TABLE attempts (
+        request_id  TEXT NOT NULL REFERENCES requests(id) ON DELETE CASCADE,
+        position    INTEGER NOT NULL,
+        model       TEXT NOT NULL,
+        tier        TEXT NOT NULL,
+        ok          INTEGER NOT NULL,
+        latency_ms  REAL NOT NULL,
+        error_kind  TEXT,
+        error       TEXT,
+        status_code INTEGER,
+        PRIMARY KEY (request_id, position)
+    );
+    CREATE TABLE ledger (
+        id                INTEGER PRIMARY KEY,
+        at                REAL NOT NULL,
+        request_id        TEXT,
+        model             TEXT NOT NULL,
+        tier              TEXT NOT NULL,
+        prompt_tokens     INTEGER NOT NULL,
+        completion_tokens INTEGER NOT NULL,
+        cost_usd          REAL NOT NULL
+    );
+    CREATE INDEX ledger_at ON ledger(at);
+    CREATE TABLE samples (
+        id      INTEGER PRIMARY KEY,
+        agent   TEXT NOT NULL,
+        at      REAL NOT NULL,
+        state   TEXT NOT NULL,
+        verdict TEXT NOT NULL
+    );
+    CREATE INDEX samples_agent_at ON samples(agent, at);
+    """,
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+async def migrate(db: aiosqlite.Connection) -> int:
+    """Bring the database to SCHEMA_VERSION; returns the version it started at."""
+    async with db.execute("PRAGMA user_version") as cursor:
+        row = await cursor.fetchone()
+    start = int(row[0]) if row else 0
+    if start > SCHEMA_VERSION:
+        from orchestra.errors import StoreError
+
+        raise StoreError(
+            f"database schema version {start} is newer than this Orchestra ({SCHEMA_VERSION}); "
+            "upgrade Orchestra"
+        )
+    for version in range(start, SCHEMA_VERSION):
+        await db.executescript(
+            f"BEGIN IMMEDIATE; {MIGRATIONS[version]}; PRAGMA user_version = {version + 1}; COMMIT;"
+        )
+    return start
