@@ -23,8 +23,10 @@ class ComplexityAgent(Agent):
 
     def __init__(
         self,
-        edge_from: float = 0.45,
-        cloud_from: float = 0.7,
+        # The default score reads as P(a local-class model fails): local while it is under even
+        # odds, cloud once failure is clearly likely.
+        edge_from: float = 0.5,
+        cloud_from: float = 0.65,
         scorer: Callable[[str], float] | None = None,
     ) -> None:
         if not 0.0 <= edge_from <= cloud_from <= 1.0:

@@ -81,7 +81,7 @@ def verdict_rows(rec: RequestRecord) -> list[tuple[Any, ...]]:
             i,
             v.agent,
             v.target.value if v.target else None,
-            json.dumps(sorted(t.value for t in v.allowed)),
+            json.dumps([t.value for t in sorted(v.allowed)]),
             v.confidence,
             v.state,
             v.reason,

@@ -1,0 +1,73 @@
+"""Shared fixtures: an isolated data directory, stub providers on 127.0.0.1, config files."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+
+from orchestra.testing import Behaviour, StubProvider
+
+PROVIDER_KEYS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GROQ_API_KEY")
+STUB_KEY = "sk-stub-secret-0123456789abcdef"
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own ORCHESTRA_HOME, no config from the environment, no real keys."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("ORCHESTRA_HOME", str(home))
+    monkeypatch.delenv("ORCHESTRA_CONFIG", raising=False)
+    for key in PROVIDER_KEYS:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("STUB_API_KEY", STUB_KEY)
+    monkeypatch.chdir(tmp_path)
+    return home
+
+
+@pytest.fixture
+def stub() -> Iterator[StubProvider]:
+    with StubProvider(Behaviour(reply="Paris")) as provider:
+        yield provider
+
+
+@pytest.fixture
+def stub2() -> Iterator[StubProvider]:
+    with StubProvider(Behaviour(reply="Rome")) as provider:
+        yield provider
+
+
+def model_toml(name: str, url: str, tier: str = "cloud", **extra: object) -> str:
+    """One [[models]] block for a stub provider (priced like a small cloud model)."""
+    fields: dict[str, object] = {
+        "name": name,
+        "tier": tier,
+        "litellm_model": f"openai/{name}",
+        "api_base": url,
+        "api_key_env": "STUB_API_KEY",
+        "input_cost_per_mtok": 0.15,
+        "output_cost_per_mtok": 0.60,
+        "timeout_s": 2.0,
+        **extra,
+    }
+    body = "\n".join(f"{k} = {json.dumps(v)}" for k, v in fields.items())
+    return f"[[models]]\n{body}\n"
+
+
+@pytest.fixture
+def write_config(tmp_path: Path) -> Callable[..., Path]:
+    """Write a config file; the embedded model is off unless `embedded=True`."""
+
+    def write(*model_blocks: str, embedded: bool = False, extra: str = "") -> Path:
+        path = tmp_path / "orchestra.toml"
+        body = "".join(model_blocks)
+        body += f"\n[embedded]\nenabled = {'true' if embedded else 'false'}\n" + extra
+        path.write_text(body)
+        return path
+
+    return write

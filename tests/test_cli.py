@@ -1,0 +1,130 @@
+"""The `orchestra` command, run as a user would: separate processes sharing one data directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from conftest import model_toml
+
+from orchestra.testing import StubProvider
+
+VERDICT_FIELDS = {"agent", "target", "allowed", "confidence", "state", "reason", "metrics"}
+
+
+def orchestra(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "orchestra.cli.main", *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=120,
+        env=os.environ.copy(),
+    )
+
+
+def test_help_does_not_import_litellm() -> None:
+    code = (
+        "import sys, orchestra.cli.main as m\n"
+        "try:\n    m.main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "assert 'litellm' not in sys.modules, 'litellm imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "run" in done.stdout and "history" in done.stdout
+
+
+def test_run_json_then_history_and_spend_in_other_processes(
+    stub: StubProvider, write_config: Callable[..., Path]
+) -> None:
+    config = str(write_config(model_toml("stub-cloud", stub.url)))
+    ran = orchestra("--config", config, "run", "--json", "What is the capital of France?")
+    assert ran.returncode == 0, ran.stderr
+    result = json.loads(ran.stdout)
+    assert (
+        result["text"] == "Paris" and result["model"] == "stub-cloud" and result["tier"] == "cloud"
+    )
+    assert result["cost_usd"] > 0 and result["latency_ms"] > 0
+    assert {"policy", "candidates", "reason"} <= result["decision"].keys()
+    assert result["decision"]["candidates"][0]["model"] == "stub-cloud"
+    assert len(result["verdicts"]) == 4
+    assert all(v.keys() >= VERDICT_FIELDS for v in result["verdicts"])
+
+    second = orchestra("--config", config, "run", "--json", "And of Italy?")
+    newest = json.loads(second.stdout)["request_id"]
+
+    history = orchestra("--config", config, "history", "--json")
+    assert history.returncode == 0, history.stderr
+    lines = [json.loads(line) for line in history.stdout.splitlines()]
+    assert [e["request_id"] for e in lines] == [newest, result["request_id"]]
+    entry = lines[1]
+    assert "text" not in entry
+    for field in ("model", "tier", "cost_usd", "latency_ms", "decision", "verdicts"):
+        assert entry[field] == result[field] or field == "latency_ms", field
+
+    spend = orchestra("--config", config, "spend", "--json")
+    summary = json.loads(spend.stdout)
+    assert summary["answered_requests"] == 2
+    assert summary["today_usd"] > result["cost_usd"]
+
+
+def test_human_output_names_the_model_the_verdicts_and_the_reason(
+    stub: StubProvider, write_config: Callable[..., Path]
+) -> None:
+    config = str(write_config(model_toml("stub-cloud", stub.url)))
+    ran = orchestra("--config", config, "run", "hello")
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip() == "Paris"
+    assert "stub-cloud (cloud)" in ran.stderr
+    for agent in ("resource", "connectivity", "cost", "complexity"):
+        assert agent in ran.stderr
+    assert "policy default:" in ran.stderr
+
+
+def test_stream_models_agents_and_stdin(
+    stub: StubProvider, write_config: Callable[..., Path]
+) -> None:
+    config = str(write_config(model_toml("stub-cloud", stub.url)))
+    streamed = orchestra("--config", config, "run", "--stream", "-", stdin="hello from stdin")
+    assert streamed.returncode == 0 and streamed.stdout.strip() == "Paris"
+    assert stub.requests[-1]["body"]["messages"][-1]["content"] == "hello from stdin"
+
+    models = orchestra("--config", config, "models", "--json")
+    names = [json.loads(line)["name"] for line in models.stdout.splitlines()]
+    assert names == ["stub-cloud"]
+    assert json.loads(models.stdout.splitlines()[0])["key_present"] is True
+
+    agents = orchestra("--config", config, "agents", "--json")
+    verdicts = [json.loads(line) for line in agents.stdout.splitlines()]
+    assert {v["agent"] for v in verdicts} == {"resource", "connectivity", "cost", "complexity"}
+
+
+def test_bad_config_and_bad_input_exit_with_clear_messages(
+    stub: StubProvider, tmp_path: Path, write_config: Callable[..., Path]
+) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[models]]\nname = "x"\ntier = "moon"\nlitellm_model = "openai/x"\n')
+    done = orchestra("--config", str(bad), "run", "hello")
+    assert done.returncode == 2
+    assert "models[0].tier" in done.stderr and "Traceback" not in done.stderr
+
+    missing = orchestra("--config", str(tmp_path / "nope.toml"), "models")
+    assert missing.returncode == 2 and "not found" in missing.stderr
+
+    config = str(write_config(model_toml("stub-cloud", stub.url)))
+    unknown = orchestra("--config", config, "run", "--model", "gpt-9", "hello")
+    assert unknown.returncode == 2 and "unknown model 'gpt-9'" in unknown.stderr
+
+    policy = tmp_path / "policy.toml"
+    policy.write_text(model_toml("stub-cloud", stub.url) + '[policy]\nname = "coin-flip"\n')
+    bad_policy = orchestra("--config", str(policy), "run", "hello")
+    assert bad_policy.returncode == 2 and "unknown policy 'coin-flip'" in bad_policy.stderr
+
+
+def test_history_of_an_empty_store_is_empty() -> None:
+    done = orchestra("history", "--json")
+    assert done.returncode == 0 and done.stdout == ""

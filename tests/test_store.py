@@ -1,0 +1,508 @@
+"""The SQLite store on a real file: schema, batched writes, history, spend, samples, privacy."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import pytest
+
+from orchestra import (
+    Attempt,
+    Candidate,
+    Decision,
+    Request,
+    Result,
+    StoreError,
+    Tier,
+    Verdict,
+)
+from orchestra.spend import day_start, month_start
+from orchestra.store import RequestRecord, Store
+from orchestra.store.schema import SCHEMA_VERSION, migrate
+
+PROMPT = "zebra-quokka-7731: what is the capital of France?"
+ANSWER = "sloth-answer-4412 Paris"
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "data" / "orchestra.db"
+
+
+@pytest.fixture
+async def store(db_path: Path) -> AsyncIterator[Store]:
+    s = await Store(db_path).open()
+    yield s
+    await s.close()
+
+
+def raw(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Read with a plain sqlite3 connection, as another process would."""
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def the_decision() -> Decision:
+    return Decision(
+        policy="default",
+        candidates=(Candidate(model="e1", tier=Tier.EDGE), Candidate(model="c1", tier=Tier.CLOUD)),
+        reason="vote for edge (edge 0.90)",
+        target=Tier.EDGE,
+        votes={Tier.EDGE: 0.9},
+    )
+
+
+def the_verdicts() -> tuple[Verdict, ...]:
+    return (
+        Verdict(
+            agent="connectivity",
+            target=Tier.EDGE,
+            allowed=frozenset({Tier.EDGE, Tier.CLOUD}),
+            confidence=0.9,
+            state="online",
+            reason="providers reachable",
+            metrics={"rtt_ms": 12.5, "probes": ["a", "b"]},
+            at=1_700_000_000.0,
+        ),
+        Verdict.neutral_for("complexity", "timeout", "overran its 0.05s budget"),
+    )
+
+
+def the_attempts() -> tuple[Attempt, ...]:
+    return (
+        Attempt(
+            model="e1",
+            tier=Tier.EDGE,
+            ok=False,
+            latency_ms=5.0,
+            error_kind="server",
+            error="HTTP 500",
+            status_code=500,
+        ),
+        Attempt(model="c1", tier=Tier.CLOUD, ok=True, latency_ms=20.0),
+    )
+
+
+def make_record(
+    *,
+    created_at: float,
+    cost: float = 0.01,
+    ok: bool = True,
+    model: str = "c1",
+    tier: Tier = Tier.CLOUD,
+    prompt: str = PROMPT,
+    keep_text: bool = False,
+) -> RequestRecord:
+    request = Request.of(prompt)
+    decision, verdicts, attempts = the_decision(), the_verdicts(), the_attempts()
+    result = (
+        Result(
+            request_id=request.id,
+            text=ANSWER,
+            model=model,
+            tier=tier,
+            cost_usd=cost,
+            latency_ms=25.0,
+            prompt_tokens=10,
+            completion_tokens=3,
+            decision=decision,
+            verdicts=verdicts,
+            attempts=attempts,
+            created_at=created_at,
+        )
+        if ok
+        else None
+    )
+    return RequestRecord(
+        request=request,
+        verdicts=verdicts,
+        decision=decision,
+        result=result,
+        attempts=attempts,
+        created_at=created_at,
+        latency_ms=25.0,
+        error_kind=None if ok else "timeout",
+        error=None if ok else "every candidate timed out",
+        keep_text=keep_text,
+    )
+
+
+def files_of(path: Path) -> list[Path]:
+    """The database file and its -wal / -shm companions."""
+    return [p for p in path.parent.iterdir() if p.name.startswith(path.name)]
+
+
+def db_bytes(path: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in files_of(path))
+
+
+def garbage_file(path: Path) -> None:
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"this is not sqlite at all, just text " * 100)
+
+
+# -- schema ------------------------------------------------------------------------------------
+
+
+async def test_new_file_is_wal_at_current_schema(store: Store, db_path: Path) -> None:
+    assert files_of(db_path), "the database file exists"
+    assert raw(db_path, "PRAGMA journal_mode") == [("wal",)]
+    assert raw(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    tables = {r[0] for r in raw(db_path, "SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"requests", "verdicts", "attempts", "ledger", "samples"} <= tables
+
+
+async def test_reopen_keeps_data_and_skips_migrations(db_path: Path) -> None:
+    first = await Store(db_path).open()
+    rec = make_record(created_at=time.time())
+    first.record(rec)
+    await first.close()
+    schema_before = raw(db_path, "SELECT sql FROM sqlite_master ORDER BY name")
+
+    async with aiosqlite.connect(db_path) as db:
+        assert await migrate(db) == SCHEMA_VERSION, "nothing left to migrate"
+
+    async with Store(db_path) as again:
+        history = await again.history()
+    assert [h["request_id"] for h in history] == [rec.request.id]
+    assert raw(db_path, "SELECT sql FROM sqlite_master ORDER BY name") == schema_before
+    assert raw(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+
+
+def newer_db(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.commit()
+    conn.close()
+
+
+async def test_newer_schema_is_refused(db_path: Path) -> None:
+    newer_db(db_path)
+    store = Store(db_path)
+    with pytest.raises(StoreError, match="newer than this Orchestra"):
+        await store.open()
+    assert raw(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION + 1,)], "left untouched"
+    await store.close()
+
+
+@pytest.mark.xfail(
+    reason="BUG: Store.open() closes the connection only on sqlite3.Error/OSError; the "
+    "StoreError from migrate() leaves the aiosqlite connection (and its thread) open",
+    strict=True,
+)
+async def test_failed_open_leaves_no_connection_behind(db_path: Path) -> None:
+    newer_db(db_path)
+    before = threading.active_count()
+    store = Store(db_path)
+    try:
+        with pytest.raises(StoreError):
+            await store.open()
+        assert threading.active_count() == before
+    finally:
+        await store.close()
+
+
+async def test_not_a_database_is_a_store_error(db_path: Path) -> None:
+    garbage_file(db_path)
+    with pytest.raises(StoreError, match=str(db_path)):
+        await Store(db_path).open()
+
+
+async def test_reads_on_a_closed_store_raise_store_error(db_path: Path) -> None:
+    with pytest.raises(StoreError, match="not open"):
+        await Store(db_path).history()
+
+
+# -- writes ------------------------------------------------------------------------------------
+
+
+async def test_record_only_enqueues(store: Store, db_path: Path) -> None:
+    rec = make_record(created_at=time.time())
+    store.record(rec)
+    assert raw(db_path, "SELECT COUNT(*) FROM requests") == [(0,)], "nothing written yet"
+    await store.flush()
+    assert raw(db_path, "SELECT id, status FROM requests") == [(rec.request.id, "ok")]
+    assert raw(db_path, "SELECT COUNT(*) FROM ledger") == [(1,)]
+
+
+async def test_close_flushes_pending_records(db_path: Path) -> None:
+    writer = await Store(db_path).open()
+    recs = [make_record(created_at=time.time() + i) for i in range(5)]
+    for rec in recs:
+        writer.record(rec)
+    writer.record_sample(Verdict(agent="resource", state="ok"))
+    await writer.close()
+    async with Store(db_path) as reader:
+        history = await reader.history()
+        samples = await reader.samples()
+    assert {h["request_id"] for h in history} == {r.request.id for r in recs}
+    assert [s.agent for s in samples] == ["resource"]
+
+
+@pytest.mark.xfail(
+    reason="BUG: a sample whose metrics pydantic cannot serialise raises outside the "
+    "sqlite3.Error handler in Store._write_batch; the writer task dies, later records are "
+    "silently dropped and close() raises without closing the DB",
+    strict=True,
+)
+async def test_writer_survives_an_unserialisable_sample(db_path: Path) -> None:
+    class Reading:
+        def __repr__(self) -> str:
+            return "Reading()"
+
+    store = await Store(db_path).open()
+    try:
+        store.record_sample(Verdict(agent="custom", metrics={"reading": Reading()}))
+        await asyncio.sleep(0.02)  # the bad sample is written on its own
+        rec = make_record(created_at=time.time())
+        store.record(rec)
+        await asyncio.wait_for(store.flush(), 2.0)
+        assert [h["request_id"] for h in await store.history()] == [rec.request.id]
+        await store.close()
+    finally:
+        with contextlib.suppress(Exception):
+            await store.close()
+        if store._db is not None:  # keep the connection thread from outliving the test
+            await store._db.close()
+
+
+# -- history -----------------------------------------------------------------------------------
+
+
+async def test_history_newest_first_with_explanation(store: Store) -> None:
+    now = time.time()
+    recs = {age: make_record(created_at=now - age) for age in (30, 10, 20)}
+    for rec in recs.values():
+        store.record(rec)
+    await store.flush()
+    history = await store.history()
+    assert [h["request_id"] for h in history] == [recs[a].request.id for a in (10, 20, 30)]
+
+    entry = history[0]
+    assert entry["status"] == "ok"
+    assert entry["model"] == "c1" and entry["tier"] == "cloud"
+    assert entry["cost_usd"] == pytest.approx(0.01)
+    assert (entry["prompt_tokens"], entry["completion_tokens"]) == (10, 3)
+    assert entry["stream"] is False
+    assert entry["decision"] == json.loads(the_decision().model_dump_json())
+    assert [c["model"] for c in entry["decision"]["candidates"]] == ["e1", "c1"]
+
+    online, timeout = entry["verdicts"]
+    assert online == {
+        "agent": "connectivity",
+        "target": "edge",
+        "allowed": ["edge", "cloud"],
+        "confidence": 0.9,
+        "state": "online",
+        "reason": "providers reachable",
+        "metrics": {"rtt_ms": 12.5, "probes": ["a", "b"]},
+        "at": 1_700_000_000.0,
+        "stale": False,
+        "neutral": False,
+    }
+    assert timeout["state"] == "timeout" and timeout["neutral"] is True
+    assert timeout["target"] is None and timeout["allowed"] == ["local", "edge", "cloud"]
+
+    failed, answered = entry["attempts"]
+    # attempts keep their `position` column (verdicts drop theirs): order is what matters
+    assert [failed.pop("position", 0), answered.pop("position", 1)] == [0, 1]
+    assert failed == {
+        "model": "e1",
+        "tier": "edge",
+        "ok": False,
+        "latency_ms": 5.0,
+        "error_kind": "server",
+        "error": "HTTP 500",
+        "status_code": 500,
+    }
+    assert answered["model"] == "c1" and answered["ok"] is True
+
+
+async def test_history_limit_and_since(store: Store) -> None:
+    now = time.time()
+    recs = [make_record(created_at=now - age) for age in (5, 50, 500)]
+    for rec in recs:
+        store.record(rec)
+    await store.flush()
+    assert [h["request_id"] for h in await store.history(limit=2)] == [
+        recs[0].request.id,
+        recs[1].request.id,
+    ]
+    recent = await store.history(since=now - 100)
+    assert {h["request_id"] for h in recent} == {recs[0].request.id, recs[1].request.id}
+
+
+async def test_failed_request_is_history_but_not_spend(store: Store) -> None:
+    now = time.time()
+    failed = make_record(created_at=now, ok=False)
+    answered = make_record(created_at=now - 1, cost=0.25)
+    store.record(failed)
+    store.record(answered)
+    await store.flush()
+    newest, older = await store.history()
+    assert newest["request_id"] == failed.request.id
+    assert newest["status"] == "error"
+    assert newest["error_kind"] == "timeout" and newest["error"] == "every candidate timed out"
+    assert newest["model"] is None and newest["cost_usd"] == 0.0
+    assert [a["ok"] for a in newest["attempts"]] == [False, True]
+    assert older["status"] == "ok"
+    assert await store.spend_totals(now) == (pytest.approx(0.25), pytest.approx(0.25))
+    summary = await store.spend_summary(now)
+    assert summary["answered_requests"] == 1
+
+
+# -- spend -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "now",
+    [
+        datetime(2026, 3, 15, 12, 0).timestamp(),  # mid-month: yesterday is this month
+        datetime(2026, 3, 1, 9, 30).timestamp(),  # the 1st: yesterday is last month
+        time.time(),
+    ],
+    ids=["mid-month", "first-of-month", "now"],
+)
+async def test_spend_totals_today_and_month(store: Store, now: float) -> None:
+    stamps = {
+        "now": now,
+        "day_start": day_start(now),
+        "yesterday": day_start(now) - 3600,
+        "month_start": month_start(now),
+        "before_month": month_start(now) - 1,
+        "40_days_ago": now - 40 * 86400,
+    }
+    costs = {"now": 1.0, "day_start": 2.0, "yesterday": 4.0, "month_start": 8.0}
+    costs |= {"before_month": 16.0, "40_days_ago": 32.0}
+    for key, at in stamps.items():
+        store.record(make_record(created_at=at, cost=costs[key]))
+    await store.flush()
+
+    today = sum(c for k, c in costs.items() if stamps[k] >= day_start(now))
+    month = sum(c for k, c in costs.items() if stamps[k] >= month_start(now))
+    assert await store.spend_totals(now) == (pytest.approx(today), pytest.approx(month))
+    assert today >= 3.0  # now and day_start are always today
+    assert 32.0 > month - today >= 0  # 40 days ago is never this month
+
+
+async def test_spend_summary(store: Store) -> None:
+    now = datetime(2026, 5, 20, 15, 0).timestamp()
+    store.record(make_record(created_at=now, cost=0.5, model="c1"))
+    store.record(make_record(created_at=now - 86400, cost=0.25, model="c1"))
+    store.record(make_record(created_at=now - 2 * 86400, cost=1.0, model="c2"))
+    store.record(make_record(created_at=now, cost=0.0, model="l1", tier=Tier.LOCAL))
+    store.record(make_record(created_at=now - 60 * 86400, cost=3.0, model="c1"))
+    store.record(make_record(created_at=now, ok=False))
+    await store.flush()
+    summary = await store.spend_summary(now)
+    assert summary["today_usd"] == pytest.approx(0.5)
+    assert summary["month_usd"] == pytest.approx(1.75)
+    assert summary["total_usd"] == pytest.approx(4.75)
+    assert summary["answered_requests"] == 5
+    by_model = [(m["model"], m["tier"], m["requests"]) for m in summary["month_by_model"]]
+    assert by_model == [("c2", "cloud", 1), ("c1", "cloud", 2), ("l1", "local", 1)]
+    c1 = summary["month_by_model"][1]
+    assert c1["cost_usd"] == pytest.approx(0.75)
+    assert (c1["prompt_tokens"], c1["completion_tokens"]) == (20, 6)
+
+
+# -- privacy -----------------------------------------------------------------------------------
+
+
+async def test_prompt_not_stored_by_default(db_path: Path) -> None:
+    rec = make_record(created_at=time.time())
+    async with Store(db_path) as store:
+        store.record(rec)
+        await store.flush()
+        (entry,) = await store.history()
+        assert PROMPT.encode() not in db_bytes(db_path)
+    assert PROMPT.encode() not in db_bytes(db_path)
+    assert ANSWER.encode() not in db_bytes(db_path)
+    ((digest, features, prompt, response),) = raw(
+        db_path, "SELECT prompt_sha256, features, prompt, response FROM requests"
+    )
+    assert prompt is None and response is None
+    transcript = json.dumps([m.model_dump() for m in rec.request.messages], ensure_ascii=False)
+    assert digest == hashlib.sha256(transcript.encode()).hexdigest()
+    expected_features = {"chars": len(PROMPT), "words": 7, "lines": 1, "messages": 1}
+    assert json.loads(features) == expected_features
+    assert entry["features"] == expected_features
+
+
+async def test_prompt_stored_with_keep_text(db_path: Path) -> None:
+    async with Store(db_path) as store:
+        store.record(make_record(created_at=time.time(), keep_text=True))
+    assert PROMPT.encode() in db_bytes(db_path)
+    ((prompt, response),) = raw(db_path, "SELECT prompt, response FROM requests")
+    assert json.loads(prompt) == [{"role": "user", "content": PROMPT}]
+    assert response == ANSWER
+
+
+# -- samples -----------------------------------------------------------------------------------
+
+
+async def test_samples_round_trip(store: Store) -> None:
+    base = time.time()
+    older = Verdict(
+        agent="resource", target=Tier.LOCAL, confidence=0.3, metrics={"cpu": 12.5}, at=base - 2
+    )
+    newer = Verdict(agent="resource", target=Tier.EDGE, state="busy", at=base - 1)
+    net = Verdict(agent="connectivity", allowed=frozenset({Tier.LOCAL}), state="offline", at=base)
+    for v in (older, net, newer):
+        store.record_sample(v)
+    await store.flush()
+    assert await store.samples() == [net, newer, older]
+    assert await store.samples(agent="resource") == [newer, older]
+    assert await store.samples(agent="resource", limit=1) == [newer]
+    assert await store.samples(agent="nobody") == []
+
+
+# -- two processes -----------------------------------------------------------------------------
+
+
+async def test_two_stores_on_one_file(db_path: Path) -> None:
+    writer = await Store(db_path).open()
+    reader = await Store(db_path).open()
+    try:
+        now = time.time()
+        recs = [make_record(created_at=now + i * 0.001) for i in range(40)]
+
+        async def write() -> None:
+            for i, rec in enumerate(recs):
+                writer.record(rec)
+                if i % 8 == 7:
+                    await writer.flush()
+            await writer.flush()
+
+        async def read() -> list[int]:
+            seen = []
+            for _ in range(10):
+                seen.append(len(await reader.history(limit=100)))
+                await reader.spend_totals()
+                await asyncio.sleep(0)
+            return seen
+
+        _, counts = await asyncio.gather(write(), read())
+        assert counts == sorted(counts), "a reader only ever sees more rows"
+        assert len(await reader.history(limit=100)) == 40
+        assert len(await writer.history(limit=100)) == 40
+        today, _ = await reader.spend_totals(now)
+        assert today == pytest.approx(0.4)
+    finally:
+        await writer.close()
+        await reader.close()
