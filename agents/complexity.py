@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from agents.complexity_scorer import score, signals
+from agents.complexity_scorer import load_scorer, score, signals
 from orchestra import Agent, Request, Tier, Verdict
 
 __all__ = ["ComplexityAgent", "score", "signals"]
@@ -32,15 +32,17 @@ class ComplexityAgent(Agent):
         if not 0.0 <= edge_from <= cloud_from <= 1.0:
             raise ValueError("need 0 <= edge_from <= cloud_from <= 1")
         self.edge_from, self.cloud_from = edge_from, cloud_from
-        self._scorer = scorer or score
-        self._explain = signals if scorer is None else None
+        self._scorer = scorer
 
     async def check(self, request: Request | None) -> Verdict:
         prompt = request.prompt if request is not None else ""
-        return self.judge(float(self._scorer(prompt)), prompt)
+        if self._scorer is not None:
+            return self.judge(float(self._scorer(prompt)))
+        sig = signals(prompt)  # extracted once: scored, then reported
+        return self.judge(load_scorer().score_signals(sig), sig)
 
-    def judge(self, value: float, prompt: str = "") -> Verdict:
-        """The verdict for one score (pure)."""
+    def judge(self, value: float, signals: dict[str, float] | None = None) -> Verdict:
+        """The verdict for one score and, if known, the signals behind it (pure)."""
         value = min(1.0, max(0.0, value))
         if value < self.edge_from:
             target, state = Tier.LOCAL, "simple"
@@ -50,8 +52,8 @@ class ComplexityAgent(Agent):
             target, state = Tier.CLOUD, "complex"
         margin = min(abs(value - self.edge_from), abs(value - self.cloud_from))
         metrics: dict[str, Any] = {"score": round(value, 4)}
-        if self._explain is not None and prompt:
-            metrics["signals"] = {k: round(v, 3) for k, v in self._explain(prompt).items() if v}
+        if signals:
+            metrics["signals"] = {k: round(v, 3) for k, v in signals.items() if v}
         return self.verdict(
             target=target,
             confidence=round(min(0.9, 0.3 + 1.5 * margin), 3),

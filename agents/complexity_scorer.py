@@ -32,7 +32,7 @@ _PATTERNS = {
     "scientific": r"\d(?:[eE][-+]?\d|\s?[\u00d7x*]\s?10\b)|10(?:\s?\^|\*\*)",
     "latex": r"\\[a-zA-Z]{2,}|\$[^$\n]{1,200}\$",
     "unit": r"\d\s?(?:k?g|mg|[cmkn]?m|m?s|min|hr?|k?J|eV|[kM]?W|m?V|m?A|[kM]?Hz|k?Pa|atm|mol|M|"
-            r"m?L|K|°[CF]?|Ω|ohms?|ft|in|lbm?|psi|Btu|k?cal|rpm)\b",
+    r"m?L|K|°[CF]?|Ω|ohms?|ft|in|lbm?|psi|Btu|k?cal|rpm)\b",
 }
 
 
@@ -43,40 +43,58 @@ def _compiled() -> dict[str, re.Pattern[str]]:
 
 # Substrings whose counts add up to the operator and code signals (str.count is cheap).
 _MATH_OPS = ("+", "=", "^", "*", "/", "<", ">", " - ", "\u00d7", "÷", "≤", "≥", "±", "√", "∫", "∑")
-_CODE_MARKS = ("```", "def ", "return ", "import ", "#include", "==", "!=", "->", "=>", "();",
-               "){", "};", "print(", "self.", "function ", "public ", "SELECT ", "\n    ", "\t")
+_CODE_MARKS = (
+    "```",
+    "def ",
+    "return ",
+    "import ",
+    "#include",
+    "==",
+    "!=",
+    "->",
+    "=>",
+    "();",
+    "){",
+    "};",
+    "print(",
+    "self.",
+    "function ",
+    "public ",
+    "SELECT ",
+    "\n    ",
+    "\t",
+)
 
 # Word lists: each lowercase word maps to the signal it counts towards.
 _LEXICON_GROUPS: dict[str, str] = {
     # Asking for a computed answer rather than recall or discussion.
     "compute_words": "calculate compute determine estimate evaluate solve simplify approximate "
-                     "find",
+    "find",
     # Conceptual, open-ended asks: small models handle these comparatively well.
     "explain_words": "explain describe discuss why define definition meaning theory concept "
-                     "summarize summarise opinion example examples",
+    "summarize summarise opinion example examples",
     # Ordered steps and state changes the model must track.
     "sequence_words": "first second third fourth then next before after last later finally "
-                      "remaining remains initially originally until afterwards",
+    "remaining remains initially originally until afterwards",
     # Relations between quantities or entities.
     "relation_words": "same both than twice thrice half double triple times older younger "
-                      "difference ratio proportion respectively",
+    "difference ratio proportion respectively",
     "rate_words": "per each every rate average",
     "condition_words": "if unless suppose assume assuming given provided whenever otherwise",
-    "constraint_words": "must exactly only without least most cannot never always maximum "
-                        "minimum",
+    "constraint_words": "must exactly only without least most cannot never always maximum minimum",
     "negation_words": "not no none except false incorrect neither nor",
     "pronouns": "he she it they them his her their its him himself herself",
     "math_words": "equation integral derivative function matrix probability prime polynomial "
-                  "sqrt log ln sin cos tan limit vector eigenvalue variance sum product "
-                  "quotient remainder divisible exponent logarithm area volume perimeter radius "
-                  "angle triangle circle slope inequality integer integers fraction",
+    "sqrt log ln sin cos tan limit vector eigenvalue variance sum product "
+    "quotient remainder divisible exponent logarithm area volume perimeter radius "
+    "angle triangle circle slope inequality integer integers fraction",
     "science_words": "energy force velocity acceleration mass pressure temperature heat "
-                     "voltage current resistance frequency wavelength momentum torque "
-                     "equilibrium enthalpy entropy molar concentration reaction charge field",
+    "voltage current resistance frequency wavelength momentum torque "
+    "equilibrium enthalpy entropy molar concentration reaction charge field",
     # Unambiguous programming words only ("class", "string", "output" occur in word problems).
     "code_words": "code program programming algorithm python java javascript typescript sql "
-                  "html css json regex api implement implementation compile compiler runtime "
-                  "recursion recursive debug bug script",
+    "html css json regex api implement implementation compile compiler runtime "
+    "recursion recursive debug bug script",
 }
 _LEXICON: dict[str, str] = {
     word: group for group, words in _LEXICON_GROUPS.items() for word in words.split()
@@ -85,10 +103,28 @@ _LEXICON: dict[str, str] = {
 _NOT_VARIABLES = frozenset("aist")
 
 SIGNAL_NAMES: tuple[str, ...] = (
-    "log_chars", "log_words", "log_sentences", "words_per_sentence", "mean_word_len",
-    "long_word_frac", "capital_frac", "log_lines", "question_marks",
-    "log_numbers", "number_density", "decimals", "big_numbers", "percent", "scientific",
-    "math_ops", "latex", "units", "variables", "code_marks", "symbols", "symbol_density",
+    "log_chars",
+    "log_words",
+    "log_sentences",
+    "words_per_sentence",
+    "mean_word_len",
+    "long_word_frac",
+    "capital_frac",
+    "log_lines",
+    "question_marks",
+    "log_numbers",
+    "number_density",
+    "decimals",
+    "big_numbers",
+    "percent",
+    "scientific",
+    "math_ops",
+    "latex",
+    "units",
+    "variables",
+    "code_marks",
+    "symbols",
+    "symbol_density",
     *_LEXICON_GROUPS,
 )
 
@@ -193,6 +229,11 @@ class Scorer:
         """Complexity of ``prompt`` in [0, 1]; higher means a weak model more likely fails."""
         return _sigmoid(self.linear(signals(prompt)))
 
+    def score_signals(self, sig: Mapping[str, float]) -> float:
+        """The score for already-extracted signals (so a caller can report them without a
+        second extraction)."""
+        return _sigmoid(self.linear(sig))
+
     def __call__(self, prompt: str) -> float:
         return self.score(prompt)
 
@@ -215,8 +256,14 @@ class Scorer:
             raise ValueError(f"unsupported model type {data.get('model')!r}")
         keys = {"model", "features", "mean", "scale", "weights", "bias"}
         meta = {k: v for k, v in data.items() if k not in keys}
-        return cls(data["features"], data["weights"], data["bias"], data.get("mean"),
-                   data.get("scale"), meta)
+        return cls(
+            data["features"],
+            data["weights"],
+            data["bias"],
+            data.get("mean"),
+            data.get("scale"),
+            meta,
+        )
 
     def save(self, path: str | Path) -> None:
         """Write the model as JSON (floats keep full precision, so scores round-trip exactly)."""

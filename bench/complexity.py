@@ -79,8 +79,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     apgr_mod.DATA = a.data
     scorer = load_scorer()
     cross = {} if a.no_cross else cross_apgr(apgr_mod, a.data)
-    print(f"{'data set':10} {'random':>7} {'length':>7} {'shipped':>8} {'cross':>7}  cross = "
-          "trained on the other data set only")
+    print(
+        f"{'data set':10} {'random':>7} {'length':>7} {'shipped':>8} {'cross':>7}  cross = "
+        "trained on the other data set only"
+    )
     all_prompts: list[str] = []
     for name in DATASETS:
         prompts, strong, weak = apgr_mod.load(name, None, None)
@@ -88,11 +90,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         length = apgr_mod.apgr([float(len(p)) for p in prompts], strong, weak)[0]
         shipped = apgr_mod.apgr([scorer.score(p) for p in prompts], strong, weak)[0]
         x = f"{cross[name]:7.3f}" if name in cross else f"{'-':>7}"
-        print(f"{name:10} {random_apgr(apgr_mod, strong, weak):7.3f} {length:7.3f} "
-              f"{shipped:8.3f} {x}")
+        print(
+            f"{name:10} {random_apgr(apgr_mod, strong, weak):7.3f} {length:7.3f} {shipped:8.3f} {x}"
+        )
     p50, p99 = timing(scorer.score, all_prompts)
-    print(f"score(): p50 {p50:.0f} us, p99 {p99:.0f} us per prompt "
-          f"({len(all_prompts)} prompts, one core)")
+    print(
+        f"score(): p50 {p50:.0f} us, p99 {p99:.0f} us per prompt "
+        f"({len(all_prompts)} prompts, one core)"
+    )
 
 
 if __name__ == "__main__":

@@ -49,6 +49,8 @@ class AgentPanel:
 
     def _add(self, agent: Agent) -> None:
         name = agent.agent_name
+        if agent.interval is not None and not agent.interval > 0:
+            raise ValueError(f"agent {name!r}: interval must be > 0 seconds, got {agent.interval}")
         if any(a.agent_name == name for a in self._agents):
             raise ValueError(f"an agent named {name!r} is already hooked")
         self._agents.append(agent)
@@ -80,7 +82,7 @@ class AgentPanel:
         for task in tasks:
             task.cancel()
         for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
         for agent in self._agents:
@@ -136,10 +138,15 @@ class AgentPanel:
             await self._sample(agent)
 
     async def _sample(self, agent: Agent) -> None:
+        # Staleness is judged from the verdict's own `at`: an agent reporting an old measurement
+        # (a cached reading) is stale even when it answered just now.
         verdict = await self._checked(agent, None)
         self._latest[agent.agent_name] = verdict
         if self._on_sample is not None:
-            self._on_sample(verdict)
+            try:
+                self._on_sample(verdict)
+            except Exception:  # recording a sample must never stop the sampling
+                log.exception("recording a sample of agent %s failed", agent.agent_name)
 
     async def _checked(self, agent: Agent, request: Request | None) -> Verdict:
         name = agent.agent_name

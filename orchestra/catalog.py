@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator
 
 from orchestra.errors import ConfigError, UnknownModelError
 from orchestra.model_spec import ModelSpec
-from orchestra.tier import Tier
+from orchestra.tier import TIERS, Tier
 
 
 class Catalog:
@@ -24,7 +24,7 @@ class Catalog:
             if spec.name in self._by_name:
                 raise ConfigError(f"model name {spec.name!r} appears twice in the catalog")
             self._by_name[spec.name] = spec
-        self._by_tier = {t: tuple(m for m in self._models if m.tier is t) for t in Tier}
+        self._by_tier = {t: tuple(m for m in self._models if m.tier is t) for t in TIERS}
 
     def __iter__(self) -> Iterator[ModelSpec]:
         return iter(self._models)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -25,7 +25,7 @@ class PolicyConfig(_Section):
     """`[policy]`: which policy decides, and its parameters (e.g. per-agent weights)."""
 
     name: str = "default"
-    weights: dict[str, float] = Field(default_factory=dict)
+    weights: dict[str, Annotated[float, Field(ge=0.0)]] = Field(default_factory=dict)
 
 
 class EmbeddedConfig(_Section):
@@ -69,6 +69,19 @@ class AgentsConfig(_Section):
     model_config = ConfigDict(frozen=True, extra="allow")
 
     enabled: tuple[str, ...] = DEFAULT_AGENTS
+
+    @model_validator(mode="after")
+    def _only_agent_tables(self) -> AgentsConfig:
+        for key, value in (self.model_extra or {}).items():
+            if not isinstance(value, dict) and key in self.enabled:
+                raise ValueError(f"[agents.{key}] must be a table, got {type(value).__name__}")
+            if not isinstance(value, dict):
+                raise ValueError(
+                    f"unknown key {key!r} in [agents]: it takes `enabled` and [agents.NAME] tables"
+                )
+            if key not in self.enabled:
+                raise ValueError(f"[agents.{key}] configures an agent that is not enabled")
+        return self
 
     def settings(self, name: str) -> dict[str, Any]:
         extra = self.model_extra or {}

@@ -63,5 +63,5 @@ def _import(target: str) -> Any:
     module_name, _, attr = target.partition(":")
     try:
         return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
+    except Exception as exc:  # a bad path, or a module that raises on import
         raise PolicyError(f"cannot load policy {target!r}: {exc}") from exc

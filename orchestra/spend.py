@@ -3,16 +3,8 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from datetime import datetime
-
-
-def day_key(ts: float) -> str:
-    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d")
-
-
-def month_key(ts: float) -> str:
-    return datetime.fromtimestamp(ts).strftime("%Y-%m")
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 
 def day_start(ts: float) -> float:
@@ -25,30 +17,43 @@ def month_start(ts: float) -> float:
     return d.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp()
 
 
+def _next_day(ts: float) -> float:
+    d = datetime.fromtimestamp(day_start(ts)) + timedelta(days=1, hours=3)  # DST-safe
+    return day_start(d.timestamp())
+
+
+def _next_month(ts: float) -> float:
+    d = datetime.fromtimestamp(month_start(ts)) + timedelta(days=32)
+    return month_start(d.timestamp())
+
+
 @dataclass
 class SpendTracker:
     """Today's and this month's spend (local calendar), seeded from the store's ledger.
 
     The runtime adds each request's cost as it is recorded, so the totals are current without
-    reading the database on the request path.
+    reading the database on the request path. Period boundaries are computed once per period.
     """
 
-    day: str = ""
-    month: str = ""
     day_usd: float = 0.0
     month_usd: float = 0.0
+    _day: tuple[float, float] = field(default=(0.0, 0.0), repr=False)
+    _month: tuple[float, float] = field(default=(0.0, 0.0), repr=False)
 
     @classmethod
     def seeded(cls, day_usd: float, month_usd: float, now: float | None = None) -> SpendTracker:
         now = time.time() if now is None else now
-        return cls(day=day_key(now), month=month_key(now), day_usd=day_usd, month_usd=month_usd)
+        tracker = cls(day_usd=day_usd, month_usd=month_usd)
+        tracker._day = (day_start(now), _next_day(now))
+        tracker._month = (month_start(now), _next_month(now))
+        return tracker
 
     def add(self, cost_usd: float, at: float | None = None) -> None:
         at = time.time() if at is None else at
         self._roll(at)
-        if day_key(at) == self.day:
+        if self._day[0] <= at < self._day[1]:
             self.day_usd += cost_usd
-        if month_key(at) == self.month:
+        if self._month[0] <= at < self._month[1]:
             self.month_usd += cost_usd
 
     def today(self, now: float | None = None) -> float:
@@ -60,9 +65,8 @@ class SpendTracker:
         return self.month_usd
 
     def _roll(self, now: float) -> None:
-        # Keys are ISO strings, so they order like dates; an older timestamp never rolls back.
-        d, m = day_key(now), month_key(now)
-        if d > self.day:
-            self.day, self.day_usd = d, 0.0
-        if m > self.month:
-            self.month, self.month_usd = m, 0.0
+        # Only ever forward: an older timestamp never reopens a closed period.
+        if now >= self._day[1]:
+            self._day, self.day_usd = (day_start(now), _next_day(now)), 0.0
+        if now >= self._month[1]:
+            self._month, self.month_usd = (month_start(now), _next_month(now)), 0.0

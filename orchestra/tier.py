@@ -48,4 +48,6 @@ class Tier(StrEnum):
 
 _RANK = {Tier.LOCAL: 0, Tier.EDGE: 1, Tier.CLOUD: 2}
 
-ALL_TIERS: frozenset[Tier] = frozenset(Tier)
+# Iterating an Enum class is slow (a generator over its members); hot paths use this tuple.
+TIERS: tuple[Tier, ...] = (Tier.LOCAL, Tier.EDGE, Tier.CLOUD)
+ALL_TIERS: frozenset[Tier] = frozenset(TIERS)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from orchestra import Candidate, Catalog, Decision, Exclusion, Request, Tier, Verdict
+from orchestra import ALL_TIERS, Candidate, Catalog, Decision, Exclusion, Request, Tier, Verdict
 from orchestra.errors import NoAllowedModelError
+from orchestra.tier import TIERS
 
 STALE_WEIGHT = 0.5
 
@@ -33,8 +34,10 @@ class DefaultPolicy:
         allowed, excluded = _constraints(verdicts)
         votes = self._votes(verdicts)
         if request.model is not None:
-            return _forced_model(self.name, request.model, catalog, allowed, excluded, votes)
-        tiers = [t for t in Tier if t in allowed and catalog.in_tier(t)]
+            return _forced_model(
+                self.name, request.model, request.tier, catalog, allowed, excluded, votes
+            )
+        tiers = [t for t in TIERS if t in allowed and catalog.in_tier(t)]
         if request.tier is not None:
             tiers = [t for t in tiers if t is request.tier]
         if not tiers:
@@ -61,17 +64,19 @@ class DefaultPolicy:
             if v.neutral or v.target is None:
                 continue
             weight = self.weights.get(v.agent, 1.0) * (STALE_WEIGHT if v.stale else 1.0)
+            if v.confidence * weight <= 0:
+                continue  # a zero-weight vote is no vote: it must not break the cheaper-tier tie
             votes[v.target] = round(votes.get(v.target, 0.0) + v.confidence * weight, 6)
         return votes
 
 
 def _constraints(verdicts: Sequence[Verdict]) -> tuple[set[Tier], list[Exclusion]]:
-    allowed = set(Tier)
+    allowed = set(ALL_TIERS)
     excluded: list[Exclusion] = []
     for v in verdicts:
-        if v.neutral:
+        if v.neutral or v.allowed == ALL_TIERS:
             continue
-        for tier in sorted(set(Tier) - v.allowed):
+        for tier in sorted(ALL_TIERS - v.allowed):
             allowed.discard(tier)
             excluded.append(Exclusion(tier=tier, by=v.agent, reason=v.reason or v.state))
     return allowed, excluded
@@ -91,12 +96,17 @@ def _place(tier: Tier, target: Tier, index: int) -> str:
 def _forced_model(
     policy: str,
     name: str,
+    request_tier: Tier | None,
     catalog: Catalog,
     allowed: set[Tier],
     excluded: list[Exclusion],
     votes: dict[Tier, float],
 ) -> Decision:
     spec = catalog.get(name)
+    if request_tier is not None and spec.tier is not request_tier:
+        raise NoAllowedModelError(
+            f"model {name!r} is in tier {spec.tier}, but tier {request_tier} was requested"
+        )
     if spec.tier not in allowed:
         why = "; ".join(f"{e.by}: {e.reason}" for e in excluded if e.tier is spec.tier)
         raise NoAllowedModelError(

@@ -374,11 +374,6 @@ async def test_ambient_failure_is_a_neutral_sample(
     assert samples and samples[0].state == "error"
 
 
-@pytest.mark.xfail(
-    reason="BUG: an exception from on_sample kills the agent's sampler task silently (the "
-    "agent is never sampled again) and panel.stop() then re-raises it, skipping agents' stop()",
-    strict=True,
-)
 async def test_raising_on_sample_does_not_stop_sampling(context: AgentContext) -> None:
     calls: list[Verdict] = []
 

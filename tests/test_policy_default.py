@@ -155,11 +155,6 @@ def test_no_votes_means_local_first() -> None:
     assert "no votes" in decision.reason
 
 
-@pytest.mark.xfail(
-    reason="BUG: a zero-weight (or zero-confidence) vote still picks the target: votes "
-    "{cloud: 0.0} makes cloud win although it ties the unvoted tiers at 0 (cheaper should win)",
-    strict=True,
-)
 def test_zero_weight_vote_does_not_pick_the_tier() -> None:
     policy = DefaultPolicy(weights={"complexity": 0.0})
     decision = decide([vote("complexity", C, 0.9)], policy=policy)

@@ -53,12 +53,35 @@ MODEL_FEATURES = tuple(f for f in SIGNAL_NAMES if f not in EXCLUDED)
 # free). Constraining signs keeps a source-specific quirk from flipping a general signal.
 SIGN_PRIOR: dict[str, int] = {
     **dict.fromkeys(
-        ("log_chars", "log_words", "log_sentences", "capital_frac", "log_numbers",
-         "number_density", "decimals", "big_numbers", "percent", "scientific", "math_ops",
-         "latex", "units", "variables", "code_marks", "symbols", "symbol_density",
-         "compute_words", "sequence_words", "relation_words", "condition_words",
-         "constraint_words", "negation_words", "pronouns", "math_words", "science_words",
-         "code_words"),
+        (
+            "log_chars",
+            "log_words",
+            "log_sentences",
+            "capital_frac",
+            "log_numbers",
+            "number_density",
+            "decimals",
+            "big_numbers",
+            "percent",
+            "scientific",
+            "math_ops",
+            "latex",
+            "units",
+            "variables",
+            "code_marks",
+            "symbols",
+            "symbol_density",
+            "compute_words",
+            "sequence_words",
+            "relation_words",
+            "condition_words",
+            "constraint_words",
+            "negation_words",
+            "pronouns",
+            "math_words",
+            "science_words",
+            "code_words",
+        ),
         1,
     ),
     "explain_words": -1,
@@ -97,8 +120,9 @@ def load_mmlu_pro(data: Path) -> list[Example]:
         local = sum(float(r[m]) for m in LOCAL_MODELS) / len(LOCAL_MODELS)
         cloud = sum(float(r[m]) for m in CLOUD_MODELS) / len(CLOUD_MODELS)
         group = "mmlu_pro_orig" if r["src"].startswith("ori_mmlu") else "mmlu_pro_stem"
-        out.append(Example(r["question"] + "\n" + r["options"], (1 + cloud - local) / 2, group,
-                           1 - local))
+        out.append(
+            Example(r["question"] + "\n" + r["options"], (1 + cloud - local) / 2, group, 1 - local)
+        )
     return out
 
 
@@ -332,8 +356,9 @@ def score_quantiles(model: Scorer, examples: Sequence[Example]) -> dict[str, lis
     out = {}
     for name, scores in by_set.items():
         scores.sort()
-        out[name] = [round(scores[min(len(scores) - 1, len(scores) * k // 10)], 3)
-                     for k in range(11)]
+        out[name] = [
+            round(scores[min(len(scores) - 1, len(scores) * k // 10)], 3) for k in range(11)
+        ]
     return out
 
 
@@ -348,24 +373,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     model = train(examples)
     meta = {
         "about": "Orchestra prompt-complexity scorer: score ~ P(a local-class model fails); "
-                 "higher = route to a stronger tier. Logistic model over "
-                 "agents.complexity_scorer.signals().",
+        "higher = route to a stronger tier. Logistic model over "
+        "agents.complexity_scorer.signals().",
         "trained": dt.date.today().isoformat(),
         "trainer": "tools/train_complexity.py",
         "data": {
             "dir": "../shared/data/routing",
             "files": {
                 f: {"rows": n, "sha256": _sha256(a.data / f)}
-                for f, n in ((GSM8K_FILE, sum(e.group == "gsm8k" for e in examples)),
-                             (MMLU_FILE, sum(e.group != "gsm8k" for e in examples)))
+                for f, n in (
+                    (GSM8K_FILE, sum(e.group == "gsm8k" for e in examples)),
+                    (MMLU_FILE, sum(e.group != "gsm8k" for e in examples)),
+                )
             },
             "groups": model.meta["groups"],
         },
         "labels": "train: (1 + strong - weak) / 2 (GSM8K: GPT-4 vs Mixtral; MMLU-Pro: mean of "
-                  f"{'/'.join(CLOUD_MODELS)} vs mean of {'/'.join(LOCAL_MODELS)}); calibration: "
-                  "share of weak/local models wrong",
+        f"{'/'.join(CLOUD_MODELS)} vs mean of {'/'.join(LOCAL_MODELS)}); calibration: "
+        "share of weak/local models wrong",
         "method": "per-group sign-constrained L2 logistic regressions on standardised signals, "
-                  "weights averaged over groups, then a 1-D logistic calibration",
+        "weights averaged over groups, then a 1-D logistic calibration",
         "seed": SEED,
         "l2": L2,
         "sign_prior": SIGN_PRIOR,

@@ -127,4 +127,5 @@ def ledger_row(rec: RequestRecord) -> tuple[Any, ...] | None:
 
 
 def sample_row(verdict: Verdict) -> tuple[Any, ...]:
-    return (verdict.agent, verdict.at, verdict.state, verdict.model_dump_json())
+    # `fallback=str`: an agent's metrics may hold values JSON does not know; keep their text.
+    return (verdict.agent, verdict.at, verdict.state, verdict.model_dump_json(fallback=str))

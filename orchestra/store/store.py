@@ -62,6 +62,9 @@ class Store:
             await self._db.execute("PRAGMA synchronous=NORMAL")
             await self._db.execute("PRAGMA foreign_keys=ON")
             await migrate(self._db)
+        except StoreError:
+            await self._close_db()
+            raise
         except (sqlite3.Error, OSError) as exc:
             await self._close_db()
             raise StoreError(f"cannot open the store at {self.path}: {exc}") from exc
@@ -114,14 +117,19 @@ class Store:
     async def _write_batch(self, items: list[_Item]) -> None:
         requests, verdicts, attempts, ledger, samples = [], [], [], [], []
         for item in items:
-            if isinstance(item, Verdict):
-                samples.append(sample_row(item))
+            try:
+                if isinstance(item, Verdict):
+                    samples.append(sample_row(item))
+                    continue
+                rows = (request_row(item), verdict_rows(item), attempt_rows(item), ledger_row(item))
+            except Exception:  # one bad record must not cost the others, nor the writer
+                log.exception("store: cannot serialise a record; it is dropped")
                 continue
-            requests.append(request_row(item))
-            verdicts.extend(verdict_rows(item))
-            attempts.extend(attempt_rows(item))
-            if (row := ledger_row(item)) is not None:
-                ledger.append(row)
+            requests.append(rows[0])
+            verdicts.extend(rows[1])
+            attempts.extend(rows[2])
+            if rows[3] is not None:
+                ledger.append(rows[3])
         db = self._require_db()
         try:
             await db.executemany(_INSERT_REQUEST, requests)
@@ -130,9 +138,9 @@ class Store:
             await db.executemany(_INSERT_LEDGER, ledger)
             await db.executemany(_INSERT_SAMPLE, samples)
             await db.commit()
-        except sqlite3.Error:
+        except Exception:  # the writer must outlive any one batch
             log.exception("store: failed to write %d records", len(items))
-            with contextlib.suppress(sqlite3.Error):
+            with contextlib.suppress(Exception):
                 await db.rollback()
 
     # -- reads ---------------------------------------------------------------------------------
@@ -249,10 +257,15 @@ def _history_entry(
         "stream": bool(stream),
         "decision": json.loads(decision) if decision else None,
         "verdicts": [_verdict_entry(v) for v in verdicts],
-        "attempts": [{**a, "ok": bool(a["ok"])} for a in attempts],
+        "attempts": [_attempt_entry(a) for a in attempts],
         "error_kind": error_kind,
         "error": error,
     }
+
+
+def _attempt_entry(a: dict[str, Any]) -> dict[str, Any]:
+    a.pop("position", None)
+    return {**a, "ok": bool(a["ok"])}
 
 
 def _verdict_entry(v: dict[str, Any]) -> dict[str, Any]:
