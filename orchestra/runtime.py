@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,9 @@ class Orchestra:
     `./orchestra.toml`, or the defaults). `agents` replaces the built-in agents, `policy` the
     configured policy, `backend` the LiteLLM backend (e.g. with a test double), `db_path` the
     store's file (default `$ORCHESTRA_HOME/orchestra.db`). With `preload_backend=False` the
-    backend (LiteLLM, seconds to import) loads at the first call instead of at start.
+    backend (LiteLLM, seconds to import) loads at the first call instead of at start;
+    `warm_embedded=True` starts the embedded model at start, alongside that import (the CLI does
+    this: one short-lived process, most likely answered locally).
     """
 
     def __init__(
@@ -62,6 +65,7 @@ class Orchestra:
         backend: Backend | None = None,
         db_path: str | Path | None = None,
         preload_backend: bool = True,
+        warm_embedded: bool = False,
     ) -> None:
         self.config = config if isinstance(config, Config) else load_config(config)
         self._given_agents = list(agents) if agents is not None else None
@@ -79,6 +83,8 @@ class Orchestra:
         self._executor: Executor | None = None
         self._backend_task: asyncio.Task[Backend] | None = None
         self._preload_backend = preload_backend
+        self._warm_embedded = warm_embedded
+        self._warming: asyncio.Task[object] | None = None
         self._policy: Policy | None = None
         self._catalog = Catalog(())
         self.spend = SpendTracker.seeded(0.0, 0.0)
@@ -109,6 +115,8 @@ class Orchestra:
         if self._preload_backend:
             # LiteLLM takes seconds to import: do it in a thread while the agents start.
             self._backend_task = asyncio.create_task(self._load_backend())
+        if self._warm_embedded and self._embedded is not None:
+            self._warming = asyncio.create_task(self._embedded.endpoint())
         self._store = await Store(self._db_path).open()
         try:
             day, month = await self._store.spend_totals()
@@ -127,9 +135,12 @@ class Orchestra:
     async def close(self) -> None:
         """Stop agents and the embedded model, and flush every record to disk."""
         await self._panel.stop()
-        if self._backend_task is not None and not self._backend_task.done():
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await self._backend_task
+        for task in (self._backend_task, self._warming):
+            if task is not None and not task.done():
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await task
+        if self._warming is not None and self._warming.done() and not self._warming.cancelled():
+            self._warming.exception()  # a failed warm-up surfaces at the call; mark it seen
         await self._endpoints.stop()
         if self._store is not None:
             await self._store.close()
@@ -190,15 +201,14 @@ class Orchestra:
         """Answer a prompt (a string, messages, or a `Request`); hints: model, tier, max_tokens,
         temperature, timeout_s."""
         executor = await self._executor_ready()
-        started, created = time.perf_counter(), time.time()
-        request = self._request(prompt, hints)
-        verdicts, decision = await self._route(request, started, created)
+        flight = _Flight(self._request(prompt, hints))
+        decision = await self._route(flight)
         try:
-            answer = await executor.complete(request, decision)
+            answer = await executor.complete(flight.request, decision)
         except AllCandidatesFailed as exc:
-            self._record_failure(request, verdicts, decision, exc, started, created, exc.attempts)
+            self._fail(flight, exc, exc.attempts)
             raise
-        return self._finish(request, verdicts, decision, answer, started, created, stream=False)
+        return self._finish(flight, answer)
 
     def stream(self, prompt: Prompt, **hints: Any) -> ResponseStream:
         """Stream an answer: `async for text in orc.stream(...)`; `.result` is set at the end."""
@@ -240,86 +250,72 @@ class Orchestra:
             self._catalog.get(request.model)  # raises UnknownModelError naming the catalog
         return request
 
-    async def _route(
-        self, request: Request, started: float, created: float
-    ) -> tuple[tuple[Verdict, ...], Decision]:
-        verdicts = await self._panel.verdicts(request)
+    async def _route(self, flight: _Flight) -> Decision:
+        flight.verdicts = await self._panel.verdicts(flight.request)
         assert self._policy is not None
         try:
-            decision = decide_checked(self._policy, request, verdicts, self._catalog)
+            flight.decision = decide_checked(
+                self._policy, flight.request, flight.verdicts, self._catalog
+            )
         except OrchestraError as exc:
-            self._record_failure(request, verdicts, None, exc, started, created, ())
+            self._fail(flight, exc)
             raise
-        return verdicts, decision
+        return flight.decision
 
-    def _finish(
-        self,
-        request: Request,
-        verdicts: tuple[Verdict, ...],
-        decision: Decision,
-        answer: Answer,
-        started: float,
-        created: float,
-        *,
-        stream: bool,
-    ) -> Result:
+    def _finish(self, flight: _Flight, answer: Answer) -> Result:
+        assert flight.decision is not None, "a request is answered only after a decision"
         usage = answer.completion.usage
         result = Result(
-            request_id=request.id,
+            request_id=flight.request.id,
             text=answer.completion.text,
             model=answer.spec.name,
             tier=answer.spec.tier,
             cost_usd=usage.cost_usd,
-            latency_ms=(time.perf_counter() - started) * 1000,
+            latency_ms=flight.elapsed_ms(),
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
-            decision=decision,
-            verdicts=verdicts,
+            decision=flight.decision,
+            verdicts=flight.verdicts,
             attempts=answer.attempts,
-            created_at=created,
+            created_at=flight.created,
         )
-        self.spend.add(result.cost_usd, created)
-        self._require_store().record(
-            RequestRecord(
-                request=request,
-                verdicts=verdicts,
-                decision=decision,
-                result=result,
-                attempts=answer.attempts,
-                created_at=created,
-                latency_ms=result.latency_ms,
-                stream=stream,
-                keep_text=self.config.store.keep_prompts,
-            )
-        )
+        self.spend.add(result.cost_usd, flight.created)
+        self._record(flight, result=result, attempts=answer.attempts)
         return result
 
-    def _record_failure(
+    def _fail(
         self,
-        request: Request,
-        verdicts: tuple[Verdict, ...],
-        decision: Decision | None,
+        flight: _Flight,
         exc: BaseException,
-        started: float,
-        created: float,
-        attempts: Sequence[Attempt],
-        *,
-        stream: bool = False,
+        attempts: Sequence[Attempt] = (),
         kind: str | None = None,
     ) -> None:
         kind = kind or getattr(exc, "kind", None) or type(exc).__name__
+        error = self._redact(str(exc))[:1000]
+        self._record(flight, result=None, attempts=attempts, error_kind=kind, error=error)
+
+    def _record(
+        self,
+        flight: _Flight,
+        *,
+        result: Result | None,
+        attempts: Sequence[Attempt],
+        error_kind: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        """The one place a request becomes a record (queued; the store writes it later)."""
         self._require_store().record(
             RequestRecord(
-                request=request,
-                verdicts=verdicts,
-                decision=decision,
-                result=None,
+                request=flight.request,
+                verdicts=flight.verdicts,
+                decision=flight.decision,
+                result=result,
                 attempts=attempts,
-                created_at=created,
-                latency_ms=(time.perf_counter() - started) * 1000,
-                stream=stream,
-                error_kind=kind,
-                error=self._redact(str(exc))[:1000],
+                created_at=flight.created,
+                latency_ms=result.latency_ms if result else flight.elapsed_ms(),
+                stream=flight.stream,
+                error_kind=error_kind,
+                error=error,
                 keep_text=self.config.store.keep_prompts,
             )
         )
@@ -354,35 +350,36 @@ class ResponseStream:
     async def _pieces(self) -> AsyncIterator[str]:
         orc = self._orc
         executor = await orc._executor_ready()
-        started, created = time.perf_counter(), time.time()
-        verdicts, decision = await orc._route(self.request, started, created)
+        flight = _Flight(self.request, stream=True)
+        decision = await orc._route(flight)
         finished = False
         try:
             async for item in executor.stream(self.request, decision):
                 if isinstance(item, Answer):
-                    self.result = orc._finish(
-                        self.request, verdicts, decision, item, started, created, stream=True
-                    )
+                    self.result = orc._finish(flight, item)
                     finished = True
                 else:
                     yield item.text
         except (AllCandidatesFailed, StreamBroken) as exc:
             finished = True
-            orc._record_failure(
-                self.request, verdicts, decision, exc, started, created, exc.attempts, stream=True
-            )
+            orc._fail(flight, exc, exc.attempts)
             raise
         finally:
             if not finished:
                 closed = OrchestraError("the caller stopped reading the stream before its end")
-                orc._record_failure(
-                    self.request,
-                    verdicts,
-                    decision,
-                    closed,
-                    started,
-                    created,
-                    (),
-                    stream=True,
-                    kind="cancelled",
-                )
+                orc._fail(flight, closed, kind="cancelled")
+
+
+@dataclass
+class _Flight:
+    """A request on its way through the runtime: what has been decided so far, and since when."""
+
+    request: Request
+    stream: bool = False
+    started: float = field(default_factory=time.perf_counter)
+    created: float = field(default_factory=time.time)
+    verdicts: tuple[Verdict, ...] = ()
+    decision: Decision | None = None
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000

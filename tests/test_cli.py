@@ -128,3 +128,13 @@ def test_bad_config_and_bad_input_exit_with_clear_messages(
 def test_history_of_an_empty_store_is_empty() -> None:
     done = orchestra("history", "--json")
     assert done.returncode == 0 and done.stdout == ""
+
+
+def test_chat_keeps_the_conversation(stub: StubProvider, write_config: Callable[..., Path]) -> None:
+    config = str(write_config(model_toml("stub-cloud", stub.url)))
+    done = orchestra("--config", config, "chat", stdin="Capital of France?\nAnd Italy?\n\n")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("ai> Paris") == 2
+    # The second turn carries the first question and answer.
+    roles = [m["role"] for m in stub.requests[-1]["body"]["messages"]]
+    assert roles == ["user", "assistant", "user"]

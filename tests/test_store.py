@@ -209,7 +209,10 @@ async def test_failed_open_leaves_no_connection_behind(db_path: Path) -> None:
         with pytest.raises(StoreError):
             await store.open()
         assert store._db is None
-        assert [t for t in threading.enumerate() if t not in before and t.is_alive()] == []
+        new = [t for t in threading.enumerate() if t not in before]
+        for thread in new:  # aiosqlite's worker may take a moment to leave its loop after close
+            thread.join(timeout=2.0)
+        assert [t for t in new if t.is_alive()] == []
     finally:
         await store.close()
 

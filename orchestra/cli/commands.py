@@ -53,7 +53,7 @@ def _hints(args: argparse.Namespace) -> dict[str, Any]:
 
 async def run(args: argparse.Namespace, config: Config) -> int:
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
-    async with Orchestra(config) as orc:
+    async with Orchestra(config, warm_embedded=True) as orc:
         if args.stream and not args.json:
             stream = orc.stream(prompt, **_hints(args))
             async for text in stream:
@@ -76,7 +76,7 @@ async def chat(args: argparse.Namespace, config: Config) -> int:
 
     history: list[Message] = []
     print("orchestra chat: an empty line or Ctrl-D ends it.", file=sys.stderr)
-    async with Orchestra(config) as orc:
+    async with Orchestra(config, warm_embedded=True) as orc:
         while True:
             try:
                 line = await asyncio.to_thread(input, "you> ")
