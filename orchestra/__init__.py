@@ -29,6 +29,7 @@ from orchestra.errors import (
     UnknownModelError,
 )
 from orchestra.executor import StreamBroken
+from orchestra.function_agent import FunctionAgent, agent
 from orchestra.model_spec import ModelSpec
 from orchestra.policy import Policy
 from orchestra.request import Message, Request
@@ -58,6 +59,7 @@ __all__ = [
     "EmbeddedModelError",
     "Endpoint",
     "Exclusion",
+    "FunctionAgent",
     "Message",
     "ModelSpec",
     "NoAllowedModelError",
@@ -79,6 +81,7 @@ __all__ = [
     "Usage",
     "Verdict",
     "__version__",
+    "agent",
     "complete_sync",
     "load_config",
 ]

@@ -18,21 +18,55 @@ def builtin_agent_types() -> dict[str, type[Agent]]:
     return dict(BUILTIN_AGENTS)
 
 
+AGENT_ENTRY_POINTS = "orchestra.agents"
+
+
 def builtin_agents(config: Config) -> list[Agent]:
-    """The agents `[agents] enabled` names, each built with its `[agents.<name>]` table."""
-    known = builtin_agent_types()
+    """The agents `[agents] enabled` names, each built with its `[agents.<name>]` table.
+
+    A name is a built-in agent, else an entry point in the `orchestra.agents` group (how
+    third-party packages ship agents): an `Agent` subclass or a factory returning an `Agent`.
+    """
+    known: dict[str, Any] = dict(builtin_agent_types())
+    missing = [n for n in config.agents.enabled if n not in known]
+    if missing:
+        known.update(_entry_point_agents(missing))
     out: list[Agent] = []
     for name in config.agents.enabled:
         if name not in known:
             raise ConfigError(
-                f"[agents] enabled names unknown agent {name!r}; built-in: {', '.join(known)}"
+                f"[agents] enabled names unknown agent {name!r}; built-in: "
+                f"{', '.join(builtin_agent_types())}; others come from the "
+                f"'{AGENT_ENTRY_POINTS}' entry-point group of installed packages"
             )
         settings = config.agents.settings(name)
+        factory = known[name]
+        if isinstance(factory, Agent):  # e.g. an `@agent` function: already an instance
+            if settings:
+                raise ConfigError(f"[agents.{name}]: this agent takes no settings")
+            out.append(factory)
+            continue
         try:
-            out.append(known[name](**settings))
+            made = factory(**settings)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"[agents.{name}]: {exc}") from exc
+        if not isinstance(made, Agent):
+            raise ConfigError(f"agent {name!r} is {type(made).__name__}, not an orchestra.Agent")
+        out.append(made)
     return out
+
+
+def _entry_point_agents(names: list[str]) -> dict[str, Any]:
+    from importlib.metadata import entry_points
+
+    found: dict[str, Any] = {}
+    for ep in entry_points(group=AGENT_ENTRY_POINTS):
+        if ep.name in names:
+            try:
+                found[ep.name] = ep.load()
+            except Exception as exc:  # a broken plugin is a config problem, said clearly
+                raise ConfigError(f"agent {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
+    return found
 
 
 def resolve_policy(spec: PolicyConfig) -> Policy:

@@ -102,6 +102,8 @@ async def chat(args: argparse.Namespace, config: Config) -> int:
 
 
 async def agents(args: argparse.Namespace, config: Config) -> int:
+    if args.watch:
+        return await _watch_agents(args, config)
     async with Orchestra(config, preload_backend=False) as orc:
         verdicts = await orc.verdicts(args.prompt)
     if args.json:
@@ -109,6 +111,20 @@ async def agents(args: argparse.Namespace, config: Config) -> int:
             print(v.model_dump_json())
     else:
         render.verdict_table(verdicts, title="Agents")
+    return 0
+
+
+async def _watch_agents(args: argparse.Namespace, config: Config) -> int:
+    """A live table: ambient agents as sampled in the background, per-request ones re-checked."""
+    from rich.live import Live
+
+    async with Orchestra(config, preload_backend=False) as orc:
+        with Live(render.verdict_grid(await orc.verdicts(args.prompt)), console=render.out) as live:
+            shown = 1
+            while args.count is None or shown < args.count:
+                await asyncio.sleep(args.every)
+                live.update(render.verdict_grid(await orc.verdicts(args.prompt)))
+                shown += 1
     return 0
 
 

@@ -37,6 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     agents = sub.add_parser("agents", help="every agent's current verdict")
     agents.add_argument("--prompt", default="hello", help="prompt for per-request agents")
     agents.add_argument("--json", action="store_true", help="JSON lines, one per agent")
+    agents.add_argument(
+        "--watch", action="store_true", help="a live table, refreshed (Ctrl-C ends)"
+    )
+    agents.add_argument("--every", type=float, default=1.0, help="--watch refresh, seconds")
+    agents.add_argument("--count", type=int, help="--watch: stop after this many refreshes")
 
     models = sub.add_parser("models", help="the model catalog")
     models.add_argument("--json", action="store_true", help="JSON lines, one per model")

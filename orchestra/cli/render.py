@@ -44,20 +44,35 @@ def chat_footer(result: Result) -> None:
 def verdict_table(
     verdicts: Sequence[Verdict], title: str | None, console: Console | None = None
 ) -> None:
+    (console or out).print(verdict_grid(verdicts, title=title, metrics=False))
+
+
+def verdict_grid(
+    verdicts: Sequence[Verdict], title: str | None = None, metrics: bool = True
+) -> Table:
+    """The agents' verdicts as a table; with `metrics`, each agent's key readings too."""
     table = Table(title=title, show_edge=False, pad_edge=False)
-    for column in ("agent", "state", "target", "allowed", "conf", "reason"):
+    columns = ["agent", "state", "target", "allowed", "conf", "reason"]
+    for column in [*columns, "metrics"] if metrics else columns:
         table.add_column(column)
     for v in verdicts:
-        allowed = ",".join(str(t) for t in sorted(v.allowed))
-        table.add_row(
+        row = [
             v.agent,
             v.state + (" (stale)" if v.stale else ""),
             str(v.target) if v.target else "-",
-            allowed,
+            ",".join(str(t) for t in sorted(v.allowed)),
             f"{v.confidence:.2f}",
             v.reason,
-        )
-    (console or out).print(table)
+        ]
+        if metrics:
+            row.append(_key_metrics(v.metrics))
+        table.add_row(*row)
+    return table
+
+
+def _key_metrics(metrics: dict[str, Any], limit: int = 4) -> str:
+    flat = [(k, v) for k, v in metrics.items() if isinstance(v, int | float | str)]
+    return " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in flat[:limit])
 
 
 def model_table(specs: Iterable[ModelSpec], key_present: Callable[[Any], bool | None]) -> None:
