@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Mapping
@@ -88,4 +89,8 @@ async def discover_catalog(config: Config, embedded: EmbeddedModel | None) -> li
             seen.add(spec.name)
     if embedded is not None:
         specs.append(embedded.spec())
+    if any(s.input_cost_per_mtok is None or s.output_cost_per_mtok is None for s in specs):
+        from orchestra.pricing import with_prices
+
+        specs = await asyncio.to_thread(lambda: [with_prices(s) for s in specs])
     return specs

@@ -8,7 +8,8 @@
      ├── NoAllowedModelError      agents' constraints left no model to try (says which agent)
      ├── EmbeddedModelError       the embedded local model is missing or would not start
      ├── StoreError               the SQLite store cannot be opened or migrated
-     ├── ProviderError            one call to one model failed; `kind` says how
+     ├── ProviderError            one call to one model failed (or would overrun the budget);
+     │                            `kind` says how
      └── AllCandidatesFailed      every candidate failed; `attempts` holds each failure
 
 Provider failures are mapped from LiteLLM's exceptions in exactly one place
@@ -34,6 +35,7 @@ ProviderErrorKind = Literal[
     "context_window",
     "stream_broken",
     "unavailable",
+    "budget",
     "unknown",
 ]
 

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from orchestra.backend import Backend, CallParams, Completion, StreamPiece
+from orchestra.budget_guard import BudgetGuard, Hold
 from orchestra.catalog import Catalog
 from orchestra.decision import Decision
 from orchestra.endpoints import Endpoints
@@ -52,18 +53,22 @@ class Executor:
         catalog: Catalog,
         endpoints: Endpoints,
         redact: Callable[[str], str] = lambda s: s,
+        guard: BudgetGuard | None = None,
     ) -> None:
         self.backend = backend
         self.catalog = catalog
         self.endpoints = endpoints
         self.redact = redact
+        self.guard = guard
 
     async def complete(self, request: Request, decision: Decision) -> Answer:
         attempts: list[Attempt] = []
         for candidate in decision.candidates:
             spec = self.catalog.get(candidate.model)
             started = time.perf_counter()
+            hold = None
             try:
+                hold = self._hold(spec, request)
                 endpoint = await self.endpoints.resolve(spec)
                 completion = await self.backend.complete(
                     spec, endpoint, request.messages, self._params(spec, request)
@@ -71,6 +76,8 @@ class Executor:
             except ProviderError as exc:
                 attempts.append(self._failed(spec, exc, started))
                 continue
+            finally:
+                self._release(hold)
             attempts.append(_succeeded(spec, started))
             return Answer(spec=spec, completion=completion, attempts=tuple(attempts))
         raise self._all_failed(request, attempts)
@@ -85,7 +92,9 @@ class Executor:
             started = time.perf_counter()
             parts: list[str] = []
             usage: Usage | None = None
+            hold = None
             try:
+                hold = self._hold(spec, request)
                 endpoint = await self.endpoints.resolve(spec)
                 params = self._params(spec, request)
                 async for piece in self.backend.stream(spec, endpoint, request.messages, params):
@@ -99,11 +108,20 @@ class Executor:
                 if parts:
                     raise StreamBroken(exc, "".join(parts), tuple(attempts)) from exc
                 continue
+            finally:
+                self._release(hold)
             attempts.append(_succeeded(spec, started))
             completion = Completion(text="".join(parts), usage=usage or Usage())
             yield Answer(spec=spec, completion=completion, attempts=tuple(attempts))
             return
         raise self._all_failed(request, attempts)
+
+    def _hold(self, spec: ModelSpec, request: Request) -> Hold | None:
+        return self.guard.hold(spec, request) if self.guard is not None else None
+
+    def _release(self, hold: Hold | None) -> None:
+        if self.guard is not None:
+            self.guard.release(hold)
 
     def _params(self, spec: ModelSpec, request: Request) -> CallParams:
         timeout = min(spec.timeout_s, request.timeout_s) if request.timeout_s else spec.timeout_s

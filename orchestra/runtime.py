@@ -17,6 +17,7 @@ from orchestra.agent import Agent
 from orchestra.agent_context import AgentContext
 from orchestra.agent_panel import AgentPanel
 from orchestra.backend import Backend
+from orchestra.budget_guard import BudgetGuard
 from orchestra.catalog import Catalog
 from orchestra.config import Config, load_config
 from orchestra.decision import Decision
@@ -154,8 +155,9 @@ class Orchestra:
             if self._backend_task is None:
                 self._backend_task = asyncio.create_task(self._load_backend())
             backend = await self._backend_task
+            guard = BudgetGuard(self.config.budget, self.spend)
             self._executor = self._executor or Executor(
-                backend, self._catalog, self._endpoints, self._redact
+                backend, self._catalog, self._endpoints, self._redact, guard
             )
         return self._executor
 

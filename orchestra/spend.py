@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -37,6 +38,9 @@ class SpendTracker:
 
     day_usd: float = 0.0
     month_usd: float = 0.0
+    # Estimated cost of calls in flight (see BudgetGuard); counts against both budgets.
+    reserved_usd: float = 0.0
+    _recent: deque[tuple[float, float]] = field(default_factory=deque, repr=False)
     _day: tuple[float, float] = field(default=(0.0, 0.0), repr=False)
     _month: tuple[float, float] = field(default=(0.0, 0.0), repr=False)
 
@@ -55,6 +59,15 @@ class SpendTracker:
             self.day_usd += cost_usd
         if self._month[0] <= at < self._month[1]:
             self.month_usd += cost_usd
+        if cost_usd:
+            self._recent.append((at, cost_usd))
+
+    def last_hour(self, now: float | None = None) -> float:
+        """Spend recorded by this process in the last hour (for spike detection)."""
+        now = time.time() if now is None else now
+        while self._recent and self._recent[0][0] < now - 3600:
+            self._recent.popleft()
+        return sum(cost for at, cost in self._recent if at <= now)
 
     def today(self, now: float | None = None) -> float:
         self._roll(time.time() if now is None else now)

@@ -18,7 +18,8 @@ STATE_PENDING = "pending"
 class Verdict(BaseModel):
     """One agent's view: a target tier (or none), the tiers it allows, and why.
 
-    `allowed` is a hard constraint; `target` with `confidence` is a vote. `metrics` holds the raw
+    `allowed` (tiers) and `denied_models` (catalog names) are hard constraints; `target` with
+    `confidence` is a vote. `metrics` holds the raw
     readings behind it (JSON-serialisable values only). `neutral` verdicts (an agent that failed,
     overran its budget or has not sampled yet) carry no vote and no constraint.
     """
@@ -28,6 +29,7 @@ class Verdict(BaseModel):
     agent: str
     target: Tier | None = None
     allowed: frozenset[Tier] = ALL_TIERS
+    denied_models: frozenset[str] = frozenset()
     confidence: float = Field(default=0.5, ge=0.0, le=1.0)
     state: str = "ok"
     reason: str = ""
@@ -39,6 +41,10 @@ class Verdict(BaseModel):
     @field_serializer("allowed")
     def _ordered_allowed(self, allowed: frozenset[Tier]) -> list[str]:
         return [t.value for t in sorted(allowed)]
+
+    @field_serializer("denied_models")
+    def _ordered_denied(self, denied: frozenset[str]) -> list[str]:
+        return sorted(denied)
 
     @classmethod
     def neutral_for(cls, agent: str, state: str, reason: str) -> Verdict:

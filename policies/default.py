@@ -32,12 +32,14 @@ class DefaultPolicy:
 
     def decide(self, request: Request, verdicts: Sequence[Verdict], catalog: Catalog) -> Decision:
         allowed, excluded = _constraints(verdicts)
+        denied = _denied_models(verdicts, excluded)
         votes = self._votes(verdicts)
         if request.model is not None:
             return _forced_model(
-                self.name, request.model, request.tier, catalog, allowed, excluded, votes
+                self.name, request.model, request.tier, catalog, allowed, excluded, votes, denied
             )
-        tiers = [t for t in TIERS if t in allowed and catalog.in_tier(t)]
+        usable = {t: [m for m in catalog.in_tier(t) if m.name not in denied] for t in TIERS}
+        tiers = [t for t in TIERS if t in allowed and usable[t]]
         if request.tier is not None:
             tiers = [t for t in tiers if t is request.tier]
         if not tiers:
@@ -47,7 +49,7 @@ class DefaultPolicy:
         candidates = tuple(
             Candidate(model=spec.name, tier=t, reason=_place(t, target, i))
             for t in ordered
-            for i, spec in enumerate(catalog.in_tier(t))
+            for i, spec in enumerate(usable[t])
         )
         return Decision(
             policy=self.name,
@@ -82,6 +84,17 @@ def _constraints(verdicts: Sequence[Verdict]) -> tuple[set[Tier], list[Exclusion
     return allowed, excluded
 
 
+def _denied_models(verdicts: Sequence[Verdict], excluded: list[Exclusion]) -> set[str]:
+    denied: set[str] = set()
+    for v in verdicts:
+        if v.neutral or not v.denied_models:
+            continue
+        for name in sorted(v.denied_models):
+            denied.add(name)
+            excluded.append(Exclusion(model=name, by=v.agent, reason=v.reason or v.state))
+    return denied
+
+
 def _winner(votes: Mapping[Tier, float]) -> Tier:
     if not votes:
         return Tier.LOCAL
@@ -101,8 +114,12 @@ def _forced_model(
     allowed: set[Tier],
     excluded: list[Exclusion],
     votes: dict[Tier, float],
+    denied: set[str],
 ) -> Decision:
     spec = catalog.get(name)
+    if name in denied:
+        why = "; ".join(f"{e.by}: {e.reason}" for e in excluded if e.model == name)
+        raise NoAllowedModelError(f"model {name!r} was requested but is denied ({why})")
     if request_tier is not None and spec.tier is not request_tier:
         raise NoAllowedModelError(
             f"model {name!r} is in tier {spec.tier}, but tier {request_tier} was requested"
@@ -139,14 +156,19 @@ def _explain(
     if first is not target:
         parts.append(f"{target} unavailable, nearest is {first}")
     if excluded:
-        parts.append("excluded " + ", ".join(f"{e.tier} ({e.by}: {e.reason})" for e in excluded))
+        parts.append(
+            "excluded " + ", ".join(f"{e.tier or e.model} ({e.by}: {e.reason})" for e in excluded)
+        )
     return "; ".join(parts)
 
 
 def _nothing_left(request: Request, catalog: Catalog, excluded: Sequence[Exclusion]) -> str:
     if not len(catalog):
         return "the catalog holds no model (enable the embedded model or add [[models]])"
-    why = "; ".join(f"{e.tier} by {e.by} ({e.reason})" for e in excluded) or "nothing excluded"
+    why = (
+        "; ".join(f"{e.tier or e.model} by {e.by} ({e.reason})" for e in excluded)
+        or "nothing excluded"
+    )
     have = ", ".join(sorted(str(t) for t in catalog.tiers))
     scope = f"tier {request.tier} was requested; " if request.tier is not None else ""
     return f"no allowed model: {scope}models exist in {have}; excluded: {why}"

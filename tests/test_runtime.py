@@ -248,17 +248,20 @@ async def test_prompts_are_not_stored_unless_asked(
 async def test_history_and_spend_survive_a_restart(
     stub: StubProvider, write_config: Callable[..., Path]
 ) -> None:
+    # The first answer (150 words) spends ~90 % of a $0.0001 budget; after a restart the
+    # restored spend alone is what makes the cost agent refuse a second, small request.
+    stub.behaviour = Behaviour(reply="word " * 150)
     config = write_config(
-        model_toml("stub-cloud", stub.url), extra="[budget]\ndaily_usd = 0.000001\n"
+        model_toml("stub-cloud", stub.url), extra="[budget]\ndaily_usd = 0.0001\n"
     )
     async with Orchestra(config=config) as orc:
-        first = await orc.complete("What is the capital of France?")
+        first = await orc.complete("What is the capital of France?", max_tokens=160)
+    assert first.cost_usd > 0.00008
     async with Orchestra(config=config) as orc:
         history = await orc.history()
         assert orc.spend.today() == pytest.approx(first.cost_usd)
-        # The restored spend is over the tiny budget: the cost agent now rules out the cloud.
         with pytest.raises(NoAllowedModelError, match="cost"):
-            await orc.complete("again")
+            await orc.complete("again", max_tokens=30)
     assert history[0]["request_id"] == first.request_id
 
 

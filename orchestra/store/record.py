@@ -89,6 +89,7 @@ def verdict_rows(rec: RequestRecord) -> list[tuple[Any, ...]]:
             v.at,
             int(v.stale),
             int(v.neutral),
+            json.dumps(sorted(v.denied_models)),
         )
         for i, v in enumerate(rec.verdicts)
     ]

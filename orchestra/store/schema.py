@@ -77,6 +77,10 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX samples_agent_at ON samples(agent, at);
     """,
+    # 2: verdicts may deny single models (the cost agent: a model whose estimate overruns).
+    """
+    ALTER TABLE verdicts ADD COLUMN denied_models TEXT NOT NULL DEFAULT '[]';
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -29,7 +29,11 @@ from orchestra.verdict import Verdict
 log = logging.getLogger("orchestra.store")
 
 _INSERT_REQUEST = f"INSERT OR REPLACE INTO requests VALUES ({', '.join('?' * 20)})"
-_INSERT_VERDICT = f"INSERT OR REPLACE INTO verdicts VALUES ({', '.join('?' * 12)})"
+_INSERT_VERDICT = (
+    "INSERT OR REPLACE INTO verdicts (request_id, position, agent, target, allowed, confidence,"
+    " state, reason, metrics, at, stale, neutral, denied_models)"
+    f" VALUES ({', '.join('?' * 13)})"
+)
 _INSERT_ATTEMPT = f"INSERT OR REPLACE INTO attempts VALUES ({', '.join('?' * 9)})"
 _INSERT_LEDGER = (
     "INSERT INTO ledger (at, request_id, model, tier, prompt_tokens, completion_tokens, cost_usd)"
@@ -273,6 +277,7 @@ def _verdict_entry(v: dict[str, Any]) -> dict[str, Any]:
     return {
         **v,
         "allowed": json.loads(v["allowed"]),
+        "denied_models": json.loads(v["denied_models"]),
         "metrics": json.loads(v["metrics"]),
         "stale": bool(v["stale"]),
         "neutral": bool(v["neutral"]),

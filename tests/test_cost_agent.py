@@ -1,0 +1,136 @@
+"""The cost agent and the budget guard: estimates, denials, alerts, and no overspend under load."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import model_toml
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agents import CostAgent
+from orchestra import (
+    ALL_TIERS,
+    AgentContext,
+    AllCandidatesFailed,
+    Budget,
+    Catalog,
+    ModelSpec,
+    Orchestra,
+    Request,
+    Tier,
+)
+from orchestra.spend import SpendTracker
+from orchestra.testing import Behaviour, StubProvider
+
+
+def spec(name: str, tier: Tier, price: float) -> ModelSpec:
+    return ModelSpec(
+        name=name, tier=tier, litellm_model=f"openai/{name}",
+        input_cost_per_mtok=price, output_cost_per_mtok=price,
+    )  # fmt: skip
+
+
+CATALOG = (
+    spec("tiny", Tier.LOCAL, 0.0),
+    spec("cheap", Tier.CLOUD, 1.0),
+    spec("pricey", Tier.CLOUD, 100.0),
+)
+
+
+async def agent_with(budget: Budget, spent: float = 0.0, *models: ModelSpec) -> CostAgent:
+    agent = CostAgent()
+    ctx = AgentContext(
+        catalog=Catalog(models or CATALOG), budget=budget, spend=SpendTracker.seeded(spent, spent)
+    )
+    await agent.start(ctx)
+    return agent
+
+
+async def test_states_follow_the_budget() -> None:
+    agent = await agent_with(Budget(daily_usd=1.0, monthly_usd=10.0))
+    assert agent.judge(today=0.1, month=0.1).state == "ok"
+    alert = agent.judge(today=0.85, month=0.85)
+    assert (alert.state, alert.target) == ("alert", Tier.LOCAL)
+    over = agent.judge(today=1.2, month=1.2)
+    assert over.state == "over_budget" and over.allowed == frozenset({Tier.LOCAL, Tier.EDGE})
+    monthly = agent.judge(today=0.0, month=10.5)
+    assert monthly.state == "over_budget"
+
+
+async def test_no_budget_abstains() -> None:
+    verdict = await (await agent_with(Budget())).check(Request.of("hi"))
+    assert verdict.state == "no_budget" and verdict.target is None and verdict.allowed == ALL_TIERS
+
+
+async def test_models_whose_estimate_overruns_are_denied() -> None:
+    # ~2,000 tokens each way: cheap costs ~$0.004, pricey ~$0.4; $0.05 is left.
+    agent = await agent_with(Budget(daily_usd=1.0), 0.95)
+    request = Request.of("x" * 8000, max_tokens=2000)
+    verdict = await agent.check(request)
+    assert verdict.denied_models == frozenset({"pricey"})
+    assert Tier.CLOUD in verdict.allowed  # cheap still fits
+    assert verdict.metrics["estimates_usd"]["pricey"] > verdict.metrics["left_usd"]
+
+
+async def test_a_spike_votes_local() -> None:
+    agent = await agent_with(Budget(daily_usd=100.0, monthly_usd=1000.0))
+    spike = agent.judge(today=5.0, month=10.0, last_hour=4.0, hours_this_month=100.0)
+    assert (spike.state, spike.target) == ("spike", Tier.LOCAL)
+
+
+@given(st.floats(0, 10), st.floats(0, 10))
+def test_more_spend_never_allows_more(a: float, b: float) -> None:
+    agent = CostAgent()
+    agent._budget = Budget(daily_usd=5.0)
+    agent._catalog = Catalog(CATALOG)
+    low, high = sorted((a, b))
+    assert agent.judge(today=high, month=high).allowed <= agent.judge(today=low, month=low).allowed
+    assert Tier.LOCAL in agent.judge(today=high, month=high).allowed  # never every tier
+
+
+async def test_over_budget_the_decision_says_so_and_local_answers(
+    stub: StubProvider, write_config: Callable[..., Path]
+) -> None:
+    local = model_toml(
+        "lan-free", stub.url, tier="local", input_cost_per_mtok=0.0, output_cost_per_mtok=0.0
+    )
+    cloud = model_toml("stub-cloud", stub.url)
+    config = write_config(cloud, local, extra="[budget]\ndaily_usd = 0.0\n")
+    async with Orchestra(config=config) as orc:
+        result = await orc.complete("Prove Fermat's last theorem in detail, step by step.")
+    assert result.model == "lan-free"
+    cost = next(v for v in result.verdicts if v.agent == "cost")
+    assert cost.state == "over_budget"
+    assert any(e.tier is Tier.CLOUD and e.by == "cost" for e in result.decision.excluded)
+
+
+async def test_200_concurrent_requests_cannot_overspend(
+    stub: StubProvider, write_config: Callable[..., Path]
+) -> None:
+    # Each call's estimate (~25 prompt + 64 completion tokens at $1000/Mtok) is ~$0.09: a $2
+    # budget affords about 22 of 200 requests arriving at once. Without reservations every
+    # request would see the same untouched budget and all 200 would be sent.
+    stub.behaviour = Behaviour(reply="ok", delay_s=0.05)
+    expensive = model_toml(
+        "stub-cloud", stub.url, input_cost_per_mtok=1000.0, output_cost_per_mtok=1000.0
+    )
+    config = write_config(expensive, extra="[budget]\ndaily_usd = 2.0\n")
+    async with Orchestra(config=config, agents=[]) as orc:
+        outcomes = await asyncio.gather(
+            *(orc.complete(f"request number {i}", max_tokens=64) for i in range(200)),
+            return_exceptions=True,
+        )
+        spend = await orc.spend_summary()
+        history = await orc.history(limit=500)
+    answered = [o for o in outcomes if not isinstance(o, BaseException)]
+    refused = [o for o in outcomes if isinstance(o, AllCandidatesFailed)]
+    assert len(answered) + len(refused) == 200 and answered and refused
+    assert all(o.attempts[0].error_kind == "budget" for o in refused)
+    assert spend["today_usd"] <= 2.0
+    assert spend["today_usd"] == pytest.approx(sum(r.cost_usd for r in answered))
+    assert len(stub.requests) == len(answered)  # refused requests never reached the provider
+    assert len(history) == 200
