@@ -41,9 +41,10 @@ class CostAgent(Agent):
 
     async def check(self, request: Request | None) -> Verdict:
         now = time.time()
+        limited = self._budget.daily_usd is not None or self._budget.monthly_usd is not None
         estimates = (
             {m.name: estimate_usd(m, request, self.expected_completion) for m in self._catalog}
-            if request is not None
+            if request is not None and limited  # no budget: nothing to weigh estimates against
             else {}
         )
         return self.judge(
