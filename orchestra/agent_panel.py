@@ -17,6 +17,7 @@ log = logging.getLogger("orchestra.agents")
 
 # An ambient verdict older than this many intervals is marked stale.
 STALE_AFTER_INTERVALS = 3.0
+FIRST_SAMPLE_CAP_S = 5.0
 
 
 class AgentPanel:
@@ -121,6 +122,9 @@ class AgentPanel:
         ambient = [a for a in agents if a.interval is not None]
         if not ambient:
             return
+        # Give the slowest agent its own budget (a probe deadline may exceed the default), but
+        # never hold start-up for long: an agent still sampling stays "pending" until it is done.
+        deadline_s = min(FIRST_SAMPLE_CAP_S, max(deadline_s, *(a.timeout_s for a in ambient)))
         tasks = [asyncio.ensure_future(self._sample(a)) for a in ambient]
         _, pending = await asyncio.wait(tasks, timeout=deadline_s)
         for task in pending:
