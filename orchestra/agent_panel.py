@@ -17,6 +17,7 @@ log = logging.getLogger("orchestra.agents")
 
 # An ambient verdict older than this many intervals is marked stale.
 STALE_AFTER_INTERVALS = 3.0
+FIRST_SAMPLE_S = 1.5
 FIRST_SAMPLE_CAP_S = 5.0
 
 
@@ -58,8 +59,12 @@ class AgentPanel:
         if agent.interval is not None:
             self._latest[name] = Verdict.neutral_for(name, STATE_PENDING, "no sample yet")
 
-    async def start(self, context: AgentContext, first_sample_s: float = 1.5) -> None:
-        """Start every agent, take a first ambient sample (bounded), then sample in background."""
+    async def start(self, context: AgentContext, first_sample_s: float | None = None) -> None:
+        """Start every agent, take a first ambient sample (bounded), then sample in background.
+
+        The first sample waits at most `first_sample_s`; by default the slowest ambient agent's
+        `timeout_s` (at least 1.5 s, at most 5 s).
+        """
         self._context = context
         await asyncio.gather(*(self._start_agent(a) for a in self._agents))
         await self._first_samples(self._agents, first_sample_s)
@@ -118,13 +123,15 @@ class AgentPanel:
         except Exception as exc:
             log.warning("agent %s failed to start: %r", agent.agent_name, exc)
 
-    async def _first_samples(self, agents: Iterable[Agent], deadline_s: float) -> None:
+    async def _first_samples(self, agents: Iterable[Agent], deadline_s: float | None) -> None:
         ambient = [a for a in agents if a.interval is not None]
         if not ambient:
             return
-        # Give the slowest agent its own budget (a probe deadline may exceed the default), but
-        # never hold start-up for long: an agent still sampling stays "pending" until it is done.
-        deadline_s = min(FIRST_SAMPLE_CAP_S, max(deadline_s, *(a.timeout_s for a in ambient)))
+        if deadline_s is None:
+            # The slowest agent gets its own budget (a probe deadline may exceed 1.5 s), but
+            # start-up is never held long: an agent still sampling stays "pending" till it is done.
+            slowest = max(a.timeout_s for a in ambient)
+            deadline_s = min(FIRST_SAMPLE_CAP_S, max(FIRST_SAMPLE_S, slowest))
         tasks = [asyncio.ensure_future(self._sample(a)) for a in ambient]
         _, pending = await asyncio.wait(tasks, timeout=deadline_s)
         for task in pending:
