@@ -3,6 +3,7 @@
 from agents.complexity import ComplexityAgent
 from agents.connectivity import ConnectivityAgent
 from agents.cost import CostAgent
+from agents.privacy import PrivacyAgent
 from agents.resource import ResourceAgent
 
 BUILTIN_AGENTS = {
@@ -10,6 +11,14 @@ BUILTIN_AGENTS = {
     "connectivity": ConnectivityAgent,
     "cost": CostAgent,
     "complexity": ComplexityAgent,
+    "privacy": PrivacyAgent,
 }
 
-__all__ = ["BUILTIN_AGENTS", "ComplexityAgent", "ConnectivityAgent", "CostAgent", "ResourceAgent"]
+__all__ = [
+    "BUILTIN_AGENTS",
+    "ComplexityAgent",
+    "ConnectivityAgent",
+    "CostAgent",
+    "PrivacyAgent",
+    "ResourceAgent",
+]

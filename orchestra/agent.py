@@ -17,12 +17,15 @@ class Agent(ABC):
     background task every `interval` and the request path reads the latest verdict from memory.
     An agent without one is *per-request*: `check(request)` runs on the request path, so it must
     be fast (microseconds, no network). Either way a check that raises or overruns `timeout_s` is
-    recorded and ignored for that request.
+    recorded and ignored for that request, unless `fail_closed` is set: then it allows only LOCAL.
     """
 
     name: ClassVar[str] = ""
     interval: float | None = None
     timeout_s: float = 0.05
+    # True for agents guarding something that must not leak (e.g. privacy): when the check raises
+    # or overruns, the request is kept on the local tier instead of the agent being ignored.
+    fail_closed: bool = False
 
     @abstractmethod
     async def check(self, request: Request | None) -> Verdict:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from orchestra.agent import Agent
 from orchestra.agent_context import AgentContext
 from orchestra.request import Request
+from orchestra.tier import Tier
 from orchestra.verdict import STATE_ERROR, STATE_PENDING, STATE_TIMEOUT, Verdict
 
 log = logging.getLogger("orchestra.agents")
@@ -166,24 +167,17 @@ class AgentPanel:
             async with asyncio.timeout(agent.timeout_s):
                 verdict = await agent.check(request)
         except TimeoutError:
-            return Verdict.neutral_for(
-                name, STATE_TIMEOUT, f"overran its {agent.timeout_s}s budget"
-            )
+            return _failed(agent, STATE_TIMEOUT, f"overran its {agent.timeout_s}s budget")
         except Exception as exc:
             log.warning("agent %s raised %s: %s", name, type(exc).__name__, exc)
-            return Verdict.neutral_for(name, STATE_ERROR, f"raised {type(exc).__name__}: {exc}")
+            return _failed(agent, STATE_ERROR, f"raised {type(exc).__name__}: {exc}")
         elapsed = time.perf_counter() - started
         if elapsed > agent.timeout_s:
             # A synchronous agent cannot be interrupted; its late answer is still ignored.
-            return Verdict.neutral_for(
-                name,
-                STATE_TIMEOUT,
-                f"took {elapsed * 1000:.1f} ms, over its {agent.timeout_s}s budget",
-            )
+            took = f"took {elapsed * 1000:.1f} ms, over its {agent.timeout_s}s budget"
+            return _failed(agent, STATE_TIMEOUT, took)
         if not isinstance(verdict, Verdict):
-            return Verdict.neutral_for(
-                name, STATE_ERROR, f"returned {type(verdict).__name__}, not a Verdict"
-            )
+            return _failed(agent, STATE_ERROR, f"returned {type(verdict).__name__}, not a Verdict")
         if verdict.agent != name:
             verdict = verdict.model_copy(update={"agent": name})
         return verdict
@@ -194,3 +188,17 @@ class AgentPanel:
         if not verdict.neutral and now - verdict.at > STALE_AFTER_INTERVALS * agent.interval:
             return verdict.model_copy(update={"stale": True})
         return verdict
+
+
+def _failed(agent: Agent, state: str, reason: str) -> Verdict:
+    """The verdict of an agent that could not answer: ignored, or local-only if it fails closed."""
+    if not agent.fail_closed:
+        return Verdict.neutral_for(agent.agent_name, state, reason)
+    return Verdict(
+        agent=agent.agent_name,
+        target=Tier.LOCAL,
+        allowed=frozenset({Tier.LOCAL}),
+        confidence=1.0,
+        state=state,
+        reason=f"{reason}; failing closed: local only",
+    )

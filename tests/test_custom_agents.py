@@ -131,3 +131,30 @@ def test_agents_watch_refreshes_a_live_table(
     assert done.returncode == 0, done.stderr
     for name in ("resource", "connectivity", "cost", "complexity", "metrics"):
         assert name in done.stdout
+
+
+async def test_a_fail_closed_agent_that_breaks_keeps_requests_local() -> None:
+    class Guard(FunctionAgent):
+        fail_closed = True
+
+    def broken(request: Request | None) -> None:
+        raise RuntimeError("scanner crashed")
+
+    async with Orchestra(
+        parse_config({"embedded": {"enabled": False}}),
+        agents=[Guard(broken, name="guard"), FunctionAgent(broken, name="plain")],
+    ) as orc:
+        guard, plain = await orc.verdicts("hi")
+    assert guard.state == "error" and guard.allowed == frozenset({Tier.LOCAL})
+    assert not guard.neutral and "failing closed" in guard.reason
+    assert plain.neutral  # an ordinary agent that breaks is ignored
+
+
+async def test_privacy_scans_long_prompts_off_the_loop_and_still_finds_secrets() -> None:
+    from agents import PrivacyAgent
+
+    privacy = PrivacyAgent()
+    long_prompt = "lorem ipsum " * 2000 + " my key is sk-proj-" + "Ab1" * 16
+    verdict = await privacy.check(Request.of(long_prompt))
+    assert verdict.state == "sensitive" and "api_key" in verdict.reason
+    assert "sk-proj" not in verdict.model_dump_json()

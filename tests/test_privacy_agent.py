@@ -1,0 +1,264 @@
+"""The privacy agent: what it flags, what it leaves alone, and that it never repeats a secret."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import model_toml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agents import BUILTIN_AGENTS, PrivacyAgent
+from agents.privacy import BUILTIN_KINDS, find_kinds
+from orchestra import ALL_TIERS, NoAllowedModelError, Orchestra, Request, Tier, Verdict
+from orchestra.testing import StubProvider
+
+POSITIVES = [
+    ("api_key", "use sk-proj-Xy7kQ2mN9pL4vR8sT1wZ3bC6dF0gH5jK please"),
+    ("api_key", "ANTHROPIC_API_KEY=sk-ant-api03-Qm3xZ9vB7nK2pL5rT8wY1cF4hJ6dG0sA"),
+    ("api_key", "aws_access_key_id = AKIAIOSFODNN7EXAMPLE"),
+    ("api_key", "token ghp_aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5"),
+    ("api_key", "github_pat_11ABCDEFG0123456789_abcdefghijklmnop"),
+    ("api_key", "maps key AIzaSyD-9tSrke72PouQMnMX-a7eZSW0jkFMBWY"),
+    ("api_key", "slack xoxb-123456789012-abcdefGHIJKL"),
+    ("api_key", "stripe.api_key = 'sk_live_4eC39HqLyjWDarjtT1zdp7dc'"),
+    ("api_key", "GROQ gsk_8fJ2kL9mQ4nR7sT1vW3xY5zB"),
+    ("api_key", "SECRET_TOKEN: 9f8e7d6c5b4a39281706f5e4d3c2b1a0ZZyyXXq"),
+    ("api_key", "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.k3Yx"),
+    ("private_key", "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAA\n"),
+    ("private_key", "-----BEGIN PRIVATE KEY-----"),
+    ("password", 'db_password = "hunter2!x"'),
+    ("password", '{"user": "ann", "password": "correct horse battery"}'),
+    ("password", "PWD=Tr0ub4dor&3"),
+    ("password", "passwd: xyzzy99"),
+    ("email", "write to jane.doe+news@acme-mail.co.uk today"),
+    ("phone", "call +44 20 7946 0958"),
+    ("phone", "ring +1 (415) 555-2671 after lunch"),
+    ("phone", "mobile: 06 12 34 56 78"),
+    ("phone", "office (415) 555-2671"),
+    ("phone", "Tel +4915112345678"),
+    ("card", "card 4111 1111 1111 1111 exp 12/27"),
+    ("card", "5500-0000-0000-0004"),
+    ("card", "amex 3782 822463 10005"),
+    ("card", "4012888888881881"),
+    ("iban", "IBAN DE89 3704 0044 0532 0130 00, thanks"),
+    ("iban", "pay GB82WEST12345698765432"),
+    ("iban", "FR14 2004 1010 0505 0001 3M02 606"),
+]
+
+NEGATIVES = [
+    "The meeting is on 2024-01-15 at 12:30:45.",
+    "Upgrade to version 1.2.3.4 (build 2024.01.15)",
+    "It costs $1,234.56 or €1.234,56, about 1 234 567 in total",
+    "ISBN 978-3-16-148410-0 and ISBN 0-306-40615-2",
+    "order 4111111111111112",  # 16 digits failing Luhn
+    "id 123e4567-e89b-12d3-a456-426614174000",
+    "session token 123e4567-e89b-12d3-a456-426614174000",
+    "my password is strong and I keep it to myself",
+    "Write a haiku about the sea, then explain its meter.",
+    "password = '***'",
+    "password: <password>",
+    "password=changeme",
+    "password = os.environ['DB_PASSWORD']",
+    "pwd = getpass.getpass()",
+    "password = password",
+    "ssh user@localhost and mail me@example.com",
+    "see logo@2x.png",
+    "timestamp 1700000000123, host 192.168.100.200",
+    "from 1990 - 2024 - 2025, rows 12.03.2024 15",
+    "the api key rotation policy is documented",
+    "risk-assessment-framework-for-enterprises",
+    "UK numbers look like DE89 but this is not an IBAN DE00 1234 5678 9012 3456 78",
+]
+
+
+async def check(prompt: str | list[dict[str, str]], **kwargs: object) -> Verdict:
+    return await PrivacyAgent(**kwargs).check(Request.of(prompt))  # type: ignore[arg-type]
+
+
+def assert_no_leak(verdict: Verdict, secret: str) -> None:
+    """Neither the value nor any 6-char piece of it appears in the serialized verdict."""
+    dumped = verdict.model_dump_json()
+    assert secret not in dumped
+    for i in range(len(secret) - 5):
+        assert secret[i : i + 6] not in dumped, secret[i : i + 6]
+
+
+@pytest.mark.parametrize(("kind", "prompt"), POSITIVES)
+async def test_flags_each_kind(kind: str, prompt: str) -> None:
+    verdict = await check(prompt)
+    assert verdict.state == "sensitive"
+    assert verdict.metrics["kinds"] == [kind]
+    assert verdict.metrics["count"] == 1
+    assert (verdict.target, verdict.allowed, verdict.confidence) == (
+        Tier.LOCAL,
+        frozenset({Tier.LOCAL}),
+        1.0,
+    )
+    assert verdict.reason.startswith(f"found: {kind}")
+
+
+@pytest.mark.parametrize("prompt", NEGATIVES)
+async def test_leaves_look_alikes_alone(prompt: str) -> None:
+    verdict = await check(prompt)
+    assert (verdict.state, verdict.target, verdict.confidence) == ("clean", None, 0.0)
+    assert verdict.allowed == ALL_TIERS
+    assert verdict.metrics == {"kinds": [], "count": 0}
+
+
+async def test_reason_lists_every_kind_sorted_and_the_count() -> None:
+    verdict = await check("mail jane@acme.io the key AKIAIOSFODNN7EXAMPLE and ann@acme.io")
+    assert verdict.metrics == {"kinds": ["api_key", "email"], "count": 3}
+    assert verdict.reason.startswith("found: api_key, email")
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "sk-proj-Xy7kQ2mN9pL4vR8sT1wZ3bC6dF0gH5jK",
+        "AKIAIOSFODNN7EXAMPLE",
+        "hunter2!xQz",
+        "jane.doe@acme-mail.co.uk",
+        "+44 20 7946 0958",
+        "4111 1111 1111 1111",
+        "DE89370400440532013000",
+    ],
+)
+async def test_the_verdict_never_repeats_the_value(secret: str) -> None:
+    verdict = await check(f'config: password = "{secret}" and also {secret}')
+    assert verdict.state == "sensitive"
+    assert_no_leak(verdict, secret)
+
+
+async def test_allow_edge_opens_the_lan_only() -> None:
+    verdict = await check("my card 4111 1111 1111 1111", allow_edge=True)
+    assert verdict.allowed == frozenset({Tier.LOCAL, Tier.EDGE})
+    assert verdict.target is Tier.LOCAL
+    clean = await check("hello", allow_edge=True)
+    assert clean.allowed == ALL_TIERS
+
+
+async def test_kinds_limits_the_detectors() -> None:
+    prompt = "mail jane@acme.io, card 4111 1111 1111 1111"
+    verdict = await check(prompt, kinds=["card"])
+    assert verdict.metrics["kinds"] == ["card"]
+    assert (await check(prompt, kinds=[])).state == "clean"
+
+
+async def test_custom_patterns_report_their_own_kind() -> None:
+    verdict = await check("ticket for EMP-123456", patterns={"employee_id": r"EMP-\d{6}"})
+    assert verdict.metrics == {"kinds": ["employee_id"], "count": 1}
+    assert verdict.reason.startswith("found: employee_id")
+    assert_no_leak(verdict, "EMP-123456")
+    assert (await check("EMP-12", patterns={"employee_id": r"EMP-\d{6}"})).state == "clean"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"kinds": ["email", "ssn"]}, "unknown privacy kind"),
+        ({"kinds": "email"}, "list of kind names"),
+        ({"kinds": ["custom"]}, "patterns"),
+        ({"patterns": {"bad": "EMP-(\\d"}}, "not a valid regex"),
+        ({"patterns": {"anything": "x*"}}, "empty string"),
+        ({"patterns": {"email": "x"}}, "built-in kind"),
+        ({"patterns": {"": "x"}}, "must be a word"),
+        ({"patterns": {"n": 3}}, "regex string"),
+        ({"allow_edge": "yes"}, "allow_edge"),
+    ],
+)
+def test_invalid_config_raises_value_error(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        PrivacyAgent(**kwargs)  # type: ignore[arg-type]
+
+
+async def test_every_message_is_scanned() -> None:
+    messages = [
+        {"role": "system", "content": "You are helpful. Internal key: AKIAIOSFODNN7EXAMPLE"},
+        {"role": "user", "content": "my mail is jane@acme.io"},
+        {"role": "assistant", "content": "Noted."},
+        {"role": "user", "content": "What's the weather?"},
+    ]
+    verdict = await check(messages)
+    assert verdict.metrics == {"kinds": ["api_key", "email"], "count": 2}
+
+
+async def test_only_the_first_100k_chars_of_a_message_are_scanned() -> None:
+    hidden = "x " * 60_000 + "AKIAIOSFODNN7EXAMPLE"
+    assert (await check(hidden)).state == "clean"
+    assert (await check("AKIAIOSFODNN7EXAMPLE " + "x " * 60_000)).state == "sensitive"
+
+
+def test_registered_as_a_builtin_per_request_agent() -> None:
+    assert BUILTIN_AGENTS["privacy"] is PrivacyAgent
+    assert PrivacyAgent.name == "privacy" and PrivacyAgent().interval is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=400))
+def test_arbitrary_text_gives_a_valid_verdict(text: str) -> None:
+    agent = PrivacyAgent(patterns={"employee_id": r"EMP-\d{6}"})
+    found = find_kinds(text, agent.kinds, agent.patterns)
+    verdict = agent.judge(found)
+    assert Verdict.model_validate_json(verdict.model_dump_json()) == verdict
+    assert set(verdict.metrics["kinds"]) <= {*BUILTIN_KINDS, "employee_id"}
+    assert (verdict.state == "clean") == (verdict.metrics["count"] == 0)
+
+
+def luhn_complete(body: str) -> str:
+    """`body` plus the check digit that makes it pass Luhn."""
+    for check_digit in "0123456789":
+        digits = body + check_digit
+        total = sum(
+            (d * 2 - 9 if d > 4 else d * 2) if i % 2 else d
+            for i, d in enumerate(int(c) for c in reversed(digits))
+        )
+        if total % 10 == 0:
+            return digits
+    raise AssertionError("unreachable")
+
+
+@st.composite
+def card_numbers(draw: st.DrawFn) -> str:
+    """A Luhn-valid number of a real network's prefix and length, printed as people do."""
+    prefix, length = draw(
+        st.sampled_from([("4", 16), ("4", 13), ("51", 16), ("55", 16), ("22", 16), ("6011", 16)])
+    )
+    body = prefix + "".join(
+        draw(st.lists(st.sampled_from("0123456789"), min_size=length - len(prefix) - 1,
+                      max_size=length - len(prefix) - 1))
+    )  # fmt: skip
+    digits = luhn_complete(body)
+    sep = draw(st.sampled_from(["", " ", "-"]))
+    return sep.join(digits[i : i + 4] for i in range(0, len(digits), 4))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200), card_numbers(), st.text(max_size=200))
+def test_any_text_with_a_card_number_is_flagged(before: str, card: str, after: str) -> None:
+    # Whitespace around the number is what makes it a number of its own.
+    assert "card" in find_kinds(f"{before} {card}\n{after}")
+
+
+# -- end to end --------------------------------------------------------------------------------
+
+
+async def test_a_key_never_reaches_the_cloud_nor_the_history(
+    stub: StubProvider, write_config: Callable[..., Path]
+) -> None:
+    key = "sk-proj-Xy7kQ2mN9pL4vR8sT1wZ3bC6dF0gH5jK"
+    config = write_config(model_toml("stub-cloud", stub.url))
+    async with Orchestra(config=config, agents=[PrivacyAgent()]) as orc:
+        with pytest.raises(NoAllowedModelError, match="privacy"):
+            await orc.complete(f"Why does my OpenAI key {key} fail?")
+        answered = await orc.complete("What is the capital of France?")
+        history = await orc.history()
+    assert answered.text == "Paris"
+    assert len(stub.requests) == 1  # only the clean prompt went out
+    dumped = json.dumps(history)
+    assert key not in dumped
+    for i in range(len(key) - 5):
+        assert key[i : i + 6] not in dumped
