@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -44,6 +44,51 @@ class EmbeddedConfig(_Section):
     seed: int = 42
     system_prompt: str | None = None
     timeout_s: float = Field(default=120.0, gt=0)
+
+
+class RetryConfig(_Section):
+    """`[retry]`: retries of the same model for retryable failures, within the request deadline."""
+
+    attempts_per_model: int = Field(default=2, ge=1)
+    base_s: float = Field(default=0.25, ge=0.0)
+    cap_s: float = Field(default=8.0, ge=0.0)
+    jitter: float = Field(default=1.0, ge=0.0, le=1.0)
+
+
+class BreakerConfig(_Section):
+    """`[breaker]`: the circuit breaker of every model."""
+
+    failure_threshold: int = Field(default=3, ge=1)
+    recovery_s: float = Field(default=60.0, gt=0.0)
+    window: int = Field(default=20, ge=1)
+    min_calls: int = Field(default=10, ge=1)
+    failure_rate: float = Field(default=0.5, gt=0.0, le=1.0)
+
+
+BalancingStrategy = Literal["priority", "round_robin", "least_latency", "cheapest"]
+
+
+class BalancingConfig(_Section):
+    """`[balancing]`: how models of one tier are ordered."""
+
+    local: BalancingStrategy = "priority"
+    edge: BalancingStrategy = "priority"
+    cloud: BalancingStrategy = "priority"
+
+
+class CacheConfig(_Section):
+    """`[cache]`: the optional exact-match response cache (SQLite, with a TTL)."""
+
+    enabled: bool = False
+    ttl_s: float = Field(default=3600.0, gt=0.0)
+
+
+class HealthConfig(_Section):
+    """`[health]`: periodic cheap checks of local and edge endpoints."""
+
+    enabled: bool = True
+    interval_s: float = Field(default=30.0, gt=0.0)
+    timeout_s: float = Field(default=2.0, gt=0.0)
 
 
 class StoreConfig(_Section):
@@ -101,7 +146,13 @@ class Config(_Section):
     store: StoreConfig = StoreConfig()
     discovery: DiscoveryConfig = DiscoveryConfig()
     agents: AgentsConfig = AgentsConfig()
-    request_timeout_s: float = Field(default=300.0, gt=0)
+    retry: RetryConfig = RetryConfig()
+    breaker: BreakerConfig = BreakerConfig()
+    balancing: BalancingConfig = BalancingConfig()
+    cache: CacheConfig = CacheConfig()
+    health: HealthConfig = HealthConfig()
+    # The whole request, every attempt and wait included.
+    request_timeout_s: float = Field(default=120.0, gt=0)
     source: Path | None = Field(default=None, exclude=True)
 
     @model_validator(mode="before")

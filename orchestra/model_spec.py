@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from orchestra.tier import Tier
@@ -28,6 +30,12 @@ class ModelSpec(BaseModel):
     system_prompt: str | None = None
     embedded: bool = False
     size_mb: float | None = Field(default=None, ge=0.0)
+    # Rate limits (None: unlimited); over a limit the call waits in a bounded queue ("wait") or
+    # the next candidate is tried ("next").
+    requests_per_minute: int | None = Field(default=None, gt=0)
+    tokens_per_minute: int | None = Field(default=None, gt=0)
+    when_limited: Literal["wait", "next"] = "wait"
+    limit_queue_size: int = Field(default=100, gt=0)
 
     @property
     def is_free(self) -> bool:

@@ -23,6 +23,10 @@ class Attempt(BaseModel):
     error_kind: str | None = None
     error: str | None = None
     status_code: int | None = None
+    retry_after_s: float | None = None
+    retry_in_s: float | None = None  # set when the executor retried this model after this attempt
+    skipped: bool = False  # not called: breaker open, or its context window is too small
+    cached: bool = False  # answered from the response cache
 
 
 class Usage(BaseModel):

@@ -17,7 +17,7 @@ from orchestra.agent import Agent
 from orchestra.agent_context import AgentContext
 from orchestra.agent_panel import AgentPanel
 from orchestra.backend import Backend
-from orchestra.budget_guard import BudgetGuard
+from orchestra.balancing import LatencyTracker
 from orchestra.catalog import Catalog
 from orchestra.config import Config, load_config
 from orchestra.decision import Decision
@@ -25,11 +25,13 @@ from orchestra.embedded import EmbeddedModel
 from orchestra.endpoints import Endpoints
 from orchestra.errors import AllCandidatesFailed, OrchestraError, RequestError
 from orchestra.executor import Answer, Executor, StreamBroken
+from orchestra.health import HealthChecker
 from orchestra.paths import default_db_path
 from orchestra.policy import Policy, decide_checked
 from orchestra.redact import Redactor
 from orchestra.request import Message, Request
 from orchestra.result import Attempt, Result
+from orchestra.safeguards import Safeguards, build_safeguards
 from orchestra.sample_filter import SampleFilter
 from orchestra.spend import SpendTracker
 from orchestra.store import RequestRecord, Store
@@ -82,6 +84,7 @@ class Orchestra:
         self._hooked: list[Agent] = []
         self._store: Store | None = None
         self._executor: Executor | None = None
+        self._executor_task: asyncio.Task[Executor] | None = None
         self._backend_task: asyncio.Task[Backend] | None = None
         self._preload_backend = preload_backend
         self._warm_embedded = warm_embedded
@@ -90,6 +93,9 @@ class Orchestra:
         self._catalog = Catalog(())
         self.spend = SpendTracker.seeded(0.0, 0.0)
         self._started = False
+        self.safeguards: Safeguards | None = None
+        self.latency = LatencyTracker()  # real calls only: a health probe is far faster
+        self._health: HealthChecker | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -128,6 +134,13 @@ class Orchestra:
                 catalog=self._catalog, budget=self.config.budget, spend=self.spend
             )
             await self._panel.start(context)
+            if self.config.health.enabled:
+                self._health = HealthChecker(
+                    list(self._catalog),
+                    interval_s=self.config.health.interval_s,
+                    timeout_s=self.config.health.timeout_s,
+                )
+                await self._health.start()
         except BaseException:
             await self.close()
             raise
@@ -136,6 +149,9 @@ class Orchestra:
     async def close(self) -> None:
         """Stop agents and the embedded model, and flush every record to disk."""
         await self._panel.stop()
+        if self._health is not None:
+            await self._health.stop()
+            self._health = None
         for task in (self._backend_task, self._warming):
             if task is not None and not task.done():
                 with contextlib.suppress(Exception, asyncio.CancelledError):
@@ -152,14 +168,23 @@ class Orchestra:
         if not self._started:
             raise OrchestraError("Orchestra is not started: use `async with Orchestra(...) as orc`")
         if self._executor is None:
-            if self._backend_task is None:
-                self._backend_task = asyncio.create_task(self._load_backend())
-            backend = await self._backend_task
-            guard = BudgetGuard(self.config.budget, self.spend)
-            self._executor = self._executor or Executor(
-                backend, self._catalog, self._endpoints, self._redact, guard
-            )
+            # One shared build: concurrent first requests must share one executor (and so one
+            # set of breakers, limiters and reservations), not race to build several.
+            if self._executor_task is None:
+                self._executor_task = asyncio.create_task(self._build_executor())
+            self._executor = await self._executor_task
         return self._executor
+
+    async def _build_executor(self) -> Executor:
+        if self._backend_task is None:
+            self._backend_task = asyncio.create_task(self._load_backend())
+        backend = await self._backend_task
+        safeguards = await build_safeguards(
+            self.config, self._catalog, self._require_store(), self.spend, self.latency
+        )
+        safeguards.health = self._health
+        self.safeguards = safeguards
+        return Executor(backend, self._catalog, self._endpoints, self._redact, safeguards)
 
     async def _load_backend(self) -> Backend:
         backend = self._given_backend

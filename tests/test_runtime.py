@@ -75,13 +75,15 @@ async def test_failover_walks_past_a_failing_provider(
     async with Orchestra(config=config) as orc:
         result = await orc.complete("hello")
     assert (result.model, result.text) == ("healthy", "Rome")
-    failed, ok = result.attempts
-    assert (failed.model, failed.ok, failed.error_kind, failed.status_code) == (
-        "broken",
-        False,
-        "server",
-        500,
-    )
+    first, retried, ok = result.attempts  # a 500 is retried once (after a backoff), then failover
+    for failed in (first, retried):
+        assert (failed.model, failed.ok, failed.error_kind, failed.status_code) == (
+            "broken",
+            False,
+            "server",
+            500,
+        )
+    assert first.retry_in_s is not None and retried.retry_in_s is None
     assert ok.ok and ok.model == "healthy"
 
 
@@ -147,10 +149,10 @@ async def test_every_candidate_failing_raises_and_is_recorded(
             await orc.complete("hello")
         history = await orc.history()
         spend = await orc.spend_summary()
-    assert [a.model for a in caught.value.attempts] == ["a", "b"]
+    assert [a.model for a in caught.value.attempts] == ["a", "a", "b", "b"]  # each retried once
     (entry,) = history
     assert entry["status"] == "error" and entry["error_kind"] == "AllCandidatesFailed"
-    assert [a["model"] for a in entry["attempts"]] == ["a", "b"]
+    assert [a["model"] for a in entry["attempts"]] == ["a", "a", "b", "b"]
     assert len(entry["verdicts"]) == 4
     assert spend["today_usd"] == 0 and spend["answered_requests"] == 0
 
@@ -277,7 +279,7 @@ async def test_stream_fails_over_before_the_first_chunk(
         (entry,) = await orc.history()
     assert len(pieces) > 1 and "".join(pieces) == "Rome is the capital of Italy"
     assert stream.result is not None and stream.result.model == "healthy"
-    assert [a.ok for a in stream.result.attempts] == [False, True]
+    assert [a.ok for a in stream.result.attempts] == [False, False, True]
     assert entry["stream"] is True and entry["status"] == "ok"
 
 

@@ -323,6 +323,10 @@ async def test_history_newest_first_with_explanation(store: Store) -> None:
         "error_kind": "server",
         "error": "HTTP 500",
         "status_code": 500,
+        "retry_after_s": None,
+        "retry_in_s": None,
+        "skipped": False,
+        "cached": False,
     }
     assert answered["model"] == "c1" and answered["ok"] is True
 

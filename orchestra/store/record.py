@@ -107,6 +107,10 @@ def attempt_rows(rec: RequestRecord) -> list[tuple[Any, ...]]:
             a.error_kind,
             a.error,
             a.status_code,
+            a.retry_after_s,
+            a.retry_in_s,
+            int(a.skipped),
+            int(a.cached),
         )
         for i, a in enumerate(rec.attempts)
     ]

@@ -81,6 +81,46 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE verdicts ADD COLUMN denied_models TEXT NOT NULL DEFAULT '[]';
     """,
+    # 3: circuit breakers remember a dead provider across restarts; their transitions are events.
+    """
+    CREATE TABLE breaker_state (
+        model      TEXT PRIMARY KEY,
+        state      TEXT NOT NULL,
+        failures   INTEGER NOT NULL,
+        opened_at  REAL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE breaker_events (
+        id         INTEGER PRIMARY KEY,
+        model      TEXT NOT NULL,
+        at         REAL NOT NULL,
+        from_state TEXT NOT NULL,
+        to_state   TEXT NOT NULL,
+        reason     TEXT NOT NULL
+    );
+    CREATE INDEX breaker_events_model_at ON breaker_events(model, at);
+    """,
+    # 4: the optional exact-match response cache.
+    """
+    CREATE TABLE response_cache (
+        key               TEXT PRIMARY KEY,
+        model             TEXT NOT NULL,
+        tier              TEXT NOT NULL,
+        text              TEXT NOT NULL,
+        prompt_tokens     INTEGER NOT NULL,
+        completion_tokens INTEGER NOT NULL,
+        created_at        REAL NOT NULL,
+        expires_at        REAL NOT NULL
+    );
+    CREATE INDEX response_cache_expires ON response_cache(expires_at);
+    """,
+    # 5: attempts say why a model was skipped, retried or answered from the cache.
+    """
+    ALTER TABLE attempts ADD COLUMN retry_after_s REAL;
+    ALTER TABLE attempts ADD COLUMN retry_in_s REAL;
+    ALTER TABLE attempts ADD COLUMN skipped INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE attempts ADD COLUMN cached INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

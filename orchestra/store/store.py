@@ -8,6 +8,7 @@ import json
 import logging
 import sqlite3
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +35,27 @@ _INSERT_VERDICT = (
     " state, reason, metrics, at, stale, neutral, denied_models)"
     f" VALUES ({', '.join('?' * 13)})"
 )
-_INSERT_ATTEMPT = f"INSERT OR REPLACE INTO attempts VALUES ({', '.join('?' * 9)})"
+_INSERT_ATTEMPT = (
+    "INSERT OR REPLACE INTO attempts (request_id, position, model, tier, ok, latency_ms,"
+    " error_kind, error, status_code, retry_after_s, retry_in_s, skipped, cached)"
+    f" VALUES ({', '.join('?' * 13)})"
+)
 _INSERT_LEDGER = (
     "INSERT INTO ledger (at, request_id, model, tier, prompt_tokens, completion_tokens, cost_usd)"
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_SAMPLE = "INSERT INTO samples (agent, at, state, verdict) VALUES (?, ?, ?, ?)"
 
-_Item = RequestRecord | Verdict
+
+@dataclass(frozen=True)
+class SqlWrite:
+    """A statement for the writer to run in its next batch (breaker state, cache entries...)."""
+
+    sql: str
+    params: tuple[Any, ...]
+
+
+_Item = RequestRecord | Verdict | SqlWrite
 
 
 class Store:
@@ -98,6 +112,10 @@ class Store:
     def record_sample(self, verdict: Verdict) -> None:
         self._queue.put_nowait(verdict)
 
+    def write_later(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        """Queue any statement for the writer (committed with the next batch, in order)."""
+        self._queue.put_nowait(SqlWrite(sql, params))
+
     async def flush(self) -> None:
         """Wait until every record queued before this call is committed."""
         if self._writer is None or self._writer.done():
@@ -120,8 +138,12 @@ class Store:
 
     async def _write_batch(self, items: list[_Item]) -> None:
         requests, verdicts, attempts, ledger, samples = [], [], [], [], []
+        writes: list[SqlWrite] = []
         for item in items:
             try:
+                if isinstance(item, SqlWrite):
+                    writes.append(item)
+                    continue
                 if isinstance(item, Verdict):
                     samples.append(sample_row(item))
                     continue
@@ -141,6 +163,8 @@ class Store:
             await db.executemany(_INSERT_ATTEMPT, attempts)
             await db.executemany(_INSERT_LEDGER, ledger)
             await db.executemany(_INSERT_SAMPLE, samples)
+            for write in writes:
+                await db.execute(write.sql, write.params)
             await db.commit()
         except Exception:  # the writer must outlive any one batch
             log.exception("store: failed to write %d records", len(items))
@@ -224,6 +248,10 @@ class Store:
                 out.setdefault(entry.pop("request_id"), []).append(entry)
         return out
 
+    async def fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Run a read query (after flushing nothing: call `flush()` first to read your writes)."""
+        return await self._fetch(sql, params)
+
     async def _fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         db = self._require_db()
         async with db.execute(sql, params) as cursor:
@@ -269,7 +297,7 @@ def _history_entry(
 
 def _attempt_entry(a: dict[str, Any]) -> dict[str, Any]:
     a.pop("position", None)
-    return {**a, "ok": bool(a["ok"])}
+    return {**a, "ok": bool(a["ok"]), "skipped": bool(a["skipped"]), "cached": bool(a["cached"])}
 
 
 def _verdict_entry(v: dict[str, Any]) -> dict[str, Any]:
