@@ -180,6 +180,7 @@ class Executor:
             try:
                 await limiter.acquire(
                     prompt_tokens(walk.request) + (walk.request.max_tokens or 0),
+                    priority=walk.request.priority,
                     deadline_s=walk.deadline.remaining(),
                 )
             except BaseException:

@@ -39,6 +39,7 @@ class Request(BaseModel):
     max_tokens: int | None = Field(default=None, gt=0)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     timeout_s: float | None = Field(default=None, gt=0.0)
+    priority: int = 0  # higher goes first when a rate-limited model makes requests queue
 
     @field_validator("messages")
     @classmethod

@@ -154,3 +154,52 @@ async def test_200_concurrent_requests_with_two_of_three_providers_failing(
     assert states == {"broken": "open", "flaky": "open", "healthy": "closed"}
     assert (len(broken.requests), len(flaky.requests)) == calls
     assert all(r.attempts[0].error_kind == "breaker_open" for r in later)
+
+
+async def test_a_context_window_error_goes_to_a_bigger_window(
+    stub: StubProvider, stub2: StubProvider, write_config: Callable[..., Path]
+) -> None:
+    stub.behaviour = Behaviour(
+        kind="status",
+        status=400,
+        error_message="This model's maximum context length is 8192 tokens",
+    )
+    with StubProvider(Behaviour(reply="never")) as small:
+        config = write_config(
+            model_toml("small-a", stub.url, context_window=8192),
+            model_toml("small-b", small.url, context_window=4096),
+            model_toml("large", stub2.url, context_window=128000),
+        )
+        async with Orchestra(config=config, agents=[]) as orc:
+            result = await orc.complete("a very long document ...")
+    assert result.model == "large"
+    overflow, skipped, _ = result.attempts
+    assert overflow.error_kind == "context_window" and overflow.retry_in_s is None
+    assert skipped.model == "small-b" and skipped.skipped and skipped.error_kind == "context_window"
+    assert small.requests == []
+
+
+def test_models_shows_an_open_breaker(
+    stub: StubProvider, write_config: Callable[..., Path]
+) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    stub.behaviour = Behaviour(kind="status", status=503)
+    config = write_config(model_toml("dead", stub.url), extra=FAST_RETRY)
+
+    async def trip() -> None:
+        async with Orchestra(config=config, agents=[]) as orc:
+            for _ in range(2):
+                with pytest.raises(AllCandidatesFailed):
+                    await orc.complete("hello")
+
+    asyncio.run(trip())
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestra.cli.main", "--config", str(config), "models", "--json"],
+        capture_output=True, text=True, timeout=60, env=os.environ.copy(),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[0])["breaker"] == "open"

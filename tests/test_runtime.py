@@ -93,6 +93,7 @@ async def test_failover_walks_past_a_failing_provider(
         (Behaviour(kind="status", status=429, retry_after_s=1), "rate_limit"),
         (Behaviour(kind="status", status=401, error_message="bad key"), "auth"),
         (Behaviour(kind="hang"), "timeout"),
+        (Behaviour(kind="slow", delay_s=1.5), "timeout"),
         (Behaviour(kind="malformed"), "server"),
     ],
 )

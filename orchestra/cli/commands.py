@@ -134,11 +134,16 @@ async def models(args: argparse.Namespace, config: Config) -> int:
 
     embedded = EmbeddedModel(config.embedded) if config.embedded.enabled else None
     specs = await discover_catalog(config, embedded)
+    async with _store(config) as store:  # breakers remember dead providers across restarts
+        rows = await store.fetch("SELECT model, state, opened_at FROM breaker_state")
+    breakers = {model: state for model, state, _ in rows}
     if args.json:
         for spec in specs:
-            print(json.dumps({**spec.model_dump(mode="json"), "key_present": _key_present(spec)}))
+            entry = spec.model_dump(mode="json")
+            entry.update(key_present=_key_present(spec), breaker=breakers.get(spec.name, "closed"))
+            print(json.dumps(entry))
     else:
-        render.model_table(specs, _key_present)
+        render.model_table(specs, _key_present, breakers)
     return 0
 
 

@@ -75,9 +75,13 @@ def _key_metrics(metrics: dict[str, Any], limit: int = 4) -> str:
     return " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in flat[:limit])
 
 
-def model_table(specs: Iterable[ModelSpec], key_present: Callable[[Any], bool | None]) -> None:
+def model_table(
+    specs: Iterable[ModelSpec],
+    key_present: Callable[[Any], bool | None],
+    breakers: dict[str, str],
+) -> None:
     table = Table(show_edge=False, pad_edge=False)
-    for column in ("name", "tier", "litellm model", "endpoint", "$/Mtok in/out", "key"):
+    for column in ("name", "tier", "litellm model", "endpoint", "$/Mtok in/out", "key", "breaker"):
         table.add_column(column)
     for s in specs:
         price = (
@@ -87,7 +91,8 @@ def model_table(specs: Iterable[ModelSpec], key_present: Callable[[Any], bool | 
         )
         key = {True: "set", False: f"missing ({s.api_key_env})", None: "-"}[key_present(s)]
         endpoint = "embedded (llama.cpp)" if s.embedded else (s.api_base or "provider default")
-        table.add_row(s.name, str(s.tier), s.litellm_model, endpoint, price, key)
+        breaker = breakers.get(s.name, "closed")
+        table.add_row(s.name, str(s.tier), s.litellm_model, endpoint, price, key, breaker)
     out.print(table)
 
 
