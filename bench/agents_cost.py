@@ -1,6 +1,6 @@
 """The request-path cost of the agents: all together, and each alone, side by side in one run.
 
-    python bench/agents.py [--rounds 5000]
+    python bench/agents_cost.py [--rounds 5000]
 
 Ambient agents (resource, connectivity) are read from memory on the request path, so their cost
 there is a dictionary lookup; per-request agents (cost, complexity, privacy, ...) run in full.
@@ -12,13 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import time
-from pathlib import Path
-
-# Run as a script, this file's folder comes first on sys.path and its name would shadow the
-# `agents` package it measures.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 from orchestra import Agent, AgentContext, Budget, Catalog, ModelSpec, Request, Tier
 from orchestra.agent_panel import AgentPanel
