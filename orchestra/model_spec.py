@@ -29,6 +29,11 @@ class ModelSpec(BaseModel):
     timeout_s: float = Field(default=60.0, gt=0.0)
     system_prompt: str | None = None
     embedded: bool = False
+    # What the model can do ("vision", "tools", "json"), how good it is (0-1, for quality-first
+    # policies) and how fast it usually answers; all optional, used by policies.
+    capabilities: frozenset[str] = frozenset()
+    quality: float | None = Field(default=None, ge=0.0, le=1.0)
+    typical_latency_ms: float | None = Field(default=None, gt=0.0)
     size_mb: float | None = Field(default=None, ge=0.0)
     # Rate limits (None: unlimited); over a limit the call waits in a bounded queue ("wait") or
     # the next candidate is tried ("next").

@@ -40,6 +40,11 @@ class Request(BaseModel):
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     timeout_s: float | None = Field(default=None, gt=0.0)
     priority: int = 0  # higher goes first when a rate-limited model makes requests queue
+    # Needs the policy should honour: an answer within this many ms, capabilities the model must
+    # have (e.g. "vision", "tools", "json"), and a context window of at least this many tokens.
+    latency_ms: float | None = Field(default=None, gt=0.0)
+    capabilities: frozenset[str] = frozenset()
+    min_context: int | None = Field(default=None, gt=0)
 
     @field_validator("messages")
     @classmethod
