@@ -16,6 +16,7 @@ from orchestra.budget import Budget
 from orchestra.catalog import Catalog
 from orchestra.config import Config, load_config
 from orchestra.decision import Candidate, Decision, Exclusion
+from orchestra.defaults import register_policy
 from orchestra.errors import (
     AllCandidatesFailed,
     ConfigError,
@@ -31,7 +32,7 @@ from orchestra.errors import (
 from orchestra.executor import StreamBroken
 from orchestra.function_agent import FunctionAgent, agent
 from orchestra.model_spec import ModelSpec
-from orchestra.policy import Policy
+from orchestra.policy import FunctionPolicy, Policy
 from orchestra.request import Message, Request
 from orchestra.result import Attempt, Result, Usage
 from orchestra.runtime import Orchestra, ResponseStream
@@ -60,6 +61,7 @@ __all__ = [
     "Endpoint",
     "Exclusion",
     "FunctionAgent",
+    "FunctionPolicy",
     "Message",
     "ModelSpec",
     "NoAllowedModelError",
@@ -84,4 +86,5 @@ __all__ = [
     "agent",
     "complete_sync",
     "load_config",
+    "register_policy",
 ]

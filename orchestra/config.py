@@ -22,7 +22,10 @@ class _Section(BaseModel):
 
 
 class PolicyConfig(_Section):
-    """`[policy]`: which policy decides, and its parameters (e.g. per-agent weights)."""
+    """`[policy]`: which policy decides, and its parameters: `weights` per agent and any other key
+    the policy takes (thresholds, tier order, a matrix policy's `[[policy.rules]]`)."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
 
     name: str = "default"
     weights: dict[str, Annotated[float, Field(ge=0.0)]] = Field(default_factory=dict)

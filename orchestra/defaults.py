@@ -9,7 +9,7 @@ from typing import Any
 from orchestra.agent import Agent
 from orchestra.config import Config, PolicyConfig
 from orchestra.errors import ConfigError, PolicyError
-from orchestra.policy import Policy
+from orchestra.policy import FunctionPolicy, Policy
 
 
 def builtin_agent_types() -> dict[str, type[Agent]]:
@@ -69,28 +69,76 @@ def _entry_point_agents(names: list[str]) -> dict[str, Any]:
     return found
 
 
+POLICY_ENTRY_POINTS = "orchestra.policies"
+_REGISTERED: dict[str, Any] = {}
+
+
+def register_policy(name: str, factory: Any) -> None:
+    """Make a policy class, factory, instance or plain function available as `[policy] name`."""
+    _REGISTERED[name] = factory
+
+
 def resolve_policy(spec: PolicyConfig) -> Policy:
-    """A built-in policy by name, or a user's policy as 'package.module:attribute'."""
+    """The policy `[policy] name` names, built with the table's other keys as parameters.
+
+    Looked up in order: policies registered with `register_policy`, the built-ins, the
+    `orchestra.policies` entry-point group of installed packages, then 'package.module:attribute'.
+    """
     from policies import BUILTIN_POLICIES
 
-    params: dict[str, Any] = {"weights": spec.weights} if spec.weights else {}
-    factory: Any
-    if spec.name in BUILTIN_POLICIES:
-        factory = BUILTIN_POLICIES[spec.name]
-    elif ":" in spec.name:
+    params: dict[str, Any] = dict(spec.model_extra or {})
+    if spec.weights:
+        params["weights"] = spec.weights
+    factory = _REGISTERED.get(spec.name) or BUILTIN_POLICIES.get(spec.name)
+    if factory is None:
+        factory = _entry_point_policy(spec.name)
+    if factory is None and ":" in spec.name:
         factory = _import(spec.name)
-    else:
-        known = ", ".join(BUILTIN_POLICIES)
+    if factory is None:
+        known = ", ".join([*BUILTIN_POLICIES, *_REGISTERED])
         raise PolicyError(
-            f"unknown policy {spec.name!r}; built-in: {known}; or name your own as 'module:Class'"
+            f"unknown policy {spec.name!r}; known: {known}; or name your own as 'module:Class'"
         )
-    try:
-        policy = factory(**params) if inspect.isclass(factory) else factory
-    except TypeError as exc:
-        raise PolicyError(f"cannot build policy {spec.name!r} from [policy]: {exc}") from exc
+    return _build_policy(spec.name, factory, params)
+
+
+def _build_policy(name: str, factory: Any, params: dict[str, Any]) -> Policy:
+    # A class is checked first: the Policy protocol only looks for attributes, which a policy
+    # class has as much as its instances.
+    if inspect.isclass(factory):
+        try:
+            policy: Any = factory(**params)
+        except (TypeError, ValueError) as exc:
+            raise PolicyError(f"cannot build policy {name!r} from [policy]: {exc}") from exc
+    elif isinstance(factory, Policy):
+        policy = factory
+    elif callable(factory) and _takes_three(factory):  # (request, verdicts, catalog) -> Decision
+        policy = FunctionPolicy(factory, name=name)
+    else:
+        policy = factory
     if not isinstance(policy, Policy):
-        raise PolicyError(f"{spec.name!r} is not a policy: it needs a `name` and a `decide` method")
+        raise PolicyError(f"{name!r} is not a policy: it needs a `name` and a `decide` method")
     return policy
+
+
+def _takes_three(fn: Any) -> bool:
+    try:
+        inspect.signature(fn).bind(None, None, None)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _entry_point_policy(name: str) -> Any:
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=POLICY_ENTRY_POINTS):
+        if ep.name == name:
+            try:
+                return ep.load()
+            except Exception as exc:
+                raise PolicyError(f"policy {name!r} ({ep.value}) failed to load: {exc}") from exc
+    return None
 
 
 def _import(target: str) -> Any:

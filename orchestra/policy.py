@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from orchestra.catalog import Catalog
@@ -25,6 +25,21 @@ class Policy(Protocol):
     def decide(
         self, request: Request, verdicts: Sequence[Verdict], catalog: Catalog
     ) -> Decision: ...
+
+
+class FunctionPolicy:
+    """A policy made of a plain function `(request, verdicts, catalog) -> Decision`."""
+
+    def __init__(
+        self,
+        fn: Callable[[Request, Sequence[Verdict], Catalog], Decision],
+        name: str | None = None,
+    ) -> None:
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", "policy")
+
+    def decide(self, request: Request, verdicts: Sequence[Verdict], catalog: Catalog) -> Decision:
+        return self.fn(request, verdicts, catalog)
 
 
 def decide_checked(
