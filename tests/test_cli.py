@@ -138,3 +138,14 @@ def test_chat_keeps_the_conversation(stub: StubProvider, write_config: Callable[
     # The second turn carries the first question and answer.
     roles = [m["role"] for m in stub.requests[-1]["body"]["messages"]]
     assert roles == ["user", "assistant", "user"]
+
+
+def test_run_explain_prints_the_whole_decision(
+    stub: StubProvider, write_config: Callable[..., Path]
+) -> None:
+    config = str(write_config(model_toml("stub-cloud", stub.url)))
+    done = orchestra("--config", config, "run", "--explain", "hello")
+    assert done.returncode == 0, done.stderr
+    parts = ("Decision", "constraints:", "votes:", "target tier:", "candidates (failover order):")
+    for part in (*parts, "1. stub-cloud (cloud)", "attempts:", "reason:"):
+        assert part in done.stderr, part

@@ -68,6 +68,8 @@ async def run(args: argparse.Namespace, config: Config) -> int:
     else:
         print(result.text.strip())
         render.result_footer(result)
+    if args.explain:
+        render.explain(result.decision, result.attempts)
     return 0
 
 

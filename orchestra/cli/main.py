@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     _hints(run)
     run.add_argument("--stream", action="store_true", help="print the answer as it arrives")
     run.add_argument("--json", action="store_true", help="print one JSON object")
+    run.add_argument("--explain", action="store_true", help="explain the decision in full")
 
     chat = sub.add_parser("chat", help="an interactive conversation (REPL)")
     _hints(chat)

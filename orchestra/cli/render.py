@@ -10,8 +10,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from orchestra.decision import Decision
 from orchestra.model_spec import ModelSpec
-from orchestra.result import Result
+from orchestra.result import Attempt, Result
 from orchestra.verdict import Verdict
 
 
@@ -35,6 +36,30 @@ def result_footer(result: Result) -> None:
         err.print(f"  failed over from {attempt.model}: {attempt.error_kind} ({attempt.error})")
     verdict_table(result.verdicts, title=None, console=err)
     err.print(f"[dim]policy {result.decision.policy}:[/] {result.decision.reason}")
+
+
+def explain(decision: Decision, attempts: Sequence[Attempt] = ()) -> None:
+    """The decision in full (on stderr): constraints, votes, winner, the chain and what happened."""
+    err.print(f"\n[bold]Decision[/] by policy {decision.policy}")
+    if decision.excluded:
+        err.print("constraints:")
+        for e in decision.excluded:
+            what = f"tier {e.tier}" if e.tier else f"model {e.model}"
+            err.print(f"  - {what} removed by {e.by}: {e.reason}")
+    else:
+        err.print("constraints: none")
+    votes = ", ".join(f"{t} {w:.2f}" for t, w in sorted(decision.votes.items())) or "none"
+    err.print(f"votes: {votes}")
+    err.print(f"target tier: {decision.target or '-'}")
+    err.print("candidates (failover order):")
+    for i, c in enumerate(decision.candidates, 1):
+        err.print(f"  {i}. {c.model} ({c.tier}): {c.reason}")
+    if attempts:
+        err.print("attempts:")
+        for a in attempts:
+            outcome = "cached" if a.cached else "ok" if a.ok else f"{a.error_kind}: {a.error}"
+            err.print(f"  - {a.model}: {outcome} ({a.latency_ms:.0f} ms)")
+    err.print(f"reason: {decision.reason}")
 
 
 def chat_footer(result: Result) -> None:
