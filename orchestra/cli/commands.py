@@ -172,6 +172,95 @@ async def spend(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+async def replay(args: argparse.Namespace, config: Config) -> int:
+    from datetime import datetime
+
+    from orchestra.catalog import Catalog
+    from orchestra.config import PolicyConfig
+    from orchestra.defaults import resolve_policy
+    from orchestra.discovery import discover_catalog
+    from orchestra.embedded import EmbeddedModel
+    from orchestra.replay import render as render_replay
+    from orchestra.replay import replay as run_replay
+
+    try:
+        since = datetime.strptime(args.since, "%Y-%m-%d").timestamp() if args.since else None
+    except ValueError:
+        raise ConfigError(f"--since {args.since!r}: expected YYYY-MM-DD") from None
+    names = args.policy or [config.policy.name]
+    # The configured policy keeps its parameters (weights...); other names get their defaults.
+    policies = [
+        resolve_policy(config.policy if n == config.policy.name else PolicyConfig(name=n))
+        for n in names
+    ]
+    embedded = EmbeddedModel(config.embedded) if config.embedded.enabled else None
+    catalog = Catalog(await discover_catalog(config, embedded))
+    async with _store(config) as store:
+        if args.json:
+            reports = await run_replay(store, catalog, policies, since, args.limit)
+        else:
+            from rich.progress import Progress
+
+            with Progress(console=render.err, transient=True) as bar:
+                task = bar.add_task("replaying", total=None)
+                reports = await run_replay(
+                    store,
+                    catalog,
+                    policies,
+                    since,
+                    args.limit,
+                    lambda done, total: bar.update(task, completed=done, total=total),
+                )
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "requests": reports[0].requests if reports else 0,
+                    "policies": [r.to_dict() for r in reports],
+                }
+            )
+        )
+    else:
+        render_replay(reports, render.out)
+    return 0
+
+
+async def experiment(args: argparse.Namespace, config: Config) -> int:
+    from pathlib import Path
+
+    from orchestra.config import PolicyConfig
+    from orchestra.defaults import resolve_policy
+    from orchestra.experiment import (
+        render_summary,
+        run_experiment,
+        scenario_catalog,
+        write_outputs,
+    )
+    from orchestra.scenario import load_scenario
+
+    scenario = load_scenario(args.scenario)
+    names = args.policy or [config.policy.name]
+    policies = [
+        resolve_policy(config.policy if n == config.policy.name else PolicyConfig(name=n))
+        for n in names
+    ]
+    fallback: list[Any] = []
+    if not scenario.models:  # no scripted catalog: the current config's models
+        from orchestra.discovery import discover_catalog
+        from orchestra.embedded import EmbeddedModel
+
+        embedded = EmbeddedModel(config.embedded) if config.embedded.enabled else None
+        fallback = await discover_catalog(config, embedded)
+    result = run_experiment(scenario, policies, scenario_catalog(scenario, fallback))
+    files, skipped = write_outputs(result, Path(args.out), plots=not args.no_plots)
+    render_summary(result, render.out)
+    for path in files:
+        print(f"wrote {path}")
+    if skipped:
+        print(f"orchestra: {skipped}", file=sys.stderr)
+    return 0
+
+
 def _store(config: Config) -> Any:
     from orchestra.paths import default_db_path
     from orchestra.store import Store
@@ -190,4 +279,6 @@ COMMANDS = {
     "models": models,
     "history": history,
     "spend": spend,
+    "replay": replay,
+    "experiment": experiment,
 }

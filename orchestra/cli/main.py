@@ -53,6 +53,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     spend = sub.add_parser("spend", help="spend against the budget")
     spend.add_argument("--json", action="store_true", help="one JSON object")
+
+    replay = sub.add_parser("replay", help="decide recorded requests again under other policies")
+    replay.add_argument(
+        "--policy", action="append", metavar="NAME", help="a policy to replay (repeatable)"
+    )
+    replay.add_argument("--since", metavar="YYYY-MM-DD", help="only requests from this day on")
+    replay.add_argument("--limit", type=int, help="only the newest N requests")
+    replay.add_argument("--json", action="store_true", help="one JSON object")
+
+    experiment = sub.add_parser(
+        "experiment", help="compare policies on a scripted scenario (simulated time)"
+    )
+    experiment.add_argument("scenario", help="scenario TOML file (see examples/scenarios/)")
+    experiment.add_argument(
+        "--policy", action="append", metavar="NAME", help="a policy to compare (repeatable)"
+    )
+    experiment.add_argument(
+        "--out", default="experiment-out", help="output directory (default ./experiment-out)"
+    )
+    experiment.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     return parser
 
 
