@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
-from orchestra import Catalog, Decision, Request, Tier, Verdict
+from orchestra import Tier
 from orchestra.model_spec import ModelSpec
-from policies._common import (
-    check_weights,
-    describe_votes,
-    explain,
-    forced_model,
-    is_number,
-    parse_tier,
-    ranked,
-    require_models,
-    scope,
-    tally,
-)
+from policies._common import is_number, parse_tier
+from policies._ranking import RankingPolicy
 
 # A model of unknown quality is ranked as if it had its tier's prior (a guess, but the tier order
 # is the one thing we know: cloud models are usually the strongest).
 TIER_QUALITY = {Tier.LOCAL: 0.3, Tier.EDGE: 0.6, Tier.CLOUD: 0.9}
 
 
-class QualityFirstPolicy:
+class QualityFirstPolicy(RankingPolicy):
     """Highest `quality` first (unknown quality: its tier's prior), a tie to the higher tier.
 
     Budgets are not this policy's business: the cost agent's disallowed tiers and denied models
@@ -32,44 +22,28 @@ class QualityFirstPolicy:
     """
 
     name = "quality_first"
+    headline = "best quality first"
 
     def __init__(
         self,
         tier_quality: Mapping[str, float] | None = None,
         weights: Mapping[str, float] | None = None,
     ) -> None:
+        super().__init__(weights)
         self.tier_quality = dict(TIER_QUALITY)
         for key, value in dict(tier_quality or {}).items():
             tier = parse_tier(key, "a tier_quality key")
             if not is_number(value) or not 0 <= value <= 1:
                 raise ValueError(f"tier_quality[{key!r}] must be a number in [0, 1], got {value!r}")
             self.tier_quality[tier] = float(value)
-        self.weights = check_weights(weights)
-
-    def decide(self, request: Request, verdicts: Sequence[Verdict], catalog: Catalog) -> Decision:
-        sc = scope(request, verdicts, catalog)
-        votes = tally(verdicts, self.weights)
-        if request.model is not None:
-            return forced_model(self.name, request, catalog, sc, votes)
-        require_models(request, catalog, sc)
-        candidates = ranked(sc.models, self._key, self._why)
-        story = [f"best quality first: {candidates[0].model}", describe_votes(votes)]
-        return Decision(
-            policy=self.name,
-            candidates=candidates,
-            reason=explain(story, request, sc.excluded),
-            target=candidates[0].tier,
-            votes=votes,
-            excluded=sc.excluded,
-        )
 
     def _quality(self, spec: ModelSpec) -> float:
         return self.tier_quality[spec.tier] if spec.quality is None else spec.quality
 
-    def _key(self, spec: ModelSpec) -> tuple[float, int]:
+    def key(self, spec: ModelSpec) -> tuple[float, int]:
         return (-self._quality(spec), -spec.tier.rank)
 
-    def _why(self, spec: ModelSpec) -> str:
+    def why(self, spec: ModelSpec) -> str:
         if spec.quality is None:
             return f"quality unknown, {spec.tier} prior {self._quality(spec):.2f}"
         return f"quality {spec.quality:.2f}, {spec.tier}"
