@@ -30,6 +30,7 @@ from orchestra.errors import (
     UnknownModelError,
 )
 from orchestra.executor import StreamBroken
+from orchestra.feedback import Feedback
 from orchestra.function_agent import FunctionAgent, agent
 from orchestra.model_spec import ModelSpec
 from orchestra.policy import FunctionPolicy, Policy
@@ -60,6 +61,7 @@ __all__ = [
     "EmbeddedModelError",
     "Endpoint",
     "Exclusion",
+    "Feedback",
     "FunctionAgent",
     "FunctionPolicy",
     "Message",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from types import ModuleType
 from typing import Any
 
 from orchestra.agent import Agent
@@ -16,6 +17,18 @@ def builtin_agent_types() -> dict[str, type[Agent]]:
     from agents import BUILTIN_AGENTS
 
     return dict(BUILTIN_AGENTS)
+
+
+def simulated_agents(scenario: Any, catalog: Any) -> Any:
+    """The built-in agents judging a scripted scenario (for `orchestra experiment`)."""
+    from agents.simulated import SimulatedAgents
+
+    return SimulatedAgents(scenario, catalog)
+
+
+def complexity_training() -> ModuleType:
+    """The built-in complexity agent's training module (for `orchestra train-complexity`)."""
+    return importlib.import_module("agents.complexity_feedback")
 
 
 AGENT_ENTRY_POINTS = "orchestra.agents"

@@ -14,22 +14,19 @@ import csv
 import json
 import random
 from collections import Counter
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestra.agent_context import AgentContext
-from orchestra.budget import Budget
 from orchestra.catalog import Catalog
+from orchestra.defaults import simulated_agents
 from orchestra.errors import ConfigError, NoAllowedModelError
 from orchestra.model_spec import ModelSpec
 from orchestra.policy import Policy, decide_checked
 from orchestra.request import Request
 from orchestra.scenario import BudgetDraw, CpuSpike, NetworkDrop, Outage, Scenario
-from orchestra.spend import SpendTracker
 from orchestra.tier import TIERS, Tier
-from orchestra.verdict import Verdict
 
 ANSWERED, REFUSED = "answered", "refused"
 CSV_FIELDS = (
@@ -49,8 +46,6 @@ CSV_FIELDS = (
     "conditions",
     "reason",
 )
-# Simulated round trips for the connectivity agent's probes (well under its degraded threshold).
-_PROBE_MS = {Tier.EDGE: 20.0, Tier.CLOUD: 60.0}
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,85 +198,11 @@ def cost_usd(spec: ModelSpec, r: SimRequest) -> float:
     ) / 1e6
 
 
-class _Agents:
-    """One policy's set of real agents (fresh per policy: resource keeps hysteresis state)."""
-
-    def __init__(self, scenario: Scenario, catalog: Catalog) -> None:
-        from agents.complexity import ComplexityAgent
-        from agents.connectivity import ConnectivityAgent, Probe
-        from agents.cost import CostAgent
-        from agents.resource import ResourceAgent
-
-        self.scenario, self.catalog = scenario, catalog
-        self.resource = ResourceAgent()
-        self.connectivity = ConnectivityAgent()
-        self.complexity = ComplexityAgent()
-        self.cost = CostAgent()
-        b = scenario.budget
-        budget = Budget(daily_usd=b.daily_usd, alert_share=b.alert_share)
-        # The cost agent reads the budget and catalog in `start`, which does no I/O.
-        _run_now(self.cost.start(AgentContext(catalog=catalog, budget=budget, spend=_NO_SPEND)))
-        self.probes = [
-            Probe(f"{t}.simulated", 443, t) for t in (Tier.EDGE, Tier.CLOUD) if catalog.in_tier(t)
-        ]
-
-    def verdicts(self, r: SimRequest, w: World, spent: float) -> list[Verdict]:
-        from agents.connectivity import ProbeResult
-        from agents.resource import Reading
-
-        m = self.scenario.machine
-        reading = Reading(
-            ram_available_mb=m.ram_available_mb,
-            ram_percent=m.ram_percent,
-            cpu_percent=w.cpu_percent,
-            cores=m.cores,
-        )
-        probes = [
-            ProbeResult(p, ok=False, ms=0.0, error="network unreachable (simulated)")
-            if p.tier in w.offline
-            else ProbeResult(p, ok=True, ms=_PROBE_MS[p.tier])
-            for p in self.probes
-        ]
-        limited = self.scenario.budget.daily_usd is not None
-        # Exact token counts stand in for the production estimate (as if max_tokens were set).
-        estimates = {s.name: cost_usd(s, r) for s in self.catalog} if limited else {}
-        out = [
-            self.resource.judge(reading),
-            self.connectivity.judge(probes),
-            self.cost.judge(today=spent, month=spent, estimates=estimates),
-            self.complexity.judge(r.score),
-        ]
-        if w.down_models:
-            out.append(
-                Verdict(
-                    agent="breaker",
-                    denied_models=w.down_models,
-                    confidence=0.0,
-                    state="open",
-                    reason=f"provider outage: {', '.join(sorted(w.down_models))}",
-                )
-            )
-        return out
-
-
-_NO_SPEND = SpendTracker.seeded(0.0, 0.0)
-
-
-def _run_now(coro: Coroutine[Any, Any, None]) -> None:
-    """Run a coroutine that never suspends, without an event loop (callers may be in one)."""
-    try:
-        coro.send(None)
-    except StopIteration:
-        return
-    coro.close()
-    raise RuntimeError("expected a coroutine that completes without waiting")
-
-
 def run_policy(
     scenario: Scenario, policy: Policy, catalog: Catalog, requests: Sequence[SimRequest]
 ) -> PolicyRun:
     """Decide every request under `policy`, accumulating its spend."""
-    agents = _Agents(scenario, catalog)
+    agents = simulated_agents(scenario, catalog)
     run = PolicyRun(policy.name)
     own = 0.0
     for r in requests:

@@ -25,6 +25,7 @@ from orchestra.embedded import EmbeddedModel
 from orchestra.endpoints import Endpoints
 from orchestra.errors import AllCandidatesFailed, OrchestraError, RequestError
 from orchestra.executor import Answer, Executor, StreamBroken
+from orchestra.feedback import Feedback, record_feedback
 from orchestra.health import HealthChecker
 from orchestra.paths import default_db_path
 from orchestra.policy import Policy, decide_checked
@@ -256,6 +257,13 @@ class Orchestra:
             "daily_budget_usd": budget.daily_usd,
             "monthly_budget_usd": budget.monthly_usd,
         }
+
+    async def feedback(self, request_id: str, good: bool, note: str | None = None) -> Feedback:
+        """Say whether the answer to `request_id` (its id, or a unique prefix of 6+ characters)
+        was good. Kept in the store, append only; `orchestra train-complexity` learns from it."""
+        return await record_feedback(
+            self._require_store(), request_id, good, note, redact=self._redact
+        )
 
     async def flush(self) -> None:
         await self._require_store().flush()

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from orchestra.agent import Agent
 from orchestra.config import Config
+from orchestra.feedback import Feedback
 from orchestra.result import Result
 from orchestra.runtime import Orchestra, Prompt
 
@@ -88,6 +89,9 @@ class SyncOrchestra:
 
     def spend_summary(self) -> dict[str, Any]:
         return self._call(self._orc.spend_summary())
+
+    def feedback(self, request_id: str, good: bool, note: str | None = None) -> Feedback:
+        return self._call(self._orc.feedback(request_id, good, note))
 
     def _call(self, coro: Awaitable[T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()  # type: ignore[arg-type]

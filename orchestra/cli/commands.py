@@ -172,6 +172,54 @@ async def spend(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+async def feedback(args: argparse.Namespace, config: Config) -> int:
+    from orchestra.feedback import record_feedback
+    from orchestra.redact import Redactor
+
+    redact = Redactor.from_env(m.api_key_env for m in config.models if m.api_key_env)
+    async with _store(config) as store:
+        given = await record_feedback(store, args.request, args.good, args.note, redact=redact)
+    answered = f" ({given.model}, {given.tier})" if given.model else ""
+    print(
+        f"recorded: request {given.request_id}{answered} marked {'good' if given.good else 'bad'}"
+    )
+    return 0
+
+
+async def train_complexity(args: argparse.Namespace, config: Config) -> int:
+    from orchestra.defaults import complexity_training
+
+    training = complexity_training()
+    if args.weight < 0:
+        raise ConfigError(f"--weight must be >= 0, got {args.weight}")
+    out = _model_out(args.out, training)
+    async with _store(config) as store:
+        try:
+            trained = await training.train_from_store(store, weight=args.weight)
+        except ValueError as exc:
+            print(f"orchestra: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+    if not args.dry_run:
+        await asyncio.to_thread(_save_model, trained.scorer, out)
+    found = trained.feedback
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "written": None if args.dry_run else str(out),
+                    "judged": found.judged,
+                    "used": len(found.rows),
+                    "positives": found.positives,
+                    "skipped": dict(found.skipped),
+                    "report": trained.report,
+                }
+            )
+        )
+        return 0
+    render.training_report(trained, None if args.dry_run else out)
+    return 0
+
+
 async def replay(args: argparse.Namespace, config: Config) -> int:
     from datetime import datetime
 
@@ -261,6 +309,20 @@ async def experiment(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def _model_out(given: str | None, training: Any) -> Any:
+    from pathlib import Path
+
+    return Path(given).expanduser() if given else training.user_model_path()
+
+
+def _save_model(scorer: Any, path: Any) -> None:
+    """Write next to the target, then rename: a running agent never reads half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    scorer.save(partial)
+    partial.replace(path)
+
+
 def _store(config: Config) -> Any:
     from orchestra.paths import default_db_path
     from orchestra.store import Store
@@ -279,6 +341,8 @@ COMMANDS = {
     "models": models,
     "history": history,
     "spend": spend,
+    "feedback": feedback,
+    "train-complexity": train_complexity,
     "replay": replay,
     "experiment": experiment,
 }

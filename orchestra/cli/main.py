@@ -54,6 +54,29 @@ def build_parser() -> argparse.ArgumentParser:
     spend = sub.add_parser("spend", help="spend against the budget")
     spend.add_argument("--json", action="store_true", help="one JSON object")
 
+    feedback = sub.add_parser("feedback", help="say whether an answer was good or bad")
+    feedback.add_argument("request", help="request id, or a unique prefix (see history)")
+    verdict = feedback.add_mutually_exclusive_group(required=True)
+    verdict.add_argument("--good", action="store_true", help="the answer was good")
+    verdict.add_argument("--bad", action="store_true", help="the answer was bad")
+    feedback.add_argument("--note", help="why (kept with the feedback; secrets are masked)")
+
+    train = sub.add_parser(
+        "train-complexity",
+        help="retrain the complexity agent's scorer from your feedback plus the shipped data",
+    )
+    train.add_argument(
+        "--out", help="where to write the model (default: complexity_model.json in the data dir)"
+    )
+    train.add_argument(
+        "--weight",
+        type=float,
+        default=1.0,
+        help="your feedback's say beside each shipped data source (default 1: equal)",
+    )
+    train.add_argument("--dry-run", action="store_true", help="train and report, but write nothing")
+    train.add_argument("--json", action="store_true", help="one JSON object")
+
     replay = sub.add_parser("replay", help="decide recorded requests again under other policies")
     replay.add_argument(
         "--policy", action="append", metavar="NAME", help="a policy to replay (repeatable)"

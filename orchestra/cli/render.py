@@ -36,6 +36,8 @@ def result_footer(result: Result) -> None:
         err.print(f"  failed over from {attempt.model}: {attempt.error_kind} ({attempt.error})")
     verdict_table(result.verdicts, title=None, console=err)
     err.print(f"[dim]policy {result.decision.policy}:[/] {result.decision.reason}")
+    short = result.request_id[:12]
+    err.print(f"[dim]request {short}; a bad answer? orchestra feedback {short} --bad[/]")
 
 
 def explain(decision: Decision, attempts: Sequence[Attempt] = ()) -> None:
@@ -123,7 +125,7 @@ def model_table(
 
 def history_table(entries: Sequence[dict[str, Any]]) -> None:
     table = Table(show_edge=False, pad_edge=False)
-    for column in ("when", "request", "status", "model", "tier", "ms", "cost $", "reason"):
+    for column in ("when", "request", "status", "model", "tier", "ms", "cost $", "fb", "reason"):
         table.add_column(column)
     for e in entries:
         when = datetime.fromtimestamp(e["created_at"]).strftime("%Y-%m-%d %H:%M:%S")
@@ -136,9 +138,34 @@ def history_table(entries: Sequence[dict[str, Any]]) -> None:
             e["tier"] or "-",
             f"{e['latency_ms']:.0f}",
             f"{e['cost_usd']:.6f}",
+            _feedback_mark(e.get("feedback")),
             (reason or "")[:80],
         )
     out.print(table)
+
+
+def _feedback_mark(feedback: dict[str, Any] | None) -> str:
+    if feedback is None:
+        return ""
+    return "good" if feedback["good"] else "bad"
+
+
+def training_report(training: Any, written: Any) -> None:
+    """What `orchestra train-complexity` learned from, how it measured, and where it wrote."""
+    found = training.feedback
+    out.print(
+        f"feedback: {found.judged} judged request(s), {len(found.rows)} used "
+        f"({found.positives} where the local tier failed, {len(found.rows) - found.positives} "
+        f"where it was enough; {found.from_prompt} recomputed from kept prompts)"
+    )
+    for reason, n in found.skipped.most_common():
+        out.print(f"  skipped {n}: {reason}")
+    for key, value in training.report.items():
+        out.print(f"{key}: {value}")
+    if written is None:
+        out.print("dry run: nothing written")
+    else:
+        out.print(f"wrote {written}; the complexity agent uses it from the next start")
 
 
 def spend_table(summary: dict[str, Any]) -> None:

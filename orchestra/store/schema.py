@@ -121,6 +121,17 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE attempts ADD COLUMN skipped INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE attempts ADD COLUMN cached INTEGER NOT NULL DEFAULT 0;
     """,
+    # 6: what the user said of an answer (append only: the newest row per request counts).
+    """
+    CREATE TABLE feedback (
+        id         INTEGER PRIMARY KEY,
+        request_id TEXT NOT NULL REFERENCES requests(id) ON DELETE CASCADE,
+        at         REAL NOT NULL,
+        good       INTEGER NOT NULL,
+        note       TEXT
+    );
+    CREATE INDEX feedback_request ON feedback(request_id, id);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

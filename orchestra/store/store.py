@@ -222,7 +222,14 @@ class Store:
         ids = [r[0] for r in rows]
         verdicts = await self._children("verdicts", ids)
         attempts = await self._children("attempts", ids)
-        return [_history_entry(r, verdicts.get(r[0], []), attempts.get(r[0], [])) for r in rows]
+        feedback = await self._latest_feedback(ids)
+        return [
+            {
+                **_history_entry(r, verdicts.get(r[0], []), attempts.get(r[0], [])),
+                "feedback": feedback.get(r[0]),
+            }
+            for r in rows
+        ]
 
     async def samples(self, agent: str | None = None, limit: int = 100) -> list[Verdict]:
         sql = "SELECT verdict FROM samples"
@@ -247,6 +254,18 @@ class Store:
                 entry = dict(zip(names, row, strict=True))
                 out.setdefault(entry.pop("request_id"), []).append(entry)
         return out
+
+    async def _latest_feedback(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The newest feedback row of each of `ids` that has one."""
+        if not ids:
+            return {}
+        marks = ", ".join("?" * len(ids))
+        rows = await self._fetch(
+            "SELECT request_id, good, at, note FROM feedback WHERE id IN"
+            f" (SELECT MAX(id) FROM feedback WHERE request_id IN ({marks}) GROUP BY request_id)",
+            tuple(ids),
+        )
+        return {rid: {"good": bool(good), "at": at, "note": note} for rid, good, at, note in rows}
 
     async def fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Run a read query (after flushing nothing: call `flush()` first to read your writes)."""
