@@ -179,7 +179,7 @@ class Executor:
         if limiter is not None:
             try:
                 await limiter.acquire(
-                    prompt_tokens(walk.request) + (walk.request.max_tokens or 0),
+                    _booked_tokens(walk.request),
                     priority=walk.request.priority,
                     deadline_s=walk.deadline.remaining(),
                 )
@@ -243,6 +243,10 @@ class Executor:
             self.safe.breakers.get(spec.name).record_success()
         if self.safe.latency is not None:
             self.safe.latency.observe(spec.name, ms)
+        used = completion.usage.prompt_tokens + completion.usage.completion_tokens
+        limiter = self.safe.limiters.get(spec.name)
+        if limiter is not None and used > 0:  # the real usage replaces the booked estimate
+            limiter.settle(_booked_tokens(walk.request), used)
         if self.safe.cache is not None:
             u = completion.usage
             key = _key(walk.request, spec.tier)
@@ -317,3 +321,8 @@ class Executor:
 
 def _key(request: Request, tier: Tier) -> str:
     return cache_key(tier.value, request.messages, request.max_tokens, request.temperature)
+
+
+def _booked_tokens(request: Request) -> int:
+    """What a call is booked at against a tokens-per-minute limit before its usage is known."""
+    return prompt_tokens(request) + (request.max_tokens or 0)

@@ -94,6 +94,26 @@ async def test_a_rate_limited_model_passes_the_call_to_the_next(
     assert len(stub.requests) == 2
 
 
+async def test_a_tokens_per_minute_limit_counts_the_real_usage(
+    stub2: StubProvider, write_config: Callable[..., Path]
+) -> None:
+    # Booked before the call at its prompt (~1 token) since no max_tokens is set; the answer's
+    # 60 tokens are only known after it, and must count against the limit from then on.
+    with StubProvider(Behaviour(reply="word " * 60)) as wordy:
+        config = write_config(
+            model_toml("capped", wordy.url, tokens_per_minute=100, when_limited="next"),
+            model_toml("spare", stub2.url),
+        )
+        async with Orchestra(config=config, agents=[]) as orc:
+            results = [await orc.complete("hi") for _ in range(3)]
+            assert orc.safeguards is not None
+            booked = orc.safeguards.limiters.get("capped")._token_total  # type: ignore[union-attr]
+    assert [r.model for r in results] == ["capped", "capped", "spare"]
+    assert results[2].attempts[0].error_kind == "rate_limit"
+    used = sum(r.prompt_tokens + r.completion_tokens for r in results[:2])
+    assert booked == pytest.approx(used), "the log holds real usage, not the estimates"
+
+
 async def test_the_cache_answers_repeats_for_free(
     stub: StubProvider, write_config: Callable[..., Path]
 ) -> None:
