@@ -121,11 +121,11 @@ class Training:
 async def train_from_store(
     store: Store, weight: float = 1.0, base: Scorer | None = None
 ) -> Training:
-    """Retrain the shipped scorer with the store's feedback (see `complexity_training.retrain`).
+    """Retrain the shipped scorer with the store's feedback (see `complexity_retrain.retrain`).
 
     Raises ValueError when no feedback is usable, saying why each judged request was skipped.
     """
-    from agents.complexity_training import retrain
+    from agents.complexity_retrain import retrain
 
     found = await feedback_rows(store)
     if not found.rows:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_MODEL = Path(__file__).with_name("complexity_model.json")
+_DEFAULT_PATH = os.path.abspath(DEFAULT_MODEL)
 # Pattern features only read the head of a very long prompt, so cost stays bounded; the
 # length features still see the whole prompt.
 MAX_SCAN_CHARS = 8_000
@@ -276,13 +278,16 @@ class Scorer:
 
 
 @lru_cache(maxsize=8)
-def _load_cached(path: str) -> Scorer:
+def _load_cached(path: str, mtime_ns: int, size: int) -> Scorer:
     return Scorer.load(path)
 
 
 def load_scorer(path: str | Path | None = None) -> Scorer:
-    """The scorer saved at ``path``; by default the shipped artefact. Loaded once, then cached."""
-    return _load_cached(str(Path(path) if path is not None else DEFAULT_MODEL))
+    """The scorer saved at ``path``; by default the shipped artefact. Cached while the file is
+    unchanged (same modification time and size): a rewritten file is read again."""
+    name = _DEFAULT_PATH if path is None else os.path.abspath(path)
+    st = os.stat(name)
+    return _load_cached(name, st.st_mtime_ns, st.st_size)
 
 
 def score(prompt: str) -> float:

@@ -3,7 +3,8 @@
 
 For GSM8K and MMLU-Pro (as ``../shared/tools/apgr.py`` loads them) prints the APGR of random
 routing, prompt length, the shipped scorer, and the cross-data-set scores (train on one data set,
-measure on the other), then the microseconds per prompt of ``score`` (p50/p99).
+measure on the other), then the microseconds per prompt of ``score`` (p50/p99) and the time
+``retrain`` takes for 200 feedback rows.
 
     python bench/complexity.py [--data DIR] [--no-cross]
 """
@@ -23,10 +24,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
+from agents.complexity_retrain import retrain  # noqa: E402
 from agents.complexity_scorer import load_scorer, signals  # noqa: E402
+from agents.complexity_training import MODEL_FEATURES  # noqa: E402
 from tools.train_complexity import (  # noqa: E402
     DEFAULT_DATA,
-    MODEL_FEATURES,
     Eval,
     load_apgr,
     load_gsm8k,
@@ -70,6 +72,16 @@ def timing(fn: Callable[[str], float], prompts: Sequence[str]) -> tuple[float, f
     return q[49], q[98]
 
 
+def retrain_seconds(prompts: Sequence[str], weak: Sequence[float], n: int = 200) -> float:
+    """Seconds ``retrain`` takes (shipped data loading included) for ``n`` feedback rows: seeded
+    sample of ``prompts``, label 1 where the weak model failed."""
+    pick = random.Random(0).sample(range(len(prompts)), n)
+    feedback = [(signals(prompts[i]), 1.0 - weak[i]) for i in pick]
+    t0 = time.perf_counter()
+    retrain(feedback)
+    return time.perf_counter() - t0
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="routing data directory")
@@ -84,9 +96,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         "trained on the other data set only"
     )
     all_prompts: list[str] = []
+    all_weak: list[float] = []
     for name in DATASETS:
         prompts, strong, weak = apgr_mod.load(name, None, None)
         all_prompts += prompts
+        all_weak += weak
         length = apgr_mod.apgr([float(len(p)) for p in prompts], strong, weak)[0]
         shipped = apgr_mod.apgr([scorer.score(p) for p in prompts], strong, weak)[0]
         x = f"{cross[name]:7.3f}" if name in cross else f"{'-':>7}"
@@ -98,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"score(): p50 {p50:.0f} us, p99 {p99:.0f} us per prompt "
         f"({len(all_prompts)} prompts, one core)"
     )
+    print(f"retrain(): {retrain_seconds(all_prompts, all_weak):.2f} s for 200 feedback rows")
 
 
 if __name__ == "__main__":

@@ -136,6 +136,8 @@ class LiteLLMBackend(Backend):
             kwargs["api_base"] = endpoint.api_base
         if endpoint.api_key:
             kwargs["api_key"] = endpoint.api_key
+        elif _keyless_openai_server(spec, endpoint):
+            kwargs["api_key"] = KEYLESS
         if params.max_tokens is not None:
             kwargs["max_tokens"] = params.max_tokens
         if params.temperature is not None:
@@ -248,3 +250,16 @@ def _retry_after(exc: BaseException) -> float | None:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return (text[0] if text else "")[:300]
+
+
+KEYLESS = "no-key"  # sent to self-hosted servers that want none (any value works for them)
+
+
+def _keyless_openai_server(spec: ModelSpec, endpoint: Endpoint) -> bool:
+    """A self-hosted OpenAI-compatible server (llama.cpp, vLLM, LM Studio...) configured without
+    a key: the OpenAI client refuses to call without one, unless OPENAI_API_KEY is set."""
+    return (
+        bool(endpoint.api_base)
+        and spec.litellm_model.startswith("openai/")
+        and not os.environ.get("OPENAI_API_KEY")
+    )

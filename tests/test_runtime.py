@@ -298,3 +298,17 @@ async def test_a_stream_broken_midway_ends_with_a_clear_error(
     assert pieces and caught.value.partial == "".join(pieces)
     assert entry["status"] == "error" and entry["error_kind"] == "stream_broken"
     assert stub2.requests == []  # no failover once text has reached the caller
+
+
+async def test_a_self_hosted_server_needs_no_key(
+    stub: StubProvider, write_config: Callable[..., Path]
+) -> None:
+    # llama.cpp, vLLM or LM Studio on the LAN: an OpenAI-compatible base URL and no key at all.
+    block = (
+        f'[[models]]\nname = "lan-box"\ntier = "edge"\nlitellm_model = "openai/qwen"\n'
+        f'api_base = "{stub.url}"\n'
+    )
+    async with Orchestra(config=write_config(block), agents=[]) as orc:
+        result = await orc.complete("What is the capital of France?")
+    assert (result.text, result.model) == ("Paris", "lan-box")
+    assert stub.requests[-1]["headers"].get("authorization") == "Bearer no-key"

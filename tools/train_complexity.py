@@ -5,13 +5,14 @@ Data: ``../shared/data/routing`` beside the repo (``--data`` overrides). Three s
 own group: GSM8K word problems (Mixtral vs GPT-4), and MMLU-Pro split into questions taken from
 the original MMLU and the STEM questions MMLU-Pro added (local-class vs cloud-class models).
 
-Model: per group, a logistic regression on standardised ``signals`` whose weights are held to a
-prior sign where one is plausible (more numbers or steps never make a prompt *easier*); the group
-models are averaged, so each source has an equal say and one source's quirks are diluted (this
-transferred better across sources than one pooled fit); then one slope and intercept are fitted
-so the score reads as P(weak model fails). Pure Python, deterministic (fixed CV seed).
+Model and fitting: ``agents/complexity_training.py`` (per-group sign-constrained logistic
+regressions, averaged, then calibrated). This script loads the data, evaluates (APGR with k-fold
+CV and cross-data-set transfer, fixed seed) and writes the artefacts: the model and, for
+retraining from user feedback, the derived training rows ``agents/complexity_data.csv.gz``
+(group, labels and signal values, no prompt text).
 
-    python tools/train_complexity.py [--data DIR] [--out PATH] [--no-cv]   # ~2 min, 15 s no CV
+    python tools/train_complexity.py [--data DIR] [--out PATH] [--data-out PATH] [--no-cv]
+    # ~2 min, 15 s with --no-cv
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import gzip
 import hashlib
 import importlib.util
 import json
-import math
 import random
 import sys
 from collections.abc import Callable, Sequence
@@ -35,67 +35,24 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
-from agents.complexity_scorer import DEFAULT_MODEL, SIGNAL_NAMES, Scorer, signals  # noqa: E402
+from agents.complexity_data import SHIPPED_DATA, write_shipped_data  # noqa: E402
+from agents.complexity_scorer import DEFAULT_MODEL, Scorer, signals  # noqa: E402
+from agents.complexity_training import (  # noqa: E402
+    EXCLUDED,
+    L2,
+    MODEL_FEATURES,
+    SEED,
+    SIGN_PRIOR,
+    Example,
+    fit_scorer,
+)
+from agents.complexity_training import train as train  # noqa: E402  (re-exported: it lived here)
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "routing"
 GSM8K_FILE = "gsm8k_mixtral_gpt4.csv.gz"
 MMLU_FILE = "mmlu_pro_correctness.csv.gz"
 LOCAL_MODELS = ("phi3_mini", "llama31_8b", "mistral_7b")
 CLOUD_MODELS = ("gemini15_flash", "gemini15_pro")
-SEED = 0
-L2 = 0.01  # per mean log-loss, on standardised signals; CV was flat from 0.001 to 0.03
-
-# Signals left out of the model: they mark a data set's format rather than difficulty.
-EXCLUDED = {"log_lines": "MMLU-Pro puts its options on a line of their own, GSM8K has none"}
-MODEL_FEATURES = tuple(f for f in SIGNAL_NAMES if f not in EXCLUDED)
-
-# Prior direction of each signal (+1: can only add difficulty, -1: can only remove it; absent:
-# free). Constraining signs keeps a source-specific quirk from flipping a general signal.
-SIGN_PRIOR: dict[str, int] = {
-    **dict.fromkeys(
-        (
-            "log_chars",
-            "log_words",
-            "log_sentences",
-            "capital_frac",
-            "log_numbers",
-            "number_density",
-            "decimals",
-            "big_numbers",
-            "percent",
-            "scientific",
-            "math_ops",
-            "latex",
-            "units",
-            "variables",
-            "code_marks",
-            "symbols",
-            "symbol_density",
-            "compute_words",
-            "sequence_words",
-            "relation_words",
-            "condition_words",
-            "constraint_words",
-            "negation_words",
-            "pronouns",
-            "math_words",
-            "science_words",
-            "code_words",
-        ),
-        1,
-    ),
-    "explain_words": -1,
-}
-
-
-class Example(NamedTuple):
-    """One training prompt. ``label``: 1 = the stronger model was needed, 0 = the weak one was
-    fine (soft labels allowed); ``weak_fail``: share of weak models that failed (calibration)."""
-
-    prompt: str
-    label: float
-    group: str = "default"
-    weak_fail: float | None = None
 
 
 def _read_gz_csv(path: Path) -> list[dict[str, str]]:
@@ -124,143 +81,6 @@ def load_mmlu_pro(data: Path) -> list[Example]:
             Example(r["question"] + "\n" + r["options"], (1 + cloud - local) / 2, group, 1 - local)
         )
     return out
-
-
-def _sigmoid(z: float) -> float:
-    if z >= 0:
-        return 1.0 / (1.0 + math.exp(-z))
-    e = math.exp(z)
-    return e / (1.0 + e)
-
-
-def _sigmoids(z: Sequence[float]) -> list[float]:
-    try:
-        return [1.0 / (1.0 + math.exp(-v)) for v in z]
-    except OverflowError:  # only for absurd logits; the safe form is slower
-        return [_sigmoid(v) for v in z]
-
-
-def fit_logistic(
-    cols: Sequence[Sequence[float]],
-    y: Sequence[float],
-    l2: float = L2,
-    signs: Sequence[int] | None = None,
-    max_sweeps: int = 300,
-    tol: float = 1e-6,
-) -> tuple[list[float], float]:
-    """L2 logistic regression on soft labels by cyclic coordinate Newton steps.
-
-    ``cols`` holds one list per feature (column-major, standardised); ``signs[j]`` = +1/-1 keeps
-    weight j non-negative/non-positive (projected steps). Returns (weights, intercept).
-    """
-    n, d = len(y), len(cols)
-    signs = signs or [0] * d
-    mean_y = min(max(sum(y) / n, 1e-6), 1 - 1e-6)
-    b = math.log(mean_y / (1 - mean_y))
-    w = [0.0] * d
-    z = [b] * n
-    p = _sigmoids(z)
-    for _ in range(max_sweeps):
-        biggest = 0.0
-        for j in range(-1, d):  # -1: the intercept, unpenalised and free
-            x = cols[j] if j >= 0 else None
-            resid = [pi - yi for pi, yi in zip(p, y, strict=True)]
-            curv = [pi * (1 - pi) for pi in p]
-            if x is None:
-                step = -sum(resid) / max(sum(curv), 1e-12)
-                b += step
-                z = [zi + step for zi in z]
-            else:
-                g = sum(r * xi for r, xi in zip(resid, x, strict=True)) / n + l2 * w[j]
-                h = sum(c * xi * xi for c, xi in zip(curv, x, strict=True)) / n + l2
-                new = w[j] - g / h
-                if signs[j] > 0:
-                    new = max(new, 0.0)
-                elif signs[j] < 0:
-                    new = min(new, 0.0)
-                step, w[j] = new - w[j], new
-                if step:
-                    z = [zi + step * xi for zi, xi in zip(z, x, strict=True)]
-            if step:
-                p = _sigmoids(z)
-            biggest = max(biggest, abs(step))
-        if biggest < tol:
-            break
-    return w, b
-
-
-def _standardise(rows: Sequence[Sequence[float]]) -> tuple[list[float], list[float]]:
-    n = len(rows)
-    mean = [sum(col) / n for col in zip(*rows, strict=True)]
-    scale = [
-        math.sqrt(sum((v - m) ** 2 for v in col) / n) or 1.0
-        for col, m in zip(zip(*rows, strict=True), mean, strict=True)
-    ]
-    return mean, scale
-
-
-def _calibrate(lin: Sequence[float], target: Sequence[float]) -> tuple[float, float]:
-    """Slope and intercept so sigmoid(a * lin + c) fits ``target`` (Newton, 2 parameters).
-
-    The slope is kept positive: calibration must never reverse the learned ranking.
-    """
-    a, c = 1.0, 0.0
-    for _ in range(50):
-        p = _sigmoids([a * v + c for v in lin])
-        ga = sum((pi - t) * v for pi, t, v in zip(p, target, lin, strict=True))
-        gc = sum(pi - t for pi, t in zip(p, target, strict=True))
-        q = [pi * (1 - pi) for pi in p]
-        haa = sum(qi * v * v for qi, v in zip(q, lin, strict=True)) + 1e-9
-        hac = sum(qi * v for qi, v in zip(q, lin, strict=True))
-        hcc = sum(q) + 1e-9
-        det = haa * hcc - hac * hac
-        da, dc = (hcc * ga - hac * gc) / det, (haa * gc - hac * ga) / det
-        a, c = max(a - da, 1e-3), c - dc
-        if abs(da) + abs(dc) < 1e-10:
-            break
-    return a, c
-
-
-def fit_scorer(
-    rows: Sequence[Sequence[float]],
-    examples: Sequence[Example],
-    features: Sequence[str] = MODEL_FEATURES,
-    l2: float = L2,
-    signs: dict[str, int] | None = None,
-) -> Scorer:
-    """Fit on precomputed signal rows (one per example, in ``features`` order); see module doc."""
-    signs = SIGN_PRIOR if signs is None else signs
-    mean, scale = _standardise(rows)
-    std = [[(v - m) / s for v, m, s in zip(r, mean, scale, strict=True)] for r in rows]
-    groups: dict[str, list[int]] = {}
-    for i, e in enumerate(examples):
-        groups.setdefault(e.group, []).append(i)
-    sign_list = [signs.get(f, 0) for f in features]
-    per_group = []
-    for idx in groups.values():
-        cols = [list(col) for col in zip(*(std[i] for i in idx), strict=True)]
-        w, _ = fit_logistic(cols, [examples[i].label for i in idx], l2, sign_list)
-        per_group.append(w)
-    avg = [sum(ws) / len(per_group) for ws in zip(*per_group, strict=True)]
-    lin = [sum(w * v for w, v in zip(avg, r, strict=True)) for r in std]
-    target = [e.label if e.weak_fail is None else e.weak_fail for e in examples]
-    a, c = _calibrate(lin, target)
-    meta = {"groups": {g: len(idx) for g, idx in groups.items()}, "l2": l2}
-    return Scorer(features, [a * w for w in avg], c, mean, scale, meta)
-
-
-def train(
-    examples: Sequence[Example | tuple[str, float]],
-    features: Sequence[str] = MODEL_FEATURES,
-    l2: float = L2,
-) -> Scorer:
-    """Train a scorer from (prompt, label) pairs or ``Example``s (label 1 = stronger model
-    needed). Examples of one ``group`` (data source) form one sub-model; see module doc."""
-    exs = [e if isinstance(e, Example) else Example(e[0], float(e[1])) for e in examples]
-    if not exs:
-        raise ValueError("no training examples")
-    rows = [[s[f] for f in features] for s in map(signals, (e.prompt for e in exs))]
-    return fit_scorer(rows, exs, features, l2)
 
 
 def load_apgr(data: Path) -> ModuleType:
@@ -365,12 +185,16 @@ def score_quantiles(model: Scorer, examples: Sequence[Example]) -> dict[str, lis
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="routing data directory")
-    ap.add_argument("--out", type=Path, default=DEFAULT_MODEL, help="artefact to write")
+    ap.add_argument("--out", type=Path, default=DEFAULT_MODEL, help="model to write")
+    ap.add_argument(
+        "--data-out", type=Path, default=SHIPPED_DATA, help="derived training rows to write"
+    )
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--no-cv", action="store_true", help="skip the (slower) APGR evaluation")
     a = ap.parse_args(argv)
     examples = load_gsm8k(a.data) + load_mmlu_pro(a.data)
-    model = train(examples)
+    rows = [[s[f] for f in MODEL_FEATURES] for s in map(signals, (e.prompt for e in examples))]
+    model = fit_scorer(rows, examples, MODEL_FEATURES)
     meta = {
         "about": "Orchestra prompt-complexity scorer: score ~ P(a local-class model fails); "
         "higher = route to a stronger tier. Logistic model over "
@@ -397,6 +221,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "l2": L2,
         "sign_prior": SIGN_PRIOR,
         "excluded_signals": EXCLUDED,
+        # Per-group weights (standardised, before calibration): what retrain() builds on.
+        "group_weights": model.meta["group_weights"],
     }
     meta["score_quantiles"] = score_quantiles(model, examples)
     if not a.no_cv:
@@ -405,6 +231,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     model.meta = meta
     model.save(a.out)
     print(f"wrote {a.out} ({a.out.stat().st_size} bytes)")
+    write_shipped_data(a.data_out, rows, examples, MODEL_FEATURES)
+    print(f"wrote {a.data_out} ({a.data_out.stat().st_size} bytes)")
 
 
 if __name__ == "__main__":

@@ -152,7 +152,7 @@ def _feedback_mark(feedback: dict[str, Any] | None) -> str:
 
 def training_report(training: Any, written: Any) -> None:
     """What `orchestra train-complexity` learned from, how it measured, and where it wrote."""
-    found = training.feedback
+    found, report = training.feedback, training.report
     out.print(
         f"feedback: {found.judged} judged request(s), {len(found.rows)} used "
         f"({found.positives} where the local tier failed, {len(found.rows) - found.positives} "
@@ -160,12 +160,33 @@ def training_report(training: Any, written: Any) -> None:
     )
     for reason, n in found.skipped.most_common():
         out.print(f"  skipped {n}: {reason}")
-    for key, value in training.report.items():
-        out.print(f"{key}: {value}")
+    out.print(
+        f"its say: {report['share']:.2f} of one shipped data source "
+        f"(weight {report['weight']:g} x n / (n + {report['pseudo_count']:g}))"
+    )
+    means = report.get("mean_score", {})
+    if "feedback_rows" in means:
+        fb, shipped = means["feedback_rows"], means["shipped_rows"]
+        out.print(
+            f"mean score: your prompts {fb['base']:.3f} -> {fb['retrained']:.3f}, "
+            f"shipped data {shipped['base']:.3f} -> {shipped['retrained']:.3f}"
+        )
+    if "cv" in report:
+        cv = report["cv"]
+        out.print(
+            f"held-out check ({cv['folds']}-fold) AUC on your judged prompts: "
+            f"base {cv['auc_base']:.3f} -> retrained {cv['auc_retrained']:.3f}"
+        )
+    elif "cv_skipped" in report:
+        out.print(f"held-out check skipped: {report['cv_skipped']}")
+    changes = report.get("weight_changes", {})
+    if changes:
+        moved = ", ".join(f"{k} {v['retrained'] - v['base']:+.3f}" for k, v in changes.items())
+        out.print(f"biggest weight changes: {moved}")
     if written is None:
         out.print("dry run: nothing written")
     else:
-        out.print(f"wrote {written}; the complexity agent uses it from the next start")
+        out.print(f"wrote {written}; the complexity agent uses it from its next start")
 
 
 def spend_table(summary: dict[str, Any]) -> None:
