@@ -112,7 +112,12 @@ def _fit_feedback(
     std: Sequence[Sequence[float]], y: Sequence[float], prior: Sequence[float], signs: list[int]
 ) -> list[float]:
     cols = [list(col) for col in zip(*std, strict=True)]
-    return fit_logistic(cols, y, L2 + 1 / len(y), signs, prior=prior)[0]
+    w = fit_logistic(cols, y, L2 + 1 / len(y), signs, prior=prior)[0]
+    # Hard 0/1 feedback labels fit weights several times longer than the shipped sources' soft
+    # labels do; unscaled, 50 rows outweighed the shipped data 2:1 and lost APGR. The feedback
+    # gives a direction; its share (not its labels' hardness) sets how far it pulls.
+    length, cap = math.hypot(*w), math.hypot(*prior)
+    return [v * cap / length for v in w] if length > cap > 0 else w
 
 
 def _cv_report(
@@ -173,7 +178,10 @@ def retrain(
     2. The shipped model is an average of G per-source logistic models; their weights are kept
        as they are. Your feedback becomes one more source: a logistic model fitted on it alone,
        with the same sign constraints, and an L2 penalty of strength ``L2 + 1/n`` pulling it
-       towards the shipped average, so a handful of rows only nudges it.
+       towards the shipped average, so a handful of rows only nudges it. Its weight vector is
+       then shortened to the shipped average's length if it is longer: hard 0/1 labels fit
+       longer vectors than the shipped sources' soft labels, which would let a little feedback
+       outweigh the shipped data.
     3. Your source's say is ``s = weight * n / (n + pseudo_count)``: it grows with the amount of
        feedback and reaches ``weight`` (one shipped source's say, by default) for large n. The
        new weights are ``(sum of shipped group weights + s * feedback weights) / (G + s)``.

@@ -15,24 +15,22 @@ from agents.complexity_scorer import load_scorer
 from orchestra import Orchestra
 from orchestra.testing import StubProvider
 
-UNSEEN_MATHS = (
-    "A tank holds 2,400 litres and drains at 35 litres per minute while a pump adds 12 litres "
-    "per minute. After 18 minutes a second pump doubles the inflow. When is the tank empty?"
+# A user whose local model is poor at code (news to the shipped model: its data holds none).
+UNSEEN_CODE = (
+    "Implement a function in python: def merge(a, b): return the sorted merge of two lists; "
+    "include print(merge([1, 3], [2]))."
 )
-UNSEEN_CHAT = "good morning! what a lovely day it is"
+UNSEEN_PROSE = "Write a short friendly note to my aunt Mary thanking her for the scarf."
 
 
-def maths(i: int) -> str:
-    return (
-        f"A shop sells {i + 3} boxes of {2 * i + 5} pens at ${i + 1}.{i % 10}5 per box and "
-        f"gives {i % 4 + 1} free pens for every {i % 3 + 2} boxes. If {i + 7} people share the "
-        "pens equally, how many pens does each get and what is the remainder?"
-    )
+def code(i: int) -> str:
+    what = ("sum", "max", "min", "mean", "median", "mode")[i % 6]
+    return f"Write a python function def f{i}(xs): that returns the {what} of a list, and print it."
 
 
-def chat(i: int) -> str:
-    greetings = ("hi", "hello", "hey there", "good evening", "thanks")
-    return f"{greetings[i % 5]}, how are you doing today? I hope your week is going well"
+def prose(i: int) -> str:
+    thing = ("ladder", "drill", "mower", "books", "tent", "bike")[i % 6]
+    return f"Write a short friendly note to neighbour no. {i} thanking them for the {thing}."
 
 
 @pytest.fixture
@@ -67,9 +65,9 @@ def test_feedback_from_the_command_line(config: str) -> None:
 async def record_judged_requests(config: str, n: int) -> None:
     async with Orchestra(config=config) as orc:
         for i in range(n):
-            bad = await orc.complete(maths(i))
+            bad = await orc.complete(code(i))
             await orc.feedback(bad.request_id, good=False)
-            fine = await orc.complete(chat(i))
+            fine = await orc.complete(prose(i))
             await orc.feedback(fine.request_id, good=True)
 
 
@@ -92,17 +90,15 @@ async def test_train_complexity_learns_from_feedback(config: str) -> None:
 
     shipped, mine = load_scorer(), load_scorer(user_model_path())
     assert mine.meta != shipped.meta, "the written model says how it was trained"
-    assert mine.score(UNSEEN_MATHS) > shipped.score(UNSEEN_MATHS)
-    assert mine.score(UNSEEN_MATHS) - mine.score(UNSEEN_CHAT) > (
-        shipped.score(UNSEEN_MATHS) - shipped.score(UNSEEN_CHAT)
-    ), "feedback widened the gap between the prompts it judged alike"
+    assert mine.score(UNSEEN_CODE) > shipped.score(UNSEEN_CODE) + 0.05
+    assert mine.score(UNSEEN_PROSE) < shipped.score(UNSEEN_PROSE)
 
-    agents = orchestra("--config", config, "agents", "--json", "--prompt", UNSEEN_MATHS)
+    agents = orchestra("--config", config, "agents", "--json", "--prompt", UNSEEN_CODE)
     [verdict] = [
         v for v in map(json.loads, agents.stdout.splitlines()) if v["agent"] == "complexity"
     ]
     assert "complexity_model.json" in verdict["reason"], "the agent loaded the trained model"
-    assert verdict["metrics"]["score"] == pytest.approx(mine.score(UNSEEN_MATHS), abs=1e-3)
+    assert verdict["metrics"]["score"] == pytest.approx(mine.score(UNSEEN_CODE), abs=1e-3)
 
     bad_weight = orchestra("--config", config, "train-complexity", "--weight", "-1")
     assert bad_weight.returncode == 2 and "--weight must be >= 0" in bad_weight.stderr

@@ -229,14 +229,42 @@ def test_empty_feedback_reproduces_the_shipped_model(shipped: ShippedData, base:
     assert out.scorer.meta["retrained"]["feedback"] == 0
 
 
-def test_feedback_moves_maths_up_and_chat_down(shipped: ShippedData, base: Scorer) -> None:
-    feedback = rows_of(MATHS_SEEN, 1.0) + rows_of(CHAT_SEEN, 0.0)
+# A user whose local model fails at code: the shipped data holds no code, so this is news.
+CODE_SEEN = [
+    f"Write a python function def f{i}(xs): that returns the {what} of a list, and "
+    f"print(f{i}([1, 2, 3])) with a docstring."
+    for i, what in enumerate(
+        ("sum", "max", "min", "mean", "median", "mode", "range", "product", "length", "reverse") * 2
+    )
+]
+PROSE_SEEN = [
+    f"Write a short friendly note to my neighbour {name} thanking them for the {thing} they "
+    "lent me last week."
+    for name, thing in zip(
+        ("Anna", "Ben", "Carl", "Dora", "Eve", "Finn", "Gus", "Hana", "Ivan", "Jo") * 2,
+        ("ladder", "drill", "mower", "books", "tent", "bike", "saw", "pan", "chairs", "rake") * 2,
+        strict=True,
+    )
+]
+CODE_UNSEEN = [
+    "Implement a function in python: def merge(a, b): return the sorted merge of two lists; "
+    "include print(merge([1, 3], [2])).",
+    "Fix this bug: for i in range(10): print(i) ; return i  -- why does the function return early?",
+]
+PROSE_UNSEEN = [
+    "Write a short friendly note to my aunt Mary thanking her for the scarf.",
+    "Write a friendly reminder to my colleague about tomorrow's lunch.",
+]
+
+
+def test_feedback_teaches_what_the_shipped_model_misses(shipped: ShippedData, base: Scorer) -> None:
+    feedback = rows_of(CODE_SEEN, 1.0) + rows_of(PROSE_SEEN, 0.0)
     assert len(feedback) == 40
     out = retrain(feedback, base=base, shipped=shipped)
-    for p in MATHS_UNSEEN:
-        assert out.scorer.score(p) > base.score(p) + 0.02
-    for p in CHAT_UNSEEN:
-        assert out.scorer.score(p) <= base.score(p) + 1e-3
+    for p in CODE_UNSEEN:
+        assert out.scorer.score(p) > base.score(p) + 0.05
+    for p in PROSE_UNSEEN:
+        assert out.scorer.score(p) < base.score(p) - 0.03
     assert out.report["share"] == pytest.approx(40 / 90)
     assert out.report["l2"] == pytest.approx(L2 + 1 / 40)
     cv = out.report["cv"]
@@ -245,7 +273,7 @@ def test_feedback_moves_maths_up_and_chat_down(shipped: ShippedData, base: Score
     # The weight of feedback scales its effect; weight 0 ignores it.
     light = retrain(feedback, base=base, shipped=shipped, weight=0.2).scorer
     none = retrain(feedback, base=base, shipped=shipped, weight=0.0).scorer
-    p = MATHS_UNSEEN[0]
+    p = CODE_UNSEEN[0]
     assert base.score(p) + 1e-2 > none.score(p) and light.score(p) < out.scorer.score(p)
 
 
@@ -331,3 +359,31 @@ def test_base_without_group_weights(shipped: ShippedData, base: Scorer) -> None:
     old = Scorer(base.features, base.weights, base.bias, base.mean, base.scale, {"trained": "x"})
     with pytest.raises(ValueError, match="no 'group_weights'"):
         retrain([], base=old, shipped=shipped)
+
+
+def test_feedback_the_shipped_model_already_ranks_right_changes_little(
+    shipped: ShippedData, base: Scorer
+) -> None:
+    # Maths failing and chit-chat passing is what the shipped model already predicts: the
+    # retrained model must keep that ranking and not lurch (hard labels once pulled 2:1).
+    out = retrain(rows_of(MATHS_SEEN, 1.0) + rows_of(CHAT_SEEN, 0.0), base=base, shipped=shipped)
+    for p in [*MATHS_UNSEEN, *CHAT_UNSEEN]:
+        assert out.scorer.score(p) == pytest.approx(base.score(p), abs=0.1)
+    assert min(map(out.scorer.score, MATHS_UNSEEN)) > max(map(out.scorer.score, CHAT_UNSEEN))
+
+
+def test_hard_feedback_labels_cannot_outweigh_the_shipped_sources(
+    shipped: ShippedData, base: Scorer
+) -> None:
+    # Perfectly separable 0/1 labels drive a logistic fit's weights long; the feedback source is
+    # kept no longer than the shipped average, so its share alone sets how far it pulls.
+    from agents.complexity_retrain import _fit_feedback
+
+    feedback = rows_of(MATHS_SEEN, 1.0) + rows_of(CHAT_SEEN, 0.0)
+    stats = list(zip(base.features, base.mean, base.scale, strict=True))
+    std = [[(sig.get(f, 0.0) - m) / s for f, m, s in stats] for sig, _ in feedback]
+    groups = base.meta["group_weights"]
+    prior = [sum(ws) / len(groups) for ws in zip(*groups.values(), strict=True)]
+    fitted = _fit_feedback(std, [y for _, y in feedback], prior, [0] * len(prior))
+    assert math.hypot(*fitted) == pytest.approx(math.hypot(*prior))
+    assert fitted != pytest.approx(prior), "the direction still comes from the feedback"
