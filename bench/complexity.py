@@ -34,10 +34,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
-from agents.complexity_data import load_shipped_data  # noqa: E402
+from agents.complexity_data import ShippedData, load_shipped_data  # noqa: E402
 from agents.complexity_retrain import retrain  # noqa: E402
 from agents.complexity_scorer import Scorer, load_scorer, signals  # noqa: E402
-from agents.complexity_training import MODEL_FEATURES  # noqa: E402
+from agents.complexity_training import MODEL_FEATURES, Example, fit_scorer  # noqa: E402
 from tools.train_complexity import (  # noqa: E402
     DEFAULT_DATA,
     MMLU_FILE,
@@ -53,6 +53,8 @@ FEEDBACK_SIZES = (50, 200, 800)
 FEEDBACK_SEEDS = 5
 FEEDBACK_CATEGORIES = ("law", "math")  # MMLU-Pro ``category`` values: one narrow user each
 WEIGHT_CASE = ("mmlu_pro:law", 200, 3.0)  # (user, n, weight) of the weight-sensitivity row
+# Traffic the base model never saw: a GSM8K user against a base trained on MMLU-Pro only.
+UNSEEN_USER, UNSEEN_BASE_GROUPS = "gsm8k", ("mmlu_pro_orig", "mmlu_pro_stem")
 
 
 def random_apgr(apgr_mod: ModuleType, strong: list[float], weak: list[float]) -> float:
@@ -98,6 +100,21 @@ def retrain_seconds(prompts: Sequence[str], weak: Sequence[float], n: int = 200)
     return time.perf_counter() - t0
 
 
+def partial_base(groups: Sequence[str]) -> tuple[Scorer, ShippedData]:
+    """A base model fitted as the shipped one but only on the shipped rows of ``groups``."""
+    data = load_shipped_data()
+    idx = [i for i, g in enumerate(data.groups) if g in groups]
+    part = ShippedData(
+        data.features,
+        *([col[i] for i in idx] for col in (data.rows, data.groups, data.labels, data.targets)),
+    )
+    examples = [
+        Example("", label, group, target)
+        for label, group, target in zip(part.labels, part.groups, part.targets, strict=True)
+    ]
+    return fit_scorer(part.rows, examples, part.features), part
+
+
 class User(NamedTuple):
     """A simulated user's traffic: signals per prompt and the weak and strong models' results."""
 
@@ -129,13 +146,22 @@ def feedback_users(apgr_mod: ModuleType, data: Path) -> list[User]:
 _WORKER: dict[str, Any] = {}
 
 
-def _retrain_job(job: tuple[list[tuple[dict[str, float], float]], float]) -> tuple[Scorer, Any]:
-    """``retrain(feedback, weight=weight)`` in a worker (shipped model and data loaded once per
-    process): the scorer and the report's cross-validation (None if skipped)."""
+def _bases() -> dict[bool, tuple[Scorer, ShippedData]]:
+    """Per process: the shipped model and data (False), the MMLU-Pro-only base (True)."""
     if not _WORKER:
-        _WORKER.update(base=load_scorer(), shipped=load_shipped_data())
-    feedback, weight = job
-    out = retrain(feedback, _WORKER["base"], _WORKER["shipped"], weight)
+        _WORKER[False] = (load_scorer(), load_shipped_data())
+        _WORKER[True] = partial_base(UNSEEN_BASE_GROUPS)
+    return _WORKER
+
+
+def _retrain_job(
+    job: tuple[list[tuple[dict[str, float], float]], float, bool],
+) -> tuple[Scorer, Any]:
+    """``retrain(feedback, weight=weight)`` in a worker, from the shipped model or (``unseen``)
+    the MMLU-Pro-only base: the scorer and the report's cross-validation (None if skipped)."""
+    feedback, weight, unseen = job
+    base, shipped = _bases()[unseen]
+    out = retrain(feedback, base, shipped, weight)
     return out.scorer, out.report.get("cv")
 
 
@@ -148,22 +174,25 @@ def feedback_table(apgr_mod: ModuleType, users: Sequence[User], jobs: int) -> No
     ``FEEDBACK_SEEDS`` seeded splits), the difference (mean ± sd), on how many seeds it was
     positive, and the AUC change retrain's own k-fold report estimated on the feedback."""
     by_name = {u.name: u for u in users}
-    cases = [(u, n, 1.0) for u in users for n in FEEDBACK_SIZES if n < len(u.sigs)]
+    cases = [(u, n, 1.0, False) for u in users for n in FEEDBACK_SIZES if n < len(u.sigs)]
     w_user, w_n, w_weight = WEIGHT_CASE
     if w_user in by_name:
-        cases.append((by_name[w_user], w_n, w_weight))
+        cases.append((by_name[w_user], w_n, w_weight, False))
+    if UNSEEN_USER in by_name:
+        cases += [(by_name[UNSEEN_USER], n, 1.0, True) for n in FEEDBACK_SIZES]
     jobs_in, held = [], []
-    for user, n, weight in cases:
+    for user, n, weight, unseen in cases:
         for seed in range(FEEDBACK_SEEDS):
             order = list(range(len(user.sigs)))
             random.Random(seed).shuffle(order)  # same order for every n: nested feedback sets
-            jobs_in.append(([(user.sigs[i], 1.0 - user.weak[i]) for i in order[:n]], weight))
+            feedback = [(user.sigs[i], 1.0 - user.weak[i]) for i in order[:n]]
+            jobs_in.append((feedback, weight, unseen))
             held.append(order[n:])
     t0 = time.perf_counter()
     with ProcessPoolExecutor(max(1, jobs)) as pool:
         results = list(pool.map(_retrain_job, jobs_in))
     seconds = time.perf_counter() - t0
-    shipped = load_scorer()
+    bases = {unseen: model for unseen, (model, _) in _bases().items()}
     print(
         "Feedback: retrain on n rows of a user's traffic (label = weak model failed), APGR on "
         f"the user's other rows; mean of {FEEDBACK_SEEDS} seeded splits, diff = retrained - "
@@ -174,14 +203,14 @@ def feedback_table(apgr_mod: ModuleType, users: Sequence[User], jobs: int) -> No
         f"{'diff mean ± sd':>16} {'>0':>4} {'cv dAUC':>8}"
     )
     k = 0
-    for user, n, weight in cases:
+    for user, n, weight, unseen in cases:
         base_v, new_v, cv_d = [], [], []
         for _ in range(FEEDBACK_SEEDS):
             idx = held[k]
             strong = [user.strong[i] for i in idx]
             weak = [user.weak[i] for i in idx]
             scorer, cv = results[k]
-            for model, out in ((shipped, base_v), (scorer, new_v)):
+            for model, out in ((bases[unseen], base_v), (scorer, new_v)):
                 out.append(
                     apgr_mod.apgr([model.linear(user.sigs[i]) for i in idx], strong, weak)[0]
                 )
@@ -190,14 +219,16 @@ def feedback_table(apgr_mod: ModuleType, users: Sequence[User], jobs: int) -> No
             k += 1
         diff = [b - a for a, b in zip(base_v, new_v, strict=True)]
         cv_s = f"{statistics.mean(cv_d):+8.3f}" if cv_d else f"{'-':>8}"
+        label = user.name + (" (unseen)" if unseen else "")
         print(
-            f"{user.name:16} {n:4d} {weight:3g} {len(held[k - 1]):6d} "
+            f"{label:16} {n:4d} {weight:3g} {len(held[k - 1]):6d} "
             f"{statistics.mean(base_v):8.3f} {statistics.mean(new_v):9.3f} "
             f"{_mean_sd(diff):>16} {sum(d > 0 for d in diff):2d}/{FEEDBACK_SEEDS} {cv_s}"
         )
     print(
         "The shipped model was trained on all GSM8K and MMLU-Pro rows, the held-out ones "
-        "included:\nthis measures in-distribution adaptation, not adaptation to unseen traffic. "
+        "included:\nthis measures in-distribution adaptation. '(unseen)': the base is fitted on "
+        "MMLU-Pro only\n(as shipped, minus GSM8K), so GSM8K is traffic it never saw. "
         "cv dAUC = retrain's\nown report (k-fold AUC on the feedback, retrained - base). "
         f"{len(jobs_in)} retrains in {seconds:.0f} s ({max(1, jobs)} processes)."
     )
