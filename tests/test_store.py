@@ -9,7 +9,6 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -33,18 +32,6 @@ from orchestra.store.schema import SCHEMA_VERSION, migrate
 
 PROMPT = "zebra-quokka-7731: what is the capital of France?"
 ANSWER = "sloth-answer-4412 Paris"
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "data" / "orchestra.db"
-
-
-@pytest.fixture
-async def store(db_path: Path) -> AsyncIterator[Store]:
-    s = await Store(db_path).open()
-    yield s
-    await s.close()
 
 
 def raw(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
