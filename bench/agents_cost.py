@@ -15,10 +15,10 @@ import statistics
 import time
 
 from orchestra import Agent, AgentContext, Budget, Catalog, ModelSpec, Request, Tier
-from orchestra.agent_panel import AgentPanel
+from orchestra.agents.panel import AgentPanel
+from orchestra.agents.registry import build_agents
 from orchestra.config import Config
-from orchestra.defaults import builtin_agents
-from orchestra.spend import SpendTracker
+from orchestra.spend.tracker import SpendTracker
 
 PROMPTS = (
     "What is the capital of France?",
@@ -54,7 +54,7 @@ async def timed(panel: AgentPanel, requests: list[Request], rounds: int) -> list
 
 async def bench(rounds: int) -> None:
     requests = [Request.of(p) for p in PROMPTS]
-    agents: list[Agent] = builtin_agents(Config())
+    agents: list[Agent] = build_agents(Config().agents)
     rows: list[tuple[str, list[float]]] = []
 
     async def nothing() -> None:
@@ -79,7 +79,7 @@ async def bench(rounds: int) -> None:
         )
         await panel.stop()
 
-    panel = AgentPanel(builtin_agents(Config()))
+    panel = AgentPanel(build_agents(Config().agents))
     await panel.start(context())
     await timed(panel, requests, 200)
     rows.append(("all together", await timed(panel, requests, rounds)))

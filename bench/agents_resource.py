@@ -26,10 +26,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
-from agents.resource import Reading, ResourceAgent  # noqa: E402
 from orchestra import AgentContext, Budget, Catalog, ModelSpec, Request, Tier  # noqa: E402
-from orchestra.agent_panel import AgentPanel  # noqa: E402
-from orchestra.spend import SpendTracker  # noqa: E402
+from orchestra.agents.panel import AgentPanel  # noqa: E402
+from orchestra.agents.resource import Reading, ResourceAgent  # noqa: E402
+from orchestra.spend.tracker import SpendTracker  # noqa: E402
 
 
 def context() -> AgentContext:

@@ -34,10 +34,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
-from agents.complexity_data import ShippedData, load_shipped_data  # noqa: E402
-from agents.complexity_retrain import retrain  # noqa: E402
-from agents.complexity_scorer import Scorer, load_scorer, signals  # noqa: E402
-from agents.complexity_training import MODEL_FEATURES, Example, fit_scorer  # noqa: E402
+from orchestra.agents.complexity.data import ShippedData, load_shipped_data  # noqa: E402
+from orchestra.agents.complexity.retrain import retrain  # noqa: E402
+from orchestra.agents.complexity.scorer import Scorer, load_scorer, signals  # noqa: E402
+from orchestra.agents.complexity.training import MODEL_FEATURES, Example, fit_scorer  # noqa: E402
 from tools.train_complexity import (  # noqa: E402
     DEFAULT_DATA,
     MMLU_FILE,

@@ -22,7 +22,7 @@ os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 
 from orchestra import Orchestra
 from orchestra.config import parse_config
-from orchestra.litellm_backend import import_litellm
+from orchestra.execution.litellm_backend import import_litellm
 from orchestra.testing import Behaviour, StubProvider
 
 PROMPT = "What is the capital of France?"

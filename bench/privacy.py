@@ -21,8 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
-from agents.privacy import PrivacyAgent, find_kinds  # noqa: E402
 from orchestra import Request, Verdict  # noqa: E402
+from orchestra.agents.privacy import PrivacyAgent, find_kinds  # noqa: E402
 
 # A code-ish vocabulary: digits, dots and words like "key"-free identifiers, as prompts have.
 WORDS_TEXT = (

@@ -19,9 +19,8 @@ import time
 from pathlib import Path
 
 from orchestra import Catalog, ModelSpec, Tier
-from orchestra.config import PolicyConfig
-from orchestra.defaults import resolve_policy
-from orchestra.replay import replay
+from orchestra.lab.replay import replay
+from orchestra.policies.registry import PolicyConfig, resolve_policy
 from orchestra.store import Store
 
 MODELS = [

@@ -1,97 +1,35 @@
-"""The configuration file: one TOML document, validated by pydantic."""
+"""The configuration file: one TOML document, validated by pydantic.
+
+Each section's model lives with the part it configures (`[retry]` is `RetryPolicy` in
+`orchestra.execution.retry`, `[breaker]` is `BreakerSettings`...); this module assembles them and
+loads the file. No part reads this module: the runtime hands each part its own section.
+"""
 
 from __future__ import annotations
 
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from orchestra.budget import Budget
-from orchestra.errors import ConfigError
-from orchestra.model_spec import ModelSpec
-from orchestra.paths import CONFIG_ENV
-
-DEFAULT_AGENTS = ("resource", "connectivity", "cost", "complexity")
+from orchestra.agents.registry import AgentsConfig
+from orchestra.core.errors import ConfigError
+from orchestra.core.model_spec import ModelSpec
+from orchestra.core.paths import CONFIG_ENV
+from orchestra.execution.balancing import BalancingConfig
+from orchestra.execution.breaker.breaker import BreakerSettings
+from orchestra.execution.cache import CacheConfig
+from orchestra.execution.embedded import EmbeddedConfig
+from orchestra.execution.health import HealthConfig
+from orchestra.execution.retry import RetryPolicy
+from orchestra.policies.registry import PolicyConfig
+from orchestra.spend.budget import Budget
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class PolicyConfig(_Section):
-    """`[policy]`: which policy decides, and its parameters: `weights` per agent and any other key
-    the policy takes (thresholds, tier order, a matrix policy's `[[policy.rules]]`)."""
-
-    model_config = ConfigDict(frozen=True, extra="allow")
-
-    name: str = "default"
-    weights: dict[str, Annotated[float, Field(ge=0.0)]] = Field(default_factory=dict)
-
-
-class EmbeddedConfig(_Section):
-    """`[embedded]`: the built-in local model (SmolLM2-135M-Instruct through llama.cpp)."""
-
-    enabled: bool = True
-    name: str = "smollm2-135m"
-    n_ctx: int = Field(default=2048, ge=256)
-    threads: int | None = Field(default=None, ge=1)
-    max_tokens: int = Field(default=256, gt=0)
-    # Measured on 8 factual questions: greedy decoding with no system prompt and llama.cpp's plain
-    # chatml template answers 7/8 (Paris among them); "Answer briefly and accurately." as system
-    # prompt 5/8, sampling at 0.8 about 1 in 3 for Paris. The jinja template adds SmolLM's own
-    # default system prompt, which hurts too.
-    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
-    seed: int = 42
-    system_prompt: str | None = None
-    timeout_s: float = Field(default=120.0, gt=0)
-
-
-class RetryConfig(_Section):
-    """`[retry]`: retries of the same model for retryable failures, within the request deadline."""
-
-    attempts_per_model: int = Field(default=2, ge=1)
-    base_s: float = Field(default=0.25, ge=0.0)
-    cap_s: float = Field(default=8.0, ge=0.0)
-    jitter: float = Field(default=1.0, ge=0.0, le=1.0)
-
-
-class BreakerConfig(_Section):
-    """`[breaker]`: the circuit breaker of every model."""
-
-    failure_threshold: int = Field(default=3, ge=1)
-    recovery_s: float = Field(default=60.0, gt=0.0)
-    window: int = Field(default=20, ge=1)
-    min_calls: int = Field(default=10, ge=1)
-    failure_rate: float = Field(default=0.5, gt=0.0, le=1.0)
-
-
-BalancingStrategy = Literal["priority", "round_robin", "least_latency", "cheapest"]
-
-
-class BalancingConfig(_Section):
-    """`[balancing]`: how models of one tier are ordered."""
-
-    local: BalancingStrategy = "priority"
-    edge: BalancingStrategy = "priority"
-    cloud: BalancingStrategy = "priority"
-
-
-class CacheConfig(_Section):
-    """`[cache]`: the optional exact-match response cache (SQLite, with a TTL)."""
-
-    enabled: bool = False
-    ttl_s: float = Field(default=3600.0, gt=0.0)
-
-
-class HealthConfig(_Section):
-    """`[health]`: periodic cheap checks of local and edge endpoints."""
-
-    enabled: bool = True
-    interval_s: float = Field(default=30.0, gt=0.0)
-    timeout_s: float = Field(default=2.0, gt=0.0)
 
 
 class StoreConfig(_Section):
@@ -99,7 +37,6 @@ class StoreConfig(_Section):
 
     path: Path | None = None
     keep_prompts: bool = False
-    flush_interval_s: float = Field(default=0.25, gt=0)
     sample_every_s: float = Field(default=60.0, ge=0)
 
 
@@ -109,34 +46,6 @@ class DiscoveryConfig(_Section):
     ollama: bool | None = None
     ollama_url: str = "http://127.0.0.1:11434"
     env_providers: bool | None = None
-
-
-class AgentsConfig(_Section):
-    """`[agents]`: which built-in agents run, and each agent's own settings table."""
-
-    model_config = ConfigDict(frozen=True, extra="allow")
-
-    enabled: tuple[str, ...] = DEFAULT_AGENTS
-
-    @model_validator(mode="after")
-    def _only_agent_tables(self) -> AgentsConfig:
-        for key, value in (self.model_extra or {}).items():
-            if not isinstance(value, dict) and key in self.enabled:
-                raise ValueError(f"[agents.{key}] must be a table, got {type(value).__name__}")
-            if not isinstance(value, dict):
-                raise ValueError(
-                    f"unknown key {key!r} in [agents]: it takes `enabled` and [agents.NAME] tables"
-                )
-            if key not in self.enabled:
-                raise ValueError(f"[agents.{key}] configures an agent that is not enabled")
-        return self
-
-    def settings(self, name: str) -> dict[str, Any]:
-        extra = self.model_extra or {}
-        value = extra.get(name, {})
-        if not isinstance(value, dict):
-            raise ConfigError(f"[agents.{name}] must be a table, got {type(value).__name__}")
-        return dict(value)
 
 
 class Config(_Section):
@@ -149,8 +58,8 @@ class Config(_Section):
     store: StoreConfig = StoreConfig()
     discovery: DiscoveryConfig = DiscoveryConfig()
     agents: AgentsConfig = AgentsConfig()
-    retry: RetryConfig = RetryConfig()
-    breaker: BreakerConfig = BreakerConfig()
+    retry: RetryPolicy = RetryPolicy()
+    breaker: BreakerSettings = BreakerSettings()
     balancing: BalancingConfig = BalancingConfig()
     cache: CacheConfig = CacheConfig()
     health: HealthConfig = HealthConfig()

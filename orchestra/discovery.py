@@ -11,9 +11,9 @@ from urllib.parse import urlparse
 import httpx
 
 from orchestra.config import Config
-from orchestra.embedded import EmbeddedModel
-from orchestra.model_spec import ModelSpec
-from orchestra.tier import Tier
+from orchestra.core.model_spec import ModelSpec
+from orchestra.core.tier import Tier
+from orchestra.execution.embedded import EmbeddedModel
 
 log = logging.getLogger("orchestra.discovery")
 
@@ -90,7 +90,7 @@ async def discover_catalog(config: Config, embedded: EmbeddedModel | None) -> li
     if embedded is not None:
         specs.append(embedded.spec())
     if any(s.input_cost_per_mtok is None or s.output_cost_per_mtok is None for s in specs):
-        from orchestra.pricing import with_prices
+        from orchestra.spend.prices import with_prices
 
         specs = await asyncio.to_thread(lambda: [with_prices(s) for s in specs])
     return specs

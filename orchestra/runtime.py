@@ -6,37 +6,43 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass, field
+import warnings
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from orchestra.agent import Agent
-from orchestra.agent_context import AgentContext
-from orchestra.agent_panel import AgentPanel
-from orchestra.backend import Backend
-from orchestra.balancing import LatencyTracker
-from orchestra.catalog import Catalog
+from orchestra.agents.base import Agent
+from orchestra.agents.context import AgentContext
+from orchestra.agents.panel import AgentPanel
+from orchestra.agents.registry import build_agents
+from orchestra.agents.sample_filter import SampleFilter
 from orchestra.config import Config, load_config
-from orchestra.decision import Decision
-from orchestra.embedded import EmbeddedModel
-from orchestra.endpoints import Endpoints
-from orchestra.errors import AllCandidatesFailed, OrchestraError, RequestError
-from orchestra.executor import Answer, Executor, StreamBroken
-from orchestra.feedback import Feedback, record_feedback
-from orchestra.health import HealthChecker
-from orchestra.paths import default_db_path
-from orchestra.policy import Policy, decide_checked
-from orchestra.redact import Redactor
-from orchestra.request import Message, Request
-from orchestra.result import Attempt, Result
-from orchestra.safeguards import Safeguards, build_safeguards
-from orchestra.sample_filter import SampleFilter
-from orchestra.spend import SpendTracker
-from orchestra.store import RequestRecord, Store
-from orchestra.verdict import Verdict
+from orchestra.core.catalog import Catalog
+from orchestra.core.decision import Decision
+from orchestra.core.errors import AllCandidatesFailed, OrchestraError, RequestError
+from orchestra.core.feedback import MAX_NOTE_CHARS, MIN_PREFIX, Feedback
+from orchestra.core.paths import default_db_path
+from orchestra.core.redact import Redactor
+from orchestra.core.request import Message, Request
+from orchestra.core.result import Attempt, Result
+from orchestra.core.verdict import Verdict
+from orchestra.execution.backend import Backend
+from orchestra.execution.balancing import LatencyTracker
+from orchestra.execution.embedded import EmbeddedModel
+from orchestra.execution.endpoints import Endpoints
+from orchestra.execution.executor import Executor
+from orchestra.execution.flight import Flight
+from orchestra.execution.health import HealthChecker
+from orchestra.execution.safeguards import build_safeguards
+from orchestra.policies.base import Policy, decide_checked
+from orchestra.policies.registry import resolve_policy
+from orchestra.response_stream import ResponseStream
+from orchestra.spend.guard import BudgetGuard
+from orchestra.spend.tracker import SpendTracker
+from orchestra.store import RequestRecord, Store, open_store
+from orchestra.store.breaker_storage import StoreBreakerStorage
 
 log = logging.getLogger("orchestra")
 
@@ -57,7 +63,8 @@ class Orchestra:
     store's file (default `$ORCHESTRA_HOME/orchestra.db`). With `preload_backend=False` the
     backend (LiteLLM, seconds to import) loads at the first call instead of at start;
     `warm_embedded=True` starts the embedded model at start, alongside that import (the CLI does
-    this: one short-lived process, most likely answered locally).
+    this: one short-lived process, most likely answered locally). A runtime dropped without
+    `close()` warns with `ResourceWarning`.
     """
 
     def __init__(
@@ -92,11 +99,15 @@ class Orchestra:
         self._warming: asyncio.Task[object] | None = None
         self._policy: Policy | None = None
         self._catalog = Catalog(())
+        self._redact = Redactor()
         self.spend = SpendTracker.seeded(0.0, 0.0)
         self._started = False
-        self.safeguards: Safeguards | None = None
         self.latency = LatencyTracker()  # real calls only: a health probe is far faster
         self._health: HealthChecker | None = None
+
+    def __del__(self) -> None:
+        if getattr(self, "_started", False):
+            warnings.warn(f"{self!r} was never closed", ResourceWarning, stacklevel=1)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -111,13 +122,12 @@ class Orchestra:
         """Build the catalog, open the store, start the agents, begin loading the backend."""
         if self._started:
             return
-        from orchestra import defaults
         from orchestra.discovery import discover_catalog
 
-        self._policy = self._given_policy or defaults.resolve_policy(self.config.policy)
+        self._policy = self._given_policy or resolve_policy(self.config.policy)
         agents = self._given_agents
         if agents is None:
-            agents = defaults.builtin_agents(self.config)
+            agents = build_agents(self.config.agents)
         self._catalog = Catalog(await discover_catalog(self.config, self._embedded))
         self._redact = Redactor.from_env(m.api_key_env for m in self._catalog if m.api_key_env)
         if self._preload_backend:
@@ -125,7 +135,7 @@ class Orchestra:
             self._backend_task = asyncio.create_task(self._load_backend())
         if self._warm_embedded and self._embedded is not None:
             self._warming = asyncio.create_task(self._embedded.endpoint())
-        self._store = await Store(self._db_path).open()
+        self._store = await open_store(self._db_path).open()
         try:
             day, month = await self._store.spend_totals()
             self.spend = SpendTracker.seeded(day, month)
@@ -149,6 +159,7 @@ class Orchestra:
 
     async def close(self) -> None:
         """Stop agents and the embedded model, and flush every record to disk."""
+        self._started = False
         await self._panel.stop()
         if self._health is not None:
             await self._health.stop()
@@ -163,7 +174,6 @@ class Orchestra:
         if self._store is not None:
             await self._store.close()
             self._store = None
-        self._started = False
 
     async def _executor_ready(self) -> Executor:
         if not self._started:
@@ -180,17 +190,28 @@ class Orchestra:
         if self._backend_task is None:
             self._backend_task = asyncio.create_task(self._load_backend())
         backend = await self._backend_task
-        safeguards = await build_safeguards(
-            self.config, self._catalog, self._require_store(), self.spend, self.latency
+        breakers = StoreBreakerStorage(self._require_store())
+        await breakers.preload()
+        c = self.config
+        safeguards = build_safeguards(
+            models=list(self._catalog),
+            guard=BudgetGuard(c.budget, self.spend),
+            retry=c.retry,
+            breaker=c.breaker,
+            breaker_storage=breakers,
+            balancing=c.balancing,
+            cache=c.cache,
+            cache_store=self._require_store(),
+            latency=self.latency,
+            health=self._health,
+            deadline_s=c.request_timeout_s,
         )
-        safeguards.health = self._health
-        self.safeguards = safeguards
         return Executor(backend, self._catalog, self._endpoints, self._redact, safeguards)
 
     async def _load_backend(self) -> Backend:
         backend = self._given_backend
         if backend is None:
-            from orchestra.litellm_backend import LiteLLMBackend
+            from orchestra.execution.litellm_backend import LiteLLMBackend
 
             backend = await asyncio.to_thread(LiteLLMBackend)
         await backend.prepare(list(self._catalog))
@@ -205,6 +226,11 @@ class Orchestra:
     @property
     def agents(self) -> tuple[Agent, ...]:
         return self._panel.agents
+
+    @property
+    def executor(self) -> Executor | None:
+        """The executor once built (at the first call): its safeguards, breakers, limiters."""
+        return self._executor
 
     def hook_agent(self, agent: Agent) -> None:
         """Add an agent; it takes part from the next request on."""
@@ -229,14 +255,14 @@ class Orchestra:
         """Answer a prompt (a string, messages, or a `Request`); hints: model, tier, max_tokens,
         temperature, timeout_s."""
         executor = await self._executor_ready()
-        flight = _Flight(self._request(prompt, hints))
-        decision = await self._route(flight)
+        flight = Flight(self._request(prompt, hints))
+        await self._route(flight)
         try:
-            answer = await executor.complete(flight.request, decision)
+            result = await executor.complete(flight)
         except AllCandidatesFailed as exc:
             self._fail(flight, exc, exc.attempts)
             raise
-        return self._finish(flight, answer)
+        return self._finish(flight, result)
 
     def stream(self, prompt: Prompt, **hints: Any) -> ResponseStream:
         """Stream an answer: `async for text in orc.stream(...)`; `.result` is set at the end."""
@@ -261,9 +287,7 @@ class Orchestra:
     async def feedback(self, request_id: str, good: bool, note: str | None = None) -> Feedback:
         """Say whether the answer to `request_id` (its id, or a unique prefix of 6+ characters)
         was good. Kept in the store, append only; `orchestra train-complexity` learns from it."""
-        return await record_feedback(
-            self._require_store(), request_id, good, note, redact=self._redact
-        )
+        return await record_feedback(self._require_store(), request_id, good, note, self._redact)
 
     async def flush(self) -> None:
         await self._require_store().flush()
@@ -285,7 +309,7 @@ class Orchestra:
             self._catalog.get(request.model)  # raises UnknownModelError naming the catalog
         return request
 
-    async def _route(self, flight: _Flight) -> Decision:
+    async def _route(self, flight: Flight) -> Decision:
         flight.verdicts = await self._panel.verdicts(flight.request)
         assert self._policy is not None
         try:
@@ -297,30 +321,14 @@ class Orchestra:
             raise
         return flight.decision
 
-    def _finish(self, flight: _Flight, answer: Answer) -> Result:
-        assert flight.decision is not None, "a request is answered only after a decision"
-        usage = answer.completion.usage
-        result = Result(
-            request_id=flight.request.id,
-            text=answer.completion.text,
-            model=answer.spec.name,
-            tier=answer.spec.tier,
-            cost_usd=usage.cost_usd,
-            latency_ms=flight.elapsed_ms(),
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-            decision=flight.decision,
-            verdicts=flight.verdicts,
-            attempts=answer.attempts,
-            created_at=flight.created,
-        )
+    def _finish(self, flight: Flight, result: Result) -> Result:
         self.spend.add(result.cost_usd, flight.created)
-        self._record(flight, result=result, attempts=answer.attempts)
+        self._record(flight, result=result, attempts=result.attempts)
         return result
 
     def _fail(
         self,
-        flight: _Flight,
+        flight: Flight,
         exc: BaseException,
         attempts: Sequence[Attempt] = (),
         kind: str | None = None,
@@ -331,7 +339,7 @@ class Orchestra:
 
     def _record(
         self,
-        flight: _Flight,
+        flight: Flight,
         *,
         result: Result | None,
         attempts: Sequence[Attempt],
@@ -364,57 +372,36 @@ class Orchestra:
             raise OrchestraError("Orchestra is not started: use `async with Orchestra(...) as orc`")
         return self._store
 
-    _redact = Redactor()
 
+async def record_feedback(
+    store: Store,
+    ref: str,
+    good: bool,
+    note: str | None = None,
+    redact: Redactor | None = None,
+    now: float | None = None,
+) -> Feedback:
+    """Record that the answer to request `ref` (an id or unique prefix) was good or bad.
 
-class ResponseStream:
-    """An answer arriving in pieces: iterate it for text; `result` is set once it completes.
-
-    Failover to the next candidate is invisible until the first piece arrives; a failure after
-    that raises `StreamBroken`, and the partial answer is recorded.
+    The note is stored after `redact` (secrets never reach the database) and is cut to
+    MAX_NOTE_CHARS. Returns once the row is committed; raises `StoreError` if it was not.
     """
-
-    def __init__(self, orc: Orchestra, request: Request) -> None:
-        self._orc = orc
-        self.request = request
-        self.result: Result | None = None
-
-    def __aiter__(self) -> AsyncIterator[str]:
-        return self._pieces()
-
-    async def _pieces(self) -> AsyncIterator[str]:
-        orc = self._orc
-        executor = await orc._executor_ready()
-        flight = _Flight(self.request, stream=True)
-        decision = await orc._route(flight)
-        finished = False
-        try:
-            async for item in executor.stream(self.request, decision):
-                if isinstance(item, Answer):
-                    self.result = orc._finish(flight, item)
-                    finished = True
-                else:
-                    yield item.text
-        except (AllCandidatesFailed, StreamBroken) as exc:
-            finished = True
-            orc._fail(flight, exc, exc.attempts)
-            raise
-        finally:
-            if not finished:
-                closed = OrchestraError("the caller stopped reading the stream before its end")
-                orc._fail(flight, closed, kind="cancelled")
-
-
-@dataclass
-class _Flight:
-    """A request on its way through the runtime: what has been decided so far, and since when."""
-
-    request: Request
-    stream: bool = False
-    started: float = field(default_factory=time.perf_counter)
-    created: float = field(default_factory=time.time)
-    verdicts: tuple[Verdict, ...] = ()
-    decision: Decision | None = None
-
-    def elapsed_ms(self) -> float:
-        return (time.perf_counter() - self.started) * 1000
+    if not isinstance(good, bool):
+        raise RequestError(f"good must be True or False, got {good!r}")
+    ref = ref.strip()
+    if not ref:
+        raise RequestError("a request id is required (see `orchestra history`)")
+    await store.flush()  # a request answered a moment ago must be findable
+    found = await store.find_request(ref, MIN_PREFIX)
+    if not found:
+        short = len(ref) < MIN_PREFIX
+        hint = f" (a prefix needs at least {MIN_PREFIX} characters)" if short else ""
+        raise RequestError(f"no recorded request {ref!r}{hint}; see `orchestra history`")
+    if len(found) > 1:
+        raise RequestError(f"{ref!r} matches several requests; give more of the id")
+    rid, model, tier = found[0]
+    if note is not None:
+        note = (redact(note) if redact else note).strip()[:MAX_NOTE_CHARS] or None
+    at = time.time() if now is None else now
+    await store.add_feedback(rid, good, note, at)
+    return Feedback(request_id=rid, good=good, at=at, note=note, model=model, tier=tier)

@@ -11,7 +11,7 @@ import pytest
 
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 
-from orchestra.store import Store
+from orchestra.store import SqliteStore
 from orchestra.testing import Behaviour, StubProvider
 
 PROVIDER_KEYS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GROQ_API_KEY")
@@ -37,9 +37,9 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def store(db_path: Path) -> AsyncIterator[Store]:
+async def store(db_path: Path) -> AsyncIterator[SqliteStore]:
     """An open store on a fresh SQLite file, closed after the test."""
-    s = await Store(db_path).open()
+    s = await SqliteStore(db_path).open()
     yield s
     await s.close()
 

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from orchestra import Agent, AgentContext, Budget, Catalog, Request, Tier, Verdict
-from orchestra.agent_panel import AgentPanel
-from orchestra.spend import SpendTracker
+from orchestra.agents.panel import AgentPanel
+from orchestra.spend.tracker import SpendTracker
 
 
 @pytest.fixture

@@ -8,15 +8,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestra.balancing import (
+from orchestra.core.model_spec import ModelSpec
+from orchestra.core.tier import Tier
+from orchestra.execution.balancing import (
     STRATEGIES,
     Balancer,
     LatencyTracker,
     Strategy,
     price_per_mtok,
 )
-from orchestra.model_spec import ModelSpec
-from orchestra.tier import Tier
 
 
 def spec(name: str, inp: float | None = None, out: float | None = None) -> ModelSpec:

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from orchestra.breaker import (
+from orchestra.execution.breaker import (
     CLOSED,
     HALF_OPEN,
     OPEN,
@@ -25,9 +25,9 @@ from orchestra.breaker import (
     BreakerSettings,
     LoggingBreakerListener,
     MemoryBreakerStorage,
-    SqliteBreakerStorage,
 )
-from orchestra.store import Store
+from orchestra.store import SqliteStore
+from orchestra.store.breaker_storage import StoreBreakerStorage
 
 MODEL = "openai/gpt-test"
 T0 = 1_700_000_000.0
@@ -95,14 +95,14 @@ class SqliteBackend:
     def __init__(self, path: Path) -> None:
         self.clock = FakeClock()
         self.path = path
-        self.store: Store | None = None
+        self.store: SqliteStore | None = None
 
     async def board(
         self, listeners: Sequence[BreakerListener] = (), **overrides: float
     ) -> BreakerBoard:
         await self.close()
-        self.store = await Store(self.path).open()
-        storage = SqliteBreakerStorage(self.store)
+        self.store = await SqliteStore(self.path).open()
+        storage = StoreBreakerStorage(self.store)
         await storage.preload()
         return BreakerBoard(BreakerSettings(**overrides), storage, self.clock, listeners)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from agents import ComplexityAgent
 from orchestra import AgentContext, Budget, Catalog, ModelSpec, Tier
-from orchestra.spend import SpendTracker
+from orchestra.agents.complexity.agent import ComplexityAgent
+from orchestra.spend.tracker import SpendTracker
 
 
 def spec(name: str, tier: Tier, free: bool = False, api_base: str | None = None) -> ModelSpec:

@@ -22,17 +22,19 @@ from orchestra import (
     UnknownModelError,
     Verdict,
 )
-from orchestra.config import PolicyConfig, parse_config
-from orchestra.defaults import resolve_policy
-from orchestra.policy import Policy, decide_checked
-from policies import (
+from orchestra.config import parse_config
+from orchestra.policies.base import Policy, decide_checked
+from orchestra.policies.cost_saver import CostSaverPolicy
+from orchestra.policies.default import DefaultPolicy
+from orchestra.policies.latency_first import LatencyFirstPolicy
+from orchestra.policies.local_first import LocalFirstPolicy
+from orchestra.policies.matrix import MatrixPolicy
+from orchestra.policies.quality_first import QualityFirstPolicy
+from orchestra.policies.registry import (
     BUILTIN_POLICIES,
-    CostSaverPolicy,
-    DefaultPolicy,
-    LatencyFirstPolicy,
-    LocalFirstPolicy,
-    MatrixPolicy,
-    QualityFirstPolicy,
+    PolicyConfig,
+    builtin_policy_type,
+    resolve_policy,
 )
 
 L, E, C = Tier.LOCAL, Tier.EDGE, Tier.CLOUD
@@ -77,7 +79,7 @@ FULL = Catalog(
 # -- request hints (shared by every policy) ----------------------------------------------------
 
 
-@pytest.mark.parametrize("cls", list(BUILTIN_POLICIES.values()))
+@pytest.mark.parametrize("cls", [builtin_policy_type(n) for n in BUILTIN_POLICIES])
 def test_request_hints_filter_and_are_recorded(cls: type) -> None:
     decision = cls().decide(req(capabilities=frozenset({"vision"})), [], FULL)
     assert names(decision) == ["c1"]
@@ -85,7 +87,7 @@ def test_request_hints_filter_and_are_recorded(cls: type) -> None:
     assert "request: lacks vision" in decision.reason
 
 
-@pytest.mark.parametrize("cls", list(BUILTIN_POLICIES.values()))
+@pytest.mark.parametrize("cls", [builtin_policy_type(n) for n in BUILTIN_POLICIES])
 def test_context_and_latency_hints(cls: type) -> None:
     assert names(cls().decide(req(min_context=100_000), [], FULL)) == ["c1"]
     fast = cls().decide(req(latency_ms=1000), [], FULL)
@@ -93,20 +95,20 @@ def test_context_and_latency_hints(cls: type) -> None:
     assert any(e.model == "c1" and "2500 ms > 1000 ms" in e.reason for e in fast.excluded)
 
 
-@pytest.mark.parametrize("cls", list(BUILTIN_POLICIES.values()))
+@pytest.mark.parametrize("cls", [builtin_policy_type(n) for n in BUILTIN_POLICIES])
 def test_model_override_must_meet_capabilities_but_not_latency(cls: type) -> None:
     with pytest.raises(NoAllowedModelError, match="'l1' was requested but lacks vision"):
         cls().decide(req(model="l1", capabilities=frozenset({"vision"})), [], FULL)
     assert names(cls().decide(req(model="c1", latency_ms=10), [], FULL)) == ["c1"]
 
 
-@pytest.mark.parametrize("cls", list(BUILTIN_POLICIES.values()))
+@pytest.mark.parametrize("cls", [builtin_policy_type(n) for n in BUILTIN_POLICIES])
 def test_nothing_meets_the_hints(cls: type) -> None:
     with pytest.raises(NoAllowedModelError, match="c1 by request"):
         cls().decide(req(capabilities=frozenset({"vision"}), min_context=10**6), [], FULL)
 
 
-@pytest.mark.parametrize("cls", list(BUILTIN_POLICIES.values()))
+@pytest.mark.parametrize("cls", [builtin_policy_type(n) for n in BUILTIN_POLICIES])
 def test_weights_accepted_and_validated(cls: type) -> None:
     policy = cls(weights={"complexity": 2.0})
     decision = policy.decide(req(), [verdict("complexity", target=C, confidence=0.4)], FULL)
@@ -434,7 +436,7 @@ def test_property_constraints_and_completeness(name: str, data: st.DataObject) -
     request = data.draw(requests())
     expected = [m.name for m in cat if fits(m, request, verdicts)]
     try:
-        decision = decide_checked(BUILTIN_POLICIES[name](), request, verdicts, cat)
+        decision = decide_checked(builtin_policy_type(name)(), request, verdicts, cat)
     except NoAllowedModelError as exc:
         assert not expected, f"refused although {expected} fit"
         assert str(exc)
@@ -457,7 +459,7 @@ def test_property_deterministic(name: str, data: st.DataObject) -> None:
 
     def run() -> dict[str, Any] | str:
         try:
-            return BUILTIN_POLICIES[name]().decide(request, verdicts, cat).model_dump()
+            return builtin_policy_type(name)().decide(request, verdicts, cat).model_dump()
         except NoAllowedModelError as exc:
             return f"refused: {exc}"
 
@@ -472,7 +474,7 @@ def test_property_model_override_honoured_or_refused_with_reason(
 ) -> None:
     cat = data.draw(catalogs())
     verdicts = data.draw(verdict_lists(cat))
-    policy = BUILTIN_POLICIES[name]()
+    policy = builtin_policy_type(name)()
     if not len(cat):
         with pytest.raises(UnknownModelError):
             policy.decide(req(model="anything"), verdicts, cat)

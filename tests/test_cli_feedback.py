@@ -10,9 +10,9 @@ import pytest
 from conftest import model_toml
 from test_cli import orchestra
 
-from agents.complexity_feedback import user_model_path
-from agents.complexity_scorer import load_scorer
 from orchestra import Orchestra
+from orchestra.agents.complexity.feedback import user_model_path
+from orchestra.agents.complexity.scorer import load_scorer
 from orchestra.testing import StubProvider
 
 # A user whose local model is poor at code (news to the shipped model: its data holds none).

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from conftest import model_toml
 
-from agents.complexity import ComplexityAgent
-from agents.complexity_feedback import feedback_rows, label_for, user_model_path
-from agents.complexity_scorer import DEFAULT_MODEL, Scorer, load_scorer, signals
 from orchestra import ConfigError, Orchestra, Request, Tier
+from orchestra.agents.complexity.agent import ComplexityAgent
+from orchestra.agents.complexity.feedback import feedback_rows, label_for, user_model_path
+from orchestra.agents.complexity.scorer import DEFAULT_MODEL, Scorer, load_scorer, signals
+from orchestra.agents.registry import build_agents
 from orchestra.config import load_config
-from orchestra.defaults import builtin_agents
 from orchestra.testing import StubProvider
 
 MATHS = "A train leaves at 3:15 pm at 84 km/h; another at 4:05 pm at 96 km/h. When do they meet?"
@@ -62,7 +62,7 @@ async def test_judged_requests_become_rows_with_their_recorded_signals(
         await orc.feedback(cloud.request_id, good=True)
         unjudged = await orc.complete(MATHS, tier="local")
         await orc.flush()
-        found = await feedback_rows(orc._require_store())
+        found = feedback_rows(await orc._require_store().judged_requests())
     assert unjudged.request_id
     assert found.judged == 5
     assert [label for _, label in found.rows] == [1.0, 0.0, 1.0]
@@ -80,7 +80,7 @@ async def test_kept_prompts_are_rescored_from_their_text(three_tiers: Callable[.
     async with Orchestra(config=config) as orc:
         result = await orc.complete(MATHS, tier="local")
         await orc.feedback(result.request_id, good=False)
-        found = await feedback_rows(orc._require_store())
+        found = feedback_rows(await orc._require_store().judged_requests())
     assert found.from_prompt == 1
     assert found.rows[0][0] == signals(MATHS), "full precision, from the kept text"
 
@@ -92,7 +92,7 @@ async def test_requests_without_prompt_or_signals_are_skipped_with_a_reason(
     async with Orchestra(config=config) as orc:
         result = await orc.complete(MATHS, tier="local")
         await orc.feedback(result.request_id, good=False)
-        found = await feedback_rows(orc._require_store())
+        found = feedback_rows(await orc._require_store().judged_requests())
     assert found.rows == []
     assert found.skipped == {"no prompt kept and no complexity verdict recorded": 1}
 
@@ -129,13 +129,13 @@ async def test_agent_model_setting_from_config(tmp_path: Path) -> None:
     mine = _shifted_model(tmp_path / "elsewhere.json", -3.0)
     config = tmp_path / "c.toml"
     config.write_text(f'[agents.complexity]\nmodel = "{tmp_path / "elsewhere.json"}"\n')
-    [agent] = [a for a in builtin_agents(load_config(config)) if a.name == "complexity"]
+    [agent] = [a for a in build_agents(load_config(config).agents) if a.name == "complexity"]
     assert isinstance(agent, ComplexityAgent)
     verdict = await agent.check(Request.of(MATHS))
     assert verdict.metrics["score"] == pytest.approx(mine.score(MATHS), abs=1e-4)
     config.write_text('[agents.complexity]\nmodel = "/no/such/model.json"\n')
-    with pytest.raises(ConfigError, match=r"\[agents.complexity\].*does not exist"):
-        builtin_agents(load_config(config))
+    with pytest.raises(ConfigError, match=r"\[agents.complexity].*does not exist"):
+        build_agents(load_config(config).agents)
 
 
 def test_scorer_and_model_together_are_refused() -> None:

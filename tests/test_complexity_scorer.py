@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.complexity_scorer import (
+from orchestra.agents.complexity.scorer import (
     DEFAULT_MODEL,
     SIGNAL_NAMES,
     Scorer,

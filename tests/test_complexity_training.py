@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from agents.complexity_data import (
+from orchestra.agents.complexity.data import (
     SHIPPED_DATA,
     ShippedData,
     load_shipped_data,
     write_shipped_data,
 )
-from agents.complexity_retrain import auc, retrain
-from agents.complexity_scorer import DEFAULT_MODEL, Scorer, load_scorer, signals
-from agents.complexity_training import L2, Example, _calibrate, fit_logistic
+from orchestra.agents.complexity.retrain import auc, retrain
+from orchestra.agents.complexity.scorer import DEFAULT_MODEL, Scorer, load_scorer, signals
+from orchestra.agents.complexity.training import L2, Example, _calibrate, fit_logistic
 
 MATHS_SEEN = (
     [
@@ -377,7 +377,7 @@ def test_hard_feedback_labels_cannot_outweigh_the_shipped_sources(
 ) -> None:
     # Perfectly separable 0/1 labels drive a logistic fit's weights long; the feedback source is
     # kept no longer than the shipped average, so its share alone sets how far it pulls.
-    from agents.complexity_retrain import _fit_feedback
+    from orchestra.agents.complexity.retrain import _fit_feedback
 
     feedback = rows_of(MATHS_SEEN, 1.0) + rows_of(CHAT_SEEN, 0.0)
     stats = list(zip(base.features, base.mean, base.scale, strict=True))

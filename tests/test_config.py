@@ -1,4 +1,4 @@
-"""The config file (orchestra.config) and the defaults it drives (orchestra.defaults)."""
+"""The config file (orchestra.config) and the defaults it drives (orchestra.agents.registry)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import pytest
 from conftest import model_toml
 
 from orchestra import Config, ConfigError, PolicyError, Tier, load_config
-from orchestra.config import PolicyConfig, parse_config, resolve_config_path
-from orchestra.defaults import builtin_agents, resolve_policy
-from orchestra.policy import Policy
-from policies.default import DefaultPolicy
+from orchestra.agents.registry import build_agents
+from orchestra.config import parse_config, resolve_config_path
+from orchestra.policies.base import Policy
+from orchestra.policies.default import DefaultPolicy
+from orchestra.policies.registry import PolicyConfig, resolve_policy
 
 URL = "http://127.0.0.1:9/v1"  # never contacted: loading a config opens no socket
 
@@ -297,7 +298,7 @@ def agents_config(tmp_path: Path, text: str) -> Config:
 
 
 def test_builtin_agents_default_set(tmp_path: Path) -> None:
-    agents = builtin_agents(agents_config(tmp_path, ""))
+    agents = build_agents(agents_config(tmp_path, "").agents)
     assert [a.agent_name for a in agents] == ["resource", "connectivity", "cost", "complexity"]
 
 
@@ -305,7 +306,7 @@ def test_builtin_agent_settings_applied(tmp_path: Path) -> None:
     text = '[agents]\nenabled = ["resource", "complexity"]\n'
     text += "[agents.resource]\ninterval = 0.5\ncpu_busy = 70\n"
     text += "[agents.complexity]\nedge_from = 0.2\ncloud_from = 0.6\n"
-    resource, complexity = builtin_agents(agents_config(tmp_path, text))
+    resource, complexity = build_agents(agents_config(tmp_path, text).agents)
     assert resource.agent_name == "resource" and resource.interval == 0.5
     assert resource.cpu_busy == 70  # type: ignore[attr-defined]
     assert complexity.agent_name == "complexity"
@@ -315,7 +316,7 @@ def test_builtin_agent_settings_applied(tmp_path: Path) -> None:
 def test_unknown_agent_name(tmp_path: Path) -> None:
     config = agents_config(tmp_path, '[agents]\nenabled = ["resource", "telepathy"]\n')
     with pytest.raises(ConfigError) as info:
-        builtin_agents(config)
+        build_agents(config.agents)
     message = str(info.value)
     assert "'telepathy'" in message and "resource" in message and "complexity" in message
 
@@ -341,11 +342,11 @@ def test_settings_for_an_agent_that_is_not_enabled_are_rejected(tmp_path: Path) 
 def test_bad_agent_setting(tmp_path: Path, text: str, fragment: str) -> None:
     config = agents_config(tmp_path, text)
     with pytest.raises(ConfigError) as info:
-        builtin_agents(config)
+        build_agents(config.agents)
     assert fragment in str(info.value)
     assert "agents." in str(info.value)
 
 
 def test_misspelt_agents_key_rejected(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="enabeld"):
-        builtin_agents(agents_config(tmp_path, '[agents]\nenabeld = ["cost"]\n'))
+        build_agents(agents_config(tmp_path, '[agents]\nenabeld = ["cost"]\n').agents)

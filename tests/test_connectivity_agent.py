@@ -19,10 +19,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agents import ConnectivityAgent
-from agents.connectivity import Probe, ProbeResult, probe_for
 from orchestra import ALL_TIERS, AgentContext, Budget, Catalog, ModelSpec, Tier
-from orchestra.spend import SpendTracker
+from orchestra.agents.connectivity import ConnectivityAgent, Probe, ProbeResult, probe_for
+from orchestra.spend.tracker import SpendTracker
 from orchestra.testing import Behaviour, StubProvider, refused_url
 
 # Generous bound proving "did not stall" (never a performance assertion).
@@ -353,9 +352,9 @@ def _unshare_works() -> bool:
 
 NAMESPACE_SCRIPT = """
 import asyncio, json, time
-from agents import ConnectivityAgent
+from orchestra.agents.connectivity import ConnectivityAgent
 from orchestra import AgentContext, Budget, Catalog, ModelSpec, Tier
-from orchestra.spend import SpendTracker
+from orchestra.spend.tracker import SpendTracker
 
 async def main():
     models = [

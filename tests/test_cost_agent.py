@@ -11,7 +11,6 @@ from conftest import model_toml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agents import CostAgent
 from orchestra import (
     ALL_TIERS,
     AgentContext,
@@ -23,7 +22,8 @@ from orchestra import (
     Request,
     Tier,
 )
-from orchestra.spend import SpendTracker
+from orchestra.agents.cost import CostAgent
+from orchestra.spend.tracker import SpendTracker
 from orchestra.testing import Behaviour, StubProvider
 
 

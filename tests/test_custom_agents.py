@@ -13,9 +13,9 @@ import pytest
 from conftest import model_toml
 
 from orchestra import FunctionAgent, NoAllowedModelError, Orchestra, Request, Tier, Verdict, agent
+from orchestra.agents.registry import build_agents
 from orchestra.config import parse_config
-from orchestra.defaults import builtin_agents
-from orchestra.errors import ConfigError
+from orchestra.core.errors import ConfigError
 from orchestra.testing import StubProvider
 
 
@@ -110,13 +110,13 @@ def test_entry_point_agents_are_enabled_by_name(installed_plugin: Path) -> None:
     config = parse_config(
         {"agents": {"enabled": ["cost", "quiet-hours", "coin"], "quiet-hours": {"strict": True}}}
     )
-    made = builtin_agents(config)
+    made = build_agents(config.agents)
     assert [a.agent_name for a in made] == ["cost", "quiet-hours", "coin"]
     assert made[1].strict is True  # type: ignore[attr-defined]
     with pytest.raises(ConfigError, match="failed to load"):
-        builtin_agents(parse_config({"agents": {"enabled": ["broken"]}}))
+        build_agents(parse_config({"agents": {"enabled": ["broken"]}}).agents)
     with pytest.raises(ConfigError, match=r"orchestra\.agents"):
-        builtin_agents(parse_config({"agents": {"enabled": ["telepathy"]}}))
+        build_agents(parse_config({"agents": {"enabled": ["telepathy"]}}).agents)
 
 
 def test_agents_watch_refreshes_a_live_table(
@@ -151,7 +151,7 @@ async def test_a_fail_closed_agent_that_breaks_keeps_requests_local() -> None:
 
 
 async def test_privacy_scans_long_prompts_off_the_loop_and_still_finds_secrets() -> None:
-    from agents import PrivacyAgent
+    from orchestra.agents.privacy import PrivacyAgent
 
     privacy = PrivacyAgent()
     long_prompt = "lorem ipsum " * 2000 + " my key is sk-proj-" + "Ab1" * 16

@@ -64,7 +64,7 @@ def test_a_cloud_model_per_provider_key() -> None:
 async def test_catalog_order_configured_then_discovered_then_embedded(
     fake_ollama: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from orchestra.embedded import EmbeddedModel
+    from orchestra.execution.embedded import EmbeddedModel
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     config = Config.model_validate({"discovery": {"ollama_url": fake_ollama}})

@@ -9,8 +9,7 @@ import sys
 import pytest
 
 from orchestra import Orchestra, Tier
-from orchestra.config import EmbeddedConfig
-from orchestra.embedded import EmbeddedModel, find_gguf
+from orchestra.execution.embedded import EmbeddedConfig, EmbeddedModel, find_gguf
 
 pytestmark = [
     pytest.mark.slow,

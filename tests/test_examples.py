@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import model_toml
 
-from orchestra.embedded import find_gguf
+from orchestra.execution.embedded import find_gguf
 from orchestra.testing import StubProvider
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

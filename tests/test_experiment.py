@@ -10,10 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestra.config import PolicyConfig
-from orchestra.defaults import resolve_policy
-from orchestra.errors import ConfigError
-from orchestra.experiment import (
+from orchestra.core.errors import ConfigError
+from orchestra.lab.experiment import (
     REFUSED,
     ExperimentResult,
     run_experiment,
@@ -21,8 +19,8 @@ from orchestra.experiment import (
     world_at,
     write_outputs,
 )
-from orchestra.scenario import load_scenario, parse_duration
-from policies import BUILTIN_POLICIES
+from orchestra.lab.scenario import load_scenario, parse_duration
+from orchestra.policies.registry import BUILTIN_POLICIES, PolicyConfig, resolve_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "examples" / "scenarios"
@@ -183,7 +181,7 @@ def test_cli_malformed_scenario_exits_2(tmp_path: Path) -> None:
 
 def test_refusals_are_counted() -> None:
     # Only a cloud model and the network gone: nothing is allowed, every request is refused.
-    from orchestra.scenario import Scenario
+    from orchestra.lab.scenario import Scenario
 
     scenario = Scenario.model_validate(
         {

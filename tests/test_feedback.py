@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from conftest import STUB_KEY, model_toml
 
-from orchestra import Feedback, Orchestra, RequestError, SyncOrchestra
-from orchestra.feedback import MIN_PREFIX, find_request
-from orchestra.paths import default_db_path
-from orchestra.store import Store
+from orchestra import Feedback, Orchestra, RequestError, StoreError, SyncOrchestra
+from orchestra.core.feedback import MIN_PREFIX
+from orchestra.core.paths import default_db_path
+from orchestra.runtime import record_feedback
+from orchestra.store import SqliteStore
 from orchestra.testing import StubProvider
 
 
@@ -77,17 +78,38 @@ async def test_feedback_by_unique_prefix_and_clear_errors(config: Path) -> None:
 
 async def test_an_ambiguous_prefix_is_refused(tmp_path: Path) -> None:
     db = tmp_path / "o.db"
-    async with Store(db) as store:
-        for rid in ("abcdef01", "abcdef02"):
-            store.write_later(
-                "INSERT INTO requests (id, created_at, status, prompt_sha256, features)"
-                " VALUES (?, 0, 'ok', '', '{}')",
-                (rid,),
-            )
-        await store.flush()
+    async with SqliteStore(db) as store:
+        pass  # creates the schema
+    conn = sqlite3.connect(db)
+    for rid in ("abcdef01", "abcdef02"):
+        conn.execute(
+            "INSERT INTO requests (id, created_at, status, prompt_sha256, features)"
+            " VALUES (?, 0, 'ok', '', '{}')",
+            (rid,),
+        )
+    conn.commit()
+    conn.close()
+    async with SqliteStore(db) as store:
         with pytest.raises(RequestError, match="matches several requests"):
-            await find_request(store, "abcdef")
-        assert (await find_request(store, "abcdef02"))[0] == "abcdef02"
+            await record_feedback(store, "abcdef", good=True)
+        assert (await record_feedback(store, "abcdef02", good=True)).request_id == "abcdef02"
+
+
+async def test_a_failed_write_is_never_reported_as_recorded(config: Path) -> None:
+    async with Orchestra(config=config) as orc:
+        result = await orc.complete("What is 2 + 2?")
+        await orc.flush()
+        conn = sqlite3.connect(default_db_path())
+        conn.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON feedback"
+            " BEGIN SELECT RAISE(ABORT, 'the disk says no'); END"
+        )
+        conn.commit()
+        conn.close()
+        with pytest.raises(StoreError, match="the disk says no"):
+            await orc.feedback(result.request_id, good=False)
+        history = await orc.history()
+    assert history[0]["feedback"] is None
 
 
 async def test_secrets_in_a_note_never_reach_the_database(config: Path) -> None:

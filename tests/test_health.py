@@ -12,11 +12,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from orchestra.balancing import LatencyTracker
-from orchestra.health import HealthChecker, HealthStatus, is_probed, probe_urls
-from orchestra.model_spec import ModelSpec
+from orchestra.core.model_spec import ModelSpec
+from orchestra.core.tier import Tier
+from orchestra.execution.balancing import LatencyTracker
+from orchestra.execution.health import HealthChecker, HealthStatus, is_probed, probe_urls
 from orchestra.testing import StubProvider, refused_url
-from orchestra.tier import Tier
 
 
 def spec(name: str, api_base: str | None, tier: Tier = Tier.LOCAL, **extra: object) -> ModelSpec:

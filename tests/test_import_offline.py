@@ -22,7 +22,7 @@ sys.addaudithook(hook)
 import orchestra
 import orchestra.cli.main
 assert "litellm" not in sys.modules, "importing orchestra imported litellm"
-from orchestra.litellm_backend import import_litellm
+from orchestra.execution.litellm_backend import import_litellm
 litellm = import_litellm()
 assert litellm.model_cost, "LiteLLM's bundled cost map is empty"
 print("events:", seen)

@@ -21,8 +21,8 @@ from orchestra import (
     UnknownModelError,
     Verdict,
 )
-from orchestra.policy import Policy, decide_checked
-from policies.default import DefaultPolicy
+from orchestra.policies.base import Policy, decide_checked
+from orchestra.policies.default import DefaultPolicy
 
 L, E, C = Tier.LOCAL, Tier.EDGE, Tier.CLOUD
 

@@ -20,8 +20,8 @@ from orchestra import (
     Verdict,
     register_policy,
 )
-from orchestra.config import PolicyConfig, parse_config
-from orchestra.defaults import resolve_policy
+from orchestra.config import parse_config
+from orchestra.policies.registry import PolicyConfig, resolve_policy
 
 
 def last_model(request: Request, verdicts: Sequence[Verdict], catalog: Catalog) -> Decision:

@@ -11,9 +11,9 @@ from conftest import model_toml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents import BUILTIN_AGENTS, PrivacyAgent
-from agents.privacy import BUILTIN_KINDS, find_kinds
 from orchestra import ALL_TIERS, NoAllowedModelError, Orchestra, Request, Tier, Verdict
+from orchestra.agents.privacy import BUILTIN_KINDS, PrivacyAgent, find_kinds
+from orchestra.agents.registry import builtin_agent_type
 from orchestra.testing import StubProvider
 
 # AWS's documented example key, assembled so secret scanners do not flag this file.
@@ -196,7 +196,7 @@ async def test_only_the_first_100k_chars_of_a_message_are_scanned() -> None:
 
 
 def test_registered_as_a_builtin_per_request_agent() -> None:
-    assert BUILTIN_AGENTS["privacy"] is PrivacyAgent
+    assert builtin_agent_type("privacy") is PrivacyAgent
     assert PrivacyAgent.name == "privacy" and PrivacyAgent().interval is None
 
 

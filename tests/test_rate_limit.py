@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestra.errors import ProviderError
-from orchestra.rate_limit import RateLimit, RateLimitedError, RateLimiter
-from orchestra.retry import RetryPolicy
+from orchestra.core.errors import ProviderError, RateLimitedError
+from orchestra.execution.rate_limit import RateLimit, RateLimiter
+from orchestra.execution.retry import RetryPolicy
 
 
 class VirtualTime:

@@ -24,10 +24,9 @@ from orchestra import (
     agent,
 )
 from orchestra.cli.main import main
-from orchestra.config import PolicyConfig
-from orchestra.defaults import resolve_policy
-from orchestra.replay import PolicyReport, ReplayedRequest, replay
-from orchestra.store import Store
+from orchestra.lab.replay import PolicyReport, ReplayedRequest, replay
+from orchestra.policies.registry import PolicyConfig, resolve_policy
+from orchestra.store import SqliteStore
 from orchestra.testing import StubProvider
 
 EDGE_PRICE = (0.05, 0.10)
@@ -116,7 +115,7 @@ async def test_replay_with_the_live_policy_agrees_with_what_happened(
         return default.decide(request, verdicts, catalog)
 
     ticks: list[tuple[int, int]] = []
-    async with Store(db) as store:
+    async with SqliteStore(db) as store:
         rep, spied = await replay(
             store,
             catalog,
@@ -159,7 +158,7 @@ async def test_another_policy_changes_the_numbers(
     stub: StubProvider, write_config: Callable[..., Path]
 ) -> None:
     results, _, ledger_cost, catalog, db = await _history(_config(write_config, stub))
-    async with Store(db) as store:
+    async with SqliteStore(db) as store:
         (rep,) = await replay(store, catalog, [FunctionPolicy(_always_cloud, name="always-cloud")])
     assert rep.tier_mix == {"local": 0.0, "edge": 0.0, "cloud": 1.0}
     assert rep.no_allowed_model == 0 and rep.refused_again == 0 and rep.decided == len(PROMPTS)
@@ -171,7 +170,7 @@ async def test_another_policy_changes_the_numbers(
 
     # The default policy without the router's say: its votes and bans are gone.
     muted = resolve_policy(PolicyConfig(name="default", weights={"router": 0.0}))
-    async with Store(db) as store:
+    async with SqliteStore(db) as store:
         (quiet,) = await replay(store, catalog, [muted])
         (newest,) = await replay(store, catalog, [muted], limit=3)
         (none,) = await replay(store, catalog, [muted], since=1e12)
@@ -185,7 +184,7 @@ async def test_a_forced_model_gone_from_the_catalog_is_an_error_not_a_crash(
 ) -> None:
     _, _, _, catalog, db = await _history(_config(write_config, stub))
     smaller = Catalog(s for s in catalog if s.name != "stub-edge")
-    async with Store(db) as store:
+    async with SqliteStore(db) as store:
         (rep,) = await replay(store, smaller, [resolve_policy(PolicyConfig())])
     assert rep.errors == 1  # the request that forced stub-edge
     assert rep.decided + rep.no_allowed_model + rep.errors == rep.requests == len(PROMPTS)

@@ -106,8 +106,8 @@ async def test_a_tokens_per_minute_limit_counts_the_real_usage(
         )
         async with Orchestra(config=config, agents=[]) as orc:
             results = [await orc.complete("hi") for _ in range(3)]
-            assert orc.safeguards is not None
-            booked = orc.safeguards.limiters.get("capped")._token_total  # type: ignore[union-attr]
+            assert orc.executor is not None
+            booked = orc.executor.safeguards.limiters.get("capped")._token_total  # type: ignore[union-attr]
     assert [r.model for r in results] == ["capped", "capped", "spare"]
     assert results[2].attempts[0].error_kind == "rate_limit"
     used = sum(r.prompt_tokens + r.completion_tokens for r in results[:2])
@@ -159,8 +159,8 @@ async def test_200_concurrent_requests_with_two_of_three_providers_failing(
         )
         async with Orchestra(config=config, agents=[]) as orc:
             results = await asyncio.gather(*(orc.complete(f"request {i}") for i in range(200)))
-            assert orc.safeguards is not None and orc.safeguards.breakers is not None
-            states = orc.safeguards.breakers.states()
+            assert orc.executor is not None and orc.executor.safeguards.breakers is not None
+            states = orc.executor.safeguards.breakers.states()
             calls = len(broken.requests), len(flaky.requests)
             # A second wave: the open breakers keep it away from the failing providers.
             later = await asyncio.gather(*(orc.complete(f"later {i}") for i in range(50)))

@@ -12,11 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents import ResourceAgent
-from agents.resource import STATES, GpuReading, Reading
 from orchestra import AgentContext, Budget, Catalog, ModelSpec, Request, Tier, Verdict
-from orchestra.agent_panel import AgentPanel
-from orchestra.spend import SpendTracker
+from orchestra.agents.panel import AgentPanel
+from orchestra.agents.resource import STATES, GpuReading, Reading, ResourceAgent
+from orchestra.spend.tracker import SpendTracker
 
 IDLE = Reading(ram_available_mb=16_000)
 
@@ -80,7 +79,7 @@ async def test_samples_the_real_machine() -> None:
 
 
 def agent_has_no_gpu() -> bool:
-    from agents.resource import _nvml_or_none, _nvml_shutdown
+    from orchestra.agents.resource import _nvml_or_none, _nvml_shutdown
 
     nvml = _nvml_or_none()
     if nvml is not None:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestra.request import Message
-from orchestra.response_cache import CachedAnswer, ResponseCache, cache_key
-from orchestra.store import Store
-from orchestra.tier import Tier
+from orchestra.core.request import Message
+from orchestra.core.tier import Tier
+from orchestra.execution.cache import CachedAnswer, ResponseCache, cache_key
+from orchestra.store import SqliteStore
 
 HELLO = (Message(role="user", content="What is the capital of France?"),)
 
@@ -34,7 +34,7 @@ def key(content: str = "What is the capital of France?", **params: object) -> st
     )
 
 
-async def test_miss_then_hit(store: Store) -> None:
+async def test_miss_then_hit(store: SqliteStore) -> None:
     clock = Clock()
     cache = ResponseCache(store, clock=clock)
     k = key()
@@ -49,13 +49,9 @@ async def test_miss_then_hit(store: Store) -> None:
         completion_tokens=1,
         created_at=clock.now,
     )
-    completion = hit.to_completion()
-    assert completion.text == "Paris"
-    assert completion.usage.prompt_tokens == 7
-    assert completion.usage.cost_usd == 0.0
 
 
-async def test_hit_from_sqlite_when_memory_is_off(store: Store) -> None:
+async def test_hit_from_sqlite_when_memory_is_off(store: SqliteStore) -> None:
     cache = ResponseCache(store, max_memory_entries=0, clock=Clock())
     cache.put(key(), "m", "edge", "Paris", 3, 1)
     assert cache.memory_size == 0
@@ -65,7 +61,7 @@ async def test_hit_from_sqlite_when_memory_is_off(store: Store) -> None:
     assert (hit.text, hit.tier) == ("Paris", Tier.EDGE)
 
 
-async def test_put_overwrites(store: Store) -> None:
+async def test_put_overwrites(store: SqliteStore) -> None:
     cache = ResponseCache(store, max_memory_entries=0, clock=Clock())
     cache.put(key(), "a", "cloud", "first", 1, 1)
     cache.put(key(), "b", "cloud", "second", 2, 2)
@@ -77,7 +73,7 @@ async def test_put_overwrites(store: Store) -> None:
 
 
 @pytest.mark.parametrize("memory", [0, 16])
-async def test_ttl_expiry(store: Store, memory: int) -> None:
+async def test_ttl_expiry(store: SqliteStore, memory: int) -> None:
     clock = Clock()
     cache = ResponseCache(store, ttl_s=60, max_memory_entries=memory, clock=clock)
     cache.put(key(), "m", "cloud", "Paris", 1, 1)
@@ -94,14 +90,15 @@ async def test_ttl_expiry(store: Store, memory: int) -> None:
     assert hit.text == "Paris again"
 
 
-async def test_purge_expired(store: Store) -> None:
+async def test_purge_expired(store: SqliteStore) -> None:
     clock = Clock()
     cache = ResponseCache(store, ttl_s=10, clock=clock)
     cache.put(key("old"), "m", "cloud", "old", 1, 1)
     clock.now += 5
     cache.put(key("young"), "m", "cloud", "young", 1, 1)
     clock.now += 6  # "old" is 11 s old, "young" 6 s
-    await cache.purge_expired()
+    cache.purge_expired()
+    await store.flush()
     rows = await store.fetch("SELECT text FROM response_cache")
     assert rows == [("young",)]
     assert cache.memory_size == 1
@@ -109,11 +106,21 @@ async def test_purge_expired(store: Store) -> None:
     assert await cache.get(key("young")) is not None
 
 
+async def test_expired_rows_are_purged_once_per_ttl(store: SqliteStore) -> None:
+    clock = Clock()
+    cache = ResponseCache(store, ttl_s=10, max_memory_entries=0, clock=clock)
+    cache.put(key("old"), "m", "cloud", "old", 1, 1)
+    clock.now += 11
+    cache.put(key("new"), "m", "cloud", "new", 1, 1)  # a TTL has passed: this put purges
+    await store.flush()
+    assert await store.fetch("SELECT text FROM response_cache") == [("new",)]
+
+
 async def test_survives_a_restart(db_path: Path) -> None:
     clock = Clock()
-    async with Store(db_path) as store:
+    async with SqliteStore(db_path) as store:
         ResponseCache(store, clock=clock).put(key(), "local-llama", "local", "Paris", 5, 1)
-    async with Store(db_path) as store:
+    async with SqliteStore(db_path) as store:
         cache = ResponseCache(store, clock=clock)
         assert cache.memory_size == 0
         hit = await cache.get(key())
@@ -129,15 +136,15 @@ async def test_survives_a_restart(db_path: Path) -> None:
 
 async def test_restart_respects_ttl(db_path: Path) -> None:
     clock = Clock()
-    async with Store(db_path) as store:
+    async with SqliteStore(db_path) as store:
         ResponseCache(store, ttl_s=30, clock=clock).put(key(), "m", "cloud", "Paris", 1, 1)
     clock.now += 31
-    async with Store(db_path) as store:
+    async with SqliteStore(db_path) as store:
         assert await ResponseCache(store, ttl_s=30, clock=clock).get(key()) is None
 
 
 async def test_read_failure_is_a_miss(db_path: Path) -> None:
-    store = Store(db_path)  # never opened: every read raises StoreError
+    store = SqliteStore(db_path)  # never opened: every read raises StoreError
     assert await ResponseCache(store, max_memory_entries=0).get(key()) is None
 
 
@@ -179,7 +186,7 @@ def test_key_rejects_an_unknown_tier() -> None:
         cache_key("moon", HELLO, None, None)
 
 
-async def test_memory_lru_bound(store: Store) -> None:
+async def test_memory_lru_bound(store: SqliteStore) -> None:
     cache = ResponseCache(store, max_memory_entries=3, clock=Clock())
     keys = [key(f"question {i}") for i in range(5)]
     for i, k in enumerate(keys[:3]):
@@ -198,7 +205,7 @@ async def test_memory_lru_bound(store: Store) -> None:
 
 
 def test_rejects_bad_settings(tmp_path: Path) -> None:
-    store = Store(tmp_path / "x.db")
+    store = SqliteStore(tmp_path / "x.db")
     with pytest.raises(ValueError):
         ResponseCache(store, ttl_s=0)
     with pytest.raises(ValueError):

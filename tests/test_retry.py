@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestra.errors import RETRYABLE_KINDS, ProviderError
-from orchestra.retry import Deadline, RetryPolicy
+from orchestra.core.errors import RETRYABLE_KINDS, ProviderError
+from orchestra.execution.retry import Deadline, RetryPolicy
 
 NON_RETRYABLE = ("auth", "bad_request", "not_found", "context_window", "budget", "unavailable")
 

@@ -13,7 +13,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
 import pytest
 
 from orchestra import (
@@ -26,8 +25,8 @@ from orchestra import (
     Tier,
     Verdict,
 )
-from orchestra.spend import day_start, month_start
-from orchestra.store import RequestRecord, Store
+from orchestra.spend.tracker import day_start, month_start
+from orchestra.store import RequestRecord, SqliteStore
 from orchestra.store.schema import SCHEMA_VERSION, migrate
 
 PROMPT = "zebra-quokka-7731: what is the capital of France?"
@@ -145,7 +144,7 @@ def garbage_file(path: Path) -> None:
 # -- schema ------------------------------------------------------------------------------------
 
 
-async def test_new_file_is_wal_at_current_schema(store: Store, db_path: Path) -> None:
+async def test_new_file_is_wal_at_current_schema(store: SqliteStore, db_path: Path) -> None:
     assert files_of(db_path), "the database file exists"
     assert raw(db_path, "PRAGMA journal_mode") == [("wal",)]
     assert raw(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
@@ -154,16 +153,19 @@ async def test_new_file_is_wal_at_current_schema(store: Store, db_path: Path) ->
 
 
 async def test_reopen_keeps_data_and_skips_migrations(db_path: Path) -> None:
-    first = await Store(db_path).open()
+    first = await SqliteStore(db_path).open()
     rec = make_record(created_at=time.time())
     first.record(rec)
     await first.close()
     schema_before = raw(db_path, "SELECT sql FROM sqlite_master ORDER BY name")
 
-    async with aiosqlite.connect(db_path) as db:
-        assert await migrate(db) == SCHEMA_VERSION, "nothing left to migrate"
+    db = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        assert migrate(db) == SCHEMA_VERSION, "nothing left to migrate"
+    finally:
+        db.close()
 
-    async with Store(db_path) as again:
+    async with SqliteStore(db_path) as again:
         history = await again.history()
     assert [h["request_id"] for h in history] == [rec.request.id]
     assert raw(db_path, "SELECT sql FROM sqlite_master ORDER BY name") == schema_before
@@ -180,7 +182,7 @@ def newer_db(path: Path) -> None:
 
 async def test_newer_schema_is_refused(db_path: Path) -> None:
     newer_db(db_path)
-    store = Store(db_path)
+    store = SqliteStore(db_path)
     with pytest.raises(StoreError, match="newer than this Orchestra"):
         await store.open()
     assert raw(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION + 1,)], "left untouched"
@@ -191,7 +193,7 @@ async def test_failed_open_leaves_no_connection_behind(db_path: Path) -> None:
     newer_db(db_path)
     # Compare thread sets, not counts: threads left by earlier tests may end meanwhile.
     before = set(threading.enumerate())
-    store = Store(db_path)
+    store = SqliteStore(db_path)
     try:
         with pytest.raises(StoreError):
             await store.open()
@@ -207,18 +209,18 @@ async def test_failed_open_leaves_no_connection_behind(db_path: Path) -> None:
 async def test_not_a_database_is_a_store_error(db_path: Path) -> None:
     garbage_file(db_path)
     with pytest.raises(StoreError, match=str(db_path)):
-        await Store(db_path).open()
+        await SqliteStore(db_path).open()
 
 
 async def test_reads_on_a_closed_store_raise_store_error(db_path: Path) -> None:
     with pytest.raises(StoreError, match="not open"):
-        await Store(db_path).history()
+        await SqliteStore(db_path).history()
 
 
 # -- writes ------------------------------------------------------------------------------------
 
 
-async def test_record_only_enqueues(store: Store, db_path: Path) -> None:
+async def test_record_only_enqueues(store: SqliteStore, db_path: Path) -> None:
     rec = make_record(created_at=time.time())
     store.record(rec)
     assert raw(db_path, "SELECT COUNT(*) FROM requests") == [(0,)], "nothing written yet"
@@ -228,13 +230,13 @@ async def test_record_only_enqueues(store: Store, db_path: Path) -> None:
 
 
 async def test_close_flushes_pending_records(db_path: Path) -> None:
-    writer = await Store(db_path).open()
+    writer = await SqliteStore(db_path).open()
     recs = [make_record(created_at=time.time() + i) for i in range(5)]
     for rec in recs:
         writer.record(rec)
     writer.record_sample(Verdict(agent="resource", state="ok"))
     await writer.close()
-    async with Store(db_path) as reader:
+    async with SqliteStore(db_path) as reader:
         history = await reader.history()
         samples = await reader.samples()
     assert {h["request_id"] for h in history} == {r.request.id for r in recs}
@@ -246,7 +248,7 @@ async def test_writer_survives_an_unserialisable_sample(db_path: Path) -> None:
         def __repr__(self) -> str:
             return "Reading()"
 
-    store = await Store(db_path).open()
+    store = await SqliteStore(db_path).open()
     try:
         store.record_sample(Verdict(agent="custom", metrics={"reading": Reading()}))
         await asyncio.sleep(0.02)  # the bad sample is written on its own
@@ -265,7 +267,7 @@ async def test_writer_survives_an_unserialisable_sample(db_path: Path) -> None:
 # -- history -----------------------------------------------------------------------------------
 
 
-async def test_history_newest_first_with_explanation(store: Store) -> None:
+async def test_history_newest_first_with_explanation(store: SqliteStore) -> None:
     now = time.time()
     recs = {age: make_record(created_at=now - age) for age in (30, 10, 20)}
     for rec in recs.values():
@@ -318,7 +320,7 @@ async def test_history_newest_first_with_explanation(store: Store) -> None:
     assert answered["model"] == "c1" and answered["ok"] is True
 
 
-async def test_history_limit_and_since(store: Store) -> None:
+async def test_history_limit_and_since(store: SqliteStore) -> None:
     now = time.time()
     recs = [make_record(created_at=now - age) for age in (5, 50, 500)]
     for rec in recs:
@@ -332,7 +334,7 @@ async def test_history_limit_and_since(store: Store) -> None:
     assert {h["request_id"] for h in recent} == {recs[0].request.id, recs[1].request.id}
 
 
-async def test_failed_request_is_history_but_not_spend(store: Store) -> None:
+async def test_failed_request_is_history_but_not_spend(store: SqliteStore) -> None:
     now = time.time()
     failed = make_record(created_at=now, ok=False)
     answered = make_record(created_at=now - 1, cost=0.25)
@@ -363,7 +365,7 @@ async def test_failed_request_is_history_but_not_spend(store: Store) -> None:
     ],
     ids=["mid-month", "first-of-month", "now"],
 )
-async def test_spend_totals_today_and_month(store: Store, now: float) -> None:
+async def test_spend_totals_today_and_month(store: SqliteStore, now: float) -> None:
     stamps = {
         "now": now,
         "day_start": day_start(now),
@@ -385,7 +387,7 @@ async def test_spend_totals_today_and_month(store: Store, now: float) -> None:
     assert 32.0 > month - today >= 0  # 40 days ago is never this month
 
 
-async def test_spend_summary(store: Store) -> None:
+async def test_spend_summary(store: SqliteStore) -> None:
     now = datetime(2026, 5, 20, 15, 0).timestamp()
     store.record(make_record(created_at=now, cost=0.5, model="c1"))
     store.record(make_record(created_at=now - 86400, cost=0.25, model="c1"))
@@ -411,7 +413,7 @@ async def test_spend_summary(store: Store) -> None:
 
 async def test_prompt_not_stored_by_default(db_path: Path) -> None:
     rec = make_record(created_at=time.time())
-    async with Store(db_path) as store:
+    async with SqliteStore(db_path) as store:
         store.record(rec)
         await store.flush()
         (entry,) = await store.history()
@@ -430,7 +432,7 @@ async def test_prompt_not_stored_by_default(db_path: Path) -> None:
 
 
 async def test_prompt_stored_with_keep_text(db_path: Path) -> None:
-    async with Store(db_path) as store:
+    async with SqliteStore(db_path) as store:
         store.record(make_record(created_at=time.time(), keep_text=True))
     assert PROMPT.encode() in db_bytes(db_path)
     ((prompt, response),) = raw(db_path, "SELECT prompt, response FROM requests")
@@ -441,7 +443,7 @@ async def test_prompt_stored_with_keep_text(db_path: Path) -> None:
 # -- samples -----------------------------------------------------------------------------------
 
 
-async def test_samples_round_trip(store: Store) -> None:
+async def test_samples_round_trip(store: SqliteStore) -> None:
     base = time.time()
     older = Verdict(
         agent="resource", target=Tier.LOCAL, confidence=0.3, metrics={"cpu": 12.5}, at=base - 2
@@ -461,8 +463,8 @@ async def test_samples_round_trip(store: Store) -> None:
 
 
 async def test_two_stores_on_one_file(db_path: Path) -> None:
-    writer = await Store(db_path).open()
-    reader = await Store(db_path).open()
+    writer = await SqliteStore(db_path).open()
+    reader = await SqliteStore(db_path).open()
     try:
         now = time.time()
         recs = [make_record(created_at=now + i * 0.001) for i in range(40)]

@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
-"""Train the prompt-complexity scorer and write ``agents/complexity_model.json``.
+"""Train the prompt-complexity scorer and write ``orchestra/agents/complexity/model.json``.
 
 Data: ``../shared/data/routing`` beside the repo (``--data`` overrides). Three sources, each its
 own group: GSM8K word problems (Mixtral vs GPT-4), and MMLU-Pro split into questions taken from
 the original MMLU and the STEM questions MMLU-Pro added (local-class vs cloud-class models).
 
-Model and fitting: ``agents/complexity_training.py`` (per-group sign-constrained logistic
+Model and fitting: ``orchestra/agents/complexity/training.py`` (per-group sign-constrained logistic
 regressions, averaged, then calibrated). This script loads the data, evaluates (APGR with k-fold
 CV and cross-data-set transfer, fixed seed) and writes the artefacts: the model and, for
-retraining from user feedback, the derived training rows ``agents/complexity_data.csv.gz``
+retraining from user feedback, the derived training rows ``orchestra/agents/complexity/data.csv.gz``
 (group, labels and signal values, no prompt text).
 
     python tools/train_complexity.py [--data DIR] [--out PATH] [--data-out PATH] [--no-cv]
@@ -35,9 +35,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
-from agents.complexity_data import SHIPPED_DATA, write_shipped_data  # noqa: E402
-from agents.complexity_scorer import DEFAULT_MODEL, Scorer, signals  # noqa: E402
-from agents.complexity_training import (  # noqa: E402
+from orchestra.agents.complexity.data import SHIPPED_DATA, write_shipped_data  # noqa: E402
+from orchestra.agents.complexity.scorer import DEFAULT_MODEL, Scorer, signals  # noqa: E402
+from orchestra.agents.complexity.training import (  # noqa: E402
     EXCLUDED,
     L2,
     MODEL_FEATURES,
@@ -46,7 +46,7 @@ from agents.complexity_training import (  # noqa: E402
     Example,
     fit_scorer,
 )
-from agents.complexity_training import train as train  # noqa: E402  (re-exported: it lived here)
+from orchestra.agents.complexity.training import train as train  # noqa: E402  (re-exported: it lived here)
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "routing"
 GSM8K_FILE = "gsm8k_mixtral_gpt4.csv.gz"
@@ -198,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     meta = {
         "about": "Orchestra prompt-complexity scorer: score ~ P(a local-class model fails); "
         "higher = route to a stronger tier. Logistic model over "
-        "agents.complexity_scorer.signals().",
+        "orchestra.agents.complexity.scorer.signals().",
         "trained": dt.date.today().isoformat(),
         "trainer": "tools/train_complexity.py",
         "data": {

@@ -12,7 +12,7 @@ from typing import Any
 
 from orchestra.cli import render
 from orchestra.config import Config, load_config
-from orchestra.errors import ConfigError, OrchestraError, PolicyError, RequestError
+from orchestra.core.errors import ConfigError, OrchestraError, PolicyError, RequestError
 from orchestra.runtime import Orchestra
 
 EXIT_FAILED = 1
@@ -74,7 +74,7 @@ async def run(args: argparse.Namespace, config: Config) -> int:
 
 
 async def chat(args: argparse.Namespace, config: Config) -> int:
-    from orchestra.request import Message
+    from orchestra.core.request import Message
 
     history: list[Message] = []
     print("orchestra chat: an empty line or Ctrl-D ends it.", file=sys.stderr)
@@ -132,13 +132,13 @@ async def _watch_agents(args: argparse.Namespace, config: Config) -> int:
 
 async def models(args: argparse.Namespace, config: Config) -> int:
     from orchestra.discovery import discover_catalog
-    from orchestra.embedded import EmbeddedModel
+    from orchestra.execution.embedded import EmbeddedModel
 
     embedded = EmbeddedModel(config.embedded) if config.embedded.enabled else None
     specs = await discover_catalog(config, embedded)
     async with _store(config) as store:  # breakers remember dead providers across restarts
-        rows = await store.fetch("SELECT model, state, opened_at FROM breaker_state")
-    breakers = {model: state for model, state, _ in rows}
+        records = await store.breaker_records()
+    breakers = {model: record.state for model, record in records.items()}
     if args.json:
         for spec in specs:
             entry = spec.model_dump(mode="json")
@@ -173,12 +173,12 @@ async def spend(args: argparse.Namespace, config: Config) -> int:
 
 
 async def feedback(args: argparse.Namespace, config: Config) -> int:
-    from orchestra.feedback import record_feedback
-    from orchestra.redact import Redactor
+    from orchestra.core.redact import Redactor
+    from orchestra.runtime import record_feedback
 
     redact = Redactor.from_env(m.api_key_env for m in config.models if m.api_key_env)
     async with _store(config) as store:
-        given = await record_feedback(store, args.request, args.good, args.note, redact=redact)
+        given = await record_feedback(store, args.request, args.good, args.note, redact)
     answered = f" ({given.model}, {given.tier})" if given.model else ""
     print(
         f"recorded: request {given.request_id}{answered} marked {'good' if given.good else 'bad'}"
@@ -187,18 +187,18 @@ async def feedback(args: argparse.Namespace, config: Config) -> int:
 
 
 async def train_complexity(args: argparse.Namespace, config: Config) -> int:
-    from orchestra.defaults import complexity_training
+    from orchestra.agents.complexity import feedback as training
 
-    training = complexity_training()
     if args.weight < 0:
         raise ConfigError(f"--weight must be >= 0, got {args.weight}")
     out = _model_out(args.out, training)
     async with _store(config) as store:
-        try:
-            trained = await training.train_from_store(store, weight=args.weight)
-        except ValueError as exc:
-            print(f"orchestra: {exc}", file=sys.stderr)
-            return EXIT_FAILED
+        judged = await store.judged_requests()
+    try:
+        trained = await asyncio.to_thread(training.train, judged, weight=args.weight)
+    except ValueError as exc:
+        print(f"orchestra: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     if not args.dry_run:
         await asyncio.to_thread(_save_model, trained.scorer, out)
     found = trained.feedback
@@ -223,13 +223,12 @@ async def train_complexity(args: argparse.Namespace, config: Config) -> int:
 async def replay(args: argparse.Namespace, config: Config) -> int:
     from datetime import datetime
 
-    from orchestra.catalog import Catalog
-    from orchestra.config import PolicyConfig
-    from orchestra.defaults import resolve_policy
+    from orchestra.core.catalog import Catalog
     from orchestra.discovery import discover_catalog
-    from orchestra.embedded import EmbeddedModel
-    from orchestra.replay import render as render_replay
-    from orchestra.replay import replay as run_replay
+    from orchestra.execution.embedded import EmbeddedModel
+    from orchestra.lab.replay import render as render_replay
+    from orchestra.lab.replay import replay as run_replay
+    from orchestra.policies.registry import PolicyConfig, resolve_policy
 
     try:
         since = datetime.strptime(args.since, "%Y-%m-%d").timestamp() if args.since else None
@@ -276,15 +275,14 @@ async def replay(args: argparse.Namespace, config: Config) -> int:
 async def experiment(args: argparse.Namespace, config: Config) -> int:
     from pathlib import Path
 
-    from orchestra.config import PolicyConfig
-    from orchestra.defaults import resolve_policy
-    from orchestra.experiment import (
+    from orchestra.lab.experiment import (
         render_summary,
         run_experiment,
         scenario_catalog,
         write_outputs,
     )
-    from orchestra.scenario import load_scenario
+    from orchestra.lab.scenario import load_scenario
+    from orchestra.policies.registry import PolicyConfig, resolve_policy
 
     scenario = load_scenario(args.scenario)
     names = args.policy or [config.policy.name]
@@ -295,7 +293,7 @@ async def experiment(args: argparse.Namespace, config: Config) -> int:
     fallback: list[Any] = []
     if not scenario.models:  # no scripted catalog: the current config's models
         from orchestra.discovery import discover_catalog
-        from orchestra.embedded import EmbeddedModel
+        from orchestra.execution.embedded import EmbeddedModel
 
         embedded = EmbeddedModel(config.embedded) if config.embedded.enabled else None
         fallback = await discover_catalog(config, embedded)
@@ -324,10 +322,10 @@ def _save_model(scorer: Any, path: Any) -> None:
 
 
 def _store(config: Config) -> Any:
-    from orchestra.paths import default_db_path
-    from orchestra.store import Store
+    from orchestra.core.paths import default_db_path
+    from orchestra.store import open_store
 
-    return Store(config.store.path or default_db_path())
+    return open_store(config.store.path or default_db_path())
 
 
 def _key_present(spec: Any) -> bool | None:

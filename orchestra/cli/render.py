@@ -10,10 +10,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from orchestra.decision import Decision
-from orchestra.model_spec import ModelSpec
-from orchestra.result import Attempt, Result
-from orchestra.verdict import Verdict
+from orchestra.core.decision import Decision
+from orchestra.core.model_spec import ModelSpec
+from orchestra.core.result import Attempt, Result
+from orchestra.core.verdict import Verdict
 
 
 def _tty(fd: int) -> bool:

@@ -1,6 +1,21 @@
-"""Persistence: requests, verdicts, attempts, the spend ledger and ambient samples in SQLite."""
+"""Persistence: the only part of Orchestra that holds SQL.
 
+`Store` is the interface every backend implements; `SqliteStore` is the embedded default.
+`open_store` picks the backend for a location.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from orchestra.store.base import ReplayBatch, Store
 from orchestra.store.record import RequestRecord
-from orchestra.store.store import SqlWrite, Store
+from orchestra.store.sqlite import SqliteStore
 
-__all__ = ["RequestRecord", "SqlWrite", "Store"]
+
+def open_store(location: str | Path) -> Store:
+    """A store (not yet opened) for a SQLite file path."""
+    return SqliteStore(location)
+
+
+__all__ = ["ReplayBatch", "RequestRecord", "SqliteStore", "Store", "open_store"]

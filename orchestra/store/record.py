@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestra.decision import Decision
-from orchestra.request import Request
-from orchestra.result import Attempt, Result
-from orchestra.verdict import Verdict
+from orchestra.core.decision import Decision
+from orchestra.core.request import Request
+from orchestra.core.result import Attempt, Result
+from orchestra.core.verdict import Verdict
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -129,6 +129,36 @@ def ledger_row(rec: RequestRecord) -> tuple[Any, ...] | None:
         res.completion_tokens,
         res.cost_usd,
     )
+
+
+_INSERT_REQUEST = f"INSERT OR REPLACE INTO requests VALUES ({', '.join('?' * 20)})"
+_INSERT_VERDICT = (
+    "INSERT OR REPLACE INTO verdicts (request_id, position, agent, target, allowed, confidence,"
+    " state, reason, metrics, at, stale, neutral, denied_models)"
+    f" VALUES ({', '.join('?' * 13)})"
+)
+_INSERT_ATTEMPT = (
+    "INSERT OR REPLACE INTO attempts (request_id, position, model, tier, ok, latency_ms,"
+    " error_kind, error, status_code, retry_after_s, retry_in_s, skipped, cached)"
+    f" VALUES ({', '.join('?' * 13)})"
+)
+_INSERT_LEDGER = (
+    "INSERT INTO ledger (at, request_id, model, tier, prompt_tokens, completion_tokens, cost_usd)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def record_rows(rec: RequestRecord) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """Every statement that stores one request: the request, its verdicts, attempts, ledger row."""
+    out = [
+        (_INSERT_REQUEST, [request_row(rec)]),
+        (_INSERT_VERDICT, verdict_rows(rec)),
+        (_INSERT_ATTEMPT, attempt_rows(rec)),
+    ]
+    ledger = ledger_row(rec)
+    if ledger is not None:
+        out.append((_INSERT_LEDGER, [ledger]))
+    return out
 
 
 def sample_row(verdict: Verdict) -> tuple[Any, ...]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import aiosqlite
+import sqlite3
+
+from orchestra.core.errors import StoreError
 
 # Each entry moves the schema from version i to i + 1. Never edit a released entry: append.
 MIGRATIONS: tuple[str, ...] = (
@@ -137,20 +139,42 @@ MIGRATIONS: tuple[str, ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-async def migrate(db: aiosqlite.Connection) -> int:
-    """Bring the database to SCHEMA_VERSION; returns the version it started at."""
-    async with db.execute("PRAGMA user_version") as cursor:
-        row = await cursor.fetchone()
-    start = int(row[0]) if row else 0
-    if start > SCHEMA_VERSION:
-        from orchestra.errors import StoreError
+def statements(script: str) -> list[str]:
+    """A migration's statements, one by one (`executescript` would commit mid-transaction)."""
+    out: list[str] = []
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            out.append(pending.strip())
+            pending = ""
+    if pending.strip():
+        out.append(pending.strip())
+    return out
 
-        raise StoreError(
-            f"database schema version {start} is newer than this Orchestra ({SCHEMA_VERSION}); "
-            "upgrade Orchestra"
-        )
-    for version in range(start, SCHEMA_VERSION):
-        await db.executescript(
-            f"BEGIN IMMEDIATE; {MIGRATIONS[version]}; PRAGMA user_version = {version + 1}; COMMIT;"
-        )
+
+def migrate(db: sqlite3.Connection) -> int:
+    """Bring the database to SCHEMA_VERSION in one write transaction; returns the start version.
+
+    The version is read inside the transaction (`BEGIN IMMEDIATE` takes the write lock first),
+    so processes starting together on a fresh file migrate it once: the others wait for the
+    lock, then find nothing left to do.
+    """
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        start = int(db.execute("PRAGMA user_version").fetchone()[0])
+        if start > SCHEMA_VERSION:
+            raise StoreError(
+                f"database schema version {start} is newer than this Orchestra "
+                f"({SCHEMA_VERSION}); upgrade Orchestra"
+            )
+        for version in range(start, SCHEMA_VERSION):
+            for statement in statements(MIGRATIONS[version]):
+                db.execute(statement)
+        if start != SCHEMA_VERSION:
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
     return start

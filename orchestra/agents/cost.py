@@ -1,0 +1,148 @@
+"""The cost agent: can we afford this request, and on which models?"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from orchestra.plugin import ALL_TIERS, Agent, AgentContext, Budget, Catalog, Request, Tier, Verdict
+from orchestra.spend.estimate import estimate_usd
+from orchestra.spend.tracker import SpendTracker, month_start
+
+
+class CostAgent(Agent):
+    """Compares spend (the store's ledger, kept live in memory) with the daily and monthly budget.
+
+    Per request it estimates the cost on every catalog model (prompt tokens counted locally, the
+    expected answer length, the catalog's prices) and denies each model whose estimate would
+    overrun what is left of a budget, counting calls in flight (their reservations). A tier whose
+    every model is denied is disallowed. States: `no_budget`, `ok`, `alert` (past `alert_share`
+    of a budget: votes local), `spike` (the last hour cost over `spike_factor` times the month's
+    hourly average: votes local), `over_budget` (nothing paid can be afforded).
+    """
+
+    name = "cost"
+
+    def __init__(self, expected_completion_tokens: int = 256, spike_factor: float = 3.0) -> None:
+        if expected_completion_tokens <= 0:
+            raise ValueError("expected_completion_tokens must be > 0")
+        if spike_factor <= 1.0:
+            raise ValueError("spike_factor must be > 1")
+        self.expected_completion = expected_completion_tokens
+        self.spike_factor = spike_factor
+        self._budget = Budget()
+        self._spend = SpendTracker.seeded(0.0, 0.0)
+        self._catalog = Catalog(())
+
+    async def start(self, context: AgentContext) -> None:
+        self._budget = context.budget
+        self._spend = context.spend
+        self._catalog = context.catalog
+
+    async def check(self, request: Request | None) -> Verdict:
+        now = time.time()
+        limited = self._budget.daily_usd is not None or self._budget.monthly_usd is not None
+        estimates = (
+            {m.name: estimate_usd(m, request, self.expected_completion) for m in self._catalog}
+            if request is not None and limited  # no budget: nothing to weigh estimates against
+            else {}
+        )
+        return self.judge(
+            today=self._spend.today(now),
+            month=self._spend.this_month(now),
+            reserved=self._spend.reserved_usd,
+            last_hour=self._spend.last_hour(now),
+            hours_this_month=max(1.0, (now - month_start(now)) / 3600),
+            estimates=estimates,
+        )
+
+    def judge(
+        self,
+        *,
+        today: float,
+        month: float,
+        reserved: float = 0.0,
+        last_hour: float = 0.0,
+        hours_this_month: float = 1.0,
+        estimates: dict[str, float | None] | None = None,
+    ) -> Verdict:
+        """The verdict for given spend and per-model estimates (pure)."""
+        b = self._budget
+        left = _left(b, today + reserved, month + reserved)
+        estimates = estimates or {}
+        metrics: dict[str, Any] = {
+            "today_usd": round(today, 6),
+            "month_usd": round(month, 6),
+            "reserved_usd": round(reserved, 6),
+            "last_hour_usd": round(last_hour, 6),
+            "daily_budget_usd": b.daily_usd,
+            "monthly_budget_usd": b.monthly_usd,
+            "left_usd": None if left is None else round(left, 6),
+            "estimates_usd": {k: round(v, 8) for k, v in estimates.items() if v},
+        }
+        if left is None:
+            return self.verdict(
+                confidence=0.0, state="no_budget", reason="no budget set", metrics=metrics
+            )
+        denied = frozenset(n for n, est in estimates.items() if est and est > left)
+        allowed = frozenset(ALL_TIERS - self._tiers_all_denied(denied))
+        share = _share(b, today, month)
+        if left <= 0 or (denied and allowed != ALL_TIERS):
+            return self.verdict(
+                target=Tier.LOCAL,
+                allowed=allowed if left > 0 else frozenset(ALL_TIERS - self._paid_tiers()),
+                denied_models=denied,
+                confidence=1.0,
+                state="over_budget",
+                reason=f"${max(left, 0):.6f} left of the budget ({share:.0%} spent)",
+                metrics=metrics,
+            )
+        hourly = month / hours_this_month
+        if last_hour > 0 and hours_this_month > 1 and last_hour > self.spike_factor * hourly:
+            state, reason = (
+                "spike",
+                f"last hour ${last_hour:.4f} > {self.spike_factor:g}x the hourly average",
+            )
+        elif share >= b.alert_share:
+            state, reason = "alert", f"{share:.0%} of a budget spent"
+        else:
+            return self.verdict(
+                denied_models=denied, confidence=0.0, state="ok",
+                reason=f"{share:.0%} of the budget spent", metrics=metrics,
+            )  # fmt: skip
+        return self.verdict(
+            target=Tier.LOCAL, denied_models=denied, confidence=0.6, state=state, reason=reason,
+            metrics=metrics,
+        )  # fmt: skip
+
+    def _paid_tiers(self) -> frozenset[Tier]:
+        """Tiers where every model costs money (a tier with one free model stays usable)."""
+        c = self._catalog
+        return frozenset(
+            t for t in ALL_TIERS if c.in_tier(t) and not any(m.is_free for m in c.in_tier(t))
+        )
+
+    def _tiers_all_denied(self, denied: frozenset[str]) -> frozenset[Tier]:
+        if not denied:
+            return frozenset()
+        c = self._catalog
+        return frozenset(
+            t for t in ALL_TIERS if c.in_tier(t) and all(m.name in denied for m in c.in_tier(t))
+        )
+
+
+def _left(b: Budget, day_spent: float, month_spent: float) -> float | None:
+    lefts = [
+        limit - spent
+        for limit, spent in ((b.daily_usd, day_spent), (b.monthly_usd, month_spent))
+        if limit is not None
+    ]
+    return min(lefts) if lefts else None
+
+
+def _share(b: Budget, today: float, month: float) -> float:
+    shares = [
+        today / b.daily_usd if b.daily_usd else 0.0,
+        month / b.monthly_usd if b.monthly_usd else 0.0,
+    ]
+    return max(shares)

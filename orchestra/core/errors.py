@@ -1,0 +1,155 @@
+"""Every error Orchestra raises, in one place.
+
+    OrchestraError
+     ├── ConfigError              the config file or a value in it is wrong
+     ├── RequestError             a request is malformed
+     │    └── UnknownModelError   a request (or --model) names a model not in the catalog
+     ├── PolicyError              a policy is unknown, raised, or returned an invalid decision
+     ├── NoAllowedModelError      agents' constraints left no model to try (says which agent)
+     ├── EmbeddedModelError       the embedded local model is missing or would not start
+     ├── StoreError               the SQLite store cannot be opened or migrated
+     ├── ProviderError            one call to one model failed (or would overrun the budget);
+     │                            `kind` says how
+     └── AllCandidatesFailed      every candidate failed; `attempts` holds each failure
+
+Provider failures are mapped from LiteLLM's exceptions in exactly one place
+(`orchestra.execution.litellm_backend`); nothing above the backend sees LiteLLM's types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from orchestra.core.result import Attempt
+
+ProviderErrorKind = Literal[
+    "timeout",
+    "connection",
+    "rate_limit",
+    "server",
+    "auth",
+    "bad_request",
+    "not_found",
+    "context_window",
+    "stream_broken",
+    "unavailable",
+    "budget",
+    "unknown",
+]
+
+RateLimitReason = Literal["limited", "queue_full", "deadline", "too_large"]
+
+RETRYABLE_KINDS: frozenset[str] = frozenset(
+    {"timeout", "connection", "rate_limit", "server", "stream_broken"}
+)
+
+
+class OrchestraError(Exception):
+    """Base of every error Orchestra raises."""
+
+
+class ConfigError(OrchestraError):
+    """The configuration is invalid; the message names the file and the field."""
+
+
+class RequestError(OrchestraError):
+    """A request is malformed."""
+
+
+class UnknownModelError(RequestError):
+    """A model name that the catalog does not hold."""
+
+    def __init__(self, name: str, known: Sequence[str]) -> None:
+        listing = ", ".join(known) or "none"
+        super().__init__(f"unknown model {name!r}; the catalog has: {listing}")
+        self.name = name
+
+
+class PolicyError(OrchestraError):
+    """A policy is unknown, raised, or returned an invalid decision."""
+
+
+class NoAllowedModelError(OrchestraError):
+    """The agents' hard constraints (or the caller's hints) left no model to try."""
+
+
+class EmbeddedModelError(OrchestraError):
+    """The embedded local model is not installed or failed to start."""
+
+
+class StoreError(OrchestraError):
+    """The store cannot be opened, migrated or written."""
+
+
+class ProviderError(OrchestraError):
+    """One call to one model failed.
+
+    `kind` classifies the failure (by HTTP status where there is one); `retryable` says whether
+    the same model may succeed if tried again.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: ProviderErrorKind,
+        model: str = "",
+        status_code: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.model = model
+        self.status_code = status_code
+        self.retry_after_s = retry_after_s
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind in RETRYABLE_KINDS
+
+
+class AllCandidatesFailed(OrchestraError):
+    """Every candidate in the decision failed; `attempts` lists what happened to each."""
+
+    def __init__(self, message: str, attempts: Sequence[Attempt], request_id: str = "") -> None:
+        super().__init__(message)
+        self.attempts = tuple(attempts)
+        self.request_id = request_id
+
+
+class RateLimitedError(ProviderError):
+    """Orchestra's own limiter refused a call; `reason` says why, `retry_after_s` when it may fit.
+
+    Not retryable on the same model: the limiter has already waited as long as it may (or was
+    told not to), so an immediate retry would only be refused again; the executor moves on. It
+    never counts against the model's circuit breaker: the provider did nothing wrong.
+    """
+
+    def __init__(
+        self, message: str, *, model: str, reason: RateLimitReason, retry_after_s: float | None
+    ) -> None:
+        super().__init__(message, kind="rate_limit", model=model, retry_after_s=retry_after_s)
+        self.reason = reason
+
+    @property
+    def retryable(self) -> bool:
+        return False
+
+
+class StreamBroken(ProviderError):
+    """A stream failed after text had reached the caller: no failover is possible then.
+
+    `partial` is the text received; `attempts` every attempt of the request.
+    """
+
+    def __init__(self, cause: ProviderError, partial: str, attempts: Sequence[Attempt]) -> None:
+        super().__init__(
+            f"the stream from {cause.model} broke after {len(partial)} characters: {cause}",
+            kind="stream_broken",
+            model=cause.model,
+            status_code=cause.status_code,
+        )
+        self.partial = partial
+        self.attempts = tuple(attempts)

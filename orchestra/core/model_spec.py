@@ -1,0 +1,47 @@
+"""A model in the catalog: how to call it and what it costs."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from orchestra.core.tier import Tier
+
+
+class ModelSpec(BaseModel):
+    """One callable model: its name, tier, LiteLLM model string, endpoint and price.
+
+    The API key is never held here: `api_key_env` names the environment variable that holds it,
+    read at call time.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1)
+    tier: Tier
+    litellm_model: str = Field(min_length=1)
+    api_base: str | None = None
+    api_key_env: str | None = None
+    input_cost_per_mtok: float | None = Field(default=None, ge=0.0)
+    output_cost_per_mtok: float | None = Field(default=None, ge=0.0)
+    context_window: int = Field(default=8192, gt=0)
+    timeout_s: float = Field(default=60.0, gt=0.0)
+    system_prompt: str | None = None
+    embedded: bool = False
+    # What the model can do ("vision", "tools", "json"), how good it is (0-1, for quality-first
+    # policies) and how fast it usually answers; all optional, used by policies.
+    capabilities: frozenset[str] = frozenset()
+    quality: float | None = Field(default=None, ge=0.0, le=1.0)
+    typical_latency_ms: float | None = Field(default=None, gt=0.0)
+    size_mb: float | None = Field(default=None, ge=0.0)
+    # Rate limits (None: unlimited); over a limit the call waits in a bounded queue ("wait") or
+    # the next candidate is tried ("next").
+    requests_per_minute: int | None = Field(default=None, gt=0)
+    tokens_per_minute: int | None = Field(default=None, gt=0)
+    when_limited: Literal["wait", "next"] = "wait"
+    limit_queue_size: int = Field(default=100, gt=0)
+
+    @property
+    def is_free(self) -> bool:
+        return self.input_cost_per_mtok == 0 and self.output_cost_per_mtok == 0

@@ -1,0 +1,67 @@
+"""The executor's backend: the one interface through which models are called."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+from orchestra.core.model_spec import ModelSpec
+from orchestra.core.request import Message
+from orchestra.core.result import Usage
+
+
+@dataclass(frozen=True, kw_only=True)
+class Endpoint:
+    """Where and how to reach a model for one call. The key is never printed."""
+
+    api_base: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallParams:
+    """Per-call settings passed to the backend."""
+
+    timeout_s: float
+    max_tokens: int | None = None
+    temperature: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Completion:
+    """A whole answer from one model."""
+
+    text: str
+    usage: Usage
+
+
+@dataclass(frozen=True, kw_only=True)
+class StreamPiece:
+    """One piece of a streamed answer; the last piece has `usage` set and may have no text."""
+
+    text: str = ""
+    usage: Usage | None = None
+
+
+class Backend(ABC):
+    """Calls one model. Implementations raise `ProviderError` (and nothing else) on failure.
+
+    `complete` is required; `stream` is optional and defaults to one piece holding the whole
+    answer, so a simple backend (a test double, a function) gets streaming for free.
+    """
+
+    @abstractmethod
+    async def complete(
+        self, spec: ModelSpec, endpoint: Endpoint, messages: Sequence[Message], params: CallParams
+    ) -> Completion: ...
+
+    async def stream(
+        self, spec: ModelSpec, endpoint: Endpoint, messages: Sequence[Message], params: CallParams
+    ) -> AsyncIterator[StreamPiece]:
+        completion = await self.complete(spec, endpoint, messages, params)
+        yield StreamPiece(text=completion.text)
+        yield StreamPiece(usage=completion.usage)
+
+    async def prepare(self, specs: Sequence[ModelSpec]) -> None:  # noqa: B027 - optional hook
+        """Called once with the catalog before the first call (and off the request path)."""

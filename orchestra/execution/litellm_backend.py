@@ -1,0 +1,265 @@
+"""The LiteLLM backend: the only module that imports LiteLLM or knows its exception types."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator, Sequence
+from functools import cache
+from typing import Any
+
+from orchestra.core.errors import ProviderError, ProviderErrorKind
+from orchestra.core.model_spec import ModelSpec
+from orchestra.core.request import Message
+from orchestra.core.result import Usage
+from orchestra.core.tier import Tier
+from orchestra.execution.backend import Backend, CallParams, Completion, Endpoint, StreamPiece
+
+log = logging.getLogger("orchestra.litellm")
+
+_STATUS_KINDS: dict[int, ProviderErrorKind] = {
+    400: "bad_request",
+    401: "auth",
+    403: "auth",
+    404: "not_found",
+    408: "timeout",
+    409: "server",
+    413: "context_window",
+    422: "bad_request",
+    429: "rate_limit",
+}
+
+
+@cache
+def import_litellm() -> Any:
+    """Import LiteLLM once, configured for offline use.
+
+    The cost map must be read from LiteLLM's bundled copy (otherwise the import fetches it and
+    stalls for seconds on a dead network), and tokenizers must never be downloaded.
+    """
+    os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+    os.environ.setdefault("LITELLM_LOG", "ERROR")
+    import litellm
+
+    litellm.disable_hf_tokenizer_download = True
+    litellm.suppress_debug_info = True
+    litellm.telemetry = False
+    litellm.drop_params = True
+    for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "httpx"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    return litellm
+
+
+class LiteLLMBackend(Backend):
+    """Calls every model through `litellm.acompletion`, streaming or not.
+
+    Each call passes `timeout` and `max_retries=0` (LiteLLM's SDK would otherwise retry by itself
+    and wait up to 6,000 s): retries and failover are the executor's job.
+    """
+
+    def __init__(self) -> None:
+        self._litellm = import_litellm()
+        self._unpriced: set[str] = set()
+
+    async def prepare(self, specs: Sequence[ModelSpec]) -> None:
+        for spec in specs:
+            self.register(spec)
+
+    def register(self, spec: ModelSpec) -> None:
+        """Tell LiteLLM a model's price and window; local and edge models are free by default.
+
+        Registering Ollama models also stops LiteLLM calling Ollama's `/api/show` for them.
+        """
+        priced = spec.input_cost_per_mtok is not None and spec.output_cost_per_mtok is not None
+        if not priced and spec.tier is Tier.CLOUD:
+            return
+        provider, _, _ = spec.litellm_model.partition("/")
+        self._litellm.register_model(
+            {
+                spec.litellm_model: {
+                    "input_cost_per_token": (spec.input_cost_per_mtok or 0.0) / 1e6,
+                    "output_cost_per_token": (spec.output_cost_per_mtok or 0.0) / 1e6,
+                    "max_input_tokens": spec.context_window,
+                    "max_tokens": spec.context_window,
+                    "litellm_provider": provider,
+                    "mode": "chat",
+                }
+            }
+        )
+
+    async def complete(
+        self, spec: ModelSpec, endpoint: Endpoint, messages: Sequence[Message], params: CallParams
+    ) -> Completion:
+        try:
+            response = await self._litellm.acompletion(
+                **self._kwargs(spec, endpoint, messages, params)
+            )
+        except Exception as exc:
+            raise provider_error(exc, spec) from exc
+        text = response.choices[0].message.content or "" if response.choices else ""
+        usage = getattr(response, "usage", None)
+        return Completion(text=text, usage=self._usage(spec, usage, messages, text))
+
+    async def stream(
+        self, spec: ModelSpec, endpoint: Endpoint, messages: Sequence[Message], params: CallParams
+    ) -> AsyncIterator[StreamPiece]:
+        kwargs = self._kwargs(spec, endpoint, messages, params)
+        kwargs.update(stream=True, stream_options={"include_usage": True})
+        parts: list[str] = []
+        usage = None
+        try:
+            response = await self._litellm.acompletion(**kwargs)
+            async for chunk in response:
+                if getattr(chunk, "usage", None):
+                    usage = chunk.usage
+                if chunk.choices and (delta := chunk.choices[0].delta.content):
+                    parts.append(delta)
+                    yield StreamPiece(text=delta)
+        except Exception as exc:
+            raise provider_error(exc, spec, started=bool(parts)) from exc
+        yield StreamPiece(usage=self._usage(spec, usage, messages, "".join(parts)))
+
+    def _kwargs(
+        self, spec: ModelSpec, endpoint: Endpoint, messages: Sequence[Message], params: CallParams
+    ) -> dict[str, Any]:
+        payload = [m.model_dump() for m in messages]
+        if spec.system_prompt and not any(m.role == "system" for m in messages):
+            payload.insert(0, {"role": "system", "content": spec.system_prompt})
+        kwargs: dict[str, Any] = {
+            "model": spec.litellm_model,
+            "messages": payload,
+            "timeout": params.timeout_s,
+            "max_retries": 0,
+        }
+        if endpoint.api_base:
+            kwargs["api_base"] = endpoint.api_base
+        if endpoint.api_key:
+            kwargs["api_key"] = endpoint.api_key
+        elif _keyless_openai_server(spec, endpoint):
+            kwargs["api_key"] = KEYLESS
+        if params.max_tokens is not None:
+            kwargs["max_tokens"] = params.max_tokens
+        if params.temperature is not None:
+            kwargs["temperature"] = params.temperature
+        return kwargs
+
+    def _usage(self, spec: ModelSpec, usage: Any, messages: Sequence[Message], text: str) -> Usage:
+        if usage is not None:
+            prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+            completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+        else:  # a server that reports no usage: estimate (~4 characters a token)
+            prompt_tokens = sum(len(m.content) for m in messages) // 4 + 1
+            completion_tokens = len(text) // 4 + 1
+        return Usage(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            cost_usd=self._cost(spec, prompt_tokens, completion_tokens),
+        )
+
+    def _cost(self, spec: ModelSpec, prompt_tokens: int, completion_tokens: int) -> float:
+        if spec.input_cost_per_mtok is not None and spec.output_cost_per_mtok is not None:
+            return (
+                prompt_tokens * spec.input_cost_per_mtok
+                + completion_tokens * spec.output_cost_per_mtok
+            ) / 1e6
+        try:
+            prompt_cost, completion_cost = self._litellm.cost_per_token(
+                model=spec.litellm_model,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+            )
+        except Exception:
+            if spec.name not in self._unpriced:
+                self._unpriced.add(spec.name)
+                log.warning("no price known for %s: its spend is recorded as 0", spec.name)
+            return 0.0
+        return float(prompt_cost + completion_cost)
+
+
+def provider_error(exc: BaseException, spec: ModelSpec, *, started: bool = False) -> ProviderError:
+    """Map any exception from a LiteLLM call to a `ProviderError`, by HTTP status first."""
+    if isinstance(exc, ProviderError):
+        return exc
+    status = _status(exc)
+    kind = _kind(exc, status)
+    if started and kind != "timeout":
+        kind = "stream_broken"
+    message = f"{spec.name}: {type(exc).__name__}: {_first_line(exc)}"
+    return ProviderError(
+        message, kind=kind, model=spec.name, status_code=status, retry_after_s=_retry_after(exc)
+    )
+
+
+def _kind(exc: BaseException, status: int | None) -> ProviderErrorKind:
+    name = type(exc).__name__
+    text = str(exc).lower()
+    if name == "ContextWindowExceededError" or "context length" in text or "context window" in text:
+        return "context_window"
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError) or "timeout" in name.lower():
+        return "timeout"
+    if name == "APIConnectionError" or "connection error" in text or "connection refused" in text:
+        return "connection"
+    if status is not None:
+        if status in _STATUS_KINDS:
+            return _STATUS_KINDS[status]
+        if status >= 500:
+            return "server"
+    by_name: dict[str, ProviderErrorKind] = {
+        "RateLimitError": "rate_limit",
+        "AuthenticationError": "auth",
+        "PermissionDeniedError": "auth",
+        "NotFoundError": "not_found",
+        "BadRequestError": "bad_request",
+        "UnprocessableEntityError": "bad_request",
+        "InternalServerError": "server",
+        "ServiceUnavailableError": "server",
+        "APIError": "server",
+        "JSONDecodeError": "server",
+        "MidStreamFallbackError": "stream_broken",
+    }
+    return by_name.get(name, "unknown")
+
+
+def _status(exc: BaseException) -> int | None:
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int) and status >= 100:
+        return status
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    return status if isinstance(status, int) and status >= 100 else None
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    for headers in (
+        getattr(exc, "litellm_response_headers", None),
+        getattr(getattr(exc, "response", None), "headers", None),
+    ):
+        if not headers:
+            continue
+        value = headers.get("retry-after")
+        if value is None:
+            continue
+        try:
+            return max(0.0, float(value))
+        except (TypeError, ValueError):
+            continue
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else "")[:300]
+
+
+KEYLESS = "no-key"  # sent to self-hosted servers that want none (any value works for them)
+
+
+def _keyless_openai_server(spec: ModelSpec, endpoint: Endpoint) -> bool:
+    """A self-hosted OpenAI-compatible server (llama.cpp, vLLM, LM Studio...) configured without
+    a key: the OpenAI client refuses to call without one, unless OPENAI_API_KEY is set."""
+    return (
+        bool(endpoint.api_base)
+        and spec.litellm_model.startswith("openai/")
+        and not os.environ.get("OPENAI_API_KEY")
+    )

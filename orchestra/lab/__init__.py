@@ -1,0 +1,1 @@
+"""Policy experiments: replay of recorded history, scripted scenarios in simulated time."""

@@ -1,0 +1,274 @@
+"""Helpers shared by the built-in policies: constraints, request hints, votes, explanations.
+
+Every built-in policy runs the same pipeline before ordering anything: the agents' hard
+constraints (disallowed tiers, denied models), then the caller's hints (capabilities, context,
+latency, tier), so each policy only decides the order of what is left.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from orchestra.core.errors import NoAllowedModelError
+from orchestra.core.model_spec import ModelSpec
+from orchestra.core.tier import TIERS
+from orchestra.plugin import (
+    ALL_TIERS,
+    Candidate,
+    Catalog,
+    Decision,
+    Exclusion,
+    Request,
+    Tier,
+    Verdict,
+)
+
+STALE_WEIGHT = 0.5
+REQUEST = "request"  # `Exclusion.by` for models the caller's hints rule out
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What the constraints and hints leave: usable models per tier, and what was removed why."""
+
+    allowed: frozenset[Tier]
+    denied: frozenset[str]
+    excluded: tuple[Exclusion, ...]
+    usable: Mapping[Tier, tuple[ModelSpec, ...]]
+
+    @property
+    def tiers(self) -> list[Tier]:
+        """Tiers that still hold a usable model, cheapest first."""
+        return [t for t in TIERS if self.usable.get(t)]
+
+    @property
+    def models(self) -> list[ModelSpec]:
+        """Usable models, by tier then catalog order (the stable base every sort starts from)."""
+        return [m for t in self.tiers for m in self.usable[t]]
+
+
+# -- constraints and hints ---------------------------------------------------------------------
+
+
+def constraints(verdicts: Sequence[Verdict]) -> tuple[set[Tier], list[Exclusion]]:
+    """Tiers no non-neutral verdict disallows, and an exclusion per (agent, tier) removed."""
+    allowed = set(ALL_TIERS)
+    excluded: list[Exclusion] = []
+    for v in verdicts:
+        if v.neutral or v.allowed == ALL_TIERS:
+            continue
+        for tier in sorted(ALL_TIERS - v.allowed):
+            allowed.discard(tier)
+            excluded.append(Exclusion(tier=tier, by=v.agent, reason=v.reason or v.state))
+    return allowed, excluded
+
+
+def denied_models(verdicts: Sequence[Verdict], excluded: list[Exclusion]) -> set[str]:
+    """Models some non-neutral verdict denies; each denial is appended to `excluded`."""
+    denied: set[str] = set()
+    for v in verdicts:
+        if v.neutral or not v.denied_models:
+            continue
+        for name in sorted(v.denied_models):
+            denied.add(name)
+            excluded.append(Exclusion(model=name, by=v.agent, reason=v.reason or v.state))
+    return denied
+
+
+def unmet_hint(spec: ModelSpec, request: Request, *, latency: bool = True) -> str | None:
+    """Why `spec` cannot serve `request` (capabilities, context, latency), or None if it can."""
+    missing = request.capabilities - spec.capabilities
+    if missing:
+        return f"lacks {', '.join(sorted(missing))}"
+    if request.min_context is not None and spec.context_window < request.min_context:
+        return f"context {spec.context_window} < {request.min_context} tokens needed"
+    limit, typical = request.latency_ms, spec.typical_latency_ms
+    # Unknown latency is allowed: we only exclude what we know to be too slow.
+    if latency and limit is not None and typical is not None and typical > limit:
+        return f"typical latency {typical:g} ms > {limit:g} ms allowed"
+    return None
+
+
+def scope(
+    request: Request,
+    verdicts: Sequence[Verdict],
+    catalog: Catalog,
+    limits: Iterable[Exclusion] = (),
+) -> Scope:
+    """Apply verdict constraints, a policy's own tier `limits`, then the request's hints."""
+    allowed, excluded = constraints(verdicts)
+    for limit in limits:
+        if limit.tier is not None and limit.tier in allowed:
+            allowed.discard(limit.tier)
+            excluded.append(limit)
+    denied = denied_models(verdicts, excluded)
+    usable: dict[Tier, tuple[ModelSpec, ...]] = {}
+    for tier in TIERS:
+        if tier not in allowed or (request.tier is not None and tier is not request.tier):
+            continue
+        keep: list[ModelSpec] = []
+        for spec in catalog.in_tier(tier):
+            if spec.name in denied:
+                continue
+            why = unmet_hint(spec, request)
+            if why is None:
+                keep.append(spec)
+            else:
+                excluded.append(Exclusion(model=spec.name, by=REQUEST, reason=why))
+        usable[tier] = tuple(keep)
+    return Scope(frozenset(allowed), frozenset(denied), tuple(excluded), usable)
+
+
+def require_models(request: Request, catalog: Catalog, sc: Scope) -> None:
+    """Raise `NoAllowedModelError`, saying who excluded what, when nothing is usable."""
+    if not sc.tiers:
+        raise NoAllowedModelError(nothing_left(request, catalog, sc.excluded))
+
+
+def nothing_left(request: Request, catalog: Catalog, excluded: Sequence[Exclusion]) -> str:
+    if not len(catalog):
+        return "the catalog holds no model (enable the embedded model or add [[models]])"
+    why = (
+        "; ".join(f"{e.tier or e.model} by {e.by} ({e.reason})" for e in excluded)
+        or "nothing excluded"
+    )
+    have = ", ".join(sorted(str(t) for t in catalog.tiers))
+    scope_ = f"tier {request.tier} was requested; " if request.tier is not None else ""
+    return f"no allowed model: {scope_}models exist in {have}; excluded: {why}"
+
+
+# -- the model override ------------------------------------------------------------------------
+
+
+def forced_model(
+    policy: str, request: Request, catalog: Catalog, sc: Scope, votes: dict[Tier, float]
+) -> Decision:
+    """Honour `request.model` unless a constraint forbids it; the refusal names who forbids it."""
+    name = request.model
+    assert name is not None
+    spec = catalog.get(name)  # UnknownModelError lists the catalog
+    if name in sc.denied:
+        why = "; ".join(f"{e.by}: {e.reason}" for e in sc.excluded if e.model == name)
+        raise NoAllowedModelError(f"model {name!r} was requested but is denied ({why})")
+    if request.tier is not None and spec.tier is not request.tier:
+        raise NoAllowedModelError(
+            f"model {name!r} is in tier {spec.tier}, but tier {request.tier} was requested"
+        )
+    if spec.tier not in sc.allowed:
+        why = "; ".join(f"{e.by}: {e.reason}" for e in sc.excluded if e.tier is spec.tier)
+        raise NoAllowedModelError(
+            f"model {name!r} was requested but its tier ({spec.tier}) is disallowed ({why})"
+        )
+    # A model that cannot do what the request needs would fail anyway; latency is only an
+    # estimate, so an explicit choice overrides it.
+    unmet = unmet_hint(spec, request, latency=False)
+    if unmet is not None:
+        raise NoAllowedModelError(f"model {name!r} was requested but {unmet} ({REQUEST})")
+    return Decision(
+        policy=policy,
+        candidates=(Candidate(model=name, tier=spec.tier, reason="requested by the caller"),),
+        reason=f"model {name!r} requested by the caller",
+        target=spec.tier,
+        votes=votes,
+        excluded=sc.excluded,
+    )
+
+
+# -- votes and ordering ------------------------------------------------------------------------
+
+
+def is_number(value: object) -> bool:
+    """A real int or float from config (TOML booleans are not numbers here)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def check_weights(weights: Mapping[str, float] | None) -> dict[str, float]:
+    """A private copy of per-agent vote weights; ValueError on a negative or non-number weight."""
+    out: dict[str, float] = {}
+    for agent, w in dict(weights or {}).items():
+        if not is_number(w) or w < 0:
+            raise ValueError(f"weight for {agent!r} must be a number >= 0, got {w!r}")
+        out[str(agent)] = float(w)
+    return out
+
+
+def tally(verdicts: Sequence[Verdict], weights: Mapping[str, float]) -> dict[Tier, float]:
+    """Confidence x weight per target tier; stale verdicts count half, neutral ones not at all."""
+    votes: dict[Tier, float] = {}
+    for v in verdicts:
+        if v.neutral or v.target is None:
+            continue
+        weight = weights.get(v.agent, 1.0) * (STALE_WEIGHT if v.stale else 1.0)
+        if v.confidence * weight <= 0:
+            continue  # a zero-weight vote is no vote: it must not break the cheaper-tier tie
+        votes[v.target] = round(votes.get(v.target, 0.0) + v.confidence * weight, 6)
+    return votes
+
+
+def winner(votes: Mapping[Tier, float]) -> Tier:
+    """The tier with most votes, the cheaper on a tie, LOCAL when nobody votes."""
+    if not votes:
+        return Tier.LOCAL
+    return max(votes, key=lambda t: (votes[t], -t.rank))
+
+
+def nearest_first(tiers: Iterable[Tier], target: Tier) -> list[Tier]:
+    """Tiers nearest `target` first, the cheaper of two equally near tiers first."""
+    return sorted(tiers, key=lambda t: (t.distance(target), t.rank))
+
+
+def place(tier: Tier, target: Tier, index: int) -> str:
+    where = "target tier" if tier is target else f"{tier.distance(target)} step(s) from {target}"
+    return f"{where}, #{index + 1} in tier"
+
+
+def by_tier(sc: Scope, order: Sequence[Tier], target: Tier) -> tuple[Candidate, ...]:
+    """Candidates tier by tier in `order`, catalog order within a tier."""
+    return tuple(
+        Candidate(model=spec.name, tier=t, reason=place(t, target, i))
+        for t in order
+        for i, spec in enumerate(sc.usable[t])
+    )
+
+
+def ranked(
+    specs: Sequence[ModelSpec], key: Callable[[ModelSpec], tuple], why: Callable[[ModelSpec], str]
+) -> tuple[Candidate, ...]:
+    """Candidates sorted by `key` (stable, so ties keep tier then catalog order), each with why."""
+    ordered = sorted(specs, key=key)
+    return tuple(
+        Candidate(model=s.name, tier=s.tier, reason=f"#{i + 1}: {why(s)}")
+        for i, s in enumerate(ordered)
+    )
+
+
+# -- explanations ------------------------------------------------------------------------------
+
+
+def describe_votes(votes: Mapping[Tier, float]) -> str:
+    if not votes:
+        return "no votes"
+    tally_ = ", ".join(f"{t} {w:.2f}" for t, w in sorted(votes.items(), key=lambda kv: kv[0]))
+    return f"votes {tally_}"
+
+
+def explain(parts: Sequence[str], request: Request, excluded: Sequence[Exclusion]) -> str:
+    """`parts` (the policy's own story), then the tier hint and who excluded what."""
+    out = list(parts)
+    if request.tier is not None:
+        out.append(f"tier {request.tier} requested")
+    if excluded:
+        out.append(
+            "excluded " + ", ".join(f"{e.tier or e.model} ({e.by}: {e.reason})" for e in excluded)
+        )
+    return "; ".join(out)
+
+
+def parse_tier(value: object, what: str) -> Tier:
+    """A tier from config text; ValueError naming `what` and the valid values otherwise."""
+    try:
+        return Tier(str(value).lower())
+    except ValueError:
+        valid = ", ".join(t.value for t in TIERS)
+        raise ValueError(f"{what} must be one of {valid}, got {value!r}") from None

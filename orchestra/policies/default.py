@@ -1,0 +1,70 @@
+"""The default policy: constraints, then a confidence-weighted vote, then nearest tier first."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from orchestra.plugin import Catalog, Decision, Request, Tier, Verdict
+from orchestra.policies._common import (
+    STALE_WEIGHT,
+    by_tier,
+    check_weights,
+    describe_votes,
+    explain,
+    forced_model,
+    nearest_first,
+    require_models,
+    scope,
+    tally,
+    winner,
+)
+
+__all__ = ["STALE_WEIGHT", "DefaultPolicy"]
+
+
+class DefaultPolicy:
+    """Constraints first, then a vote, then candidates ordered nearest the winning tier.
+
+    1. Every tier some agent disallows is removed (the decision says which agent and why), and
+       every model the request's hints rule out (capabilities, context, latency).
+    2. Each agent votes for its target tier with its confidence times its weight (stale ambient
+       verdicts count half); the tier with most votes wins, the cheaper tier on a tie, LOCAL when
+       nobody votes.
+    3. Candidates are the models of the allowed tiers, nearest the winner first (the cheaper of
+       two equally near tiers first), catalog order within a tier: that is the failover chain.
+
+    A request's `model` hint is honoured unless its tier is disallowed; a `tier` hint limits the
+    candidates to that tier.
+    """
+
+    name = "default"
+
+    def __init__(self, weights: Mapping[str, float] | None = None) -> None:
+        self.weights = check_weights(weights)
+
+    def decide(self, request: Request, verdicts: Sequence[Verdict], catalog: Catalog) -> Decision:
+        sc = scope(request, verdicts, catalog)
+        votes = tally(verdicts, self.weights)
+        if request.model is not None:
+            return forced_model(self.name, request, catalog, sc, votes)
+        require_models(request, catalog, sc)
+        target = winner(votes)
+        ordered = nearest_first(sc.tiers, target)
+        return Decision(
+            policy=self.name,
+            candidates=by_tier(sc, ordered, target),
+            reason=explain(_story(votes, target, ordered[0]), request, sc.excluded),
+            target=target,
+            votes=votes,
+            excluded=sc.excluded,
+        )
+
+
+def _story(votes: dict[Tier, float], target: Tier, first: Tier) -> list[str]:
+    if votes:
+        parts = [f"vote for {target} ({describe_votes(votes).removeprefix('votes ')})"]
+    else:
+        parts = ["no votes: local first"]
+    if first is not target:
+        parts.append(f"{target} unavailable, nearest is {first}")
+    return parts

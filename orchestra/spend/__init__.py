@@ -1,0 +1,1 @@
+"""Everything about money: budgets, prices, estimates, the ledger interface and the guard."""

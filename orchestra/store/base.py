@@ -1,0 +1,166 @@
+"""The store's interface: every read and write Orchestra makes, as named methods.
+
+A backend (SQLite today; PostgreSQL next) implements this class and nothing above the store sees
+SQL. Writes go through one funnel per store: `record`, `record_sample` and the breaker and cache
+writes only queue their rows; a writer commits them in batches (group commit). `record` returns
+an awaitable that resolves once that record is committed, and `flush` waits for everything
+queued before it; both raise `StoreError` when the write failed, never report success for a row
+that is not on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from typing import Any, NamedTuple, Self
+
+from orchestra.core.feedback import Judged, RequestRef
+from orchestra.core.verdict import Verdict
+from orchestra.execution.breaker.storage import BreakerRecord
+from orchestra.execution.cache import CachedAnswer
+from orchestra.store.record import RequestRecord
+
+
+class ReplayBatch(NamedTuple):
+    """Stored requests and their verdicts, as plain rows, for `orchestra replay`.
+
+    Column orders are `REPLAY_REQUEST_COLUMNS` and `REPLAY_VERDICT_COLUMNS`.
+    """
+
+    requests: list[tuple[Any, ...]]
+    verdicts: list[tuple[Any, ...]]
+
+
+REPLAY_REQUEST_COLUMNS = (
+    "rowid", "id", "created_at", "status", "model", "tier", "cost_usd", "prompt_tokens",
+    "completion_tokens", "features", "prompt", "forced_model", "forced_tier", "error_kind",
+    "candidates", "target",
+)  # fmt: skip
+REPLAY_VERDICT_COLUMNS = (
+    "request_id", "agent", "target", "allowed", "denied_models", "confidence", "state", "reason",
+    "metrics", "at", "stale", "neutral",
+)  # fmt: skip
+
+
+class Store(ABC):
+    """Where Orchestra keeps requests, verdicts, attempts, spend, samples, breakers and the cache.
+
+    Open it with `await store.open()` or `async with store:`; close it with `await store.close()`
+    (a store dropped open warns with `ResourceWarning`).
+    """
+
+    _open: bool = False
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    @abstractmethod
+    async def open(self) -> Self:
+        """Connect, migrate the schema to this version, start the writer."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Commit everything queued, stop the writer, disconnect."""
+
+    async def __aenter__(self) -> Self:
+        return await self.open()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def __del__(self) -> None:
+        if self._open:
+            warnings.warn(f"{self!r} was never closed", ResourceWarning, stacklevel=1)
+
+    # -- the write funnel -----------------------------------------------------------------------
+
+    @abstractmethod
+    def record(self, record: RequestRecord) -> asyncio.Future[None]:
+        """Queue a finished request (with its verdicts, attempts and ledger row); the future
+        resolves once it is committed, or fails with `StoreError`."""
+
+    @abstractmethod
+    def record_sample(self, verdict: Verdict) -> None:
+        """Queue an ambient agent's sample."""
+
+    @abstractmethod
+    async def flush(self) -> None:
+        """Wait until everything queued before this call is committed; `StoreError` if a write
+        failed since the last flush."""
+
+    # -- history and spend -----------------------------------------------------------------------
+
+    @abstractmethod
+    async def history(self, limit: int = 20, since: float | None = None) -> list[dict[str, Any]]:
+        """Stored requests, newest first, each with its decision, verdicts, attempts, feedback."""
+
+    @abstractmethod
+    async def samples(self, agent: str | None = None, limit: int = 100) -> list[Verdict]:
+        """Ambient samples, newest first."""
+
+    @abstractmethod
+    async def spend_totals(self, now: float | None = None) -> tuple[float, float]:
+        """(today, this month) in USD, local calendar."""
+
+    @abstractmethod
+    async def spend_summary(self, now: float | None = None) -> dict[str, Any]:
+        """Today, this month, all time, and this month by model."""
+
+    # -- feedback --------------------------------------------------------------------------------
+
+    @abstractmethod
+    async def find_request(self, ref: str, min_prefix: int) -> list[RequestRef]:
+        """Requests whose id is `ref`, else (if `ref` has `min_prefix`+ characters) whose id
+        starts with it; at most a few."""
+
+    @abstractmethod
+    async def add_feedback(self, request_id: str, good: bool, note: str | None, at: float) -> None:
+        """Append a judgement; returns once it is committed."""
+
+    @abstractmethod
+    async def judged_requests(self) -> list[Judged]:
+        """Every judged request, with its newest judgement, oldest judgement first."""
+
+    # -- circuit breakers ------------------------------------------------------------------------
+
+    @abstractmethod
+    async def breaker_records(self) -> dict[str, BreakerRecord]:
+        """Every model's persisted breaker."""
+
+    @abstractmethod
+    def save_breaker(self, model: str, record: BreakerRecord) -> None:
+        """Queue the replacement of a model's breaker record."""
+
+    @abstractmethod
+    def add_breaker_event(
+        self, model: str, at: float, from_state: str, to_state: str, reason: str
+    ) -> None:
+        """Queue one breaker transition."""
+
+    # -- response cache --------------------------------------------------------------------------
+
+    @abstractmethod
+    async def cached_answer(self, key: str, now: float) -> tuple[CachedAnswer, float] | None:
+        """The unexpired answer stored under `key`, with its expiry time."""
+
+    @abstractmethod
+    def cache_answer(self, key: str, answer: CachedAnswer, expires_at: float) -> None:
+        """Queue an answer for the cache."""
+
+    @abstractmethod
+    def purge_cache(self, now: float) -> None:
+        """Queue the removal of every cache entry expired at `now`."""
+
+    # -- replay ----------------------------------------------------------------------------------
+
+    @abstractmethod
+    async def count_requests(self, since: float | None = None) -> int:
+        """How many requests were created at or after `since`."""
+
+    @abstractmethod
+    def replay_batches(
+        self, since: float | None, limit: int | None, batch: int
+    ) -> AsyncIterator[ReplayBatch]:
+        """Stored requests created at or after `since`, newest first (`limit` of them), in
+        batches of `batch`, each with its verdicts."""
