@@ -328,7 +328,7 @@ class ConnectivityAgent(Agent):
         any failure. Never called by `check`; the last value is reported as `speedtest_mbps`.
         """
         try:
-            import speedtest  # type: ignore[import-untyped]
+            import speedtest
         except ImportError:
             log.info("speedtest-cli is not installed: pip install 'orchestra[speedtest]'")
             return None

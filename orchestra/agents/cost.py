@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from orchestra.plugin import ALL_TIERS, Agent, AgentContext, Budget, Catalog, Request, Tier, Verdict
@@ -64,7 +65,7 @@ class CostAgent(Agent):
         reserved: float = 0.0,
         last_hour: float = 0.0,
         hours_this_month: float = 1.0,
-        estimates: dict[str, float | None] | None = None,
+        estimates: Mapping[str, float | None] | None = None,
     ) -> Verdict:
         """The verdict for given spend and per-model estimates (pure)."""
         b = self._budget

@@ -223,7 +223,7 @@ class ResourceAgent(Agent):
         last, self._last_self = self._last_self, now
         if last is None or now[1] <= last[1]:
             return 0.0
-        share = (now[0] - last[0]) / ((now[1] - last[1]) * self._cores)
+        share = float(now[0] - last[0]) / ((now[1] - last[1]) * self._cores)
         return min(100.0, max(0.0, 100.0 * share))
 
     def _gpus(self) -> tuple[GpuReading, ...]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -22,7 +22,7 @@ from orchestra.core.model_spec import ModelSpec
 from orchestra.core.request import Request
 from orchestra.core.result import Attempt, Result, Usage
 from orchestra.core.tier import Tier
-from orchestra.execution.backend import Backend, CallParams, Completion, StreamPiece
+from orchestra.execution.backend import Backend, CallParams, Completion, Endpoint, StreamPiece
 from orchestra.execution.cache import cache_key
 from orchestra.execution.endpoints import Endpoints
 from orchestra.execution.flight import Flight
@@ -119,7 +119,7 @@ class Executor:
     def _walk(self, flight: Flight) -> _Walk:
         return _Walk(flight, Deadline(flight.request.timeout_s or self.safeguards.deadline_s))
 
-    async def _tries(self, walk: _Walk) -> AsyncIterator[_Try]:
+    async def _tries(self, walk: _Walk) -> AsyncGenerator[_Try, None]:
         """Each attempt to make, in order: every candidate, retried while its failures allow."""
         for spec in self._candidates(walk):
             retry = 0
@@ -320,7 +320,7 @@ class _Try:
         self.wait: float | None = None
         self.partial: list[str] = []
 
-    async def admit(self) -> tuple[object, CallParams]:
+    async def admit(self) -> tuple[Endpoint, CallParams]:
         """Reserve budget, pass the rate limit, and resolve the endpoint: ready to call."""
         ex = self.executor
         self.hold = await ex._admit(self.walk, self.spec)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from orchestra.core.errors import NoAllowedModelError
 from orchestra.core.model_spec import ModelSpec
@@ -233,7 +234,9 @@ def by_tier(sc: Scope, order: Sequence[Tier], target: Tier) -> tuple[Candidate, 
 
 
 def ranked(
-    specs: Sequence[ModelSpec], key: Callable[[ModelSpec], tuple], why: Callable[[ModelSpec], str]
+    specs: Sequence[ModelSpec],
+    key: Callable[[ModelSpec], tuple[Any, ...]],
+    why: Callable[[ModelSpec], str],
 ) -> tuple[Candidate, ...]:
     """Candidates sorted by `key` (stable, so ties keep tier then catalog order), each with why."""
     ordered = sorted(specs, key=key)

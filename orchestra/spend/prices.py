@@ -24,7 +24,8 @@ def litellm_price_table() -> dict[str, Any]:
         return {}
     path = Path(spec.origin).parent / _TABLE
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        table: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        return table
     except (OSError, ValueError) as exc:
         log.warning("cannot read LiteLLM's price table at %s: %s", path, exc)
         return {}

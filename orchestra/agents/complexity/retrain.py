@@ -48,7 +48,7 @@ def auc(scores: Sequence[float], labels: Sequence[float]) -> float:
 
 
 def _dot(w: Sequence[float], x: Sequence[float]) -> float:
-    return sum(map(operator.mul, w, x))
+    return float(sum(map(operator.mul, w, x)))
 
 
 def _logits(
@@ -290,7 +290,9 @@ def _retrained_meta(
     """The base's provenance, minus what described the base's own scores, plus the retraining."""
     stale = {"apgr", "score_quantiles", "retrained"}
     meta = {k: v for k, v in base.meta.items() if k not in stale}
-    summary = {k: base.meta[k] for k in ("trained", "trainer", "apgr") if k in base.meta}
+    summary: dict[str, Any] = {
+        k: base.meta[k] for k in ("trained", "trainer", "apgr") if k in base.meta
+    }
     if "retrained" in base.meta:  # a retrained base: its own record, without its base
         summary["retrained"] = {k: v for k, v in base.meta["retrained"].items() if k != "base"}
     meta["retrained"] = {

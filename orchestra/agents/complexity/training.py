@@ -115,9 +115,9 @@ def fit_logistic(
             for v, sg in zip(centre, signs, strict=True)
         ]
         z = [b] * n
-        for wj, x in zip(w, cols, strict=True):
+        for wj, col in zip(w, cols, strict=True):
             if wj:
-                z = [zi + wj * xi for zi, xi in zip(z, x, strict=True)]
+                z = [zi + wj * xi for zi, xi in zip(z, col, strict=True)]
     p = _sigmoids(z)
     for _ in range(max_sweeps):
         biggest = 0.0
