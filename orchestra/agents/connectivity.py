@@ -41,7 +41,12 @@ from urllib.parse import urlparse
 
 import httpx
 
-from orchestra.plugin import ALL_TIERS, Agent, AgentContext, ModelSpec, Request, Tier, Verdict
+from orchestra.agents.base import Agent
+from orchestra.agents.context import AgentContext
+from orchestra.core.model_spec import ModelSpec
+from orchestra.core.request import Request
+from orchestra.core.tier import ALL_TIERS, Tier
+from orchestra.core.verdict import Verdict
 
 log = logging.getLogger("orchestra.agents.connectivity")
 

@@ -6,7 +6,13 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from orchestra.plugin import ALL_TIERS, Agent, AgentContext, Budget, Catalog, Request, Tier, Verdict
+from orchestra.agents.base import Agent
+from orchestra.agents.context import AgentContext
+from orchestra.core.catalog import Catalog
+from orchestra.core.request import Request
+from orchestra.core.tier import ALL_TIERS, Tier
+from orchestra.core.verdict import Verdict
+from orchestra.spend.budget import Budget
 from orchestra.spend.estimate import estimate_usd
 from orchestra.spend.tracker import SpendTracker, month_start
 

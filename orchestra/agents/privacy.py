@@ -9,7 +9,10 @@ import string
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
-from orchestra.plugin import Agent, Request, Tier, Verdict
+from orchestra.agents.base import Agent
+from orchestra.core.request import Request
+from orchestra.core.tier import Tier
+from orchestra.core.verdict import Verdict
 
 __all__ = ["BUILTIN_KINDS", "MAX_SCAN_CHARS", "PrivacyAgent", "find_kinds"]
 

@@ -12,7 +12,11 @@ from typing import Any
 
 import psutil
 
-from orchestra.plugin import Agent, AgentContext, Request, Tier, Verdict
+from orchestra.agents.base import Agent
+from orchestra.agents.context import AgentContext
+from orchestra.core.request import Request
+from orchestra.core.tier import Tier
+from orchestra.core.verdict import Verdict
 
 log = logging.getLogger("orchestra.agents.resource")
 

@@ -11,11 +11,14 @@ from typing import Any
 
 from orchestra.agents.complexity.agent import ComplexityAgent
 from orchestra.agents.connectivity import ConnectivityAgent, Probe, ProbeResult
+from orchestra.agents.context import AgentContext
 from orchestra.agents.cost import CostAgent
 from orchestra.agents.resource import Reading, ResourceAgent
+from orchestra.core.catalog import Catalog
+from orchestra.core.tier import Tier
+from orchestra.core.verdict import Verdict
 from orchestra.lab.scenario import Scenario
 from orchestra.lab.world import SimRequest, World, cost_usd
-from orchestra.plugin import AgentContext, Catalog, Tier, Verdict
 from orchestra.spend.budget import Budget
 from orchestra.spend.tracker import SpendTracker
 

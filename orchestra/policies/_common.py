@@ -11,19 +11,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from orchestra.core.catalog import Catalog
+from orchestra.core.decision import Candidate, Decision, Exclusion
 from orchestra.core.errors import NoAllowedModelError
 from orchestra.core.model_spec import ModelSpec
-from orchestra.core.tier import TIERS
-from orchestra.plugin import (
-    ALL_TIERS,
-    Candidate,
-    Catalog,
-    Decision,
-    Exclusion,
-    Request,
-    Tier,
-    Verdict,
-)
+from orchestra.core.request import Request
+from orchestra.core.tier import ALL_TIERS, TIERS, Tier
+from orchestra.core.verdict import Verdict
 
 STALE_WEIGHT = 0.5
 REQUEST = "request"  # `Exclusion.by` for models the caller's hints rule out

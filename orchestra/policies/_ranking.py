@@ -5,8 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+from orchestra.core.catalog import Catalog
+from orchestra.core.decision import Decision, Exclusion
 from orchestra.core.model_spec import ModelSpec
-from orchestra.plugin import Catalog, Decision, Exclusion, Request, Verdict
+from orchestra.core.request import Request
+from orchestra.core.verdict import Verdict
 from orchestra.policies._common import (
     check_weights,
     describe_votes,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from orchestra.core.decision import Exclusion
 from orchestra.core.model_spec import ModelSpec
 from orchestra.core.tier import TIERS
-from orchestra.plugin import Exclusion
 from orchestra.policies._common import parse_tier
 from orchestra.policies._ranking import RankingPolicy
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from orchestra.plugin import Catalog, Decision, Request, Tier, Verdict
+from orchestra.core.catalog import Catalog
+from orchestra.core.decision import Decision
+from orchestra.core.request import Request
+from orchestra.core.tier import Tier
+from orchestra.core.verdict import Verdict
 from orchestra.policies._common import (
     STALE_WEIGHT,
     by_tier,

@@ -18,7 +18,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from orchestra.plugin import Catalog, Decision, Exclusion, Request, Tier, Verdict
+from orchestra.core.catalog import Catalog
+from orchestra.core.decision import Decision, Exclusion
+from orchestra.core.request import Request
+from orchestra.core.tier import Tier
+from orchestra.core.verdict import Verdict
 from orchestra.policies._common import (
     Scope,
     by_tier,

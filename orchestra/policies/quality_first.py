@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from orchestra.core.model_spec import ModelSpec
-from orchestra.plugin import Tier
+from orchestra.core.tier import Tier
 from orchestra.policies._common import is_number, parse_tier
 from orchestra.policies._ranking import RankingPolicy
 

@@ -8,9 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from orchestra.agents.base import Agent
 from orchestra.agents.complexity.feedback import user_model_path
 from orchestra.agents.complexity.scorer import DEFAULT_MODEL, Scorer, load_scorer, score, signals
-from orchestra.plugin import Agent, AgentContext, Request, Tier, Verdict
+from orchestra.agents.context import AgentContext
+from orchestra.core.request import Request
+from orchestra.core.tier import Tier
+from orchestra.core.verdict import Verdict
 
 __all__ = ["ComplexityAgent", "score", "signals"]
 

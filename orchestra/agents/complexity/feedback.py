@@ -27,7 +27,8 @@ from typing import Any
 from orchestra.agents.complexity.scorer import Scorer, load_scorer, signals
 from orchestra.core.feedback import Judged
 from orchestra.core.paths import data_dir
-from orchestra.plugin import Request, Tier
+from orchestra.core.request import Request
+from orchestra.core.tier import Tier
 
 USER_MODEL_NAME = "complexity_model.json"
 
