@@ -21,7 +21,7 @@ from orchestra import (
     UnknownModelError,
     Verdict,
 )
-from orchestra.testing import Behaviour, StubProvider, refused_url
+from orchestra.testing import Behaviour, FunctionBackend, StubProvider, refused_url
 
 
 class Raising(Agent):
@@ -36,6 +36,14 @@ class ForbidCloud(Agent):
 
     async def check(self, request: Request | None) -> Verdict:
         return self.verdict(allowed=frozenset({Tier.LOCAL, Tier.EDGE}), reason="cloud banned")
+
+
+# Tests of the runtime's own logic answer through a function: no HTTP server, no LiteLLM.
+UNUSED_URL = "http://127.0.0.1:9/v1"
+
+
+def PARIS() -> FunctionBackend:
+    return FunctionBackend(lambda call: "Paris")
 
 
 def expected_cost(prompt_tokens: int, completion_tokens: int) -> float:
@@ -158,11 +166,9 @@ async def test_every_candidate_failing_raises_and_is_recorded(
     assert spend["today_usd"] == 0 and spend["answered_requests"] == 0
 
 
-async def test_a_raising_agent_is_recorded_and_ignored(
-    stub: StubProvider, write_config: Callable[..., Path]
-) -> None:
-    config = write_config(model_toml("stub-cloud", stub.url))
-    async with Orchestra(config=config) as orc:
+async def test_a_raising_agent_is_recorded_and_ignored(write_config: Callable[..., Path]) -> None:
+    config = write_config(model_toml("stub-cloud", UNUSED_URL))
+    async with Orchestra(config=config, agents=[], backend=PARIS()) as orc:
         orc.hook_agent(Raising())
         result = await orc.complete("hello")
         (entry,) = await orc.history()
@@ -173,11 +179,9 @@ async def test_a_raising_agent_is_recorded_and_ignored(
     assert stored["state"] == "error"
 
 
-async def test_a_hooked_agent_changes_the_decision(
-    stub: StubProvider, write_config: Callable[..., Path]
-) -> None:
-    config = write_config(model_toml("stub-cloud", stub.url))
-    async with Orchestra(config=config) as orc:
+async def test_a_hooked_agent_changes_the_decision(write_config: Callable[..., Path]) -> None:
+    config = write_config(model_toml("stub-cloud", UNUSED_URL))
+    async with Orchestra(config=config, agents=[], backend=PARIS()) as orc:
         assert (await orc.complete("hello")).model == "stub-cloud"
         orc.hook_agent(ForbidCloud())
         with pytest.raises(NoAllowedModelError, match="no-cloud"):
@@ -187,11 +191,9 @@ async def test_a_hooked_agent_changes_the_decision(
     assert answered["status"] == "ok"
 
 
-async def test_forced_and_unknown_models(
-    stub: StubProvider, stub2: StubProvider, write_config: Callable[..., Path]
-) -> None:
-    config = write_config(model_toml("first", stub.url), model_toml("second", stub2.url))
-    async with Orchestra(config=config) as orc:
+async def test_forced_and_unknown_models(write_config: Callable[..., Path]) -> None:
+    config = write_config(model_toml("first", UNUSED_URL), model_toml("second", UNUSED_URL))
+    async with Orchestra(config=config, agents=[], backend=PARIS()) as orc:
         result = await orc.complete("hello", model="second")
         with pytest.raises(UnknownModelError, match="first, second"):
             await orc.complete("hello", model="nope")
@@ -204,10 +206,10 @@ async def test_forced_and_unknown_models(
     ["", "   ", [{"role": "wizard", "content": "hi"}], [{"role": "system", "content": "only"}]],
 )
 async def test_malformed_requests_get_a_clear_error_and_lose_nothing(
-    prompt: object, stub: StubProvider, write_config: Callable[..., Path]
+    prompt: object, write_config: Callable[..., Path]
 ) -> None:
-    config = write_config(model_toml("stub-cloud", stub.url))
-    async with Orchestra(config=config) as orc:
+    config = write_config(model_toml("stub-cloud", UNUSED_URL))
+    async with Orchestra(config=config, agents=[], backend=PARIS()) as orc:
         await orc.complete("first")
         with pytest.raises(RequestError, match="malformed request"):
             await orc.complete(prompt)  # type: ignore[arg-type]
@@ -235,12 +237,10 @@ async def test_secrets_never_reach_the_store_or_the_logs(
     assert STUB_KEY not in caplog.text
 
 
-async def test_prompts_are_not_stored_unless_asked(
-    stub: StubProvider, write_config: Callable[..., Path]
-) -> None:
+async def test_prompts_are_not_stored_unless_asked(write_config: Callable[..., Path]) -> None:
     secret_prompt = "my diary entry: the eagle lands at dawn"
-    config = write_config(model_toml("stub-cloud", stub.url))
-    async with Orchestra(config=config) as orc:
+    config = write_config(model_toml("stub-cloud", UNUSED_URL))
+    async with Orchestra(config=config, agents=[], backend=PARIS()) as orc:
         await orc.complete(secret_prompt)
         (entry,) = await orc.history()
     assert entry["features"]["chars"] == len(secret_prompt)

@@ -1,0 +1,228 @@
+"""Rules of the safeguards that no transport is needed to check (a `FunctionBackend` answers):
+breakers and retries, Orchestra's own refusals, the budget boundary, spend periods, fail-closed
+agents."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+
+from orchestra import Agent, Orchestra, ProviderError, Request, Tier, Verdict
+from orchestra.config import parse_config
+from orchestra.core.model_spec import ModelSpec
+from orchestra.spend.budget import Budget
+from orchestra.spend.estimate import estimate_usd
+from orchestra.spend.guard import BudgetGuard
+from orchestra.spend.tracker import SpendTracker
+from orchestra.testing import Call, FunctionBackend
+
+
+def catalog(*models: dict[str, Any], **sections: Any) -> Any:
+    base = {"embedded": {"enabled": False}, "health": {"enabled": False}}
+    return parse_config({**base, **sections, "models": list(models)})
+
+
+def model(name: str, tier: str = "cloud", **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "tier": tier,
+        "litellm_model": f"openai/{name}",
+        "input_cost_per_mtok": 0.15 if tier == "cloud" else 0.0,
+        "output_cost_per_mtok": 0.60 if tier == "cloud" else 0.0,
+        **extra,
+    }
+
+
+class WantsCloud(Agent):
+    name = "wants-cloud"
+
+    async def check(self, request: Request | None) -> Verdict:
+        return self.verdict(target=Tier.CLOUD, confidence=1.0, reason="hard prompt")
+
+
+def failing(*names: str, kind: str = "server") -> FunctionBackend:
+    def answer(call: Call) -> str:
+        if call.model in names:
+            raise ProviderError(f"{call.model}: HTTP 500", kind=kind, model=call.model)  # type: ignore[arg-type]
+        return f"answer from {call.model}"
+
+    return FunctionBackend(answer)
+
+
+async def test_no_retry_when_the_failure_just_opened_the_breaker() -> None:
+    config = catalog(
+        model("flaky"),
+        model("spare"),
+        retry={"attempts_per_model": 3, "base_s": 0.01, "cap_s": 0.01},
+        breaker={"failure_threshold": 1},
+    )
+    backend = failing("flaky")
+    async with Orchestra(config, agents=[], backend=backend) as orc:
+        result = await orc.complete("hello")
+        assert orc.executor is not None and orc.executor.safeguards.breakers is not None
+        assert orc.executor.safeguards.breakers.get("flaky").state == "open"
+    failed, ok = result.attempts
+    assert (failed.model, failed.ok, failed.retry_in_s) == ("flaky", False, None)
+    assert (ok.model, ok.ok) == ("spare", True)
+    assert [c.model for c in backend.calls] == ["flaky", "spare"], "flaky was called once"
+
+
+async def test_a_failure_that_leaves_the_breaker_closed_is_retried() -> None:
+    config = catalog(
+        model("flaky"),
+        model("spare"),
+        retry={"attempts_per_model": 3, "base_s": 0.01, "cap_s": 0.01},
+        breaker={"failure_threshold": 5},
+    )
+    backend = failing("flaky")
+    async with Orchestra(config, agents=[], backend=backend) as orc:
+        result = await orc.complete("hello")
+    assert [a.model for a in result.attempts] == ["flaky", "flaky", "flaky", "spare"]
+    assert result.attempts[0].retry_in_s is not None
+
+
+async def test_our_own_rate_limit_never_counts_against_a_breaker() -> None:
+    config = catalog(
+        model("limited", requests_per_minute=1, when_limited="next"),
+        model("spare"),
+        breaker={"failure_threshold": 1},
+    )
+    backend = failing()
+    async with Orchestra(config, agents=[], backend=backend) as orc:
+        first = await orc.complete("one")
+        second = await orc.complete("two")
+        third = await orc.complete("three")
+        assert orc.executor is not None and orc.executor.safeguards.breakers is not None
+        breaker = orc.executor.safeguards.breakers.get("limited")
+        assert breaker.state == "closed" and breaker.allow()
+    assert first.model == "limited"
+    for later in (second, third):
+        refused, ok = later.attempts
+        assert (refused.model, refused.error_kind, ok.model) == ("limited", "rate_limit", "spare")
+    assert [c.model for c in backend.calls] == ["limited", "spare", "spare"]
+
+
+async def test_a_budget_refusal_never_counts_against_a_breaker() -> None:
+    config = catalog(
+        model("pricey", input_cost_per_mtok=1e6, output_cost_per_mtok=1e6),
+        model("local", tier="local"),
+        budget={"daily_usd": 0.01},
+        breaker={"failure_threshold": 1},
+    )
+    async with Orchestra(config, agents=[WantsCloud()], backend=failing()) as orc:
+        results = [await orc.complete("hello") for _ in range(3)]
+        assert orc.executor is not None and orc.executor.safeguards.breakers is not None
+        assert orc.executor.safeguards.breakers.get("pricey").state == "closed"
+    for result in results:
+        assert result.model == "local"
+        assert result.attempts[0].error_kind == "budget"
+
+
+# -- the budget guard's boundary -------------------------------------------------------------
+
+
+PRICED = ModelSpec(
+    name="c", tier=Tier.CLOUD, litellm_model="openai/c", input_cost_per_mtok=1.0,
+    output_cost_per_mtok=2.0,
+)  # fmt: skip
+
+
+def test_a_call_that_lands_exactly_on_the_budget_is_allowed() -> None:
+    request = Request.of("hello", max_tokens=100)
+    estimate = estimate_usd(PRICED, request, 256)
+    assert estimate is not None
+    limit = 1.0
+    spend = SpendTracker.seeded(limit - estimate, limit - estimate)
+    guard = BudgetGuard(Budget(daily_usd=limit), spend)
+    hold = guard.hold(PRICED, request)  # spent + estimate == limit: allowed (not `>=`)
+    assert hold is not None and spend.reserved_usd == pytest.approx(estimate)
+    with pytest.raises(ProviderError, match="daily budget") as refused:
+        guard.hold(PRICED, request)  # a cent of a cent more: refused
+    assert refused.value.kind == "budget"
+    guard.release(hold)
+    assert spend.reserved_usd == 0.0
+
+
+def test_a_call_a_hair_over_the_budget_is_refused() -> None:
+    request = Request.of("hello", max_tokens=100)
+    estimate = estimate_usd(PRICED, request, 256)
+    assert estimate is not None
+    spend = SpendTracker.seeded(0.0, 1.0 - estimate + 1e-9)
+    guard = BudgetGuard(Budget(monthly_usd=1.0), spend)
+    with pytest.raises(ProviderError, match="monthly budget"):
+        guard.hold(PRICED, request)
+
+
+# -- spend periods -----------------------------------------------------------------------------
+
+
+def local_ts(*args: int) -> float:
+    return datetime(*args).timestamp()
+
+
+def test_the_daily_total_starts_again_at_midnight_and_the_month_goes_on() -> None:
+    late = local_ts(2026, 11, 14, 23, 59, 30)
+    tracker = SpendTracker.seeded(2.0, 5.0, now=late)
+    tracker.add(0.5, late)
+    assert (tracker.today(late), tracker.this_month(late)) == (2.5, 5.5)
+    after = local_ts(2026, 11, 15, 0, 0, 30)
+    assert tracker.today(after) == 0.0, "a new day"
+    assert tracker.this_month(after) == 5.5, "the same month"
+    tracker.add(0.25, after)
+    assert (tracker.today(after), tracker.this_month(after)) == (0.25, 5.75)
+
+
+def test_the_month_starts_again_on_the_first() -> None:
+    end = local_ts(2026, 11, 30, 23, 0)
+    tracker = SpendTracker.seeded(1.0, 9.0, now=end)
+    first = local_ts(2026, 12, 1, 1, 0)
+    assert (tracker.today(first), tracker.this_month(first)) == (0.0, 0.0)
+    tracker.add(1.0, first + 60)
+    assert tracker.this_month(first + 3600) == 1.0
+    assert tracker.today(first + timedelta(days=1).total_seconds()) == 0.0
+
+
+# -- fail-closed agents keep a request local ---------------------------------------------------
+
+
+class BrokenGuard(Agent):
+    name = "guard"
+    fail_closed = True
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+        self.timeout_s = 0.02
+
+    async def check(self, request: Request | None) -> Verdict:
+        if self.how == "raise":
+            raise RuntimeError("scanner crashed")
+        await asyncio.sleep(1.0)  # overruns its budget
+        return self.verdict(reason="never seen")
+
+
+@pytest.mark.parametrize("how", ["raise", "overrun"])
+async def test_a_fail_closed_agent_that_breaks_keeps_the_request_local(how: str) -> None:
+    config = catalog(model("cloud-model"), model("local-model", tier="local"))
+    backend = failing()
+    async with Orchestra(config, agents=[WantsCloud(), BrokenGuard(how)], backend=backend) as orc:
+        started = time.perf_counter()
+        result = await orc.complete("a secret inside, maybe")
+        assert time.perf_counter() - started < 1.0, "the overrun was cut at its budget"
+    assert (result.model, result.tier) == ("local-model", Tier.LOCAL)
+    assert [c.model for c in backend.calls] == ["local-model"], "the cloud never saw it"
+    guard = next(v for v in result.verdicts if v.agent == "guard")
+    assert guard.allowed == frozenset({Tier.LOCAL}) and "failing closed" in guard.reason
+
+
+async def test_without_fail_closed_a_broken_agent_is_ignored() -> None:
+    class Plain(BrokenGuard):
+        fail_closed = False
+
+    config = catalog(model("cloud-model"), model("local-model", tier="local"))
+    async with Orchestra(config, agents=[WantsCloud(), Plain("raise")], backend=failing()) as orc:
+        result = await orc.complete("hello")
+    assert result.tier is Tier.CLOUD
