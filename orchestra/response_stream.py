@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from orchestra.core.errors import AllCandidatesFailed, OrchestraError, StreamBroken
+from orchestra.core.errors import AllCandidatesFailed, OrchestraError, RejectedRequest, StreamBroken
 from orchestra.core.request import Request
 from orchestra.core.result import Result
 from orchestra.execution.flight import Flight
@@ -18,7 +19,8 @@ class ResponseStream:
     """An answer arriving in pieces: iterate it for text; `result` is set once it completes.
 
     Failover to the next candidate is invisible until the first piece arrives; a failure after
-    that raises `StreamBroken`, and the partial answer is recorded.
+    that raises `StreamBroken`. The stream ends only once its record is on disk; a stream broken,
+    or left by its reader before its end, is recorded too, with what was received and billed.
     """
 
     def __init__(self, orc: Orchestra, request: Request) -> None:
@@ -34,19 +36,22 @@ class ResponseStream:
         executor = await orc._executor_ready()
         flight = Flight(self.request, stream=True)
         await orc._route(flight)
+        answer: Result | None = None
         finished = False
         try:
             async for item in executor.stream(flight):
                 if isinstance(item, Result):
-                    self.result = orc._finish(flight, item)
-                    finished = True
+                    answer = item
                 else:
                     yield item.text
-        except (AllCandidatesFailed, StreamBroken) as exc:
             finished = True
-            orc._fail(flight, exc, exc.attempts)
+        except (AllCandidatesFailed, StreamBroken, RejectedRequest) as exc:
+            finished = True
+            await orc._fail(flight, exc)
             raise
         finally:
-            if not finished:
+            if not finished:  # abandoned: whatever it cost is recorded before the stream closes
                 closed = OrchestraError("the caller stopped reading the stream before its end")
-                orc._fail(flight, closed, kind="cancelled")
+                await asyncio.shield(orc._fail(flight, closed, kind="cancelled"))
+        if answer is not None:
+            self.result = await orc._finish(flight, answer)

@@ -21,12 +21,19 @@ from orchestra.agents.sample_filter import SampleFilter
 from orchestra.config import Config, load_config
 from orchestra.core.catalog import Catalog
 from orchestra.core.decision import Decision
-from orchestra.core.errors import AllCandidatesFailed, OrchestraError, RequestError
+from orchestra.core.errors import (
+    AllCandidatesFailed,
+    NotRecorded,
+    OrchestraError,
+    RejectedRequest,
+    RequestError,
+    StoreError,
+)
 from orchestra.core.feedback import MAX_NOTE_CHARS, MIN_PREFIX, Feedback
 from orchestra.core.paths import default_db_path
-from orchestra.core.redact import Redactor
+from orchestra.core.redact import Redactor, strip_prompt
 from orchestra.core.request import Message, Request
-from orchestra.core.result import Attempt, Result
+from orchestra.core.result import Result
 from orchestra.core.verdict import Verdict
 from orchestra.execution.backend import Backend
 from orchestra.execution.balancing import LatencyTracker
@@ -100,7 +107,7 @@ class Orchestra:
         self._policy: Policy | None = None
         self._catalog = Catalog(())
         self._redact = Redactor()
-        self.spend = SpendTracker.seeded(0.0, 0.0)
+        self._idle_spend = SpendTracker()
         self._started = False
         self.latency = LatencyTracker()  # real calls only: a health probe is far faster
         self._health: HealthChecker | None = None
@@ -135,10 +142,8 @@ class Orchestra:
             self._backend_task = asyncio.create_task(self._load_backend())
         if self._warm_embedded and self._embedded is not None:
             self._warming = asyncio.create_task(self._embedded.endpoint())
-        self._store = await open_store(self._db_path).open()
+        self._store = await open_store(self._db_path, self.config.budget.timezone).open()
         try:
-            day, month = await self._store.spend_totals()
-            self.spend = SpendTracker.seeded(day, month)
             for agent in [*agents, *self._hooked]:
                 self._panel.hook(agent)
             context = AgentContext(
@@ -195,7 +200,7 @@ class Orchestra:
         c = self.config
         safeguards = build_safeguards(
             models=list(self._catalog),
-            guard=BudgetGuard(c.budget, self.spend),
+            guard=BudgetGuard(c.budget, self._require_store()),
             retry=c.retry,
             breaker=c.breaker,
             breaker_storage=breakers,
@@ -206,7 +211,7 @@ class Orchestra:
             health=self._health,
             deadline_s=c.request_timeout_s,
         )
-        return Executor(backend, self._catalog, self._endpoints, self._redact, safeguards)
+        return Executor(backend, self._catalog, self._endpoints, self._mask, safeguards)
 
     async def _load_backend(self) -> Backend:
         backend = self._given_backend
@@ -222,6 +227,11 @@ class Orchestra:
     @property
     def catalog(self) -> Catalog:
         return self._catalog
+
+    @property
+    def spend(self) -> SpendTracker:
+        """Live spend (today, this month, in flight), as the ledger last had it."""
+        return self._store.spend if self._store is not None else self._idle_spend
 
     @property
     def agents(self) -> tuple[Agent, ...]:
@@ -259,10 +269,13 @@ class Orchestra:
         await self._route(flight)
         try:
             result = await executor.complete(flight)
-        except AllCandidatesFailed as exc:
-            self._fail(flight, exc, exc.attempts)
+        except (AllCandidatesFailed, RejectedRequest) as exc:
+            await self._fail(flight, exc)
             raise
-        return self._finish(flight, result)
+        except BaseException as exc:  # cancelled: what it cost is still recorded
+            await asyncio.shield(self._fail(flight, exc, kind="cancelled"))
+            raise
+        return await self._finish(flight, result)
 
     def stream(self, prompt: Prompt, **hints: Any) -> ResponseStream:
         """Stream an answer: `async for text in orc.stream(...)`; `.result` is set at the end."""
@@ -317,51 +330,64 @@ class Orchestra:
                 self._policy, flight.request, flight.verdicts, self._catalog
             )
         except OrchestraError as exc:
-            self._fail(flight, exc)
+            await self._fail(flight, exc)
             raise
         return flight.decision
 
-    def _finish(self, flight: Flight, result: Result) -> Result:
-        self.spend.add(result.cost_usd, flight.created)
-        self._record(flight, result=result, attempts=result.attempts)
+    async def _finish(self, flight: Flight, result: Result) -> Result:
+        """Record an answer; it is returned only once its record (and ledger rows) are on disk."""
+        try:
+            await self._record(flight, result=result)
+        except StoreError as exc:
+            raise NotRecorded(
+                f"request {result.request_id} was answered by {result.model} but its record "
+                f"could not be written: {exc}",
+                result,
+            ) from exc
         return result
 
-    def _fail(
-        self,
-        flight: Flight,
-        exc: BaseException,
-        attempts: Sequence[Attempt] = (),
-        kind: str | None = None,
-    ) -> None:
+    async def _fail(self, flight: Flight, exc: BaseException, kind: str | None = None) -> None:
+        """Record a request that ended without an answer (its attempts and charges too)."""
         kind = kind or getattr(exc, "kind", None) or type(exc).__name__
-        error = self._redact(str(exc))[:1000]
-        self._record(flight, result=None, attempts=attempts, error_kind=kind, error=error)
+        error = self._mask(str(exc), flight.request)[:1000]
+        try:
+            await self._record(flight, result=None, error_kind=kind, error=error)
+        except StoreError as store_exc:
+            log.error("request %s: its failure could not be recorded: %s", flight.request.id,
+                      store_exc)  # fmt: skip
 
     def _record(
         self,
         flight: Flight,
         *,
         result: Result | None,
-        attempts: Sequence[Attempt],
         error_kind: str | None = None,
         error: str | None = None,
-    ) -> None:
-        """The one place a request becomes a record (queued; the store writes it later)."""
-        self._require_store().record(
+    ) -> asyncio.Future[None]:
+        """The one place a request becomes a record; the future resolves once it is on disk."""
+        return self._require_store().record(
             RequestRecord(
                 request=flight.request,
                 verdicts=flight.verdicts,
                 decision=flight.decision,
                 result=result,
-                attempts=attempts,
+                attempts=tuple(flight.attempts),
                 created_at=flight.created,
                 latency_ms=result.latency_ms if result else flight.elapsed_ms(),
                 stream=flight.stream,
                 error_kind=error_kind,
                 error=error,
                 keep_text=self.config.store.keep_prompts,
+                charges=tuple(flight.charges),
             )
         )
+
+    def _mask(self, text: str, request: Request) -> str:
+        """A provider's words made safe to keep: secrets masked, and the prompt cut out unless
+        prompts are kept."""
+        if not self.config.store.keep_prompts:
+            text = strip_prompt(text, request.messages)
+        return self._redact(text)
 
     def _on_sample(self, verdict: Verdict) -> None:
         if self._store is not None and self._sample_filter.keep(verdict):

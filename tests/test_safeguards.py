@@ -13,11 +13,8 @@ import pytest
 
 from orchestra import Agent, Orchestra, ProviderError, Request, Tier, Verdict
 from orchestra.config import parse_config
-from orchestra.core.model_spec import ModelSpec
-from orchestra.spend.budget import Budget
-from orchestra.spend.estimate import estimate_usd
-from orchestra.spend.guard import BudgetGuard
-from orchestra.spend.tracker import SpendTracker
+from orchestra.spend.ledger import Ask, Charge, Hold, Refusal
+from orchestra.store import RequestRecord, SqliteStore
 from orchestra.testing import Call, FunctionBackend
 
 
@@ -122,68 +119,79 @@ async def test_a_budget_refusal_never_counts_against_a_breaker() -> None:
         assert result.attempts[0].error_kind == "budget"
 
 
-# -- the budget guard's boundary -------------------------------------------------------------
+# -- the ledger's boundary, and its calendar ------------------------------------------------
 
 
-PRICED = ModelSpec(
-    name="c", tier=Tier.CLOUD, litellm_model="openai/c", input_cost_per_mtok=1.0,
-    output_cost_per_mtok=2.0,
-)  # fmt: skip
+def ask(usd: float, daily: float | None = 1.0, monthly: float | None = None) -> Ask:
+    return Ask(model="c", tier=Tier.CLOUD, request_id="r", min_usd=usd, want_usd=usd,
+               daily_usd=daily, monthly_usd=monthly, lease_s=60.0)  # fmt: skip
 
 
-def test_a_call_that_lands_exactly_on_the_budget_is_allowed() -> None:
-    request = Request.of("hello", max_tokens=100)
-    estimate = estimate_usd(PRICED, request, 256)
-    assert estimate is not None
-    limit = 1.0
-    spend = SpendTracker.seeded(limit - estimate, limit - estimate)
-    guard = BudgetGuard(Budget(daily_usd=limit), spend)
-    hold = guard.hold(PRICED, request)  # spent + estimate == limit: allowed (not `>=`)
-    assert hold is not None and spend.reserved_usd == pytest.approx(estimate)
-    with pytest.raises(ProviderError, match="daily budget") as refused:
-        guard.hold(PRICED, request)  # a cent of a cent more: refused
-    assert refused.value.kind == "budget"
-    guard.release(hold)
-    assert spend.reserved_usd == 0.0
+def spent(usd: float, at: float | None = None) -> RequestRecord:
+    request = Request.of("hello")
+    charge = Charge(model="c", tier=Tier.CLOUD, prompt_tokens=1, completion_tokens=1,
+                    cost_usd=usd, at=at)  # fmt: skip
+    return RequestRecord(
+        request=request, verdicts=(), decision=None, result=None,
+        created_at=at or time.time(), latency_ms=1.0, charges=(charge,),
+    )  # fmt: skip
 
 
-def test_a_call_a_hair_over_the_budget_is_refused() -> None:
-    request = Request.of("hello", max_tokens=100)
-    estimate = estimate_usd(PRICED, request, 256)
-    assert estimate is not None
-    spend = SpendTracker.seeded(0.0, 1.0 - estimate + 1e-9)
-    guard = BudgetGuard(Budget(monthly_usd=1.0), spend)
-    with pytest.raises(ProviderError, match="monthly budget"):
-        guard.hold(PRICED, request)
+async def test_a_call_that_lands_exactly_on_the_budget_is_allowed(store: SqliteStore) -> None:
+    await store.record(spent(0.75))
+    exact = await store.reserve(ask(0.25))  # spent + reserved + ask == limit: allowed (not >=)
+    assert isinstance(exact, Hold) and exact.usd == 0.25
+    refused = await store.reserve(ask(2**-30))  # the smallest bit more: refused
+    assert isinstance(refused, Refusal) and refused.limit == "daily"
+    assert refused.left_usd == pytest.approx(0.0)
+    store.release(exact)
+    again = await store.reserve(ask(0.25))  # released: it fits again
+    assert isinstance(again, Hold)
 
 
-# -- spend periods -----------------------------------------------------------------------------
+async def test_a_call_a_hair_over_the_monthly_budget_is_refused(store: SqliteStore) -> None:
+    await store.record(spent(0.5))
+    refused = await store.reserve(ask(0.5 + 2**-30, daily=None, monthly=1.0))
+    assert isinstance(refused, Refusal) and refused.limit == "monthly"
 
 
 def local_ts(*args: int) -> float:
     return datetime(*args).timestamp()
 
 
-def test_the_daily_total_starts_again_at_midnight_and_the_month_goes_on() -> None:
-    late = local_ts(2026, 11, 14, 23, 59, 30)
-    tracker = SpendTracker.seeded(2.0, 5.0, now=late)
-    tracker.add(0.5, late)
-    assert (tracker.today(late), tracker.this_month(late)) == (2.5, 5.5)
-    after = local_ts(2026, 11, 15, 0, 0, 30)
-    assert tracker.today(after) == 0.0, "a new day"
-    assert tracker.this_month(after) == 5.5, "the same month"
-    tracker.add(0.25, after)
-    assert (tracker.today(after), tracker.this_month(after)) == (0.25, 5.75)
+async def test_the_daily_total_starts_again_at_midnight_and_the_month_goes_on(
+    store: SqliteStore,
+) -> None:
+    late, after = local_ts(2026, 11, 14, 23, 59, 30), local_ts(2026, 11, 15, 0, 0, 30)
+    await store.record(spent(2.0, at=local_ts(2026, 11, 3, 12, 0)))
+    await store.record(spent(0.5, at=late))
+    t = await store.spend_totals(late + 1)
+    assert (t.today_usd, t.month_usd) == (0.5, 2.5)
+    t = await store.spend_totals(after)
+    assert (t.today_usd, t.month_usd) == (0.0, 2.5), "a new day, the same month"
+    await store.record(spent(0.25, at=after))
+    t = await store.spend_totals(after + 1)
+    assert (t.today_usd, t.month_usd) == (0.25, 2.75)
 
 
-def test_the_month_starts_again_on_the_first() -> None:
-    end = local_ts(2026, 11, 30, 23, 0)
-    tracker = SpendTracker.seeded(1.0, 9.0, now=end)
+async def test_the_month_starts_again_on_the_first(store: SqliteStore) -> None:
+    await store.record(spent(9.0, at=local_ts(2026, 11, 30, 23, 0)))
     first = local_ts(2026, 12, 1, 1, 0)
-    assert (tracker.today(first), tracker.this_month(first)) == (0.0, 0.0)
-    tracker.add(1.0, first + 60)
-    assert tracker.this_month(first + 3600) == 1.0
-    assert tracker.today(first + timedelta(days=1).total_seconds()) == 0.0
+    t = await store.spend_totals(first)
+    assert (t.today_usd, t.month_usd) == (0.0, 0.0)
+    await store.record(spent(1.0, at=first + 60))
+    t = await store.spend_totals(first + 3600)
+    assert (t.today_usd, t.month_usd) == (1.0, 1.0)
+    assert (await store.spend_totals(first + timedelta(days=1).total_seconds())).today_usd == 0
+
+
+async def test_spend_dated_after_today_still_counts_today(store: SqliteStore) -> None:
+    # A wall clock stepped a day forward and back: what was spent "tomorrow" is real spend.
+    now = time.time()
+    await store.record(spent(3.0, at=now + 86400))
+    assert (await store.spend_totals(now)).today_usd == 3.0
+    refused = await store.reserve(ask(0.5, daily=3.0))
+    assert isinstance(refused, Refusal)
 
 
 # -- fail-closed agents keep a request local ---------------------------------------------------

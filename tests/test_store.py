@@ -348,7 +348,8 @@ async def test_failed_request_is_history_but_not_spend(store: SqliteStore) -> No
     assert newest["model"] is None and newest["cost_usd"] == 0.0
     assert [a["ok"] for a in newest["attempts"]] == [False, True]
     assert older["status"] == "ok"
-    assert await store.spend_totals(now) == (pytest.approx(0.25), pytest.approx(0.25))
+    t = await store.spend_totals(now)
+    assert (t.today_usd, t.month_usd) == (pytest.approx(0.25), pytest.approx(0.25))
     summary = await store.spend_summary(now)
     assert summary["answered_requests"] == 1
 
@@ -382,7 +383,8 @@ async def test_spend_totals_today_and_month(store: SqliteStore, now: float) -> N
 
     today = sum(c for k, c in costs.items() if stamps[k] >= day_start(now))
     month = sum(c for k, c in costs.items() if stamps[k] >= month_start(now))
-    assert await store.spend_totals(now) == (pytest.approx(today), pytest.approx(month))
+    t = await store.spend_totals(now)
+    assert (t.today_usd, t.month_usd) == (pytest.approx(today), pytest.approx(month))
     assert today >= 3.0  # now and day_start are always today
     assert 32.0 > month - today >= 0  # 40 days ago is never this month
 
@@ -488,7 +490,7 @@ async def test_two_stores_on_one_file(db_path: Path) -> None:
         assert counts == sorted(counts), "a reader only ever sees more rows"
         assert len(await reader.history(limit=100)) == 40
         assert len(await writer.history(limit=100)) == 40
-        today, _ = await reader.spend_totals(now)
+        today = (await reader.spend_totals(now)).today_usd
         assert today == pytest.approx(0.4)
     finally:
         await writer.close()

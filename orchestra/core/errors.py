@@ -3,11 +3,13 @@
     OrchestraError
      ├── ConfigError              the config file or a value in it is wrong
      ├── RequestError             a request is malformed
-     │    └── UnknownModelError   a request (or --model) names a model not in the catalog
+     │    ├── UnknownModelError   a request (or --model) names a model not in the catalog
+     │    └── RejectedRequest     the client refused to send it (e.g. it cannot be encoded)
      ├── PolicyError              a policy is unknown, raised, or returned an invalid decision
      ├── NoAllowedModelError      agents' constraints left no model to try (says which agent)
      ├── EmbeddedModelError       the embedded local model is missing or would not start
-     ├── StoreError               the SQLite store cannot be opened or migrated
+     ├── StoreError               the store cannot be opened, migrated or written
+     │    └── NotRecorded         an answer came, but its record could not be written
      ├── ProviderError            one call to one model failed (or would overrun the budget);
      │                            `kind` says how
      └── AllCandidatesFailed      every candidate failed; `attempts` holds each failure
@@ -22,7 +24,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from orchestra.core.result import Attempt
+    from orchestra.core.result import Attempt, Result
 
 ProviderErrorKind = Literal[
     "timeout",
@@ -36,14 +38,15 @@ ProviderErrorKind = Literal[
     "stream_broken",
     "unavailable",
     "budget",
+    "invalid_request",
     "unknown",
 ]
 
 RateLimitReason = Literal["limited", "queue_full", "deadline", "too_large"]
 
-RETRYABLE_KINDS: frozenset[str] = frozenset(
-    {"timeout", "connection", "rate_limit", "server", "stream_broken"}
-)
+# Worth trying the same model again. A timeout is not: the attempt used its share of the
+# deadline, and the next candidate is the better use of what is left.
+RETRYABLE_KINDS: frozenset[str] = frozenset({"connection", "rate_limit", "server", "stream_broken"})
 
 
 class OrchestraError(Exception):
@@ -67,6 +70,16 @@ class UnknownModelError(RequestError):
         self.name = name
 
 
+class RejectedRequest(RequestError):
+    """The request failed before any byte was sent (it cannot be encoded, the client refused
+    it): the request's fault, so no retry, no failover, and no provider is blamed."""
+
+    def __init__(self, message: str, attempts: Sequence[Attempt], request_id: str = "") -> None:
+        super().__init__(message)
+        self.attempts = tuple(attempts)
+        self.request_id = request_id
+
+
 class PolicyError(OrchestraError):
     """A policy is unknown, raised, or returned an invalid decision."""
 
@@ -81,6 +94,15 @@ class EmbeddedModelError(OrchestraError):
 
 class StoreError(OrchestraError):
     """The store cannot be opened, migrated or written."""
+
+
+class NotRecorded(StoreError):
+    """The answer came (and may have been paid for) but its record could not be written; the
+    answer is in `result`, so a caller can still use it."""
+
+    def __init__(self, message: str, result: Result) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 class ProviderError(OrchestraError):

@@ -26,7 +26,11 @@ class ModelSpec(BaseModel):
     input_cost_per_mtok: float | None = Field(default=None, ge=0.0)
     output_cost_per_mtok: float | None = Field(default=None, ge=0.0)
     context_window: int = Field(default=8192, gt=0)
+    # One attempt's limit (a whole answer, when not streamed); a stream must start within
+    # `first_chunk_timeout_s` and never go quiet longer than `idle_timeout_s`.
     timeout_s: float = Field(default=60.0, gt=0.0)
+    first_chunk_timeout_s: float = Field(default=30.0, gt=0.0)
+    idle_timeout_s: float = Field(default=30.0, gt=0.0)
     system_prompt: str | None = None
     embedded: bool = False
     # What the model can do ("vision", "tools", "json"), how good it is (0-1, for quality-first

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+
+from orchestra.core.request import Message
 
 # Shapes of common API keys, masked even when we do not know the value.
 _KEY_SHAPES = re.compile(
@@ -31,3 +34,23 @@ class Redactor:
         for secret in self._secrets:
             text = text.replace(secret, MASK)
         return _KEY_SHAPES.sub(MASK, text)
+
+
+PROMPT_MASK = "[prompt]"
+_MIN_ECHO = 12  # shorter message texts are too common to strip out of a provider's words
+
+
+def strip_prompt(text: str, messages: Sequence[Message]) -> str:
+    """`text` (a provider's error body, say) without the request's messages in it, plain or as
+    escaped in JSON: what a provider echoes of a prompt must not be kept when prompts are not."""
+    for m in sorted(messages, key=lambda m: len(m.content), reverse=True):
+        if len(m.content) < _MIN_ECHO:
+            continue
+        text = text.replace(m.content, PROMPT_MASK)
+        escaped = json.dumps(m.content)[1:-1]
+        if escaped != m.content:
+            text = text.replace(escaped, PROMPT_MASK)
+        ascii_escaped = json.dumps(m.content, ensure_ascii=False)[1:-1]
+        if ascii_escaped not in (m.content, escaped):
+            text = text.replace(ascii_escaped, PROMPT_MASK)
+    return text

@@ -53,6 +53,14 @@ class Request(BaseModel):
             raise ValueError("a request needs at least one message")
         if not any(m.role == "user" and m.content.strip() for m in messages):
             raise ValueError("a request needs a non-empty user message")
+        for i, m in enumerate(messages):
+            try:
+                m.content.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ValueError(
+                    f"message {i} is not valid text: a lone surrogate ({exc.object[exc.start]!r}"
+                    f") at character {exc.start}"
+                ) from None
         return messages
 
     @property

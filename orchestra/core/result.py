@@ -37,6 +37,7 @@ class Usage(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
+    estimated: bool = False  # the provider reported no usage: the tokens were counted locally
 
 
 class Result(BaseModel):
@@ -55,4 +56,6 @@ class Result(BaseModel):
     decision: Decision
     verdicts: tuple[Verdict, ...]
     attempts: tuple[Attempt, ...] = ()
+    # The models in the order the executor planned to try them (after balancing and health).
+    order: tuple[str, ...] = ()
     created_at: float = Field(default_factory=time.time)

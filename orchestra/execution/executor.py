@@ -1,9 +1,12 @@
 """The executor: walks a decision's candidates through the backend until one answers.
 
 Per candidate: skip it if its breaker is open (or its window is too small after a context-window
-error), reserve budget, wait for its rate limit, call it with the time left in the request's
-deadline, and on a retryable failure retry it with backoff (honouring Retry-After) while the
-deadline allows; then move on. Every attempt, skip and cache hit is recorded.
+error), book its worst-case cost in the ledger, wait for its rate limit, and call it within its
+share of the request's deadline: at most half of what is left while other candidates wait behind
+it, so a model that hangs cannot starve them. A retryable failure (5xx, 429, a refused
+connection) is retried with backoff, honouring Retry-After, while the deadline allows; a timeout
+moves on. A stream must start within the model's first-chunk timeout and never go quiet for
+longer than its idle timeout. Every attempt, skip, cache hit and charge is recorded on the flight.
 """
 
 from __future__ import annotations
@@ -12,12 +15,18 @@ import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 
 from orchestra.core.catalog import Catalog
 from orchestra.core.decision import Decision
-from orchestra.core.errors import AllCandidatesFailed, ProviderError, RateLimitedError, StreamBroken
+from orchestra.core.errors import (
+    AllCandidatesFailed,
+    ProviderError,
+    RateLimitedError,
+    RejectedRequest,
+    StreamBroken,
+)
 from orchestra.core.model_spec import ModelSpec
 from orchestra.core.request import Request
 from orchestra.core.result import Attempt, Result, Usage
@@ -28,23 +37,28 @@ from orchestra.execution.endpoints import Endpoints
 from orchestra.execution.flight import Flight
 from orchestra.execution.retry import Deadline
 from orchestra.execution.safeguards import Safeguards
-from orchestra.spend.estimate import prompt_tokens
-from orchestra.spend.guard import Hold
+from orchestra.spend.estimate import cost_usd, count_tokens, prompt_tokens
+from orchestra.spend.guard import Booking
+from orchestra.spend.ledger import Charge
 
 # Failures that say something about the provider's health (not the caller's request or our own
 # budget and limits) count against its circuit breaker.
 BREAKER_KINDS = frozenset(
     {"timeout", "connection", "server", "rate_limit", "stream_broken", "auth", "unknown"}
 )
+# A reservation outlives its attempt by this much before another process may count it as lost.
+LEASE_MARGIN_S = 60.0
+
+Mask = Callable[[str, Request], str]
 
 
 @dataclass
 class _Walk:
-    """One request's walk down its candidates: the attempts so far and what they taught."""
+    """One request's walk down its candidates: its deadline and what the attempts taught."""
 
     flight: Flight
     deadline: Deadline
-    attempts: list[Attempt] = field(default_factory=list)
+    plan: list[ModelSpec]
     overflowed_window: int | None = None
 
     @property
@@ -56,7 +70,8 @@ class Executor:
     """Tries each candidate in order under the `Safeguards`; a failure moves on to the next.
 
     Streaming fails over transparently until the first piece of text has been yielded; after that
-    a failure ends the stream with `StreamBroken`.
+    a failure ends the stream with `StreamBroken`. `mask` cleans every provider message before it
+    is kept, logged or raised (secrets out, the prompt out when prompts are not kept).
     """
 
     def __init__(
@@ -64,121 +79,18 @@ class Executor:
         backend: Backend,
         catalog: Catalog,
         endpoints: Endpoints,
-        redact: Callable[[str], str] = lambda s: s,
+        mask: Mask = lambda text, request: text,
         safeguards: Safeguards | None = None,
     ) -> None:
         self.backend = backend
         self.catalog = catalog
         self.endpoints = endpoints
-        self.redact = redact
+        self.mask = mask
         self.safeguards = safeguards or Safeguards()
 
-    async def complete(self, flight: Flight) -> Result:
-        """Answer `flight` (whose decision is taken) with the first candidate that succeeds."""
-        walk = self._walk(flight)
-        if (hit := await self._cached(walk)) is not None:
-            return hit
-        async with aclosing(self._tries(walk)) as tries:
-            async for t in tries:
-                async with t:
-                    endpoint, params = await t.admit()
-                    call = self.backend.complete(t.spec, endpoint, walk.request.messages, params)
-                    completion = await self._bounded(walk, call)
-                if not t.failed:
-                    return self._succeeded(walk, t, completion)
-        raise self._all_failed(walk)
-
-    async def stream(self, flight: Flight) -> AsyncIterator[StreamPiece | Result]:
-        """Yield text pieces, then one final `Result` holding the whole text."""
-        walk = self._walk(flight)
-        if (hit := await self._cached(walk)) is not None:
-            yield StreamPiece(text=hit.text)
-            yield hit
-            return
-        async with aclosing(self._tries(walk)) as tries:
-            async for t in tries:
-                parts: list[str] = []
-                usage: Usage | None = None
-                async with t:
-                    endpoint, params = await t.admit()
-                    pieces = self.backend.stream(t.spec, endpoint, walk.request.messages, params)
-                    async for piece in pieces:
-                        usage = piece.usage or usage
-                        if piece.text:
-                            parts.append(piece.text)
-                            t.partial = parts
-                            yield piece
-                if not t.failed:
-                    completion = Completion(text="".join(parts), usage=usage or Usage())
-                    yield self._succeeded(walk, t, completion)
-                    return
-        raise self._all_failed(walk)
-
-    # -- the walk ----------------------------------------------------------------------------------
-
-    def _walk(self, flight: Flight) -> _Walk:
-        return _Walk(flight, Deadline(flight.request.timeout_s or self.safeguards.deadline_s))
-
-    async def _tries(self, walk: _Walk) -> AsyncGenerator[_Try, None]:
-        """Each attempt to make, in order: every candidate, retried while its failures allow."""
-        for spec in self._candidates(walk):
-            retry = 0
-            while not walk.deadline.expired:
-                t = _Try(self, walk, spec, retry)
-                yield t
-                if not t.failed or t.wait is None:
-                    break
-                retry += 1
-                await asyncio.sleep(t.wait)
-
-    def _candidates(self, walk: _Walk) -> Iterator[ModelSpec]:
-        """The decision's models, each tier ordered by the balancer, minus those to skip."""
-        assert walk.flight.decision is not None
-        for spec in self._balanced(walk.flight.decision):
-            if walk.overflowed_window is not None and spec.context_window <= walk.overflowed_window:
-                self._skipped(
-                    walk, spec, "context_window", f"window {spec.context_window} too small"
-                )
-                continue
-            breaker = self.safeguards.breakers.get(spec.name) if self.safeguards.breakers else None
-            if breaker is not None and not breaker.allow():
-                self._skipped(walk, spec, "breaker_open", breaker.why_not())
-                continue
-            yield spec
-
-    async def _admit(self, walk: _Walk, spec: ModelSpec) -> Hold | None:
-        """Reserve budget and pass the model's rate limit (both may refuse: a ProviderError)."""
-        hold = self.safeguards.guard.hold(spec, walk.request) if self.safeguards.guard else None
-        limiter = self.safeguards.limiters.get(spec.name)
-        if limiter is not None:
-            try:
-                await limiter.acquire(
-                    _booked_tokens(walk.request),
-                    priority=walk.request.priority,
-                    deadline_s=walk.deadline.remaining(),
-                )
-            except BaseException:
-                self._release(hold)
-                raise
-        return hold
-
-    async def _bounded(self, walk: _Walk, call: Awaitable[Completion]) -> Completion:
-        # The backend has its own timeout; this is the net under it, so no call outlives the
-        # request's deadline even if a transport ignores its timeout.
-        try:
-            async with asyncio.timeout(walk.deadline.remaining() + 1.0):
-                return await call
-        except TimeoutError:
-            raise ProviderError("the request's deadline passed", kind="timeout") from None
-
-    def _params(self, walk: _Walk, spec: ModelSpec) -> CallParams:
-        return CallParams(
-            timeout_s=max(0.001, walk.deadline.attempt_timeout(spec.timeout_s)),
-            max_tokens=walk.request.max_tokens,
-            temperature=walk.request.temperature,
-        )
-
-    def _balanced(self, decision: Decision) -> list[ModelSpec]:
+    def plan(self, decision: Decision) -> list[ModelSpec]:
+        """The decision's models in the order they will be tried: each tier ordered by the
+        balancer, a model the health checks found down last."""
         specs = [self.catalog.get(c.model) for c in decision.candidates]
         balancer = self.safeguards.balancer
         if balancer is not None:
@@ -192,6 +104,143 @@ class Executor:
         # A model the health checks found down goes last rather than out: a check can be stale.
         return sorted(specs, key=lambda s: health.status(s.name).healthy is False)
 
+    async def complete(self, flight: Flight) -> Result:
+        """Answer `flight` (whose decision is taken) with the first candidate that succeeds."""
+        walk = self._walk(flight)
+        if (hit := await self._cached(walk)) is not None:
+            return hit
+        async with aclosing(self._tries(walk)) as tries:
+            async for t in tries:
+                async with t:
+                    endpoint, params = await t.admit(stream=False)
+                    call = self.backend.complete(t.spec, endpoint, walk.request.messages, params)
+                    completion = await self._within(t.timeout_s, call)
+                if not t.failed:
+                    return self._succeeded(walk, t, completion)
+        raise self._all_failed(walk)
+
+    async def stream(self, flight: Flight) -> AsyncIterator[StreamPiece | Result]:
+        """Yield text pieces, then one final `Result` holding the whole text."""
+        walk = self._walk(flight)
+        if (hit := await self._cached(walk)) is not None:
+            yield StreamPiece(text=hit.text)
+            yield hit
+            return
+        async with aclosing(self._tries(walk)) as tries:
+            async for t in tries:
+                usage: Usage | None = None
+                async with t:
+                    endpoint, params = await t.admit(stream=True)
+                    pieces = self.backend.stream(t.spec, endpoint, walk.request.messages, params)
+                    async for piece in self._paced(walk, t, pieces):
+                        usage = piece.usage or usage
+                        if piece.text:
+                            t.partial.append(piece.text)
+                            yield piece
+                if not t.failed:
+                    text = "".join(t.partial)
+                    yield self._succeeded(walk, t, Completion(text=text, usage=usage or Usage()))
+                    return
+        raise self._all_failed(walk)
+
+    # -- the walk ----------------------------------------------------------------------------------
+
+    def _walk(self, flight: Flight) -> _Walk:
+        assert flight.decision is not None, "the executor runs a decision"
+        deadline = Deadline(flight.request.timeout_s or self.safeguards.deadline_s)
+        walk = _Walk(flight, deadline, self.plan(flight.decision))
+        flight.order = tuple(s.name for s in walk.plan)
+        return walk
+
+    async def _tries(self, walk: _Walk) -> AsyncGenerator[_Try, None]:
+        """Each attempt to make, in order: every candidate, retried while its failures allow."""
+        for spec, last in self._candidates(walk):
+            retry = 0
+            while not walk.deadline.expired:
+                t = _Try(self, walk, spec, retry, last)
+                yield t
+                if not t.failed or t.wait is None:
+                    break
+                retry += 1
+                await asyncio.sleep(t.wait)
+
+    def _candidates(self, walk: _Walk) -> Iterator[tuple[ModelSpec, bool]]:
+        """The planned models minus those to skip, each with whether it is the last."""
+        for i, spec in enumerate(walk.plan):
+            if walk.overflowed_window is not None and spec.context_window <= walk.overflowed_window:
+                self._skipped(
+                    walk, spec, "context_window", f"window {spec.context_window} too small"
+                )
+                continue
+            breakers = self.safeguards.breakers
+            breaker = breakers.get(spec.name) if breakers is not None else None
+            if breaker is not None and not breaker.allow():
+                self._skipped(walk, spec, "breaker_open", breaker.why_not())
+                continue
+            yield spec, i == len(walk.plan) - 1
+
+    async def _within(self, seconds: float, call: Awaitable[Completion]) -> Completion:
+        """The whole call within `seconds` (plus a hair for the backend's own timeout to speak
+        first), however slowly a server trickles its answer."""
+        try:
+            async with asyncio.timeout(seconds + 0.25):
+                return await call
+        except TimeoutError:
+            raise ProviderError(f"no answer within {seconds:.1f} s", kind="timeout") from None
+
+    async def _paced(
+        self, walk: _Walk, t: _Try, pieces: AsyncIterator[StreamPiece]
+    ) -> AsyncIterator[StreamPiece]:
+        """`pieces`, each within its time: the first within the first-chunk timeout, each next
+        one within the idle timeout, all within the request's deadline."""
+        spec = t.spec
+        async with aclosing(pieces) as stream:  # type: ignore[type-var]
+            it = aiter(stream)
+            wait, what = t.timeout_s, "no first chunk"
+            while True:
+                wait = min(wait, walk.deadline.remaining())
+                try:
+                    async with asyncio.timeout(wait):
+                        piece = await anext(it)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    raise ProviderError(
+                        f"{spec.name}: {what} within {wait:.1f} s", kind="timeout", model=spec.name
+                    ) from None
+                yield piece
+                if piece.text:
+                    wait, what = spec.idle_timeout_s, "no chunk"
+
+    def _attempt_timeout(self, walk: _Walk, spec: ModelSpec, last: bool, stream: bool) -> float:
+        """An attempt's time: its model's limit, and never more than half of what is left of the
+        deadline while other candidates wait behind it."""
+        remaining = walk.deadline.remaining()
+        share = remaining if last else remaining / 2
+        limit = spec.first_chunk_timeout_s if stream else spec.timeout_s
+        return max(0.001, min(limit, share))
+
+    async def _admit(self, walk: _Walk, t: _Try) -> Booking | None:
+        """Book budget and pass the model's rate limit (both may refuse: a ProviderError)."""
+        guard, spec = self.safeguards.guard, t.spec
+        booking = None
+        if guard is not None:
+            lease = walk.deadline.remaining() + LEASE_MARGIN_S
+            booking = await guard.admit(spec, walk.request, lease)
+        limiter = self.safeguards.limiters.get(spec.name)
+        if limiter is not None:
+            try:
+                await limiter.acquire(
+                    _booked_tokens(walk.request),
+                    priority=walk.request.priority,
+                    deadline_s=walk.deadline.remaining(),
+                )
+            except BaseException:
+                if guard is not None:
+                    guard.release(booking)
+                raise
+        return booking
+
     # -- outcomes ----------------------------------------------------------------------------------
 
     async def _cached(self, walk: _Walk) -> Result | None:
@@ -204,30 +253,33 @@ class Executor:
         if hit is None or hit.model not in self.catalog:
             return None
         spec = self.catalog.get(hit.model)
-        walk.attempts.append(
+        walk.flight.attempts.append(
             Attempt(model=spec.name, tier=spec.tier, ok=True, latency_ms=0.0, cached=True)
         )
         usage = Usage(prompt_tokens=hit.prompt_tokens, completion_tokens=hit.completion_tokens)
-        return self._result(walk, spec, Completion(text=hit.text, usage=usage))  # costs nothing
+        walk.flight.charges.append(_charge(spec, usage, None))  # costs nothing
+        return self._result(walk, spec, Completion(text=hit.text, usage=usage))
 
     def _succeeded(self, walk: _Walk, t: _Try, completion: Completion) -> Result:
-        spec = t.spec
+        spec, u = t.spec, completion.usage
         ms = (time.perf_counter() - t.started) * 1000
-        walk.attempts.append(Attempt(model=spec.name, tier=spec.tier, ok=True, latency_ms=ms))
-        if self.safeguards.breakers is not None:
-            self.safeguards.breakers.get(spec.name).record_success()
-        if self.safeguards.latency is not None:
-            self.safeguards.latency.observe(spec.name, ms)
-        u = completion.usage
+        walk.flight.attempts.append(
+            Attempt(model=spec.name, tier=spec.tier, ok=True, latency_ms=ms)
+        )
+        walk.flight.charges.append(_charge(spec, u, t.booking))
+        safe = self.safeguards
+        if safe.breakers is not None:
+            safe.breakers.get(spec.name).record_success()
+        if safe.latency is not None:
+            safe.latency.observe(spec.name, ms)
         used = u.prompt_tokens + u.completion_tokens
-        limiter = self.safeguards.limiters.get(spec.name)
+        limiter = safe.limiters.get(spec.name)
         if limiter is not None and used > 0:  # the real usage replaces the booked estimate
             limiter.settle(_booked_tokens(walk.request), used)
-        if self.safeguards.cache is not None:
-            key = _key(walk.request, spec.tier)
-            self.safeguards.cache.put(
-                key, spec.name, spec.tier.value, completion.text, u.prompt_tokens,
-                u.completion_tokens,
+        if safe.cache is not None:
+            safe.cache.put(
+                _key(walk.request, spec.tier), spec.name, spec.tier.value, completion.text,
+                u.prompt_tokens, u.completion_tokens,
             )  # fmt: skip
         return self._result(walk, spec, completion)
 
@@ -245,31 +297,30 @@ class Executor:
             completion_tokens=usage.completion_tokens,
             decision=flight.decision,
             verdicts=flight.verdicts,
-            attempts=tuple(walk.attempts),
+            attempts=tuple(flight.attempts),
+            order=flight.order,
             created_at=flight.created,
         )
 
     def _failed(self, walk: _Walk, t: _Try, exc: ProviderError) -> float | None:
         """Record a failed attempt; returns how long to wait before retrying this model, or None
         to move on (not retryable, retries used up, or the wait would pass the deadline)."""
-        spec = t.spec
-        wait = self.safeguards.retry.wait_before_retry(
-            exc, t.retry + 1, walk.deadline.remaining(), self.safeguards.rng
-        )
-        own = isinstance(exc, RateLimitedError) or exc.kind == "budget"
-        if self.safeguards.breakers is not None and exc.kind in BREAKER_KINDS and not own:
-            breaker = self.safeguards.breakers.get(spec.name)
-            breaker.record_failure(f"{exc.kind}: {self.redact(str(exc))}"[:200])
+        spec, safe = t.spec, self.safeguards
+        wait = safe.retry.wait_before_retry(exc, t.retry + 1, walk.deadline.remaining(), safe.rng)
+        own = isinstance(exc, RateLimitedError) or exc.kind in ("budget", "invalid_request")
+        if safe.breakers is not None and exc.kind in BREAKER_KINDS and not own:
+            breaker = safe.breakers.get(spec.name)
+            breaker.record_failure(f"{exc.kind}: {exc}"[:200])
             if breaker.state == "open":
                 wait = None  # this failure opened the breaker: no retry
-        walk.attempts.append(
+        walk.flight.attempts.append(
             Attempt(
                 model=spec.name,
                 tier=spec.tier,
                 ok=False,
                 latency_ms=(time.perf_counter() - t.started) * 1000,
                 error_kind=exc.kind,
-                error=self.redact(str(exc))[:500],
+                error=str(exc)[:500],
                 status_code=exc.status_code,
                 retry_after_s=exc.retry_after_s,
                 retry_in_s=None if wait is None else round(wait, 3),
@@ -279,8 +330,22 @@ class Executor:
             walk.overflowed_window = max(walk.overflowed_window or 0, spec.context_window)
         return wait
 
+    def _masked(self, exc: ProviderError, request: Request) -> ProviderError:
+        """The same failure with a message safe to keep: no secrets, no prompt, not too long."""
+        if isinstance(exc, RateLimitedError):
+            return exc  # our own words
+        clean = ProviderError(
+            self.mask(str(exc), request)[:1000],
+            kind=exc.kind,
+            model=exc.model,
+            status_code=exc.status_code,
+            retry_after_s=exc.retry_after_s,
+        )
+        clean.__cause__ = None
+        return clean
+
     def _skipped(self, walk: _Walk, spec: ModelSpec, kind: str, why: str) -> None:
-        walk.attempts.append(
+        walk.flight.attempts.append(
             Attempt(
                 model=spec.name,
                 tier=spec.tier,
@@ -292,40 +357,50 @@ class Executor:
             )
         )
 
-    def _release(self, hold: Hold | None) -> None:
-        if self.safeguards.guard is not None:
-            self.safeguards.guard.release(hold)
-
     def _all_failed(self, walk: _Walk) -> AllCandidatesFailed:
-        detail = "; ".join(f"{a.model}: {a.error_kind} ({a.error})" for a in walk.attempts)
+        attempts = walk.flight.attempts
+        detail = "; ".join(f"{a.model}: {a.error_kind} ({a.error})" for a in attempts)
         if walk.deadline.expired:
             detail = f"the deadline of {walk.deadline.seconds:g} s passed; {detail}"
         return AllCandidatesFailed(
             f"every candidate failed: {detail or 'no candidate to try'}",
-            walk.attempts,
+            attempts,
             request_id=walk.request.id,
         )
 
 
 class _Try:
-    """One attempt at one model, used as `async with`: its hold is released and its failure
-    recorded on exit. A `ProviderError` is swallowed (`failed`, `wait` tell the walk what next),
-    unless text already reached the caller: then it becomes `StreamBroken`."""
+    """One attempt at one model, used as `async with`: on exit its reservation is settled (a
+    charge for what was received, or released) and its failure recorded. A `ProviderError` is
+    swallowed (`failed`, `wait` tell the walk what next) unless text already reached the caller
+    (then `StreamBroken`) or the request itself is at fault (then `RejectedRequest`)."""
 
-    def __init__(self, executor: Executor, walk: _Walk, spec: ModelSpec, retry: int) -> None:
-        self.executor, self.walk, self.spec, self.retry = executor, walk, spec, retry
+    def __init__(
+        self, executor: Executor, walk: _Walk, spec: ModelSpec, retry: int, last: bool
+    ) -> None:
+        self.executor, self.walk, self.spec, self.retry, self.last = (
+            executor, walk, spec, retry, last
+        )  # fmt: skip
         self.started = time.perf_counter()
-        self.hold: Hold | None = None
+        self.booking: Booking | None = None
+        self.timeout_s = 0.0
         self.failed = False
         self.wait: float | None = None
         self.partial: list[str] = []
 
-    async def admit(self) -> tuple[Endpoint, CallParams]:
-        """Reserve budget, pass the rate limit, and resolve the endpoint: ready to call."""
-        ex = self.executor
-        self.hold = await ex._admit(self.walk, self.spec)
-        endpoint = await ex.endpoints.resolve(self.spec)
-        return endpoint, ex._params(self.walk, self.spec)
+    async def admit(self, *, stream: bool) -> tuple[Endpoint, CallParams]:
+        """Book budget, pass the rate limit, resolve the endpoint: ready to call."""
+        ex, walk, spec = self.executor, self.walk, self.spec
+        self.booking = await ex._admit(walk, self)
+        endpoint = await ex.endpoints.resolve(spec)
+        self.timeout_s = ex._attempt_timeout(walk, spec, self.last, stream)
+        booked = self.booking.max_tokens if self.booking is not None else None
+        params = CallParams(
+            timeout_s=self.timeout_s,
+            max_tokens=booked or walk.request.max_tokens,
+            temperature=walk.request.temperature,
+        )
+        return endpoint, params
 
     async def __aenter__(self) -> _Try:
         return self
@@ -336,14 +411,51 @@ class _Try:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
-        self.executor._release(self.hold)
+        ex = self.executor
+        if exc is None:
+            return False  # the success path charges the answer
+        self._settle_partial()
         if not isinstance(exc, ProviderError):
-            return False
+            return False  # cancelled or abandoned: what was received is charged above
+        masked = ex._masked(exc, self.walk.request)
         self.failed = True
-        self.wait = self.executor._failed(self.walk, self, exc)
+        self.wait = ex._failed(self.walk, self, masked)
+        attempts = self.walk.flight.attempts
+        if masked.kind == "invalid_request":
+            raise RejectedRequest(str(masked), attempts, self.walk.request.id) from None
         if self.partial:  # text already reached the caller: no retry, no failover
-            raise StreamBroken(exc, "".join(self.partial), self.walk.attempts) from exc
+            raise StreamBroken(masked, "".join(self.partial), attempts) from None
         return True
+
+    def _settle_partial(self) -> None:
+        """A call that ended without an answer: billed for the text it sent, else released."""
+        guard = self.executor.safeguards.guard
+        if self.partial:
+            prompt = self.booking.prompt_tokens if self.booking else 0
+            completion = count_tokens("".join(self.partial))
+            usage = Usage(
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                cost_usd=cost_usd(self.spec, prompt, completion) or 0.0,
+                estimated=True,
+            )
+            self.walk.flight.charges.append(_charge(self.spec, usage, self.booking, "partial"))
+        elif guard is not None:
+            guard.release(self.booking)
+
+
+def _charge(spec: ModelSpec, usage: Usage, booking: Booking | None, kind: str = "answer") -> Charge:
+    return Charge(
+        model=spec.name,
+        tier=spec.tier,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        cost_usd=usage.cost_usd,
+        kind="partial" if kind == "partial" else "answer",
+        hold_id=booking.hold.id if booking is not None and booking.hold is not None else None,
+        usage_reported=not usage.estimated,
+        at=time.time(),
+    )
 
 
 def _key(request: Request, tier: Tier) -> str:

@@ -7,13 +7,16 @@ from dataclasses import dataclass, field
 
 from orchestra.core.decision import Decision
 from orchestra.core.request import Request
+from orchestra.core.result import Attempt
 from orchestra.core.verdict import Verdict
+from orchestra.spend.ledger import Charge
 
 
 @dataclass
 class Flight:
     """One request from arrival to record: the runtime fills in the verdicts and the decision,
-    the executor answers it, and the store keeps it."""
+    the executor its attempts, what they cost and the order it planned; the store keeps it all,
+    whether the request was answered, failed, or abandoned half-way."""
 
     request: Request
     stream: bool = False
@@ -21,6 +24,9 @@ class Flight:
     created: float = field(default_factory=time.time)
     verdicts: tuple[Verdict, ...] = ()
     decision: Decision | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    charges: list[Charge] = field(default_factory=list)
+    order: tuple[str, ...] = ()
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000

@@ -1,62 +1,93 @@
-"""Reserves a request's estimated cost before a paid call, so concurrent calls cannot overspend."""
+"""The budget guard: books a paid call's worst case in the ledger before the call is made."""
 
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import dataclass
 
 from orchestra.core.errors import ProviderError
 from orchestra.core.model_spec import ModelSpec
 from orchestra.core.request import Request
 from orchestra.spend.budget import Budget
-from orchestra.spend.estimate import estimate_usd
-from orchestra.spend.tracker import SpendTracker
+from orchestra.spend.estimate import cost_usd, prompt_tokens
+from orchestra.spend.ledger import Ask, Hold, Ledger, Refusal
+
+log = logging.getLogger("orchestra.spend")
+
+# Below this many answer tokens a capped answer is not worth paying for: the model is refused
+# instead (and a cheaper or free candidate answers).
+MIN_ANSWER_TOKENS = 256
 
 
-@dataclass(frozen=True)
-class Hold:
-    """A reservation of budget for one call; released when the call ends."""
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Booking:
+    """A call the guard let through: its reservation (None when nothing needed reserving) and
+    the answer cap to send (the request's own `max_tokens`, or what the budget can pay for)."""
 
-    usd: float
+    hold: Hold | None
+    max_tokens: int | None
+    prompt_tokens: int
 
 
 class BudgetGuard:
-    """Checks and reserves in one step on the event loop (no await between them), so 200 requests
-    arriving at once see each other's reservations. Spent + reserved never exceeds a budget.
+    """Reserves each paid call's worst-case cost (its prompt, estimated high, plus its answer cap)
+    in the ledger, atomically against the budget and every process's reservations.
 
-    A call's reservation is its estimate; when it ends the reservation is released and the real
-    cost is added to the spend by the runtime.
+    A call with no `max_tokens` is capped at `Budget.max_tokens_per_call`, shrunk to what the
+    budget has left (but never below `MIN_ANSWER_TOKENS`), and the cap is sent to the provider:
+    so no single call can overrun the budget, unless the provider ignores the cap or reports
+    more than it. Free models, unpriced models and runtimes without a budget reserve nothing.
     """
 
-    def __init__(self, budget: Budget, spend: SpendTracker, expected_completion: int = 256) -> None:
+    def __init__(self, budget: Budget, ledger: Ledger | None) -> None:
         self.budget = budget
-        self.spend = spend
-        self.expected_completion = expected_completion
+        self.ledger = ledger
+        self._unpriced: set[str] = set()
 
-    def hold(self, spec: ModelSpec, request: Request) -> Hold | None:
-        """Reserve the estimated cost on `spec`; None for a free model or no budget.
+    async def admit(self, spec: ModelSpec, request: Request, lease_s: float) -> Booking:
+        """Reserve for one call to `spec`; raises `ProviderError(kind="budget")` when it would
+        overrun a budget."""
+        prompt = prompt_tokens(request)
+        if spec.is_free or not self.budget.limited or self.ledger is None:
+            return Booking(hold=None, max_tokens=request.max_tokens, prompt_tokens=prompt)
+        cap = request.max_tokens or self.budget.max_tokens_per_call
+        floor = cap if request.max_tokens else min(cap, MIN_ANSWER_TOKENS)
+        want, least = cost_usd(spec, prompt, cap), cost_usd(spec, prompt, floor)
+        if want is None or least is None:
+            self._warn_unpriced(spec)
+            return Booking(hold=None, max_tokens=request.max_tokens, prompt_tokens=prompt)
+        b = self.budget
+        granted = await self.ledger.reserve(
+            Ask(model=spec.name, tier=spec.tier, request_id=request.id, min_usd=least,
+                want_usd=want, daily_usd=b.daily_usd, monthly_usd=b.monthly_usd,
+                lease_s=lease_s)
+        )  # fmt: skip
+        if isinstance(granted, Refusal):
+            raise ProviderError(
+                f"{spec.name}: ${least:.6f} (its prompt and a {floor}-token answer) would overrun "
+                f"the {granted.limit} budget (${max(granted.left_usd, 0.0):.6f} left)",
+                kind="budget",
+                model=spec.name,
+            )
+        return Booking(hold=granted, max_tokens=_affordable(spec, prompt, cap, granted.usd),
+                       prompt_tokens=prompt)  # fmt: skip
 
-        Raises `ProviderError(kind="budget")` when the estimate would overrun a budget.
-        """
-        if spec.is_free or (self.budget.daily_usd is None and self.budget.monthly_usd is None):
-            return None
-        estimate = estimate_usd(spec, request, self.expected_completion)
-        if estimate is None:
-            return None  # unknown price: nothing to reserve against (the cost agent says so)
-        for label, limit, spent in (
-            ("daily", self.budget.daily_usd, self.spend.today()),
-            ("monthly", self.budget.monthly_usd, self.spend.this_month()),
-        ):
-            if limit is not None and spent + self.spend.reserved_usd + estimate > limit:
-                left = max(0.0, limit - spent - self.spend.reserved_usd)
-                raise ProviderError(
-                    f"{spec.name}: estimated ${estimate:.6f} would overrun the {label} budget "
-                    f"(${left:.6f} left)",
-                    kind="budget",
-                    model=spec.name,
-                )
-        self.spend.reserved_usd += estimate
-        return Hold(estimate)
+    def release(self, booking: Booking | None) -> None:
+        """Give back a reservation whose call was never billed."""
+        if booking is not None and booking.hold is not None and self.ledger is not None:
+            self.ledger.release(booking.hold)
 
-    def release(self, hold: Hold | None) -> None:
-        if hold is not None:
-            self.spend.reserved_usd = max(0.0, self.spend.reserved_usd - hold.usd)
+    def _warn_unpriced(self, spec: ModelSpec) -> None:
+        if spec.name not in self._unpriced:
+            self._unpriced.add(spec.name)
+            log.warning("no price known for %s: its calls cannot be held to the budget", spec.name)
+
+
+def _affordable(spec: ModelSpec, prompt: int, cap: int, usd: float) -> int:
+    """The answer tokens `usd` pays for on `spec` after its prompt, at most `cap`."""
+    out = spec.output_cost_per_mtok or 0.0
+    if out <= 0:
+        return cap
+    left = usd * 1e6 - prompt * (spec.input_cost_per_mtok or 0.0)
+    return max(1, min(cap, math.floor(left / out + 1e-9)))

@@ -1,85 +1,56 @@
-"""Live spend totals, kept in memory so agents read them without I/O."""
+"""Live spend as agents read it: the ledger's latest totals, held in memory (no I/O to read)."""
 
 from __future__ import annotations
 
 import time
-from collections import deque
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+
+from orchestra.spend.calendar import day_start, month_start
+from orchestra.spend.ledger import SpendTotals
+
+__all__ = ["SpendTracker", "day_start", "month_start"]
 
 
-def day_start(ts: float) -> float:
-    d = datetime.fromtimestamp(ts)
-    return d.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
-
-
-def month_start(ts: float) -> float:
-    d = datetime.fromtimestamp(ts)
-    return d.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp()
-
-
-def _next_day(ts: float) -> float:
-    d = datetime.fromtimestamp(day_start(ts)) + timedelta(days=1, hours=3)  # DST-safe
-    return day_start(d.timestamp())
-
-
-def _next_month(ts: float) -> float:
-    d = datetime.fromtimestamp(month_start(ts)) + timedelta(days=32)
-    return month_start(d.timestamp())
-
-
-@dataclass
 class SpendTracker:
-    """Today's and this month's spend (local calendar), seeded from the store's ledger.
+    """Today's and this month's spend, what is reserved in flight and the last hour's spend.
 
-    The runtime adds each request's cost as it is recorded, so the totals are current without
-    reading the database on the request path. Period boundaries are computed once per period.
+    The store refreshes it from the ledger after every commit that moves money, and every second
+    for what other processes spend; agents read it on the request path without I/O. It is a
+    view: the budget itself is enforced by the ledger's reservations, never by this.
     """
 
-    day_usd: float = 0.0
-    month_usd: float = 0.0
-    # Estimated cost of calls in flight (see BudgetGuard); counts against both budgets.
-    reserved_usd: float = 0.0
-    _recent: deque[tuple[float, float]] = field(default_factory=deque, repr=False)
-    _day: tuple[float, float] = field(default=(0.0, 0.0), repr=False)
-    _month: tuple[float, float] = field(default=(0.0, 0.0), repr=False)
+    __slots__ = ("_totals",)
+
+    def __init__(self, totals: SpendTotals | None = None) -> None:
+        self._totals = totals or SpendTotals()
 
     @classmethod
     def seeded(cls, day_usd: float, month_usd: float, now: float | None = None) -> SpendTracker:
-        now = time.time() if now is None else now
-        tracker = cls(day_usd=day_usd, month_usd=month_usd)
-        tracker._day = (day_start(now), _next_day(now))
-        tracker._month = (month_start(now), _next_month(now))
-        return tracker
+        """A view holding fixed totals (tests, experiments, a runtime without a store)."""
+        at = time.time() if now is None else now
+        return cls(SpendTotals(today_usd=day_usd, month_usd=month_usd, at=at))
 
-    def add(self, cost_usd: float, at: float | None = None) -> None:
-        at = time.time() if at is None else at
-        self._roll(at)
-        if self._day[0] <= at < self._day[1]:
-            self.day_usd += cost_usd
-        if self._month[0] <= at < self._month[1]:
-            self.month_usd += cost_usd
-        if cost_usd:
-            self._recent.append((at, cost_usd))
+    def update(self, totals: SpendTotals) -> None:
+        """Take newer totals; older ones (a slow refresh finishing late) are ignored."""
+        if totals.at >= self._totals.at:
+            self._totals = totals
 
-    def last_hour(self, now: float | None = None) -> float:
-        """Spend recorded by this process in the last hour (for spike detection)."""
-        now = time.time() if now is None else now
-        while self._recent and self._recent[0][0] < now - 3600:
-            self._recent.popleft()
-        return sum(cost for at, cost in self._recent if at <= now)
+    @property
+    def totals(self) -> SpendTotals:
+        return self._totals
+
+    @property
+    def reserved_usd(self) -> float:
+        return self._totals.reserved_usd
 
     def today(self, now: float | None = None) -> float:
-        self._roll(time.time() if now is None else now)
-        return self.day_usd
+        if now is not None and day_start(now) > self._totals.at:
+            return 0.0  # a new day began since these totals were read
+        return self._totals.today_usd
 
     def this_month(self, now: float | None = None) -> float:
-        self._roll(time.time() if now is None else now)
-        return self.month_usd
+        if now is not None and month_start(now) > self._totals.at:
+            return 0.0
+        return self._totals.month_usd
 
-    def _roll(self, now: float) -> None:
-        # Only ever forward: an older timestamp never reopens a closed period.
-        if now >= self._day[1]:
-            self._day, self.day_usd = (day_start(now), _next_day(now)), 0.0
-        if now >= self._month[1]:
-            self._month, self.month_usd = (month_start(now), _next_month(now)), 0.0
+    def last_hour(self, now: float | None = None) -> float:
+        return self._totals.last_hour_usd

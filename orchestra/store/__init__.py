@@ -13,9 +13,9 @@ from orchestra.store.record import RequestRecord
 from orchestra.store.sqlite import SqliteStore
 
 
-def open_store(location: str | Path) -> Store:
-    """A store (not yet opened) for a SQLite file path."""
-    return SqliteStore(location)
+def open_store(location: str | Path, timezone: str | None = None) -> Store:
+    """A store (not yet opened) for a SQLite file path; `timezone` is the budget calendar's."""
+    return SqliteStore(location, timezone=timezone)
 
 
 __all__ = ["ReplayBatch", "RequestRecord", "SqliteStore", "Store", "open_store"]

@@ -20,6 +20,7 @@ from orchestra.core.feedback import Judged, RequestRef
 from orchestra.core.verdict import Verdict
 from orchestra.execution.breaker.storage import BreakerRecord
 from orchestra.execution.cache import CachedAnswer
+from orchestra.spend.ledger import Ledger, SpendTotals
 from orchestra.store.record import RequestRecord
 
 
@@ -44,8 +45,11 @@ REPLAY_VERDICT_COLUMNS = (
 )  # fmt: skip
 
 
-class Store(ABC):
+class Store(Ledger, ABC):
     """Where Orchestra keeps requests, verdicts, attempts, spend, samples, breakers and the cache.
+
+    It is also the `Ledger`: budget reservations are taken in its transactions, against the
+    spend of every process (and host) that shares it.
 
     Open it with `await store.open()` or `async with store:`; close it with `await store.close()`
     (a store dropped open warns with `ResourceWarning`).
@@ -100,8 +104,9 @@ class Store(ABC):
         """Ambient samples, newest first."""
 
     @abstractmethod
-    async def spend_totals(self, now: float | None = None) -> tuple[float, float]:
-        """(today, this month) in USD, local calendar."""
+    async def spend_totals(self, now: float | None = None) -> SpendTotals:
+        """Today, this month, live reservations and the last hour (USD) in the budget calendar,
+        read from the ledger after everything queued."""
 
     @abstractmethod
     async def spend_summary(self, now: float | None = None) -> dict[str, Any]:

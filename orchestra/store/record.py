@@ -12,6 +12,7 @@ from orchestra.core.decision import Decision
 from orchestra.core.request import Request
 from orchestra.core.result import Attempt, Result
 from orchestra.core.verdict import Verdict
+from orchestra.spend.ledger import Charge
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,11 +30,25 @@ class RequestRecord:
     error_kind: str | None = None
     error: str | None = None
     keep_text: bool = False
+    # What the calls cost, for the ledger; None: one answer charge taken from `result`.
+    charges: Sequence[Charge] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def status(self) -> str:
         return "ok" if self.result is not None else "error"
+
+    def ledger_charges(self) -> Sequence[Charge]:
+        if self.charges is not None:
+            return self.charges
+        res = self.result
+        if res is None:
+            return ()
+        return (
+            Charge(model=res.model, tier=res.tier, prompt_tokens=res.prompt_tokens,
+                   completion_tokens=res.completion_tokens, cost_usd=res.cost_usd,
+                   at=self.created_at),
+        )  # fmt: skip
 
 
 def prompt_features(request: Request) -> dict[str, int]:
@@ -116,21 +131,6 @@ def attempt_rows(rec: RequestRecord) -> list[tuple[Any, ...]]:
     ]
 
 
-def ledger_row(rec: RequestRecord) -> tuple[Any, ...] | None:
-    res = rec.result
-    if res is None:
-        return None
-    return (
-        rec.created_at,
-        rec.request.id,
-        res.model,
-        res.tier.value,
-        res.prompt_tokens,
-        res.completion_tokens,
-        res.cost_usd,
-    )
-
-
 _INSERT_REQUEST = f"INSERT OR REPLACE INTO requests VALUES ({', '.join('?' * 20)})"
 _INSERT_VERDICT = (
     "INSERT OR REPLACE INTO verdicts (request_id, position, agent, target, allowed, confidence,"
@@ -142,23 +142,16 @@ _INSERT_ATTEMPT = (
     " error_kind, error, status_code, retry_after_s, retry_in_s, skipped, cached)"
     f" VALUES ({', '.join('?' * 13)})"
 )
-_INSERT_LEDGER = (
-    "INSERT INTO ledger (at, request_id, model, tier, prompt_tokens, completion_tokens, cost_usd)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
 
 
 def record_rows(rec: RequestRecord) -> list[tuple[str, list[tuple[Any, ...]]]]:
-    """Every statement that stores one request: the request, its verdicts, attempts, ledger row."""
-    out = [
+    """The statements that store one request: the request, its verdicts, its attempts (its
+    charges go to the ledger separately, see `sqlite_ledger.charge`)."""
+    return [
         (_INSERT_REQUEST, [request_row(rec)]),
         (_INSERT_VERDICT, verdict_rows(rec)),
         (_INSERT_ATTEMPT, attempt_rows(rec)),
     ]
-    ledger = ledger_row(rec)
-    if ledger is not None:
-        out.append((_INSERT_LEDGER, [ledger]))
-    return out
 
 
 def sample_row(verdict: Verdict) -> tuple[Any, ...]:

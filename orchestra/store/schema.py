@@ -134,6 +134,50 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX feedback_request ON feedback(request_id, id);
     """,
+    # 7: the ledger is the truth for every process: live reservations with leases, what kind of
+    # charge each row is, and running sums per day and hour (budget calendar) so that no total
+    # ever scans the ledger.
+    """
+    ALTER TABLE ledger ADD COLUMN kind TEXT NOT NULL DEFAULT 'answer';
+    ALTER TABLE ledger ADD COLUMN reservation_id INTEGER;
+    ALTER TABLE ledger ADD COLUMN estimated INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX ledger_reservation ON ledger(reservation_id) WHERE reservation_id IS NOT NULL;
+    CREATE TABLE reservations (
+        id         INTEGER PRIMARY KEY,
+        request_id TEXT,
+        model      TEXT NOT NULL,
+        tier       TEXT NOT NULL,
+        usd        REAL NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        owner      TEXT NOT NULL
+    );
+    CREATE INDEX reservations_expires ON reservations(expires_at);
+    CREATE TABLE spend_day (
+        day               TEXT NOT NULL,
+        model             TEXT NOT NULL,
+        tier              TEXT NOT NULL,
+        answers           INTEGER NOT NULL,
+        prompt_tokens     INTEGER NOT NULL,
+        completion_tokens INTEGER NOT NULL,
+        cost_usd          REAL NOT NULL,
+        PRIMARY KEY (day, model, tier)
+    );
+    CREATE TABLE spend_hour (
+        day      TEXT NOT NULL,
+        hour     INTEGER NOT NULL,
+        cost_usd REAL NOT NULL,
+        PRIMARY KEY (day, hour)
+    );
+    INSERT INTO spend_day
+        SELECT date(at, 'unixepoch', 'localtime'), model, tier, COUNT(*), SUM(prompt_tokens),
+               SUM(completion_tokens), SUM(cost_usd)
+        FROM ledger GROUP BY 1, 2, 3;
+    INSERT INTO spend_hour
+        SELECT date(at, 'unixepoch', 'localtime'),
+               CAST(strftime('%H', at, 'unixepoch', 'localtime') AS INTEGER), SUM(cost_usd)
+        FROM ledger GROUP BY 1, 2;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,4 +1,4 @@
-"""The SQLite store: one writer thread committing batches (group commit), reads beside it (WAL)."""
+"""The SQLite store: one writer committing batches (group commit), reads beside it (WAL)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from functools import partial
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Self
 
@@ -23,15 +20,17 @@ from orchestra.core.tier import Tier
 from orchestra.core.verdict import Verdict
 from orchestra.execution.breaker.storage import BreakerRecord
 from orchestra.execution.cache import CachedAnswer
-from orchestra.spend.tracker import day_start, month_start
+from orchestra.spend.calendar import Calendar, calendar
+from orchestra.spend.ledger import Ask, Hold, Refusal, SpendTotals
+from orchestra.spend.tracker import SpendTracker
+from orchestra.store import sqlite_ledger
 from orchestra.store.base import ReplayBatch, Store
 from orchestra.store.record import RequestRecord, record_rows, sample_row
-from orchestra.store.schema import migrate
+from orchestra.store.sqlite_writer import Statements, Write, Writer
 
 log = logging.getLogger("orchestra.store")
 
-Rows = list[tuple[Any, ...]]
-Statements = list[tuple[str, Rows]]
+REFRESH_S = 1.0  # how often the spend view catches up with other processes
 
 _INSERT_SAMPLE = "INSERT INTO samples (agent, at, state, verdict) VALUES (?, ?, ?, ?)"
 _UPSERT_BREAKER = (
@@ -72,266 +71,156 @@ _REPLAY_VERDICTS = (
 )
 
 
-@dataclass(slots=True)
-class _Write:
-    """One unit of the write queue: how to make its statements, and who waits for the commit.
-
-    `make` runs in the writer thread (turning a record into rows is work the event loop is spared).
-    A write with no `make` is a flush marker.
-    """
-
-    make: Callable[[], Statements] | None
-    done: asyncio.Future[None] | None = None
-    quiet: bool = False  # a failure is logged rather than left for the next flush to raise
-    error: BaseException | None = field(default=None, repr=False)
-
-
 class SqliteStore(Store):
     """The store in one SQLite file (WAL), shared safely by every process on the machine.
 
-    Writes are queued and committed by a writer task in batches: everything queued while a batch
-    was being written goes into the next one, in one transaction on a dedicated thread. A batch
-    that fails is retried one write at a time, so one bad write costs no other. Reads go through
-    their own connection and see only committed rows (`flush()` first to read your own writes).
+    Writes are queued and committed by one writer in batches (see `Writer`): a record is on disk
+    when the future `record()` returns resolves. Reads go through their own connection and see
+    only committed rows (`flush()` first to read your own writes). It is also the ledger: budget
+    reservations are taken in the writer's transactions, against every process's spend.
+    `timezone` is the budget calendar's (None: this machine's).
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, timezone: str | None = None) -> None:
         self.path = Path(path)
+        self.calendar: Calendar = calendar(timezone)
+        self._spend = SpendTracker()
         self._db: aiosqlite.Connection | None = None
-        self._conn: sqlite3.Connection | None = None
-        self._thread: ThreadPoolExecutor | None = None
-        self._queue: asyncio.Queue[_Write] = asyncio.Queue()
-        self._writer: asyncio.Task[None] | None = None
-        self._unreported: StoreError | None = None
+        self._writer = Writer(self.path, self.calendar, self._spend.update)
+        self._refresher: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"
+
+    @property
+    def spend(self) -> SpendTracker:
+        return self._spend
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def open(self) -> Self:
         if self._open:
             return self
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="orchestra-store-writer")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            await self._in_writer(self._connect_writer)
+            await self._writer.start()
             self._db = await aiosqlite.connect(self.path, timeout=30.0)
+            self._spend.update(await self._writer.run(self._writer.refresh))
         except StoreError:
             await self._disconnect()
             raise
         except (sqlite3.Error, OSError) as exc:
             await self._disconnect()
             raise StoreError(f"cannot open the store at {self.path}: {exc}") from exc
-        self._writer = asyncio.create_task(self._write_forever(), name="orchestra-store-writer")
+        self._refresher = asyncio.create_task(self._refresh_forever(), name="orchestra-spend")
         self._open = True
         return self
 
     async def close(self) -> None:
-        if self._writer is not None:
-            with contextlib.suppress(StoreError):
-                await self.flush()
-            self._writer.cancel()
+        if self._refresher is not None:
+            self._refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
-            self._writer = None
+                await self._refresher
+            self._refresher = None
+        with contextlib.suppress(StoreError):
+            await self._writer.flush()
         await self._disconnect()
         self._open = False
-
-    def _connect_writer(self) -> None:
-        # isolation_level=None: transactions are ours (BEGIN IMMEDIATE), never implicit.
-        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        try:
-            _with_retry(lambda: conn.execute("PRAGMA journal_mode=WAL"))
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            migrate(conn)
-        except BaseException:
-            conn.close()
-            raise
-        self._conn = conn
 
     async def _disconnect(self) -> None:
         if self._db is not None:
             await self._db.close()
             self._db = None
-        if self._thread is not None:
-            if self._conn is not None:
-                conn, self._conn = self._conn, None
-                await self._in_writer(conn.close)
-            self._thread.shutdown(wait=True)
-            self._thread = None
+        await self._writer.stop()
 
-    async def _in_writer(self, fn: Callable[[], Any]) -> Any:
-        assert self._thread is not None
-        return await asyncio.get_running_loop().run_in_executor(self._thread, fn)
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(REFRESH_S)
+            try:
+                self._spend.update(await self._writer.run(self._writer.refresh))
+            except (sqlite3.Error, StoreError) as exc:  # a busy moment; the next round retries
+                log.debug("store: spend refresh failed: %s", exc)
 
     # -- the write funnel ------------------------------------------------------------------------
 
     def record(self, record: RequestRecord) -> asyncio.Future[None]:
-        return self._enqueue(lambda: record_rows(record), wait=True)
+        charges = record.ledger_charges()
+        apply = None
+        if charges:
+            cal, rid, at = self.calendar, record.request.id, time.time()
+
+            def apply(conn: sqlite3.Connection) -> None:
+                for c in charges:
+                    sqlite_ledger.charge(conn, cal, rid, c, c.at or at)
+
+        write = Write(make=lambda: record_rows(record), apply=apply, money=bool(charges))
+        done = self._writer.submit(write, wait=True)
+        assert done is not None
+        return done
 
     def record_sample(self, verdict: Verdict) -> None:
-        self._enqueue(lambda: [(_INSERT_SAMPLE, [sample_row(verdict)])], quiet=True)
+        self._queue_rows([(_INSERT_SAMPLE, [sample_row(verdict)])])
 
     def save_breaker(self, model: str, record: BreakerRecord) -> None:
         row = (model, record.state, record.failures, record.opened_at, record.updated_at)
-        self._enqueue(lambda: [(_UPSERT_BREAKER, [row])], quiet=True)
+        self._queue_rows([(_UPSERT_BREAKER, [row])])
 
     def add_breaker_event(
         self, model: str, at: float, from_state: str, to_state: str, reason: str
     ) -> None:
-        row = (model, at, from_state, to_state, reason)
-        self._enqueue(lambda: [(_INSERT_BREAKER_EVENT, [row])], quiet=True)
+        self._queue_rows([(_INSERT_BREAKER_EVENT, [(model, at, from_state, to_state, reason)])])
 
     def cache_answer(self, key: str, answer: CachedAnswer, expires_at: float) -> None:
         a = answer
         row = (key, a.model, str(a.tier), a.text, a.prompt_tokens, a.completion_tokens,
                a.created_at, expires_at)  # fmt: skip
-        self._enqueue(lambda: [(_UPSERT_CACHE, [row])], quiet=True)
+        self._queue_rows([(_UPSERT_CACHE, [row])])
 
     def purge_cache(self, now: float) -> None:
-        self._enqueue(lambda: [(_PURGE_CACHE, [(now,)])], quiet=True)
+        self._queue_rows([(_PURGE_CACHE, [(now,)])])
 
     async def add_feedback(self, request_id: str, good: bool, note: str | None, at: float) -> None:
         row = (request_id, at, int(good), note)
-        await self._enqueue(lambda: [(_INSERT_FEEDBACK, [row])], wait=True)
+        done = self._writer.submit(Write(make=lambda: [(_INSERT_FEEDBACK, [row])]), wait=True)
+        assert done is not None
+        await done
 
     async def flush(self) -> None:
-        if self._writer is None or self._writer.done():
-            return
-        marker = _Write(None, asyncio.get_running_loop().create_future())
-        self._queue.put_nowait(marker)
-        assert marker.done is not None
-        await marker.done
+        await self._writer.flush()
 
-    def _enqueue(
-        self, make: Callable[[], Statements], *, wait: bool = False, quiet: bool = False
-    ) -> asyncio.Future[None]:
-        if self._writer is None:
-            raise StoreError("the store is not open")
-        done = asyncio.get_running_loop().create_future() if wait else None
-        self._queue.put_nowait(_Write(make, done, quiet=quiet and not wait))
-        if done is None:
-            done = asyncio.get_running_loop().create_future()
-            done.set_result(None)
-        return done
+    def _queue_rows(self, statements: Statements) -> None:
+        """A best-effort write (samples, breakers, cache): queued, its failure logged."""
+        self._writer.submit(Write(make=lambda: statements, quiet=True), wait=False)
 
-    async def _write_forever(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            while not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            writes = [w for w in batch if w.make is not None]
-            if writes:
-                try:
-                    await self._in_writer(partial(self._commit, writes))
-                except Exception as exc:  # the writer must outlive any one batch
-                    for w in writes:
-                        w.error = w.error or exc
-            self._settle(batch)
+    # -- the ledger ------------------------------------------------------------------------------
 
-    def _settle(self, batch: list[_Write]) -> None:
-        """Tell each waiter how its write went; a failure nobody waits for is kept for the next
-        `flush()` (or logged, for best-effort writes such as samples)."""
-        for w in batch:
-            if w.make is None:
-                continue
-            error = None if w.error is None else _store_error(w.error)
-            if w.done is not None and not w.done.done():
-                if error is None:
-                    w.done.set_result(None)
-                else:
-                    w.done.set_exception(error)
-                    w.done.exception()  # a caller that gave up waiting must not leave it unseen
-            elif error is not None and w.quiet:
-                log.warning("store: a write failed and is dropped: %s", error)
-            elif error is not None:
-                self._unreported = error
-        for w in batch:
-            if w.make is None and w.done is not None and not w.done.done():
-                failed, self._unreported = self._unreported, None
-                if failed is None:
-                    w.done.set_result(None)
-                else:
-                    w.done.set_exception(failed)
+    async def reserve(self, ask: Ask) -> Hold | Refusal:
+        done = self._writer.submit(Write(ask=ask, money=True), wait=True)
+        assert done is not None
+        granted = await done
+        assert isinstance(granted, Hold | Refusal)
+        return granted
 
-    def _commit(self, writes: list[_Write]) -> None:
-        """Write a batch in one transaction; if it fails, each write in its own (writer thread)."""
-        made: list[tuple[_Write, Statements]] = []
-        for w in writes:
-            try:
-                assert w.make is not None
-                made.append((w, w.make()))
-            except Exception as exc:  # one bad record must not cost the others
-                log.exception("store: cannot serialise a write; it is dropped")
-                w.error = exc
-        if not made:
-            return
-        try:
-            self._transaction(_grouped(s for _, s in made))
-            return
-        except sqlite3.Error as exc:
-            if len(made) == 1:
-                made[0][0].error = exc
-                return
-        for w, statements in made:
-            try:
-                self._transaction(statements)
-            except sqlite3.Error as exc:
-                w.error = exc
-
-    def _transaction(self, statements: Statements) -> None:
-        conn = self._conn
-        if conn is None:
-            raise sqlite3.OperationalError("the store is closed")
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for sql, rows in statements:
-                conn.executemany(sql, rows)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-
-    # -- reads -----------------------------------------------------------------------------------
-
-    async def spend_totals(self, now: float | None = None) -> tuple[float, float]:
-        now = time.time() if now is None else now
-        rows = await self._fetch(
-            "SELECT COALESCE(SUM(CASE WHEN at >= ? THEN cost_usd END), 0),"
-            " COALESCE(SUM(cost_usd), 0) FROM ledger WHERE at >= ?",
-            (day_start(now), month_start(now)),
+    def release(self, hold: Hold) -> None:
+        cal = self.calendar
+        self._writer.submit(
+            Write(apply=lambda conn: sqlite_ledger.release(conn, cal, hold.id), money=True),
+            wait=False,
         )
-        return float(rows[0][0]), float(rows[0][1])
+
+    async def spend_totals(self, now: float | None = None) -> SpendTotals:
+        await self.flush()
+        at = time.time() if now is None else now
+        if now is None:
+            totals: SpendTotals = await self._writer.run(self._writer.refresh)
+            self._spend.update(totals)
+            return totals
+        return await self._writer.run(lambda: self._writer.read(sqlite_ledger.totals, at))  # type: ignore[no-any-return]
 
     async def spend_summary(self, now: float | None = None) -> dict[str, Any]:
-        now = time.time() if now is None else now
-        today, month = await self.spend_totals(now)
-        total = await self._fetch("SELECT COALESCE(SUM(cost_usd), 0), COUNT(*) FROM ledger")
-        by_model = await self._fetch(
-            "SELECT model, tier, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens),"
-            " SUM(cost_usd) FROM ledger WHERE at >= ? GROUP BY model, tier ORDER BY 6 DESC, 1",
-            (month_start(now),),
-        )
-        return {
-            "today_usd": today,
-            "month_usd": month,
-            "total_usd": float(total[0][0]),
-            "answered_requests": int(total[0][1]),
-            "month_by_model": [
-                {
-                    "model": m,
-                    "tier": t,
-                    "requests": n,
-                    "prompt_tokens": pt,
-                    "completion_tokens": ct,
-                    "cost_usd": c,
-                }
-                for m, t, n, pt, ct, c in by_model
-            ],
-        }
+        await self.flush()
+        at = time.time() if now is None else now
+        return await self._writer.run(lambda: self._writer.read(sqlite_ledger.summary, at))  # type: ignore[no-any-return]
 
     async def history(self, limit: int = 20, since: float | None = None) -> list[dict[str, Any]]:
         rows = await self._fetch(
@@ -483,35 +372,6 @@ class SqliteStore(Store):
         if self._db is None:
             raise StoreError("the store is not open")
         return self._db
-
-
-def _grouped(statement_lists: Any) -> Statements:
-    """Statements of several writes merged by SQL, in the order each SQL first appears, so a
-    batch is one `executemany` per statement (requests before the verdicts that reference them)."""
-    merged: dict[str, Rows] = {}
-    for statements in statement_lists:
-        for sql, rows in statements:
-            merged.setdefault(sql, []).extend(rows)
-    return list(merged.items())
-
-
-def _store_error(exc: BaseException) -> StoreError:
-    if isinstance(exc, StoreError):
-        return exc
-    return StoreError(f"a write to the store failed: {type(exc).__name__}: {exc}")
-
-
-def _with_retry(fn: Callable[[], object], attempts: int = 50) -> None:
-    """Run `fn`, retrying while another process holds the lock (switching a new file to WAL
-    does not wait on the busy timeout)."""
-    for left in range(attempts, 0, -1):
-        try:
-            fn()
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or left == 1:
-                raise
-            time.sleep(0.05)
 
 
 def _history_entry(

@@ -1,0 +1,58 @@
+"""The budget's calendar: which day and month a moment belongs to, in one time zone."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, tzinfo
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+
+class Calendar:
+    """Days ('2026-11-29'), hours and months of a time zone (None: the machine's local time).
+
+    Keys are strings that sort in time order, so a day's or a month's spend is a range of keys.
+    """
+
+    def __init__(self, timezone: str | None = None) -> None:
+        self.timezone = timezone
+        self._tz: tzinfo | None = ZoneInfo(timezone) if timezone else None
+
+    def _at(self, ts: float) -> datetime:
+        return datetime.fromtimestamp(ts, self._tz)
+
+    def day(self, ts: float) -> str:
+        return self._at(ts).strftime("%Y-%m-%d")
+
+    def hour(self, ts: float) -> int:
+        return self._at(ts).hour
+
+    def month_first(self, ts: float) -> str:
+        """The key of the first day of `ts`'s month."""
+        return self._at(ts).strftime("%Y-%m-01")
+
+    def day_start(self, ts: float) -> float:
+        return self._at(ts).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+
+    def month_start(self, ts: float) -> float:
+        d = self._at(ts).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        return d.timestamp()
+
+    def previous_hour(self, ts: float) -> tuple[str, int]:
+        """(day, hour) of the hour before `ts`'s."""
+        before = self._at(ts) - timedelta(hours=1)
+        return before.strftime("%Y-%m-%d"), before.hour
+
+
+@lru_cache(maxsize=8)
+def calendar(timezone: str | None = None) -> Calendar:
+    return Calendar(timezone)
+
+
+def day_start(ts: float) -> float:
+    """Start of `ts`'s day, local time."""
+    return calendar().day_start(ts)
+
+
+def month_start(ts: float) -> float:
+    """Start of `ts`'s month, local time."""
+    return calendar().month_start(ts)

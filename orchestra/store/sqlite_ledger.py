@@ -1,0 +1,199 @@
+"""The ledger's statements on SQLite: reservations, charges and totals, run by the store's writer
+inside its write transaction (`BEGIN IMMEDIATE`: one writer at a time across every process).
+
+Totals come from two running sums kept in the same transactions as the ledger rows: `spend_day`
+(per day, model and tier) and `spend_hour` (per hour), keyed by the budget calendar's days. A
+day's total counts its own rows and any dated after it: a wall clock that stepped back cannot
+hide spend recorded "in the future".
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from orchestra.spend.calendar import Calendar
+from orchestra.spend.ledger import Ask, Charge, Hold, Refusal, SpendTotals
+
+_INSERT_LEDGER = (
+    "INSERT INTO ledger (at, request_id, model, tier, prompt_tokens, completion_tokens,"
+    " cost_usd, kind, reservation_id, estimated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_ADD_DAY = (
+    "INSERT INTO spend_day (day, model, tier, answers, prompt_tokens, completion_tokens, cost_usd)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(day, model, tier) DO UPDATE SET"
+    " answers = answers + excluded.answers, prompt_tokens = prompt_tokens + excluded.prompt_tokens,"
+    " completion_tokens = completion_tokens + excluded.completion_tokens,"
+    " cost_usd = cost_usd + excluded.cost_usd"
+)
+_ADD_HOUR = (
+    "INSERT INTO spend_hour (day, hour, cost_usd) VALUES (?, ?, ?)"
+    " ON CONFLICT(day, hour) DO UPDATE SET cost_usd = cost_usd + excluded.cost_usd"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    """One ledger row as the running sums see it."""
+
+    at: float
+    model: str
+    tier: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    answer: bool
+
+
+def _add(conn: sqlite3.Connection, cal: Calendar, row: _Row, sign: int = 1) -> None:
+    day = cal.day(row.at)
+    conn.execute(
+        _ADD_DAY,
+        (day, row.model, row.tier, sign * int(row.answer), sign * row.prompt_tokens,
+         sign * row.completion_tokens, sign * row.cost_usd),
+    )  # fmt: skip
+    conn.execute(_ADD_HOUR, (day, cal.hour(row.at), sign * row.cost_usd))
+
+
+def charge(
+    conn: sqlite3.Connection, cal: Calendar, request_id: str | None, c: Charge, at: float
+) -> None:
+    """Write one charge to the ledger, settling the reservation it was made under."""
+    if c.hold_id is not None:
+        _settle(conn, cal, c.hold_id)
+    conn.execute(
+        _INSERT_LEDGER,
+        (at, request_id, c.model, str(c.tier), c.prompt_tokens, c.completion_tokens, c.cost_usd,
+         c.kind, c.hold_id, int(not c.usage_reported)),
+    )  # fmt: skip
+    row = _Row(at, c.model, str(c.tier), c.prompt_tokens, c.completion_tokens, c.cost_usd,
+               c.kind == "answer")  # fmt: skip
+    _add(conn, cal, row)
+
+
+def release(conn: sqlite3.Connection, cal: Calendar, hold_id: int) -> None:
+    """Drop a reservation whose call was never billed."""
+    _settle(conn, cal, hold_id)
+
+
+def _settle(conn: sqlite3.Connection, cal: Calendar, hold_id: int) -> None:
+    """Remove a reservation; if its lease ran out first and it was charged as lost, take that
+    charge back (the call's real outcome replaces the guess)."""
+    if conn.execute("DELETE FROM reservations WHERE id = ?", (hold_id,)).rowcount:
+        return
+    lost = conn.execute(
+        "SELECT id, at, model, tier, cost_usd FROM ledger"
+        " WHERE reservation_id = ? AND kind = 'lost'",
+        (hold_id,),
+    ).fetchone()
+    if lost is not None:
+        rid, at, model, tier, cost = lost
+        conn.execute("DELETE FROM ledger WHERE id = ?", (rid,))
+        _add(conn, cal, _Row(at, model, tier, 0, 0, cost, False), sign=-1)
+
+
+def expire(conn: sqlite3.Connection, cal: Calendar, now: float) -> int:
+    """Charge every reservation whose lease ran out at its full amount (its process died, or
+    lost track of it; the provider may have billed the call). Returns how many."""
+    rows = conn.execute(
+        "SELECT id, request_id, model, tier, usd FROM reservations WHERE expires_at <= ?", (now,)
+    ).fetchall()
+    for hold_id, request_id, model, tier, usd in rows:
+        conn.execute("DELETE FROM reservations WHERE id = ?", (hold_id,))
+        conn.execute(_INSERT_LEDGER, (now, request_id, model, tier, 0, 0, usd, "lost", hold_id, 1))
+        _add(conn, cal, _Row(now, model, tier, 0, 0, usd, False))
+    return len(rows)
+
+
+def totals(conn: sqlite3.Connection, cal: Calendar, now: float) -> SpendTotals:
+    """Today, this month, live reservations and the last hour, from the running sums."""
+    today, month = conn.execute(
+        "SELECT COALESCE(SUM(CASE WHEN day >= ? THEN cost_usd END), 0),"
+        " COALESCE(SUM(cost_usd), 0) FROM spend_day WHERE day >= ?",
+        (cal.day(now), cal.month_first(now)),
+    ).fetchone()
+    (reserved,) = conn.execute(
+        "SELECT COALESCE(SUM(usd), 0) FROM reservations WHERE expires_at > ?", (now,)
+    ).fetchone()
+    before_day, before_hour = cal.previous_hour(now)
+    (hour,) = conn.execute(
+        "SELECT COALESCE(SUM(cost_usd), 0) FROM spend_hour"
+        " WHERE day > ? OR (day = ? AND hour >= ?)",
+        (before_day, before_day, before_hour),
+    ).fetchone()
+    return SpendTotals(
+        today_usd=float(today),
+        month_usd=float(month),
+        reserved_usd=float(reserved),
+        last_hour_usd=float(hour),
+        at=now,
+    )
+
+
+def reserve(
+    conn: sqlite3.Connection, cal: Calendar, asks: Sequence[Ask], owner: str
+) -> list[Hold | Refusal]:
+    """Grant or refuse each ask in turn, each seeing the reservations granted before it."""
+    now = time.time()
+    expire(conn, cal, now)
+    t = totals(conn, cal, now)
+    held = t.reserved_usd
+    out: list[Hold | Refusal] = []
+    for ask in asks:
+        lefts = [
+            (name, limit - spent - held)
+            for name, limit, spent in (
+                ("daily", ask.daily_usd, t.today_usd),
+                ("monthly", ask.monthly_usd, t.month_usd),
+            )
+            if limit is not None
+        ]
+        tightest = min(lefts, key=lambda x: x[1]) if lefts else None
+        if tightest is not None and ask.min_usd > tightest[1] + 1e-12:
+            out.append(Refusal(limit=tightest[0], left_usd=tightest[1]))
+            continue
+        usd = ask.want_usd if tightest is None else min(ask.want_usd, tightest[1])
+        usd = max(usd, ask.min_usd)
+        cursor = conn.execute(
+            "INSERT INTO reservations (request_id, model, tier, usd, created_at, expires_at, owner)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (ask.request_id, ask.model, str(ask.tier), usd, now, now + ask.lease_s, owner),
+        )
+        assert cursor.lastrowid is not None
+        held += usd
+        out.append(Hold(id=cursor.lastrowid, usd=usd))
+    return out
+
+
+def summary(conn: sqlite3.Connection, cal: Calendar, now: float) -> dict[str, object]:
+    """What `orchestra spend` shows: today, this month, all time, this month by model."""
+    t = totals(conn, cal, now)
+    total, answered = conn.execute(
+        "SELECT COALESCE(SUM(cost_usd), 0), COALESCE(SUM(answers), 0) FROM spend_day"
+    ).fetchone()
+    by_model = conn.execute(
+        "SELECT model, tier, SUM(answers), SUM(prompt_tokens), SUM(completion_tokens),"
+        " SUM(cost_usd) FROM spend_day WHERE day >= ? GROUP BY model, tier"
+        " ORDER BY 6 DESC, 1",
+        (cal.month_first(now),),
+    ).fetchall()
+    return {
+        "today_usd": t.today_usd,
+        "month_usd": t.month_usd,
+        "reserved_usd": t.reserved_usd,
+        "total_usd": float(total),
+        "answered_requests": int(answered),
+        "month_by_model": [
+            {
+                "model": m,
+                "tier": tier,
+                "requests": int(n),
+                "prompt_tokens": int(pt),
+                "completion_tokens": int(ct),
+                "cost_usd": float(c),
+            }
+            for m, tier, n, pt, ct, c in by_model
+        ],
+    }
