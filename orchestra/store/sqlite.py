@@ -14,6 +14,7 @@ from typing import Any, Self
 
 import aiosqlite
 
+import orchestra.store.sqlite_ledger as sqlite_ledger
 from orchestra.core.errors import StoreError
 from orchestra.core.feedback import Judged, RequestRef
 from orchestra.core.tier import Tier
@@ -23,7 +24,6 @@ from orchestra.execution.cache import CachedAnswer
 from orchestra.spend.calendar import Calendar, calendar
 from orchestra.spend.ledger import Ask, Hold, Refusal, SpendTotals
 from orchestra.spend.tracker import SpendTracker
-from orchestra.store import sqlite_ledger
 from orchestra.store.base import ReplayBatch, Store
 from orchestra.store.record import RequestRecord, record_rows, sample_row
 from orchestra.store.sqlite_writer import Statements, Write, Writer

@@ -22,10 +22,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import orchestra.store.sqlite_ledger as sqlite_ledger
 from orchestra.core.errors import StoreError
 from orchestra.spend.calendar import Calendar
 from orchestra.spend.ledger import Ask, SpendTotals
-from orchestra.store import sqlite_ledger
 from orchestra.store.schema import migrate
 
 log = logging.getLogger("orchestra.store")
