@@ -362,19 +362,13 @@ class ConnectivityAgent(Agent):
                 confidence=0.0, state=LOCAL_ONLY, reason="no remote endpoint to probe"
             )
         endpoints = {p: self._endpoint(list(h)) for p, h in by_probe.items()}
-        tiers: dict[Tier, dict[str, Any]] = {}
-        for tier in sorted({p.tier for p in by_probe}):
-            mine = [endpoints[p] for p in by_probe if p.tier is tier]
-            best = min(mine, key=lambda m: (_RANK[m["state"]], _or_inf(m["ewma_ms"])))
-            reachable = sum(m["state"] != DOWN for m in mine)
-            tiers[tier] = {**best, "endpoints": len(mine), "reachable": reachable}
+        tiers = _tier_summaries(endpoints)
         metrics = {
             "tiers": {str(t): m for t, m in tiers.items()},
             "endpoints": {p.key: m for p, m in endpoints.items()},
         }
         down = {t for t, m in tiers.items() if m["state"] == DOWN}
         weak = {t for t, m in tiers.items() if m["state"] == DEGRADED}
-        allowed = frozenset(ALL_TIERS - down)
         if down == set(tiers):
             names = ", ".join(str(t) for t in sorted(down))
             # No network: a remote tier without a probed endpoint is no more reachable.
@@ -391,6 +385,16 @@ class ConnectivityAgent(Agent):
                 confidence=0.0, state=CONNECTED, reason="every remote tier reachable",
                 metrics=metrics,
             )  # fmt: skip
+        return self._degraded(tiers, down, weak, metrics)
+
+    def _degraded(
+        self,
+        tiers: dict[Tier, dict[str, Any]],
+        down: set[Tier],
+        weak: set[Tier],
+        metrics: dict[str, Any],
+    ) -> Verdict:
+        """The verdict when some probed tiers are down or degraded (but not all down)."""
         parts = [f"{', '.join(str(t) for t in sorted(down))} unreachable"] if down else []
         parts += [f"{t} degraded ({'; '.join(tiers[t]['why'])})" for t in sorted(weak)]
 
@@ -401,7 +405,7 @@ class ConnectivityAgent(Agent):
         target = None if healthy(Tier.CLOUD) else Tier.EDGE if healthy(Tier.EDGE) else Tier.LOCAL
         return self.verdict(
             target=target,
-            allowed=allowed,
+            allowed=frozenset(ALL_TIERS - down),
             confidence=0.0 if target is None else 0.5,
             state=DEGRADED,
             reason="; ".join(parts),
@@ -418,20 +422,11 @@ class ConnectivityAgent(Agent):
         ewma_ms = _ewma(lat, self.ewma_alpha)
         http_ms = _ewma(http, self.ewma_alpha)
         mbps = _percentile(rates, 0.5) * 8 / 1e6 if rates else None
-        why: list[str] = []
-        if not last.ok:
-            state = DOWN
-            why.append(last.error or "probe failed")
-        else:
-            if loss > self.degraded_loss:
-                why.append(f"loss {loss:.0%} > {self.degraded_loss:.0%}")
-            if ewma_ms is not None and ewma_ms > self.degraded_latency_ms:
-                why.append(f"latency {ewma_ms:.0f} ms > {self.degraded_latency_ms:g} ms")
-            if http_ms is not None and http_ms > self.degraded_http_ms:
-                why.append(f"http {http_ms:.0f} ms > {self.degraded_http_ms:g} ms")
-            if mbps is not None and mbps < self.degraded_bandwidth_mbps:
-                why.append(f"throughput {mbps:.1f} Mbps < {self.degraded_bandwidth_mbps:g} Mbps")
+        if last.ok:
+            why = self._degradations(loss, ewma_ms, http_ms, mbps)
             state = DEGRADED if why else CONNECTED
+        else:
+            state, why = DOWN, [last.error or "probe failed"]
         return {
             "state": state,
             "tier": str(last.probe.tier),
@@ -441,12 +436,25 @@ class ConnectivityAgent(Agent):
             "loss": round(loss, 3),
             "last_ms": _round(last.ms if last.ok else None),
             "ewma_ms": _round(ewma_ms),
-            "p50_ms": _round(_percentile(lat, 0.5) if lat else None),
-            "p95_ms": _round(_percentile(lat, 0.95) if lat else None),
-            "jitter_ms": _round(_jitter(lat)),
+            **_spread(lat),
             "http_ms": _round(http_ms),
             "throughput_mbps": _round(mbps),
         }
+
+    def _degradations(
+        self, loss: float, ewma_ms: float | None, http_ms: float | None, mbps: float | None
+    ) -> list[str]:
+        """Why a reachable endpoint counts as degraded: one entry per threshold it crosses."""
+        why: list[str] = []
+        if loss > self.degraded_loss:
+            why.append(f"loss {loss:.0%} > {self.degraded_loss:.0%}")
+        if ewma_ms is not None and ewma_ms > self.degraded_latency_ms:
+            why.append(f"latency {ewma_ms:.0f} ms > {self.degraded_latency_ms:g} ms")
+        if http_ms is not None and http_ms > self.degraded_http_ms:
+            why.append(f"http {http_ms:.0f} ms > {self.degraded_http_ms:g} ms")
+        if mbps is not None and mbps < self.degraded_bandwidth_mbps:
+            why.append(f"throughput {mbps:.1f} Mbps < {self.degraded_bandwidth_mbps:g} Mbps")
+        return why
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -484,6 +492,26 @@ async def _thread_getaddrinfo(host: str, port: int) -> list[str]:
 
     threading.Thread(target=work, name=f"dns-{host}", daemon=True).start()
     return await future
+
+
+def _tier_summaries(endpoints: dict[Probe, dict[str, Any]]) -> dict[Tier, dict[str, Any]]:
+    """Per tier (in tier order): its best endpoint's metrics, with endpoint and reachable counts."""
+    tiers: dict[Tier, dict[str, Any]] = {}
+    for tier in sorted({p.tier for p in endpoints}):
+        mine = [m for p, m in endpoints.items() if p.tier is tier]
+        best = min(mine, key=lambda m: (_RANK[m["state"]], _or_inf(m["ewma_ms"])))
+        reachable = sum(m["state"] != DOWN for m in mine)
+        tiers[tier] = {**best, "endpoints": len(mine), "reachable": reachable}
+    return tiers
+
+
+def _spread(lat: Sequence[float]) -> dict[str, float | None]:
+    """p50, p95 and jitter of the successful probes' latencies (None without samples)."""
+    return {
+        "p50_ms": _round(_percentile(lat, 0.5) if lat else None),
+        "p95_ms": _round(_percentile(lat, 0.95) if lat else None),
+        "jitter_ms": _round(_jitter(lat)),
+    }
 
 
 def _ewma(values: Sequence[float], alpha: float) -> float | None:

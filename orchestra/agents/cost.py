@@ -104,23 +104,32 @@ class CostAgent(Agent):
                 reason=f"${max(left, 0):.6f} left of the budget ({share:.0%} spent)",
                 metrics=metrics,
             )
-        hourly = month / hours_this_month
-        if last_hour > 0 and hours_this_month > 1 and last_hour > self.spike_factor * hourly:
-            state, reason = (
-                "spike",
-                f"last hour ${last_hour:.4f} > {self.spike_factor:g}x the hourly average",
-            )
-        elif share >= b.alert_share:
-            state, reason = "alert", f"{share:.0%} of a budget spent"
-        else:
+        alarm = self._alarm(share, month, last_hour, hours_this_month)
+        if alarm is None:
             return self.verdict(
                 denied_models=denied, confidence=0.0, state="ok",
                 reason=f"{share:.0%} of the budget spent", metrics=metrics,
             )  # fmt: skip
+        state, reason = alarm
         return self.verdict(
             target=Tier.LOCAL, denied_models=denied, confidence=0.6, state=state, reason=reason,
             metrics=metrics,
         )  # fmt: skip
+
+    def _alarm(
+        self, share: float, month: float, last_hour: float, hours_this_month: float
+    ) -> tuple[str, str] | None:
+        """(state, reason) when spend is within budget but calls for caution: a spike in the
+        last hour, or past `alert_share` of a budget; None when neither."""
+        hourly = month / hours_this_month
+        if last_hour > 0 and hours_this_month > 1 and last_hour > self.spike_factor * hourly:
+            return (
+                "spike",
+                f"last hour ${last_hour:.4f} > {self.spike_factor:g}x the hourly average",
+            )
+        if share >= self._budget.alert_share:
+            return "alert", f"{share:.0%} of a budget spent"
+        return None
 
     def _paid_tiers(self) -> frozenset[Tier]:
         """Tiers where every model costs money (a tier with one free model stays usable)."""

@@ -128,6 +128,8 @@ _IBAN_LENGTHS = {
     "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20,
 }  # fmt: skip
 _DIGITS = "0123456789"
+_NUMERIC_KINDS = frozenset({"phone", "card", "iban"})  # found on the shape map (see `_numeric`)
+_NUMBER_KINDS = frozenset({"phone", "card"})  # found in digit runs (see `_numbers`)
 _MAX_NUMBER_CHARS = 32  # "+44 (0) 20 7946 0958 x", "3782-822463-10005"
 
 
@@ -319,22 +321,33 @@ def _api_keys(text: str, lower: str | None, found: Counter[str]) -> None:
         spans += [
             m.span() for m in _PROVIDER_KEYS_A.finditer(text) if _starts_a_word(text, m.start())
         ]
-    for _, end in _keyword_hits(lower or "", _GENERIC_KEYWORDS):
+    if lower is not None:
+        _generic_keys(text, lower, spans)
+    if spans:
+        found["api_key"] += len(set(spans))
+
+
+def _generic_keys(text: str, lower: str, spans: list[tuple[int, int]]) -> None:
+    """Append to `spans` each keyword-led token that looks random and is not inside a provider
+    key already in `spans`."""
+    for _, end in _keyword_hits(lower, _GENERIC_KEYWORDS):
         m = _GENERIC_TAIL.match(text, end)
         if m is None:
             continue
-        value = m.group(1)
         if any(s <= m.start(1) < e for s, e in spans):
             continue  # already counted as a provider key
-        if (
-            not _UUID.fullmatch(value)
-            and any(c.isdigit() for c in value)
-            and any(c.isalpha() for c in value)
-            and _entropy(value) >= _MIN_ENTROPY
-        ):
+        if _looks_random(m.group(1)):
             spans.append(m.span(1))
-    if spans:
-        found["api_key"] += len(set(spans))
+
+
+def _looks_random(value: str) -> bool:
+    """Letters and digits at credential-like entropy, and not a UUID."""
+    return (
+        not _UUID.fullmatch(value)
+        and any(c.isdigit() for c in value)
+        and any(c.isalpha() for c in value)
+        and _entropy(value) >= _MIN_ENTROPY
+    )
 
 
 def _is_placeholder(value: str, quoted: bool) -> bool:
@@ -377,36 +390,47 @@ def find_kinds(
     """How many findings of each kind `text` holds (its first `MAX_SCAN_CHARS` characters)."""
     text = text[:MAX_SCAN_CHARS]
     found: Counter[str] = Counter()
-    lower: str | None = None
-
-    def lowered() -> str:
-        nonlocal lower
-        if lower is None:
-            lower = text.lower()
-            if len(lower) != len(text):  # a few non-ASCII letters grow when lowered
-                lower = "".join(c.lower()[:1] or c for c in text)
-        return lower
-
     if "private_key" in kinds and "PRIVATE KEY" in text:
         found["private_key"] += len(_PRIVATE_KEY.findall(text))
     if "email" in kinds and "@" in text:
         _emails(text, found)
     has_digit = any(d in text for d in _DIGITS)  # ten memchr calls: cheaper than one regex
+    lower: str | None = None  # lowered once, and only for a scan that needs it
     if "api_key" in kinds and len(text) >= 20:
         # A generic token must hold a digit, so without one the keyword scan is skipped.
-        _api_keys(text, lowered() if has_digit else None, found)
+        lower = _lowered(text) if has_digit else None
+        _api_keys(text, lower, found)
     if "password" in kinds and (":" in text or "=" in text):
-        _passwords(text, lowered(), found)
-    numeric = kinds & {"phone", "card", "iban"}
-    if numeric and has_digit:
-        shape = text.translate(_SHAPE)
-        if shape.count("0") >= 9:  # every phone, card and IBAN has at least nine digits
-            ibans = _ibans(text, shape, found) if "iban" in numeric else []
-            if numeric & {"phone", "card"}:
-                _numbers(text, shape, found, numeric, ibans)
-    for kind, pattern in (custom or {}).items():
-        found[kind] += sum(1 for m in pattern.finditer(text) if m.end() > m.start())
+        _passwords(text, _lowered(text) if lower is None else lower, found)
+    if has_digit and (numeric := kinds & _NUMERIC_KINDS):
+        _numeric(text, numeric, found)
+    if custom:
+        _custom(text, custom, found)
     return +found  # drop zero counts
+
+
+def _lowered(text: str) -> str:
+    """`text` lowered, keeping its length (offsets in it are offsets in `text`)."""
+    lower = text.lower()
+    if len(lower) != len(text):  # a few non-ASCII letters grow when lowered
+        lower = "".join(c.lower()[:1] or c for c in text)
+    return lower
+
+
+def _numeric(text: str, numeric: frozenset[str], found: Counter[str]) -> None:
+    """Phones, cards and IBANs (the `numeric` ones among them) in `text`, which holds a digit."""
+    shape = text.translate(_SHAPE)
+    if shape.count("0") < 9:  # every phone, card and IBAN has at least nine digits
+        return
+    ibans = _ibans(text, shape, found) if "iban" in numeric else []
+    if numeric & _NUMBER_KINDS:
+        _numbers(text, shape, found, numeric, ibans)
+
+
+def _custom(text: str, custom: Mapping[str, re.Pattern[str]], found: Counter[str]) -> None:
+    """Non-empty matches of each user pattern, counted under its own name."""
+    for kind, pattern in custom.items():
+        found[kind] += sum(1 for m in pattern.finditer(text) if m.end() > m.start())
 
 
 class PrivacyAgent(Agent):

@@ -267,17 +267,7 @@ class ResourceAgent(Agent):
         on_battery = self._on_battery(reading)  # hysteresis advances whatever the state
 
         if short:
-            return self.verdict(
-                target=Tier.EDGE,
-                allowed=_REMOTE,
-                confidence=0.9,
-                state=STATE_NO_MEMORY,
-                reason=(
-                    f"no local model fits: {_room(reading):.0f} MB free, "
-                    f"the smallest needs {need_mb:.0f} MB"
-                ),
-                metrics=metrics,
-            )
+            return self._memory_verdict(reading, need_mb, metrics)
         if level == _CRITICAL:
             # Steering off LOCAL when saturated is not cosmetic: with one competing busy process
             # the embedded model fell from ~130 to 10-14 tok/s on 2 threads (measured).
@@ -298,16 +288,7 @@ class ResourceAgent(Agent):
                 metrics=metrics,
             )
         if on_battery:
-            # Local inference drains a battery fast; a remote tier costs this machine a socket.
-            assert reading.battery_percent is not None
-            drained = 1.0 - reading.battery_percent / self.battery_low if self.battery_low else 1.0
-            return self.verdict(
-                target=Tier.EDGE,
-                confidence=round(0.3 + 0.15 * _clamp(drained), 4),
-                state=STATE_ON_BATTERY,
-                reason=f"on battery at {reading.battery_percent:.0f}%, saving power",
-                metrics=metrics,
-            )
+            return self._battery_verdict(reading, metrics)
         # Headroom: vote LOCAL, less firmly as the busiest metric nears its busy threshold.
         near = _clamp((max(p[1] / p[2] for p in pressure) - 0.5) / 0.5)
         return self.verdict(
@@ -315,6 +296,31 @@ class ResourceAgent(Agent):
             confidence=round(0.3 - 0.2 * near, 4),
             state=STATE_OK,
             reason=f"headroom ({_summary(reading)})",
+            metrics=metrics,
+        )
+
+    def _memory_verdict(self, reading: Reading, need_mb: float, metrics: dict[str, Any]) -> Verdict:
+        return self.verdict(
+            target=Tier.EDGE,
+            allowed=_REMOTE,
+            confidence=0.9,
+            state=STATE_NO_MEMORY,
+            reason=(
+                f"no local model fits: {_room(reading):.0f} MB free, "
+                f"the smallest needs {need_mb:.0f} MB"
+            ),
+            metrics=metrics,
+        )
+
+    def _battery_verdict(self, reading: Reading, metrics: dict[str, Any]) -> Verdict:
+        # Local inference drains a battery fast; a remote tier costs this machine a socket.
+        assert reading.battery_percent is not None
+        drained = 1.0 - reading.battery_percent / self.battery_low if self.battery_low else 1.0
+        return self.verdict(
+            target=Tier.EDGE,
+            confidence=round(0.3 + 0.15 * _clamp(drained), 4),
+            state=STATE_ON_BATTERY,
+            reason=f"on battery at {reading.battery_percent:.0f}%, saving power",
             metrics=metrics,
         )
 

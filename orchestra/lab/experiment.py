@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestra.core.catalog import Catalog
 from orchestra.core.errors import ConfigError, NoAllowedModelError
@@ -28,6 +28,10 @@ from orchestra.lab.scenario import BudgetDraw, CpuSpike, NetworkDrop, Outage, Sc
 from orchestra.lab.simulated import SimulatedAgents
 from orchestra.lab.world import SimRequest, World, cost_usd
 from orchestra.policies.base import Policy, decide_checked
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 ANSWERED, REFUSED = "answered", "refused"
 CSV_FIELDS = (
@@ -270,39 +274,54 @@ def write_json(result: ExperimentResult, path: Path) -> Path:
 
 
 def write_plots(result: ExperimentResult, out: Path) -> list[Path]:
-    """tiers.png and cost.png; matplotlib is imported here only (Agg: no display needed)."""
+    """tiers.png and cost.png; matplotlib is imported only here, when plotting (Agg: no display
+    needed)."""
+    return [_plot_tiers(result, out / "tiers.png"), _plot_cost(result, out / "cost.png")]
+
+
+def _figure(width: float, height: float) -> Figure:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _plot_tiers(result: ExperimentResult, path: Path) -> Path:
+    """The tier that answered each request, one panel per policy, network drops shaded."""
     runs = result.runs
     windows = _offline_windows(result.scenario)
-    fig = Figure(figsize=(9, 1.0 + 1.6 * len(runs)))
-    FigureCanvasAgg(fig)
+    fig = _figure(9, 1.0 + 1.6 * len(runs))
     axes = fig.subplots(len(runs), 1, sharex=True, squeeze=False)[:, 0]
     for ax, run in zip(axes, runs, strict=True):
-        for start, end in windows:
-            ax.axvspan(start, end, color="0.85", lw=0)
-        ok = run.answered
-        ax.step(
-            [r.t_s for r in ok], [Tier(r.tier).rank for r in ok], where="post", lw=0.8, alpha=0.5
-        )
-        ax.scatter([r.t_s for r in ok], [Tier(r.tier).rank for r in ok], s=8)
-        refused = [r.t_s for r in run.rows if r.outcome == REFUSED]
-        ax.scatter(refused, [-0.6] * len(refused), s=10, marker="x", color="red")
-        ax.set_yticks([-0.6, 0, 1, 2], ["refused", "local", "edge", "cloud"])
-        ax.set_ylim(-1.0, 2.4)
-        ax.set_title(run.policy, fontsize=9, loc="left")
+        _plot_run_tiers(ax, run, windows)
     axes[-1].set_xlabel("simulated time (s)")
     shade = " (grey: network down)" if windows else ""
     fig.suptitle(f"{result.scenario.name}: tier per request{shade}", fontsize=10)
     fig.tight_layout()
-    tiers = out / "tiers.png"
-    fig.savefig(tiers, dpi=100, metadata={"Software": None})
+    fig.savefig(path, dpi=100, metadata={"Software": None})
+    return path
 
-    fig = Figure(figsize=(9, 4))
-    FigureCanvasAgg(fig)
+
+def _plot_run_tiers(ax: Axes, run: PolicyRun, windows: Sequence[tuple[float, float]]) -> None:
+    for start, end in windows:
+        ax.axvspan(start, end, color="0.85", lw=0)
+    ok = run.answered
+    ax.step([r.t_s for r in ok], [Tier(r.tier).rank for r in ok], where="post", lw=0.8, alpha=0.5)
+    ax.scatter([r.t_s for r in ok], [Tier(r.tier).rank for r in ok], s=8)
+    refused = [r.t_s for r in run.rows if r.outcome == REFUSED]
+    ax.scatter(refused, [-0.6] * len(refused), s=10, marker="x", color="red")
+    ax.set_yticks([-0.6, 0, 1, 2], ["refused", "local", "edge", "cloud"])
+    ax.set_ylim(-1.0, 2.4)
+    ax.set_title(run.policy, fontsize=9, loc="left")
+
+
+def _plot_cost(result: ExperimentResult, path: Path) -> Path:
+    """Cumulative cost per policy over simulated time, with the daily budget if there is one."""
+    fig = _figure(9, 4)
     ax = fig.subplots()
-    for run in runs:
+    for run in result.runs:
         ax.step(
             [0.0, *(r.t_s for r in run.rows)],
             [0.0, *(r.cumulative_usd for r in run.rows)],
@@ -322,9 +341,8 @@ def write_plots(result: ExperimentResult, out: Path) -> list[Path]:
     ax.set_title(f"{result.scenario.name}: cumulative cost per policy", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    cost = out / "cost.png"
-    fig.savefig(cost, dpi=100, metadata={"Software": None})
-    return [tiers, cost]
+    fig.savefig(path, dpi=100, metadata={"Software": None})
+    return path
 
 
 def _offline_windows(s: Scenario) -> list[tuple[float, float]]:

@@ -151,9 +151,12 @@ def _tally(
     request: Request,
     verdicts: list[Verdict],
 ) -> None:
+    """Count one stored request into each policy's report: what happened live, then the policy's
+    decision replayed."""
     (_, _, _, status, model, tier, cost, pt, ct, _, _, _, _, error_kind, live_cands,
      live_target) = row  # fmt: skip
     answered = status == "ok" and model is not None
+    answered_by = model if answered else None
     refused = error_kind == REFUSED
     live_key = _live_key(live_cands, live_target) if live_cands is not None else None
     for policy, rep in zip(policies, reports, strict=True):
@@ -175,20 +178,35 @@ def _tally(
         except OrchestraError:
             rep.errors += 1
             continue
-        rep.decided += 1
-        first = decision.candidates[0]
-        ftier = first.tier.value
-        rep.tier_counts[ftier] = rep.tier_counts.get(ftier, 0) + 1
-        pin, pout = prices.get(first.model, (None, None))
-        if pin is None or pout is None:
-            rep.unpriced += 1
-        else:
-            rep.estimated_cost_usd += (pt * pin + ct * pout) / 1e6
-        if answered:
-            rep.model_agreement += first.model == model
-            rep.tier_agreement += ftier == tier
-        if live_key is not None:
-            rep.decision_agreement += _decision_key(decision) == live_key
+        _score(rep, decision, prices, pt, ct, answered_by, tier, live_key)
+
+
+def _score(
+    rep: PolicyReport,
+    decision: Decision,
+    prices: dict[str, tuple[float | None, float | None]],
+    prompt_tokens: int,
+    completion_tokens: int,
+    answered_by: str | None,
+    answered_tier: str | None,
+    live_key: tuple[Any, ...] | None,
+) -> None:
+    """Count one replayed decision into `rep`: its tier, estimated cost and agreement with what
+    happened live (`answered_by`: the model that answered, None when none did)."""
+    rep.decided += 1
+    first = decision.candidates[0]
+    ftier = first.tier.value
+    rep.tier_counts[ftier] = rep.tier_counts.get(ftier, 0) + 1
+    pin, pout = prices.get(first.model, (None, None))
+    if pin is None or pout is None:
+        rep.unpriced += 1
+    else:
+        rep.estimated_cost_usd += (prompt_tokens * pin + completion_tokens * pout) / 1e6
+    if answered_by is not None:
+        rep.model_agreement += first.model == answered_by
+        rep.tier_agreement += ftier == answered_tier
+    if live_key is not None:
+        rep.decision_agreement += _decision_key(decision) == live_key
 
 
 def _decision_key(decision: Decision) -> tuple[Any, ...]:

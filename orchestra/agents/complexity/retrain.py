@@ -197,67 +197,136 @@ def retrain(
     rows and 3 of each label, ``report["cv"]`` compares the base and retrained models' AUC on
     held-out feedback (stratified k-fold, k = min(5, rows of the rarer label)).
     """
-    if not (math.isfinite(weight) and weight >= 0):
-        raise ValueError(f"weight must be a finite number >= 0, got {weight}")
-    if not (math.isfinite(pseudo_count) and pseudo_count >= 0):
-        raise ValueError(f"pseudo_count must be a finite number >= 0, got {pseudo_count}")
+    _check_say(weight, pseudo_count)
     base = load_scorer() if base is None else base
-    group_weights = base.meta.get("group_weights")
-    if not isinstance(group_weights, Mapping) or not group_weights:
-        raise ValueError(
-            "the base model has no 'group_weights' in its meta: retrain needs a model written "
-            "by tools/train_complexity.py (this version or later) or by retrain()"
-        )
-    features, d = base.features, len(base.features)
-    if any(len(ws) != d for ws in group_weights.values()):
-        raise ValueError(f"base meta 'group_weights' do not have {d} weights each")
-    fb_raw, y = _check_feedback(feedback, features)
+    group_weights = _group_weights(base)
+    fb_raw, y = _check_feedback(feedback, base.features)
     shipped = load_shipped_data() if shipped is None else shipped
     if set(shipped.groups) != set(group_weights):
         raise ValueError(
             f"shipped data groups {sorted(set(shipped.groups))} differ from the base model's "
             f"{sorted(group_weights)}"
         )
-    rows = _shipped_rows(shipped, features)
-    mean, scale = base.mean, base.scale
-    n, n_groups, n_shipped = len(y), len(group_weights), len(rows)
+    rows = _shipped_rows(shipped, base.features)
+    blend = _blend_feedback(base, group_weights, fb_raw, y, weight, pseudo_count)
+    a, c, shipped_lin = _calibration(blend, base, rows, shipped.targets)
+    meta = _retrained_meta(base, len(y), blend.positives, weight, blend.share, pseudo_count)
+    scorer = Scorer(base.features, [a * w for w in blend.weights], c, base.mean, base.scale, meta)
+    report = _report(base, scorer, blend, (a, c), fb_raw, rows, shipped_lin)
+    return Retrained(scorer, report)
+
+
+class _Blend(NamedTuple):
+    """Steps 1-3 of ``retrain``: the new standardised weights (before calibration) and their
+    inputs, which calibration and the report reuse."""
+
+    weights: list[float]
+    std: list[list[float]]  # the feedback rows, standardised with the base's mean and scale
+    labels: list[float]
+    signs: list[int]
+    total: list[float]  # the shipped group weights, summed
+    n_groups: int
+    weight: float
+    pseudo_count: float
+    share: float  # the feedback's say, s
+
+    @property
+    def positives(self) -> int:
+        """Feedback rows saying the local model failed."""
+        return sum(v >= 0.5 for v in self.labels)
+
+
+def _check_say(weight: float, pseudo_count: float) -> None:
+    if not (math.isfinite(weight) and weight >= 0):
+        raise ValueError(f"weight must be a finite number >= 0, got {weight}")
+    if not (math.isfinite(pseudo_count) and pseudo_count >= 0):
+        raise ValueError(f"pseudo_count must be a finite number >= 0, got {pseudo_count}")
+
+
+def _group_weights(base: Scorer) -> Mapping[str, Sequence[float]]:
+    """The base's per-group standardised weights, checked against its features."""
+    group_weights = base.meta.get("group_weights")
+    if not isinstance(group_weights, Mapping) or not group_weights:
+        raise ValueError(
+            "the base model has no 'group_weights' in its meta: retrain needs a model written "
+            "by tools/train_complexity.py (this version or later) or by retrain()"
+        )
+    d = len(base.features)
+    if any(len(ws) != d for ws in group_weights.values()):
+        raise ValueError(f"base meta 'group_weights' do not have {d} weights each")
+    return group_weights
+
+
+def _blend_feedback(
+    base: Scorer,
+    group_weights: Mapping[str, Sequence[float]],
+    fb_raw: Sequence[Sequence[float]],
+    y: list[float],
+    weight: float,
+    pseudo_count: float,
+) -> _Blend:
+    """Steps 1-3: the feedback's own fit, blended into the shipped groups' weights."""
+    n, n_groups = len(y), len(group_weights)
     total = [sum(ws) for ws in zip(*group_weights.values(), strict=True)]
     if n:
-        std = [[(v - m) / s for v, m, s in zip(r, mean, scale, strict=True)] for r in fb_raw]
-        signs = [base.meta.get("sign_prior", SIGN_PRIOR).get(f, 0) for f in features]
+        std = [
+            [(v - m) / s for v, m, s in zip(r, base.mean, base.scale, strict=True)] for r in fb_raw
+        ]
+        signs = [base.meta.get("sign_prior", SIGN_PRIOR).get(f, 0) for f in base.features]
         fb_w = _fit_feedback(std, y, [t / n_groups for t in total], signs)
         share = weight * n / (n + pseudo_count)
     else:
-        std, signs, fb_w, share = [], [], [0.0] * d, 0.0
+        std, signs, fb_w, share = [], [], [0.0] * len(base.features), 0.0
     new = _blend(total, n_groups, fb_w, share)
+    return _Blend(new, std, y, signs, total, n_groups, weight, pseudo_count, share)
 
-    # Calibration: shipped rows count 1 each, the feedback rows s * N / G together.
-    lin = _logits(new, 0.0, mean, scale, rows)
-    target = list(shipped.targets)
+
+def _calibration(
+    blend: _Blend, base: Scorer, rows: Sequence[Sequence[float]], targets: Sequence[float]
+) -> tuple[float, float, list[float]]:
+    """Step 4: slope and intercept, and the shipped rows' logits they apply to."""
+    # Shipped rows count 1 each, the feedback rows s * N / G together.
+    lin = _logits(blend.weights, 0.0, base.mean, base.scale, rows)
+    n_shipped = len(rows)
+    target = list(targets)
     cal_w = None
-    if share > 0:
-        lin += [_dot(new, r) for r in std]
-        target += y
-        cal_w = [1.0] * n_shipped + [share * n_shipped / n_groups / n] * n
+    if blend.share > 0:
+        n = len(blend.labels)
+        lin += [_dot(blend.weights, r) for r in blend.std]
+        target += blend.labels
+        cal_w = [1.0] * n_shipped + [blend.share * n_shipped / blend.n_groups / n] * n
     a, c = _calibrate(lin, target, cal_w)
-    positives = sum(v >= 0.5 for v in y)
-    meta = _retrained_meta(base, n, positives, weight, share, pseudo_count)
-    scorer = Scorer(features, [a * w for w in new], c, mean, scale, meta)
+    return a, c, lin[:n_shipped]
 
+
+def _report(
+    base: Scorer,
+    scorer: Scorer,
+    blend: _Blend,
+    calibration: tuple[float, float],
+    fb_raw: Sequence[Sequence[float]],
+    rows: Sequence[Sequence[float]],
+    shipped_lin: Sequence[float],
+) -> dict[str, Any]:
+    """What ``retrain`` reports: its inputs, the calibration, mean scores before and after,
+    the largest weight changes and, given enough feedback, cross-validation."""
+    a, c = calibration
+    n = len(blend.labels)
+    mean, scale = base.mean, base.scale
     base_fb = _logits(base.weights, base.bias, mean, scale, fb_raw)
     new_fb = _logits(scorer.weights, scorer.bias, mean, scale, fb_raw)
     base_sh = _logits(base.weights, base.bias, mean, scale, rows)
-    new_sh = [a * v + c for v in lin[:n_shipped]]
+    new_sh = [a * v + c for v in shipped_lin]
     changes = sorted(
-        zip(features, base.weights, scorer.weights, strict=True),
+        zip(base.features, base.weights, scorer.weights, strict=True),
         key=lambda t: -abs(t[2] - t[1]),
     )
     report: dict[str, Any] = {
         "feedback": n,
-        "positives": positives,
-        "weight": weight,
-        "pseudo_count": pseudo_count,
-        "share": share,
+        "positives": blend.positives,
+        "weight": blend.weight,
+        "pseudo_count": blend.pseudo_count,
+        "share": blend.share,
         "l2": L2 + 1 / n if n else None,
         "calibration": {"slope": a, "intercept": c},
         "mean_score": {
@@ -267,17 +336,26 @@ def retrain(
         # Standardised weights (per standard deviation of the signal), largest moves first.
         "weight_changes": {f: {"base": b, "retrained": r} for f, b, r in changes[:5]},
     }
+    report.update(_cv_or_skipped(blend, base_fb))
+    return report
+
+
+def _cv_or_skipped(blend: _Blend, base_fb: Sequence[float]) -> dict[str, Any]:
+    """``{"cv": ...}`` with at least 10 feedback rows and 3 of each label, else why not."""
+    n, positives = len(blend.labels), blend.positives
     minority = min(positives, n - positives)
     if n >= 10 and minority >= 3:
-        report["cv"] = _cv_report(
-            std, y, base_fb, total, n_groups, signs, weight, pseudo_count, min(5, minority)
+        b = blend
+        folds = min(5, minority)
+        cv = _cv_report(
+            b.std, b.labels, base_fb, b.total, b.n_groups, b.signs, b.weight, b.pseudo_count, folds
         )
-    else:
-        report["cv_skipped"] = (
-            f"cross-validation needs 10 feedback rows with 3 of each label "
-            f"(have {n}: {positives} local failed, {n - positives} local fine)"
-        )
-    return Retrained(scorer, report)
+        return {"cv": cv}
+    why = (
+        f"cross-validation needs 10 feedback rows with 3 of each label "
+        f"(have {n}: {positives} local failed, {n - positives} local fine)"
+    )
+    return {"cv_skipped": why}
 
 
 def _mean_sigmoid(z: Sequence[float]) -> float | None:

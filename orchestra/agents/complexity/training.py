@@ -102,43 +102,21 @@ def fit_logistic(
     signs = signs or [0] * d
     mean_y = min(max(sum(y) / n, 1e-6), 1 - 1e-6)
     b = math.log(mean_y / (1 - mean_y))
-    if prior is None:
-        centre = [0.0] * d
-        w = [0.0] * d
-        z = [b] * n
-    else:
-        if len(prior) != d:
-            raise ValueError(f"prior has {len(prior)} weights for {d} features")
-        centre = [float(v) for v in prior]
-        w = [
-            max(v, 0.0) if sg > 0 else min(v, 0.0) if sg < 0 else v
-            for v, sg in zip(centre, signs, strict=True)
-        ]
-        z = [b] * n
-        for wj, col in zip(w, cols, strict=True):
-            if wj:
-                z = [zi + wj * xi for zi, xi in zip(z, col, strict=True)]
+    centre, w = _start_weights(prior, signs, d)
+    z = _start_logits(b, w, cols, n)
     p = _sigmoids(z)
     for _ in range(max_sweeps):
         biggest = 0.0
         for j in range(-1, d):  # -1: the intercept, unpenalised and free
-            x = cols[j] if j >= 0 else None
             resid = [pi - yi for pi, yi in zip(p, y, strict=True)]
             curv = [pi * (1 - pi) for pi in p]
-            if x is None:
+            if j < 0:
                 step = -sum(resid) / max(sum(curv), 1e-12)
                 b += step
                 z = [zi + step for zi in z]
             else:
-                g = sum(r * xi for r, xi in zip(resid, x, strict=True)) / n + l2 * (
-                    w[j] - centre[j]
-                )
-                h = sum(c * xi * xi for c, xi in zip(curv, x, strict=True)) / n + l2
-                new = w[j] - g / h
-                if signs[j] > 0:
-                    new = max(new, 0.0)
-                elif signs[j] < 0:
-                    new = min(new, 0.0)
+                x = cols[j]
+                new = _project(_newton(x, resid, curv, w[j], centre[j], l2), signs[j])
                 step, w[j] = new - w[j], new
                 if step:
                     z = [zi + step * xi for zi, xi in zip(z, x, strict=True)]
@@ -148,6 +126,50 @@ def fit_logistic(
         if biggest < tol:
             break
     return w, b
+
+
+def _start_weights(
+    prior: Sequence[float] | None, signs: Sequence[int], d: int
+) -> tuple[list[float], list[float]]:
+    """The penalty's centre (``prior``, default zeros) and the fit's start: it, held to `signs`."""
+    if prior is None:
+        return [0.0] * d, [0.0] * d
+    if len(prior) != d:
+        raise ValueError(f"prior has {len(prior)} weights for {d} features")
+    centre = [float(v) for v in prior]
+    return centre, [_project(v, sg) for v, sg in zip(centre, signs, strict=True)]
+
+
+def _project(v: float, sign: int) -> float:
+    """`v` held to `sign` (+1: not below 0, -1: not above 0, 0: free)."""
+    return max(v, 0.0) if sign > 0 else min(v, 0.0) if sign < 0 else v
+
+
+def _start_logits(
+    b: float, w: Sequence[float], cols: Sequence[Sequence[float]], n: int
+) -> list[float]:
+    """``b + w·x`` for each of the `n` rows (column-major `cols`); zero weights add nothing."""
+    z = [b] * n
+    for wj, col in zip(w, cols, strict=True):
+        if wj:
+            z = [zi + wj * xi for zi, xi in zip(z, col, strict=True)]
+    return z
+
+
+def _newton(
+    x: Sequence[float],
+    resid: Sequence[float],
+    curv: Sequence[float],
+    wj: float,
+    centre: float,
+    l2: float,
+) -> float:
+    """Weight `wj` of column `x` after one Newton step on the mean log-loss plus
+    ``l2/2 * (wj - centre)^2`` (not yet held to its sign)."""
+    n = len(x)
+    g = sum(r * xi for r, xi in zip(resid, x, strict=True)) / n + l2 * (wj - centre)
+    h = sum(c * xi * xi for c, xi in zip(curv, x, strict=True)) / n + l2
+    return wj - g / h
 
 
 def _standardise(rows: Sequence[Sequence[float]]) -> tuple[list[float], list[float]]:
