@@ -17,7 +17,7 @@ from typing import Any, Self
 
 import aiosqlite
 
-from orchestra.core.errors import StoreError
+from orchestra.core.errors import StoreError, StoreUnavailable
 from orchestra.core.feedback import Judged, RequestRef
 from orchestra.core.tier import Tier
 from orchestra.core.verdict import Verdict
@@ -117,12 +117,9 @@ class SqliteStore(Store):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             await self._in_writer(self._connect_writer)
             self._db = await aiosqlite.connect(self.path, timeout=30.0)
-        except StoreError:
+        except (StoreError, sqlite3.Error, OSError) as exc:
             await self._disconnect()
-            raise
-        except (sqlite3.Error, OSError) as exc:
-            await self._disconnect()
-            raise StoreError(f"cannot open the store at {self.path}: {exc}") from exc
+            raise StoreUnavailable(f"cannot open the store at {self.path}: {exc}") from exc
         self._writer = asyncio.create_task(self._write_forever(), name="orchestra-store-writer")
         self._open = True
         return self
