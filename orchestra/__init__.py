@@ -60,6 +60,7 @@ _EXPORTS: dict[str, str] = {
             "RateLimitedError",
             "RequestError",
             "StoreError",
+            "StoreUnavailable",
             "StreamBroken",
             "UnknownModelError",
         ),
@@ -98,6 +99,7 @@ __all__ = [
     "ResponseStream",
     "Result",
     "StoreError",
+    "StoreUnavailable",
     "StreamBroken",
     "SyncOrchestra",
     "Tier",
@@ -143,6 +145,7 @@ if TYPE_CHECKING:
         RateLimitedError,
         RequestError,
         StoreError,
+        StoreUnavailable,
         StreamBroken,
         UnknownModelError,
     )

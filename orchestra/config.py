@@ -120,6 +120,10 @@ def load_config(path: str | Path | None = None) -> Config:
         data = tomllib.loads(resolved.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {resolved}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{resolved}: not UTF-8 text ({_bad_byte(exc)}); save it as UTF-8"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{resolved}: not valid TOML: {exc}") from None
     except OSError as exc:
@@ -138,6 +142,11 @@ def parse_config(data: dict[str, Any], source: Path | None = None) -> Config:
             loc = _location(err["loc"])
             lines.append(f"  {loc}: {err['msg']}" if loc else f"  {err['msg']}")
         raise ConfigError("\n".join(lines)) from None
+
+
+def _bad_byte(exc: UnicodeDecodeError) -> str:
+    """Where text stops being UTF-8: 'byte 0xe9 at offset 32'."""
+    return f"byte {exc.object[exc.start]:#04x} at offset {exc.start}"
 
 
 def _location(loc: tuple[int | str, ...]) -> str:

@@ -36,3 +36,15 @@ class NoWeightsPolicy:
 READY_MADE = FirstModelPolicy(weights={"cost": 3.0})
 
 NOT_A_POLICY = 42
+
+
+class Exploding:
+    """A policy whose constructor raises (a bug in a user's policy, met at start-up)."""
+
+    name = "exploding"
+
+    def __init__(self) -> None:
+        raise RuntimeError("the policy fell over")
+
+    def decide(self, request: Request, verdicts: Sequence[Verdict], catalog: Catalog) -> Decision:
+        raise NotImplementedError

@@ -8,18 +8,30 @@ import json
 import logging
 import os
 import sys
+import traceback
 from typing import Any
 
 from orchestra.cli import render
 from orchestra.config import Config, load_config
-from orchestra.core.errors import ConfigError, OrchestraError, PolicyError, RequestError
+from orchestra.core.errors import (
+    ConfigError,
+    OrchestraError,
+    PolicyError,
+    RequestError,
+    StoreUnavailable,
+)
 from orchestra.runtime import Orchestra
 
-EXIT_FAILED = 1
-EXIT_USAGE = 2
+EXIT_FAILED = 1  # no model could answer, or the store failed once open
+EXIT_USAGE = 2  # bad config, bad input, or a store that cannot be opened
+EXIT_INTERNAL = 70  # a bug: EX_SOFTWARE
+EXIT_INTERRUPTED = 130
+# The user's (or their machine's) to fix, not Orchestra's and not a provider's.
+USER_ERRORS = (ConfigError, RequestError, PolicyError, StoreUnavailable)
 
 
 def dispatch(args: argparse.Namespace) -> int:
+    """Run the command; every failure becomes a message on stderr and an exit code."""
     logging.basicConfig(
         level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
         format="%(levelname)s %(name)s: %(message)s",
@@ -30,14 +42,49 @@ def dispatch(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
         return asyncio.run(handler(args, config))
-    except (ConfigError, RequestError, PolicyError) as exc:
-        print(f"orchestra: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except OrchestraError as exc:
-        print(f"orchestra: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return EXIT_FAILED
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        return _report(args, exc)
+
+
+def exit_code(exc: Exception) -> int:
+    """2 for the user's errors, 1 for Orchestra's other errors, 70 for anything unexpected."""
+    if isinstance(exc, USER_ERRORS):
+        return EXIT_USAGE
+    return EXIT_FAILED if isinstance(exc, OrchestraError) else EXIT_INTERNAL
+
+
+def _report(args: argparse.Namespace, exc: Exception) -> int:
+    """Say what failed (one JSON object on stdout too, for `run --json`); return the code."""
+    code = exit_code(exc)
+    if args.command == "run" and args.json:
+        print(json.dumps(error_json(exc), ensure_ascii=False))
+    if code == EXIT_USAGE:
+        print(f"orchestra: error: {exc}", file=sys.stderr)
+    elif code == EXIT_FAILED:
+        print(f"orchestra: {type(exc).__name__}: {exc}", file=sys.stderr)
+    else:
+        if args.verbose >= 2:
+            traceback.print_exception(exc)
+        hint = "" if args.verbose >= 2 else " (run with -vv for the traceback)"
+        print(f"orchestra: internal error: {type(exc).__name__}: {exc}{hint}", file=sys.stderr)
+    return code
+
+
+def error_json(exc: Exception) -> dict[str, Any]:
+    """`{"error": {...}}`: a failure as `run --json` prints it, attempts as a result has them."""
+    from orchestra.core.result import Attempt
+
+    attempts = [a for a in getattr(exc, "attempts", ()) if isinstance(a, Attempt)]
+    return {
+        "error": {
+            "kind": getattr(exc, "kind", None) or type(exc).__name__,
+            "message": str(exc),
+            "attempts": [a.model_dump(mode="json") for a in attempts],
+            "request_id": getattr(exc, "request_id", None) or None,
+        }
+    }
 
 
 def _hints(args: argparse.Namespace) -> dict[str, Any]:
@@ -46,13 +93,42 @@ def _hints(args: argparse.Namespace) -> dict[str, Any]:
         hints["model"] = args.model
     if args.tier:
         hints["tier"] = args.tier
-    if args.max_tokens:
+    if args.max_tokens is not None:
         hints["max_tokens"] = args.max_tokens
     return hints
 
 
+def _prompt(given: str) -> str:
+    """The prompt argument, or standard input for `-`; either must be UTF-8 text."""
+    if given != "-":
+        try:
+            given.encode("utf-8")  # argv undecodable as UTF-8 arrives as lone surrogates
+        except UnicodeEncodeError:
+            raise RequestError("the prompt is not UTF-8 text") from None
+        return given
+    text = _read_stdin()
+    if not text.strip():
+        raise RequestError("no prompt on standard input")
+    return text
+
+
+def _read_stdin() -> str:
+    """All of standard input, decoded strictly as UTF-8 ("" when it is closed)."""
+    if sys.stdin is None:  # started with file descriptor 0 closed
+        return ""
+    try:
+        data = sys.stdin.buffer.read()
+    except OSError as exc:
+        raise RequestError(f"cannot read standard input: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        where = f"byte {data[exc.start]:#04x} at offset {exc.start}"
+        raise RequestError(f"standard input is not UTF-8 text ({where})") from None
+
+
 async def run(args: argparse.Namespace, config: Config) -> int:
-    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    prompt = _prompt(args.prompt)
     async with Orchestra(config, warm_embedded=True) as orc:
         if args.stream and not args.json:
             stream = orc.stream(prompt, **_hints(args))
@@ -76,6 +152,8 @@ async def run(args: argparse.Namespace, config: Config) -> int:
 async def chat(args: argparse.Namespace, config: Config) -> int:
     from orchestra.core.request import Message
 
+    if sys.stdin is None:  # started with standard input closed: the conversation is over
+        return 0
     history: list[Message] = []
     print("orchestra chat: an empty line or Ctrl-D ends it.", file=sys.stderr)
     async with Orchestra(config, warm_embedded=True) as orc:

@@ -3,14 +3,45 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 TIERS = ("local", "edge", "cloud")
 
 
+class Parser(argparse.ArgumentParser):
+    """A usage error is one line, like every other user error: `orchestra: error: ...`, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"orchestra: error: {message} (see `{self.prog} --help`)\n")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="orchestra",
         description="Route each LLM call to the right model and tier (local, edge, cloud).",
     )
@@ -21,7 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--home", help="data directory holding orchestra.db (default: $ORCHESTRA_HOME)"
     )
     parser.add_argument(
-        "-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)"
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="more logging (-vv: debug, and the traceback of an internal error)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -41,14 +76,31 @@ def build_parser() -> argparse.ArgumentParser:
     agents.add_argument(
         "--watch", action="store_true", help="a live table, refreshed (Ctrl-C ends)"
     )
-    agents.add_argument("--every", type=float, default=1.0, help="--watch refresh, seconds")
-    agents.add_argument("--count", type=int, help="--watch: stop after this many refreshes")
+    agents.add_argument(
+        "--every",
+        type=positive_float,
+        default=1.0,
+        metavar="SECONDS",
+        help="--watch refresh, seconds (a positive number; default 1)",
+    )
+    agents.add_argument(
+        "--count",
+        type=positive_int,
+        metavar="N",
+        help="--watch: stop after N refreshes (a positive integer)",
+    )
 
     models = sub.add_parser("models", help="the model catalog")
     models.add_argument("--json", action="store_true", help="JSON lines, one per model")
 
     history = sub.add_parser("history", help="recorded requests, newest first")
-    history.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+    history.add_argument(
+        "--limit",
+        type=positive_int,
+        default=20,
+        metavar="N",
+        help="how many (a positive integer; default 20)",
+    )
     history.add_argument("--json", action="store_true", help="JSON lines, one per request")
 
     spend = sub.add_parser("spend", help="spend against the budget")
@@ -82,7 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--policy", action="append", metavar="NAME", help="a policy to replay (repeatable)"
     )
     replay.add_argument("--since", metavar="YYYY-MM-DD", help="only requests from this day on")
-    replay.add_argument("--limit", type=int, help="only the newest N requests")
+    replay.add_argument(
+        "--limit",
+        type=positive_int,
+        metavar="N",
+        help="only the newest N requests (a positive integer)",
+    )
     replay.add_argument("--json", action="store_true", help="one JSON object")
 
     experiment = sub.add_parser(
@@ -102,7 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _hints(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="force this catalog model")
     p.add_argument("--tier", choices=TIERS, help="force this tier")
-    p.add_argument("--max-tokens", type=int, help="cap the answer's length in tokens")
+    p.add_argument(
+        "--max-tokens",
+        type=positive_int,
+        metavar="N",
+        help="cap the answer's length at N tokens (a positive integer)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

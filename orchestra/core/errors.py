@@ -8,7 +8,9 @@
      ├── PolicyError              a policy is unknown, raised, or returned an invalid decision
      ├── NoAllowedModelError      agents' constraints left no model to try (says which agent)
      ├── EmbeddedModelError       the embedded local model is missing or would not start
-     ├── StoreError               the store cannot be opened, migrated or written
+     ├── StoreError               a read or a write to the store failed
+     │    ├── StoreUnavailable    the store cannot be opened: no such place, not a database,
+     │    │                       or a schema newer than this Orchestra
      │    └── NotRecorded         an answer came, but its record could not be written
      ├── ProviderError            one call to one model failed (or would overrun the budget);
      │                            `kind` says how
@@ -93,7 +95,13 @@ class EmbeddedModelError(OrchestraError):
 
 
 class StoreError(OrchestraError):
-    """The store cannot be opened, migrated or written."""
+    """The store failed: it cannot be opened, read or written."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be opened or migrated: its place cannot be written, the file is not a
+    database, or its schema is newer than this Orchestra. The environment is at fault (the CLI
+    exits 2), not a request."""
 
 
 class NotRecorded(StoreError):

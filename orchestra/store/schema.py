@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from orchestra.core.errors import StoreError
+from orchestra.core.errors import StoreUnavailable
 
 # Each entry moves the schema from version i to i + 1. Never edit a released entry: append.
 MIGRATIONS: tuple[str, ...] = (
@@ -208,7 +208,7 @@ def migrate(db: sqlite3.Connection) -> int:
     try:
         start = int(db.execute("PRAGMA user_version").fetchone()[0])
         if start > SCHEMA_VERSION:
-            raise StoreError(
+            raise StoreUnavailable(
                 f"database schema version {start} is newer than this Orchestra "
                 f"({SCHEMA_VERSION}); upgrade Orchestra"
             )

@@ -15,7 +15,7 @@ from typing import Any, Self
 import aiosqlite
 
 import orchestra.store.sqlite_ledger as sqlite_ledger
-from orchestra.core.errors import StoreError
+from orchestra.core.errors import StoreError, StoreUnavailable
 from orchestra.core.feedback import Judged, RequestRef
 from orchestra.core.tier import Tier
 from orchestra.core.verdict import Verdict
@@ -106,12 +106,12 @@ class SqliteStore(Store):
             await self._writer.start()
             self._db = await aiosqlite.connect(self.path, timeout=30.0)
             self._spend.update(await self._writer.run(self._writer.refresh))
-        except StoreError:
+        except StoreUnavailable:
             await self._disconnect()
             raise
-        except (sqlite3.Error, OSError) as exc:
+        except (StoreError, sqlite3.Error, OSError) as exc:
             await self._disconnect()
-            raise StoreError(f"cannot open the store at {self.path}: {exc}") from exc
+            raise StoreUnavailable(f"cannot open the store at {self.path}: {exc}") from exc
         self._refresher = asyncio.create_task(self._refresh_forever(), name="orchestra-spend")
         self._open = True
         return self
