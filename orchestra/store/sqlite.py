@@ -106,9 +106,6 @@ class SqliteStore(Store):
             await self._writer.start()
             self._db = await aiosqlite.connect(self.path, timeout=30.0)
             self._spend.update(await self._writer.run(self._writer.refresh))
-        except StoreUnavailable:
-            await self._disconnect()
-            raise
         except (StoreError, sqlite3.Error, OSError) as exc:
             await self._disconnect()
             raise StoreUnavailable(f"cannot open the store at {self.path}: {exc}") from exc
