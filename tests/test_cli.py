@@ -146,6 +146,7 @@ def test_run_explain_prints_the_whole_decision(
     config = str(write_config(model_toml("stub-cloud", stub.url)))
     done = orchestra("--config", config, "run", "--explain", "hello")
     assert done.returncode == 0, done.stderr
-    parts = ("Decision", "constraints:", "votes:", "target tier:", "candidates (failover order):")
-    for part in (*parts, "1. stub-cloud (cloud)", "attempts:", "reason:"):
+    parts = ("Decision", "constraints:", "votes:", "target tier:", "as the policy ranked them")
+    tried = "tried in this order (balancing, health): stub-cloud"
+    for part in (*parts, "1. stub-cloud (cloud)", tried, "attempts:", "reason:"):
         assert part in done.stderr, part

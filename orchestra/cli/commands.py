@@ -15,6 +15,7 @@ from orchestra.cli import render
 from orchestra.config import Config, load_config
 from orchestra.core.errors import (
     ConfigError,
+    NotRecorded,
     OrchestraError,
     PolicyError,
     RequestError,
@@ -138,14 +139,19 @@ async def run(args: argparse.Namespace, config: Config) -> int:
             assert stream.result is not None
             render.result_footer(stream.result)
             return 0
-        result = await orc.complete(prompt, **_hints(args))
+        try:
+            result = await orc.complete(prompt, **_hints(args))
+        except NotRecorded as exc:  # answered (and maybe paid for): show it, then fail loudly
+            if not args.json:
+                print(exc.result.text.strip())
+            raise
     if args.json:
         print(json.dumps(result.model_dump(mode="json"), ensure_ascii=False))
     else:
         print(result.text.strip())
         render.result_footer(result)
     if args.explain:
-        render.explain(result.decision, result.attempts)
+        render.explain(result.decision, result.attempts, result.order)
     return 0
 
 

@@ -40,8 +40,11 @@ def result_footer(result: Result) -> None:
     err.print(f"[dim]request {short}; a bad answer? orchestra feedback {short} --bad[/]")
 
 
-def explain(decision: Decision, attempts: Sequence[Attempt] = ()) -> None:
-    """The decision in full (on stderr): constraints, votes, winner, the chain and what happened."""
+def explain(
+    decision: Decision, attempts: Sequence[Attempt] = (), order: Sequence[str] = ()
+) -> None:
+    """The decision in full (on stderr): constraints, votes, winner, the chain as the policy
+    ranked it, the order the executor really tried (after balancing and health), what happened."""
     err.print(f"\n[bold]Decision[/] by policy {decision.policy}")
     if decision.excluded:
         err.print("constraints:")
@@ -53,9 +56,11 @@ def explain(decision: Decision, attempts: Sequence[Attempt] = ()) -> None:
     votes = ", ".join(f"{t} {w:.2f}" for t, w in sorted(decision.votes.items())) or "none"
     err.print(f"votes: {votes}")
     err.print(f"target tier: {decision.target or '-'}")
-    err.print("candidates (failover order):")
+    err.print("candidates (as the policy ranked them):")
     for i, c in enumerate(decision.candidates, 1):
         err.print(f"  {i}. {c.model} ({c.tier}): {c.reason}")
+    if order:
+        err.print(f"tried in this order (balancing, health): {', '.join(order)}")
     if attempts:
         err.print("attempts:")
         for a in attempts:

@@ -15,6 +15,7 @@ from orchestra.core.request import Message
 from orchestra.core.result import Usage
 from orchestra.core.tier import Tier
 from orchestra.execution.backend import Backend, CallParams, Completion, Endpoint, StreamPiece
+from orchestra.spend.estimate import count_tokens
 
 log = logging.getLogger("orchestra.litellm")
 
@@ -97,7 +98,13 @@ class LiteLLMBackend(Backend):
             )
         except Exception as exc:
             raise provider_error(exc, spec) from exc
-        text = response.choices[0].message.content or "" if response.choices else ""
+        if not getattr(response, "choices", None):
+            raise ProviderError(
+                f"{spec.name}: the answer holds no choices (empty or malformed)",
+                kind="server",
+                model=spec.name,
+            )
+        text = response.choices[0].message.content or ""
         usage = getattr(response, "usage", None)
         return Completion(text=text, usage=self._usage(spec, usage, messages, text))
 
@@ -108,16 +115,27 @@ class LiteLLMBackend(Backend):
         kwargs.update(stream=True, stream_options={"include_usage": True})
         parts: list[str] = []
         usage = None
+        finished = False
         try:
             response = await self._litellm.acompletion(**kwargs)
             async for chunk in response:
                 if getattr(chunk, "usage", None):
                     usage = chunk.usage
-                if chunk.choices and (delta := chunk.choices[0].delta.content):
-                    parts.append(delta)
-                    yield StreamPiece(text=delta)
+                if chunk.choices:
+                    choice = chunk.choices[0]
+                    finished = finished or bool(getattr(choice, "finish_reason", None))
+                    if delta := choice.delta.content:
+                        parts.append(delta)
+                        yield StreamPiece(text=delta)
         except Exception as exc:
             raise provider_error(exc, spec, started=bool(parts)) from exc
+        if not parts and not finished:
+            # Nothing said and nothing finished: a body we could not read as a stream.
+            raise ProviderError(
+                f"{spec.name}: the stream ended without an answer (empty or malformed)",
+                kind="server",
+                model=spec.name,
+            )
         yield StreamPiece(usage=self._usage(spec, usage, messages, "".join(parts)))
 
     def _kwargs(
@@ -145,16 +163,17 @@ class LiteLLMBackend(Backend):
         return kwargs
 
     def _usage(self, spec: ModelSpec, usage: Any, messages: Sequence[Message], text: str) -> Usage:
-        if usage is not None:
-            prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
-            completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
-        else:  # a server that reports no usage: estimate (~4 characters a token)
-            prompt_tokens = sum(len(m.content) for m in messages) // 4 + 1
-            completion_tokens = len(text) // 4 + 1
+        prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+        completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+        estimated = prompt_tokens <= 0 or (completion_tokens <= 0 and bool(text))
+        if estimated:  # the provider reported none: count them here, erring high
+            prompt_tokens = max(prompt_tokens, sum(count_tokens(m.content) + 4 for m in messages))
+            completion_tokens = max(completion_tokens, count_tokens(text))
         return Usage(
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             cost_usd=self._cost(spec, prompt_tokens, completion_tokens),
+            estimated=estimated,
         )
 
     def _cost(self, spec: ModelSpec, prompt_tokens: int, completion_tokens: int) -> float:
@@ -181,6 +200,12 @@ def provider_error(exc: BaseException, spec: ModelSpec, *, started: bool = False
     """Map any exception from a LiteLLM call to a `ProviderError`, by HTTP status first."""
     if isinstance(exc, ProviderError):
         return exc
+    if _never_sent(exc):
+        return ProviderError(
+            f"{spec.name}: the request could not be sent: {type(exc).__name__}: {_first_line(exc)}",
+            kind="invalid_request",
+            model=spec.name,
+        )
     status = _status(exc)
     kind = _kind(exc, status)
     if started and kind != "timeout":
@@ -219,6 +244,19 @@ def _kind(exc: BaseException, status: int | None) -> ProviderErrorKind:
         "MidStreamFallbackError": "stream_broken",
     }
     return by_name.get(name, "unknown")
+
+
+def _never_sent(exc: BaseException) -> bool:
+    """The client failed before any byte left: the text could not be encoded (a lone surrogate,
+    say). The request's fault: no provider is to blame."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, UnicodeError):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return "codec can't encode" in str(exc) or "surrogates not allowed" in str(exc)
 
 
 def _status(exc: BaseException) -> int | None:

@@ -16,8 +16,9 @@ from orchestra.core.decision import Candidate, Decision, Exclusion
 from orchestra.core.errors import NoAllowedModelError
 from orchestra.core.model_spec import ModelSpec
 from orchestra.core.request import Request
-from orchestra.core.tier import ALL_TIERS, TIERS, Tier
+from orchestra.core.tier import TIERS, Tier
 from orchestra.core.verdict import Verdict
+from orchestra.policies.constraints import constraints, denied_models
 
 STALE_WEIGHT = 0.5
 REQUEST = "request"  # `Exclusion.by` for models the caller's hints rule out
@@ -44,31 +45,6 @@ class Scope:
 
 
 # -- constraints and hints ---------------------------------------------------------------------
-
-
-def constraints(verdicts: Sequence[Verdict]) -> tuple[set[Tier], list[Exclusion]]:
-    """Tiers no non-neutral verdict disallows, and an exclusion per (agent, tier) removed."""
-    allowed = set(ALL_TIERS)
-    excluded: list[Exclusion] = []
-    for v in verdicts:
-        if v.neutral or v.allowed == ALL_TIERS:
-            continue
-        for tier in sorted(ALL_TIERS - v.allowed):
-            allowed.discard(tier)
-            excluded.append(Exclusion(tier=tier, by=v.agent, reason=v.reason or v.state))
-    return allowed, excluded
-
-
-def denied_models(verdicts: Sequence[Verdict], excluded: list[Exclusion]) -> set[str]:
-    """Models some non-neutral verdict denies; each denial is appended to `excluded`."""
-    denied: set[str] = set()
-    for v in verdicts:
-        if v.neutral or not v.denied_models:
-            continue
-        for name in sorted(v.denied_models):
-            denied.add(name)
-            excluded.append(Exclusion(model=name, by=v.agent, reason=v.reason or v.state))
-    return denied
 
 
 def unmet_hint(spec: ModelSpec, request: Request, *, latency: bool = True) -> str | None:

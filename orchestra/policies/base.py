@@ -10,6 +10,7 @@ from orchestra.core.decision import Decision
 from orchestra.core.errors import OrchestraError, PolicyError
 from orchestra.core.request import Request
 from orchestra.core.verdict import Verdict
+from orchestra.policies.constraints import enforce
 
 
 @runtime_checkable
@@ -45,7 +46,8 @@ class FunctionPolicy:
 def decide_checked(
     policy: Policy, request: Request, verdicts: Sequence[Verdict], catalog: Catalog
 ) -> Decision:
-    """Run `policy` and vouch for its answer: a bug in a policy becomes a clear `PolicyError`."""
+    """Run `policy` and vouch for its answer: a bug in a policy becomes a clear `PolicyError`,
+    and no candidate a verdict vetoes survives, whatever the policy returned (`enforce`)."""
     try:
         decision = policy.decide(request, verdicts, catalog)
     except OrchestraError:
@@ -63,4 +65,4 @@ def decide_checked(
             raise PolicyError(
                 f"policy {policy.name!r} chose {candidate.model!r}, not in the catalog"
             )
-    return decision
+    return enforce(decision, verdicts, catalog)

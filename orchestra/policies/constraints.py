@@ -1,0 +1,80 @@
+"""Hard constraints: tiers a verdict disallows and models it denies. They belong to the runtime:
+whatever a policy returns, `enforce` removes what a veto forbids, and says who forbade it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from orchestra.core.catalog import Catalog
+from orchestra.core.decision import Candidate, Decision, Exclusion
+from orchestra.core.errors import NoAllowedModelError
+from orchestra.core.tier import ALL_TIERS, Tier
+from orchestra.core.verdict import Verdict
+
+RUNTIME = "runtime"
+
+
+def constraints(verdicts: Sequence[Verdict]) -> tuple[set[Tier], list[Exclusion]]:
+    """Tiers no non-neutral verdict disallows, and an exclusion per (agent, tier) removed."""
+    allowed = set(ALL_TIERS)
+    excluded: list[Exclusion] = []
+    for v in verdicts:
+        if v.neutral or v.allowed == ALL_TIERS:
+            continue
+        for tier in sorted(ALL_TIERS - v.allowed):
+            allowed.discard(tier)
+            excluded.append(Exclusion(tier=tier, by=v.agent, reason=v.reason or v.state))
+    return allowed, excluded
+
+
+def denied_models(verdicts: Sequence[Verdict], excluded: list[Exclusion]) -> set[str]:
+    """Models some non-neutral verdict denies; each denial is appended to `excluded`."""
+    denied: set[str] = set()
+    for v in verdicts:
+        if v.neutral or not v.denied_models:
+            continue
+        for name in sorted(v.denied_models):
+            denied.add(name)
+            excluded.append(Exclusion(model=name, by=v.agent, reason=v.reason or v.state))
+    return denied
+
+
+def enforce(decision: Decision, verdicts: Sequence[Verdict], catalog: Catalog) -> Decision:
+    """`decision` without the candidates a verdict vetoes (judged by the catalog's tier of each
+    model, not the tier the policy wrote), each removal recorded as an exclusion by the runtime.
+
+    Raises `NoAllowedModelError`, naming the vetoes, when none is left.
+    """
+    allowed, tier_vetoes = constraints(verdicts)
+    model_vetoes: list[Exclusion] = []
+    denied = denied_models(verdicts, model_vetoes)
+    kept: list[Candidate] = []
+    removed: list[Exclusion] = []
+    relabelled = False
+    for c in decision.candidates:
+        tier = catalog.get(c.model).tier
+        if tier not in allowed:
+            by = ", ".join(e.by for e in tier_vetoes if e.tier is tier)
+            removed.append(_removed(c.model, tier, f"{tier} is disallowed by {by}"))
+        elif c.model in denied:
+            by = ", ".join(e.by for e in model_vetoes if e.model == c.model)
+            removed.append(_removed(c.model, tier, f"denied by {by}"))
+        elif c.tier is not tier:  # a policy cannot pass a cloud model off as a local one
+            kept.append(c.model_copy(update={"tier": tier}))
+            relabelled = True
+        else:
+            kept.append(c)
+    if not removed and not relabelled:
+        return decision
+    if not kept:
+        why = "; ".join(e.reason for e in removed)
+        raise NoAllowedModelError(
+            f"no allowed model: policy {decision.policy!r} chose only vetoed models ({why})"
+        )
+    return decision.model_copy(
+        update={"candidates": tuple(kept), "excluded": (*decision.excluded, *removed)}
+    )
+
+
+def _removed(model: str, tier: Tier, reason: str) -> Exclusion:
+    return Exclusion(model=model, tier=tier, by=RUNTIME, reason=f"{model}: {reason}")

@@ -1,0 +1,115 @@
+"""Hard constraints belong to the runtime: whatever a policy returns, a veto binds it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from orchestra import (
+    Agent,
+    Candidate,
+    Decision,
+    NoAllowedModelError,
+    Orchestra,
+    Request,
+    Tier,
+    Verdict,
+)
+from orchestra.config import parse_config
+from orchestra.core.catalog import Catalog
+from orchestra.policies.base import FunctionPolicy
+from orchestra.testing import FunctionBackend
+
+CONFIG = parse_config(
+    {
+        "embedded": {"enabled": False},
+        "health": {"enabled": False},
+        "models": [
+            {"name": "cloud-a", "tier": "cloud", "litellm_model": "openai/a"},
+            {"name": "cloud-b", "tier": "cloud", "litellm_model": "openai/b"},
+            {"name": "on-device", "tier": "local", "litellm_model": "openai/l"},
+        ],
+    }
+)
+
+
+class Secretive(Agent):
+    """Plays the privacy agent: a prompt with a secret stays on this device."""
+
+    name = "privacy"
+
+    async def check(self, request: Request | None) -> Verdict:
+        if request is not None and "SECRET" in request.prompt:
+            return self.verdict(allowed=frozenset({Tier.LOCAL}), reason="a credential")
+        return self.verdict(confidence=0.0, reason="clean")
+
+
+class DeniesB(Agent):
+    name = "cost"
+
+    async def check(self, request: Request | None) -> Verdict:
+        return self.verdict(denied_models=frozenset({"cloud-b"}), confidence=0.0, reason="dear")
+
+
+def cloud_first(request: Request, verdicts: Sequence[Verdict], catalog: Catalog) -> Decision:
+    """A user policy that ignores every verdict and lists the cloud first."""
+    order = ["cloud-a", "cloud-b", "on-device"]
+    return Decision(
+        policy="cloud-first",
+        candidates=tuple(Candidate(model=m, tier=catalog.get(m).tier) for m in order),
+        reason="cloud, whatever they say",
+    )
+
+
+def run(*agents: Agent, policy: Any = cloud_first) -> tuple[Orchestra, FunctionBackend]:
+    backend = FunctionBackend(lambda call: f"{call.model} answers")
+    orc = Orchestra(CONFIG, agents=agents, policy=FunctionPolicy(policy), backend=backend)
+    return orc, backend
+
+
+async def test_a_policy_cannot_send_a_flagged_prompt_to_the_cloud() -> None:
+    orc, backend = run(Secretive())
+    async with orc:
+        flagged = await orc.complete("my SECRET is 1234")
+        plain = await orc.complete("hello")
+        history = await orc.history()
+    assert flagged.model == "on-device"
+    assert [c.model for c in flagged.decision.candidates] == ["on-device"]
+    removed = [e for e in flagged.decision.excluded if e.by == "runtime"]
+    assert {e.model for e in removed} == {"cloud-a", "cloud-b"}
+    assert all("disallowed by privacy" in e.reason for e in removed)
+    assert plain.model == "cloud-a", "no veto, the policy's order stands"
+    assert [c.model for c in backend.calls] == ["on-device", "cloud-a"]
+    stored = next(h for h in history if h["request_id"] == flagged.request_id)
+    assert any(e["by"] == "runtime" for e in stored["decision"]["excluded"]), "it is recorded"
+
+
+async def test_a_denied_model_is_removed_from_any_policy() -> None:
+    orc, _ = run(DeniesB())
+    async with orc:
+        first = await orc.complete("hello")
+    assert [c.model for c in first.decision.candidates] == ["cloud-a", "on-device"]
+    assert any(e.model == "cloud-b" and "denied by cost" in e.reason
+               for e in first.decision.excluded)  # fmt: skip
+
+
+async def test_a_policy_cannot_relabel_a_cloud_model_as_local() -> None:
+    def sneaky(request: Request, verdicts: Sequence[Verdict], catalog: Catalog) -> Decision:
+        return Decision(
+            policy="sneaky",
+            candidates=(Candidate(model="cloud-a", tier=Tier.LOCAL),),
+            reason="it is local, honest",
+        )
+
+    orc, backend = run(Secretive(), policy=sneaky)
+    async with orc:
+        with pytest.raises(NoAllowedModelError, match="vetoed"):
+            await orc.complete("the SECRET again")
+        relabelled = await orc.complete("hello")
+        history = await orc.history()
+    assert backend.calls and all(c.model == "cloud-a" for c in backend.calls)
+    assert len(backend.calls) == 1, "the flagged prompt never left"
+    assert relabelled.decision.candidates[0].tier is Tier.CLOUD
+    assert history[1]["status"] == "error" and history[1]["error_kind"] == "NoAllowedModelError"
