@@ -1,0 +1,122 @@
+"""A process that shares a home with others, for the ledger's multi-process tests.
+
+python ledger_child.py budget HOME N_REQUESTS BUDGET_USD   -> prints one JSON summary
+python ledger_child.py loop HOME                           -> prints each request id once
+                                                              its answer is returned
+python ledger_child.py open HOME START_AT                  -> opens the store at START_AT
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from orchestra import Agent, Orchestra, Request, Tier, Verdict
+from orchestra.config import Config, parse_config
+from orchestra.core.result import Usage
+from orchestra.execution.backend import Completion
+from orchestra.spend.estimate import prompt_tokens
+from orchestra.store import SqliteStore
+from orchestra.testing import Call, FunctionBackend
+
+IN_PRICE, OUT_PRICE = 1.0, 2.0  # USD per million tokens
+ANSWER_TOKENS = 10
+PROMPT = "What is the capital of France?"
+
+
+def call_cost() -> float:
+    """What one paid call costs here: exactly what the guard reserves for it."""
+    p = prompt_tokens(Request.of(PROMPT, max_tokens=ANSWER_TOKENS))
+    return (p * IN_PRICE + ANSWER_TOKENS * OUT_PRICE) / 1e6
+
+
+def config(home: Path, budget_usd: float | None) -> Config:
+    return parse_config(
+        {
+            "embedded": {"enabled": False},
+            "health": {"enabled": False},
+            "store": {"path": str(home / "orchestra.db")},
+            "budget": {"daily_usd": budget_usd} if budget_usd is not None else {},
+            "models": [
+                {"name": "paid", "tier": "cloud", "litellm_model": "openai/paid",
+                 "input_cost_per_mtok": IN_PRICE, "output_cost_per_mtok": OUT_PRICE},
+                {"name": "free", "tier": "local", "litellm_model": "openai/free",
+                 "input_cost_per_mtok": 0.0, "output_cost_per_mtok": 0.0},
+            ],
+        }
+    )  # fmt: skip
+
+
+def exact(call: Call) -> Completion:
+    """An honest provider that bills exactly the estimate the guard reserved."""
+    request = Request.of([m.model_dump() for m in call.messages])
+    prompt, answer = prompt_tokens(request), call.params.max_tokens or ANSWER_TOKENS
+    cost = (
+        prompt * (call.spec.input_cost_per_mtok or 0)
+        + answer * (call.spec.output_cost_per_mtok or 0)
+    ) / 1e6
+    return Completion(
+        text="Paris " * answer,
+        usage=Usage(prompt_tokens=prompt, completion_tokens=answer, cost_usd=cost),
+    )
+
+
+class WantsCloud(Agent):
+    name = "wants-cloud"
+
+    async def check(self, request: Request | None) -> Verdict:
+        return self.verdict(target=Tier.CLOUD, confidence=1.0, reason="hard prompt")
+
+
+async def budget(home: Path, n: int, budget_usd: float) -> None:
+    backend = FunctionBackend(exact)
+    async with Orchestra(config(home, budget_usd), agents=[WantsCloud()], backend=backend) as orc:
+        results = await asyncio.gather(
+            *(orc.complete(PROMPT, max_tokens=ANSWER_TOKENS) for _ in range(n))
+        )
+    summary: dict[str, Any] = {
+        "paid": sum(r.model == "paid" for r in results),
+        "answered": len(results),
+        "cost": sum(r.cost_usd for r in results),
+    }
+    print(json.dumps(summary), flush=True)
+
+
+async def loop(home: Path) -> None:
+    backend = FunctionBackend(exact)
+    async with Orchestra(config(home, None), agents=[WantsCloud()], backend=backend) as orc:
+
+        async def worker(w: int) -> None:
+            i = 0
+            while True:
+                result = await orc.complete(f"{PROMPT} ({w}.{i})", max_tokens=ANSWER_TOKENS)
+                print(result.request_id, flush=True)  # returned: it must be on disk
+                i += 1
+
+        await asyncio.gather(*(worker(w) for w in range(8)))
+
+
+async def open_at(home: Path, start_at: float) -> None:
+    await asyncio.sleep(max(0.0, start_at - time.time()))
+    async with SqliteStore(home / "orchestra.db"):
+        pass
+
+
+def main() -> None:
+    mode, home = sys.argv[1], Path(sys.argv[2])
+    if mode == "budget":
+        asyncio.run(budget(home, int(sys.argv[3]), float(sys.argv[4])))
+    elif mode == "loop":
+        asyncio.run(loop(home))
+    elif mode == "open":
+        asyncio.run(open_at(home, float(sys.argv[3])))
+    else:
+        raise SystemExit(f"unknown mode {mode!r}")
+
+
+if __name__ == "__main__":
+    main()
