@@ -6,13 +6,14 @@
 The server binds 127.0.0.1 only and runs in a daemon thread (one thread per connection), so it
 serves sync and async tests alike without touching the test's event loop. HTTP/1.1 keep-alive is
 supported; streaming uses chunked transfer encoding. `stop()` returns promptly even while a
-"hang" or "slow" request is open: it shuts down every open client socket.
+"hang", "slow" or "trickle" request is open: it shuts down every open client socket.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import re
 import socket
 import threading
@@ -24,7 +25,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Literal, get_args
 
-BehaviourKind = Literal["healthy", "slow", "status", "hang", "drop_stream", "malformed"]
+BehaviourKind = Literal[
+    "healthy", "slow", "status", "hang", "drop_stream", "malformed", "trickle", "empty_stream"
+]
 
 _MALFORMED_JSON = b'{"id": "chatcmpl-stub", "object": "chat.completion", "choices": [{"index'
 _ERROR_TYPES = {
@@ -44,11 +47,33 @@ class Behaviour:
         healthy      answer `reply` (after `delay_s`, if set).
         slow         same as healthy; `delay_s` is the point of it.
         status       answer HTTP `status` with an OpenAI-style error body (and Retry-After).
+                     With `echo_request`, the error message also carries the request's raw JSON
+                     body and its Authorization header, as badly behaved providers echo your
+                     prompt and key back in an error.
         hang         read the request, never answer (until the server stops).
         drop_stream  send `chunks_before_drop` content chunks, then close the socket (no [DONE]);
                      a non-streaming request gets half of its Content-Length, then the close.
         malformed    200 with a body that is not valid JSON (streaming: an SSE event that is not).
+        trickle      streaming: `chunks_before_drop` content chunks, then only SSE comments
+                     (": keep-alive") every `trickle_every_s`, forever; non-streaming: 200 with
+                     the real body's Content-Length, then the body one byte every
+                     `trickle_every_s`. Either way, a per-read timeout never fires while the
+                     whole answer never (or only very slowly) arrives. Ends when the client
+                     disconnects or the server stops.
+        empty_stream 200 with no content: streaming, `data: [DONE]` and no chunk at all;
+                     non-streaming, {"id", "object": "chat.completion", "choices": []} (no usage).
     `delay_s` is waited before the first byte for every kind except "hang".
+
+    The reply is `reply`, or "word " * `reply_words` when that is set (N words: N tokens).
+
+    Usage (answering kinds): the stub counts tokens as whitespace-separated words: prompt_tokens
+    is the number of words in every message's text content (string contents, and the "text" of
+    list-of-parts contents; roles and other fields do not count), completion_tokens the number of
+    words in the reply, total_tokens their sum. "What is the capital of France?" + "Paris" is
+    6 + 1. A non-streaming reply carries it as `usage`; a stream sends it in a last chunk with
+    empty `choices` when the request asks for `stream_options.include_usage`.
+    `usage=False` omits it everywhere (a provider that reports no usage); `usage_scale`
+    multiplies the reported completion_tokens (floored; 0.5 under-reports by half).
     """
 
     kind: BehaviourKind = "healthy"
@@ -58,6 +83,11 @@ class Behaviour:
     error_message: str = "stub error"
     retry_after_s: float | None = None
     chunks_before_drop: int = 2
+    usage: bool = True
+    usage_scale: float = 1.0
+    trickle_every_s: float = 0.5
+    echo_request: bool = False
+    reply_words: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in get_args(BehaviourKind):
@@ -70,6 +100,19 @@ class Behaviour:
             raise ValueError("retry_after_s must be >= 0")
         if self.chunks_before_drop < 0:
             raise ValueError("chunks_before_drop must be >= 0")
+        if not 0 <= self.usage_scale < float("inf"):
+            raise ValueError("usage_scale must be a finite number >= 0")
+        if not 0 < self.trickle_every_s < float("inf"):
+            raise ValueError("trickle_every_s must be a finite number > 0")
+        if self.echo_request and self.kind != "status":
+            raise ValueError('echo_request applies to kind "status" only')
+        if self.reply_words is not None and self.reply_words < 0:
+            raise ValueError("reply_words must be >= 0")
+
+    @property
+    def text(self) -> str:
+        """The reply the stub sends: `reply`, or "word " * `reply_words` when that is set."""
+        return self.reply if self.reply_words is None else "word " * self.reply_words
 
 
 class StubProvider:
@@ -293,11 +336,11 @@ class _Handler(BaseHTTPRequestHandler):
                 "body": body,
             }
         )
-        self._chat(stub.next_behaviour(), body)
+        self._chat(stub.next_behaviour(), body, raw)
 
     # --- behaviours ------------------------------------------------------------------------
 
-    def _chat(self, behaviour: Behaviour, body: dict[str, Any]) -> None:
+    def _chat(self, behaviour: Behaviour, body: dict[str, Any], raw: bytes) -> None:
         stopping = self.server.stopping
         if behaviour.kind == "hang":
             stopping.wait()
@@ -308,16 +351,22 @@ class _Handler(BaseHTTPRequestHandler):
             return
         stream = bool(body.get("stream"))
         if behaviour.kind == "status":
-            self._send_error(behaviour.status, behaviour.error_message, behaviour.retry_after_s)
+            message = behaviour.error_message
+            if behaviour.echo_request:
+                auth = self.headers.get("Authorization")
+                message += f" (request: {raw.decode('utf-8', 'replace')}; Authorization: {auth})"
+            self._send_error(behaviour.status, message, behaviour.retry_after_s)
         elif behaviour.kind == "malformed":
             self._send_malformed(stream)
+        elif behaviour.kind == "empty_stream":
+            self._send_empty(stream)
         elif stream:
             self._stream(behaviour, body)
         else:
             self._complete(behaviour, body)
 
     def _complete(self, behaviour: Behaviour, body: dict[str, Any]) -> None:
-        payload = {
+        payload: dict[str, Any] = {
             "id": _new_id(),
             "object": "chat.completion",
             "created": int(time.time()),
@@ -326,20 +375,27 @@ class _Handler(BaseHTTPRequestHandler):
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": behaviour.reply},
+                    "message": {"role": "assistant", "content": behaviour.text},
                     "logprobs": None,
                     "finish_reason": "stop",
                 }
             ],
-            "usage": _usage(body, behaviour.reply),
         }
-        if behaviour.kind != "drop_stream":
+        if behaviour.usage:
+            payload["usage"] = _usage(body, behaviour)
+        if behaviour.kind not in ("drop_stream", "trickle"):
             self._send_json(200, payload)
             return
         data = json.dumps(payload).encode()
         self._start(200, "application/json", {"Content-Length": str(len(data))})
-        self.wfile.write(data[: len(data) // 2])
-        self._drop()
+        if behaviour.kind == "drop_stream":
+            self.wfile.write(data[: len(data) // 2])
+            self._drop()
+            return
+        for i in range(len(data)):
+            if self._stopped_after(behaviour.trickle_every_s):
+                return
+            self.wfile.write(data[i : i + 1])
 
     def _stream(self, behaviour: Behaviour, body: dict[str, Any]) -> None:
         base = {
@@ -354,9 +410,9 @@ class _Handler(BaseHTTPRequestHandler):
             choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
             return {**base, "choices": [choice]}
 
-        dropping = behaviour.kind == "drop_stream"
+        dropping = behaviour.kind in ("drop_stream", "trickle")
         wanted = behaviour.chunks_before_drop + 1 if dropping else 2
-        pieces = _split(behaviour.reply, wanted)
+        pieces = _split(behaviour.text, wanted)
         if dropping:
             pieces = (pieces + [""] * wanted)[: behaviour.chunks_before_drop]
         self._start(
@@ -367,12 +423,28 @@ class _Handler(BaseHTTPRequestHandler):
         for i, piece in enumerate(pieces):
             delta = {"role": "assistant", "content": piece} if i == 0 else {"content": piece}
             self._event(chunk(delta))
+        if behaviour.kind == "trickle":
+            while not self._stopped_after(behaviour.trickle_every_s):
+                self._write_chunk(b": keep-alive\n\n")
+            return
         if dropping:
             self._drop()
             return
         self._event(chunk({}, "stop"))
-        if (body.get("stream_options") or {}).get("include_usage"):
-            self._event({**base, "choices": [], "usage": _usage(body, behaviour.reply)})
+        if behaviour.usage and (body.get("stream_options") or {}).get("include_usage"):
+            self._event({**base, "choices": [], "usage": _usage(body, behaviour)})
+        self._event("[DONE]")
+        self._write_chunk(b"")
+
+    def _send_empty(self, stream: bool) -> None:
+        if not stream:
+            self._send_json(200, {"id": _new_id(), "object": "chat.completion", "choices": []})
+            return
+        self._start(
+            200,
+            "text/event-stream; charset=utf-8",
+            {"Transfer-Encoding": "chunked", "Cache-Control": "no-cache"},
+        )
         self._event("[DONE]")
         self._write_chunk(b"")
 
@@ -421,6 +493,13 @@ class _Handler(BaseHTTPRequestHandler):
         """One HTTP/1.1 chunk; empty data writes the terminating chunk."""
         self.wfile.write(b"%X\r\n%s\r\n" % (len(data), data))
 
+    def _stopped_after(self, seconds: float) -> bool:
+        """Wait; True (and the connection is to close) if the server stopped meanwhile."""
+        if self.server.stopping.wait(seconds):
+            self.close_connection = True
+            return True
+        return False
+
     def _drop(self) -> None:
         """Close the connection mid-body, as a crashed upstream would."""
         self.close_connection = True
@@ -436,8 +515,8 @@ def _words(text: str) -> int:
     return len(text.split())
 
 
-def _usage(body: dict[str, Any], reply: str) -> dict[str, int]:
-    """Word-count estimate of prompt (every message's text) and completion tokens."""
+def _usage(body: dict[str, Any], behaviour: Behaviour) -> dict[str, int]:
+    """Word counts of the prompt (every message's text) and the reply (times `usage_scale`)."""
     prompt = 0
     for message in body.get("messages") or []:
         content = message.get("content") if isinstance(message, dict) else None
@@ -447,7 +526,8 @@ def _usage(body: dict[str, Any], reply: str) -> dict[str, int]:
             prompt += sum(
                 _words(str(part.get("text", ""))) for part in content if isinstance(part, dict)
             )
-    completion = _words(reply)
+    # Floored; the epsilon keeps e.g. 100 * 0.57 (56.99999999999999) at 57.
+    completion = math.floor(_words(behaviour.text) * behaviour.usage_scale + 1e-9)
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
