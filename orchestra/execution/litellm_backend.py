@@ -98,13 +98,10 @@ class LiteLLMBackend(Backend):
             )
         except Exception as exc:
             raise provider_error(exc, spec) from exc
-        if not getattr(response, "choices", None):
-            raise ProviderError(
-                f"{spec.name}: the answer holds no choices (empty or malformed)",
-                kind="server",
-                model=spec.name,
-            )
-        text = response.choices[0].message.content or ""
+        choices = getattr(response, "choices", None)
+        text = (choices[0].message.content or "") if choices else ""
+        if not text:
+            raise _empty(spec)
         usage = getattr(response, "usage", None)
         return Completion(text=text, usage=self._usage(spec, usage, messages, text))
 
@@ -115,27 +112,18 @@ class LiteLLMBackend(Backend):
         kwargs.update(stream=True, stream_options={"include_usage": True})
         parts: list[str] = []
         usage = None
-        finished = False
         try:
             response = await self._litellm.acompletion(**kwargs)
             async for chunk in response:
                 if getattr(chunk, "usage", None):
                     usage = chunk.usage
-                if chunk.choices:
-                    choice = chunk.choices[0]
-                    finished = finished or bool(getattr(choice, "finish_reason", None))
-                    if delta := choice.delta.content:
-                        parts.append(delta)
-                        yield StreamPiece(text=delta)
+                if chunk.choices and (delta := chunk.choices[0].delta.content):
+                    parts.append(delta)
+                    yield StreamPiece(text=delta)
         except Exception as exc:
             raise provider_error(exc, spec, started=bool(parts)) from exc
-        if not parts and not finished:
-            # Nothing said and nothing finished: a body we could not read as a stream.
-            raise ProviderError(
-                f"{spec.name}: the stream ended without an answer (empty or malformed)",
-                kind="server",
-                model=spec.name,
-            )
+        if not parts:
+            raise _empty(spec)
         yield StreamPiece(usage=self._usage(spec, usage, messages, "".join(parts)))
 
     def _kwargs(
@@ -244,6 +232,16 @@ def _kind(exc: BaseException, status: int | None) -> ProviderErrorKind:
         "MidStreamFallbackError": "stream_broken",
     }
     return by_name.get(name, "unknown")
+
+
+def _empty(spec: ModelSpec) -> ProviderError:
+    # LiteLLM turns a body it cannot read (no choices, an SSE stream with no event) into an
+    # empty answer that "finished"; an empty answer is a provider failure, worth failing over.
+    return ProviderError(
+        f"{spec.name}: the answer was empty (no text: an empty or malformed body)",
+        kind="server",
+        model=spec.name,
+    )
 
 
 def _never_sent(exc: BaseException) -> bool:

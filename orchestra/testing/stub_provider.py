@@ -12,6 +12,7 @@ supported; streaming uses chunked transfer encoding. `stop()` returns promptly e
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import re
@@ -64,7 +65,8 @@ class Behaviour:
                      non-streaming, {"id", "object": "chat.completion", "choices": []} (no usage).
     `delay_s` is waited before the first byte for every kind except "hang".
 
-    The reply is `reply`, or "word " * `reply_words` when that is set (N words: N tokens).
+    The reply is `reply`, or "word " * `reply_words` when that is set (N words: N tokens), cut to
+    the request's `max_tokens` words when it asks for fewer (an honest provider stops there).
 
     Usage (answering kinds): the stub counts tokens as whitespace-separated words: prompt_tokens
     is the number of words in every message's text content (string contents, and the "text" of
@@ -361,9 +363,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif behaviour.kind == "empty_stream":
             self._send_empty(stream)
         elif stream:
-            self._stream(behaviour, body)
+            self._stream(_capped(behaviour, body), body)
         else:
-            self._complete(behaviour, body)
+            self._complete(_capped(behaviour, body), body)
 
     def _complete(self, behaviour: Behaviour, body: dict[str, Any]) -> None:
         payload: dict[str, Any] = {
@@ -509,6 +511,16 @@ class _Handler(BaseHTTPRequestHandler):
 
 def _new_id() -> str:
     return f"chatcmpl-stub-{uuid.uuid4().hex[:24]}"
+
+
+def _capped(behaviour: Behaviour, body: dict[str, Any]) -> Behaviour:
+    """The behaviour with its reply cut to the request's `max_tokens` words, as an honest
+    provider stops at the cap it is given."""
+    cap = body.get("max_completion_tokens") or body.get("max_tokens")
+    if not isinstance(cap, int) or isinstance(cap, bool) or _words(behaviour.text) <= cap:
+        return behaviour
+    kept = "".join(re.findall(r"\s*\S+\s*", behaviour.text)[:cap])
+    return dataclasses.replace(behaviour, reply=kept, reply_words=None)
 
 
 def _words(text: str) -> int:
