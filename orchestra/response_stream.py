@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from typing import TYPE_CHECKING
 
 from orchestra.core.errors import AllCandidatesFailed, OrchestraError, RejectedRequest, StreamBroken
@@ -27,11 +28,25 @@ class ResponseStream:
         self._orc = orc
         self.request = request
         self.result: Result | None = None
+        self._pieces_gen: AsyncGenerator[str, None] | None = None
 
     def __aiter__(self) -> AsyncIterator[str]:
-        return self._pieces()
+        if self._pieces_gen is None:
+            self._pieces_gen = self._pieces()
+        return self._pieces_gen
 
-    async def _pieces(self) -> AsyncIterator[str]:
+    async def aclose(self) -> None:
+        """Stop reading: the call is abandoned, and recorded with what it cost so far."""
+        if self._pieces_gen is not None:
+            await self._pieces_gen.aclose()
+
+    async def __aenter__(self) -> ResponseStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def _pieces(self) -> AsyncGenerator[str, None]:
         orc = self._orc
         executor = await orc._executor_ready()
         flight = Flight(self.request, stream=True)
@@ -39,11 +54,14 @@ class ResponseStream:
         answer: Result | None = None
         finished = False
         try:
-            async for item in executor.stream(flight):
-                if isinstance(item, Result):
-                    answer = item
-                else:
-                    yield item.text
+            # aclosing: a reader that stops early closes the executor's walk first, so the call
+            # is settled (billed for what it sent) before the record below is written.
+            async with aclosing(executor.stream(flight)) as items:
+                async for item in items:
+                    if isinstance(item, Result):
+                        answer = item
+                    else:
+                        yield item.text
             finished = True
         except (AllCandidatesFailed, StreamBroken, RejectedRequest) as exc:
             finished = True

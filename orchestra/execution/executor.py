@@ -12,6 +12,7 @@ longer than its idle timeout. Every attempt, skip, cache hit and charge is recor
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import aclosing
@@ -40,6 +41,8 @@ from orchestra.execution.safeguards import Safeguards
 from orchestra.spend.estimate import cost_usd, count_tokens, prompt_tokens
 from orchestra.spend.guard import Booking
 from orchestra.spend.ledger import Charge
+
+log = logging.getLogger("orchestra.executor")
 
 # Failures that say something about the provider's health (not the caller's request or our own
 # budget and limits) count against its circuit breaker.
@@ -119,7 +122,7 @@ class Executor:
                     return self._succeeded(walk, t, completion)
         raise self._all_failed(walk)
 
-    async def stream(self, flight: Flight) -> AsyncIterator[StreamPiece | Result]:
+    async def stream(self, flight: Flight) -> AsyncGenerator[StreamPiece | Result, None]:
         """Yield text pieces, then one final `Result` holding the whole text."""
         walk = self._walk(flight)
         if (hit := await self._cached(walk)) is not None:
@@ -261,7 +264,7 @@ class Executor:
         return self._result(walk, spec, Completion(text=hit.text, usage=usage))
 
     def _succeeded(self, walk: _Walk, t: _Try, completion: Completion) -> Result:
-        spec, u = t.spec, completion.usage
+        spec, u = t.spec, t.capped(completion.usage)
         ms = (time.perf_counter() - t.started) * 1000
         walk.flight.attempts.append(
             Attempt(model=spec.name, tier=spec.tier, ok=True, latency_ms=ms)
@@ -344,6 +347,21 @@ class Executor:
         clean.__cause__ = None
         return clean
 
+    def _abandoned(self, walk: _Walk, t: _Try) -> None:
+        received = (
+            f"after {len(''.join(t.partial))} characters" if t.partial else "before an answer"
+        )
+        walk.flight.attempts.append(
+            Attempt(
+                model=t.spec.name,
+                tier=t.spec.tier,
+                ok=False,
+                latency_ms=(time.perf_counter() - t.started) * 1000,
+                error_kind="cancelled",
+                error=f"the call was abandoned {received}",
+            )
+        )
+
     def _skipped(self, walk: _Walk, spec: ModelSpec, kind: str, why: str) -> None:
         walk.flight.attempts.append(
             Attempt(
@@ -387,6 +405,7 @@ class _Try:
         self.failed = False
         self.wait: float | None = None
         self.partial: list[str] = []
+        self.params: CallParams | None = None
 
     async def admit(self, *, stream: bool) -> tuple[Endpoint, CallParams]:
         """Book budget, pass the rate limit, resolve the endpoint: ready to call."""
@@ -395,12 +414,12 @@ class _Try:
         endpoint = await ex.endpoints.resolve(spec)
         self.timeout_s = ex._attempt_timeout(walk, spec, self.last, stream)
         booked = self.booking.max_tokens if self.booking is not None else None
-        params = CallParams(
+        self.params = CallParams(
             timeout_s=self.timeout_s,
             max_tokens=booked or walk.request.max_tokens,
             temperature=walk.request.temperature,
         )
-        return endpoint, params
+        return endpoint, self.params
 
     async def __aenter__(self) -> _Try:
         return self
@@ -415,8 +434,9 @@ class _Try:
         if exc is None:
             return False  # the success path charges the answer
         self._settle_partial()
-        if not isinstance(exc, ProviderError):
-            return False  # cancelled or abandoned: what was received is charged above
+        if not isinstance(exc, ProviderError):  # cancelled, or its reader left: kept as is
+            ex._abandoned(self.walk, self)
+            return False
         masked = ex._masked(exc, self.walk.request)
         self.failed = True
         self.wait = ex._failed(self.walk, self, masked)
@@ -427,17 +447,36 @@ class _Try:
             raise StreamBroken(masked, "".join(self.partial), attempts) from None
         return True
 
+    def capped(self, usage: Usage) -> Usage:
+        """Answer tokens are never charged past the cap the call was sent: a provider stops
+        there, and a count above it is another tokenizer's (LiteLLM's, when a stream reports no
+        usage) or ours, which errs high."""
+        cap = self.params.max_tokens if self.params is not None else None
+        if cap is None or usage.completion_tokens <= cap:
+            return usage
+        if not usage.estimated:
+            log.info(
+                "%s: %d answer tokens reported for a cap of %d; charged at the cap",
+                self.spec.name, usage.completion_tokens, cap,
+            )  # fmt: skip
+        cost = cost_usd(self.spec, usage.prompt_tokens, cap)
+        return usage.model_copy(
+            update={"completion_tokens": cap, "cost_usd": usage.cost_usd if cost is None else cost}
+        )
+
     def _settle_partial(self) -> None:
         """A call that ended without an answer: billed for the text it sent, else released."""
         guard = self.executor.safeguards.guard
         if self.partial:
             prompt = self.booking.prompt_tokens if self.booking else 0
             completion = count_tokens("".join(self.partial))
-            usage = Usage(
-                prompt_tokens=prompt,
-                completion_tokens=completion,
-                cost_usd=cost_usd(self.spec, prompt, completion) or 0.0,
-                estimated=True,
+            usage = self.capped(
+                Usage(
+                    prompt_tokens=prompt,
+                    completion_tokens=completion,
+                    cost_usd=cost_usd(self.spec, prompt, completion) or 0.0,
+                    estimated=True,
+                )
             )
             self.walk.flight.charges.append(_charge(self.spec, usage, self.booking, "partial"))
         elif guard is not None:
