@@ -180,6 +180,11 @@ class Orchestra:
             await self._store.close()
             self._store = None
 
+    async def ready(self) -> None:
+        """Wait until the first call can go at once: the backend loaded (LiteLLM takes seconds
+        to import) and the executor built. A server calls it before it takes requests."""
+        await self._executor_ready()
+
     async def _executor_ready(self) -> Executor:
         if not self._started:
             raise OrchestraError("Orchestra is not started: use `async with Orchestra(...) as orc`")

@@ -75,11 +75,12 @@ def model_toml(name: str, url: str, tier: str = "cloud", **extra: object) -> str
 
 @pytest.fixture
 def write_config(tmp_path: Path) -> Callable[..., Path]:
-    """Write a config file; the embedded model is off unless `embedded=True`."""
+    """Write a config file; the embedded model is off unless `embedded=True`. `top` holds
+    top-level keys (they must come before any table), `extra` more tables."""
 
-    def write(*model_blocks: str, embedded: bool = False, extra: str = "") -> Path:
+    def write(*model_blocks: str, embedded: bool = False, extra: str = "", top: str = "") -> Path:
         path = tmp_path / "orchestra.toml"
-        body = "".join(model_blocks)
+        body = top + "".join(model_blocks)
         body += f"\n[embedded]\nenabled = {'true' if embedded else 'false'}\n" + extra
         path.write_text(body)
         return path

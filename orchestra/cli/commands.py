@@ -33,10 +33,7 @@ USER_ERRORS = (ConfigError, RequestError, PolicyError, StoreUnavailable)
 
 def dispatch(args: argparse.Namespace) -> int:
     """Run the command; every failure becomes a message on stderr and an exit code."""
-    logging.basicConfig(
-        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    _logging(args.verbose)
     if args.home:
         os.environ["ORCHESTRA_HOME"] = args.home
     handler = COMMANDS[args.command]
@@ -47,6 +44,18 @@ def dispatch(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     except Exception as exc:
         return _report(args, exc)
+
+
+def _logging(verbose: int) -> None:
+    """-v and -vv make Orchestra's own loggers talk; other libraries stay at WARNING (their debug
+    output holds requests whole: keys, prompts). Every line goes through the redactor."""
+    from orchestra.core.redact import RedactingFilter
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
+    logging.getLogger("orchestra").setLevel(level)
 
 
 def exit_code(exc: Exception) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -34,6 +35,24 @@ class Redactor:
         for secret in self._secrets:
             text = text.replace(secret, MASK)
         return _KEY_SHAPES.sub(MASK, text)
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that masks secrets in every record it passes: key shapes, and the values
+    of the environment variables `names` (by default every `*_API_KEY` and `*_TOKEN`)."""
+
+    def __init__(self, names: Iterable[str] | None = None) -> None:
+        super().__init__()
+        if names is None:
+            names = [n for n in os.environ if n.endswith(("_API_KEY", "_TOKEN", "_SECRET"))]
+        self._redact = Redactor.from_env(names)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = self._redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
 
 
 PROMPT_MASK = "[prompt]"

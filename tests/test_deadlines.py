@@ -1,0 +1,189 @@
+"""Deadlines that mean it, failures classed by cause, and provider words that keep no secret:
+through LiteLLM against stub providers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import STUB_KEY, model_toml
+from test_cli import orchestra
+
+from orchestra import Orchestra, RequestError, StreamBroken
+from orchestra.testing import Behaviour, StubProvider
+
+
+@pytest.mark.slow
+async def test_a_hanging_first_model_leaves_room_for_the_next_with_default_timeouts(
+    stub: StubProvider, stub2: StubProvider, write_config: Callable[..., Path]
+) -> None:
+    stub.behaviour = Behaviour(kind="hang")
+    # The default model timeout (60 s) and request deadline (120 s): nothing shortened.
+    config = write_config(
+        model_toml("hangs", stub.url, timeout_s=60.0), model_toml("healthy", stub2.url,
+                                                                  timeout_s=60.0),
+    )  # fmt: skip
+    async with Orchestra(config=config, agents=[]) as orc:
+        await orc.ready()
+        started = time.monotonic()
+        result = await orc.complete("hello")
+        took = time.monotonic() - started
+    assert (result.model, result.text) == ("healthy", "Rome")
+    timed_out, ok = result.attempts
+    assert (timed_out.model, timed_out.error_kind, timed_out.retry_in_s) == (
+        "hangs",
+        "timeout",
+        None,
+    ), "a timeout moves on: no retry of the same model into the deadline"
+    assert ok.model == "healthy"
+    assert took < 70, f"answered after {took:.0f} s"
+
+
+async def test_an_attempt_leaves_the_next_candidate_half_the_deadline(
+    stub: StubProvider, stub2: StubProvider, write_config: Callable[..., Path]
+) -> None:
+    stub.behaviour = Behaviour(kind="hang")
+    config = write_config(
+        model_toml("hangs", stub.url, timeout_s=30.0),
+        model_toml("healthy", stub2.url, timeout_s=30.0),
+        top="request_timeout_s = 3.0\n",
+    )
+    async with Orchestra(config=config, agents=[]) as orc:
+        await orc.ready()
+        started = time.monotonic()
+        result = await orc.complete("hello")
+        took = time.monotonic() - started
+    assert result.model == "healthy"
+    assert 1.3 < result.attempts[0].latency_ms / 1000 < 2.0, "half of the 3 s deadline"
+    assert took < 3.0, f"took {took:.1f} s"
+
+
+async def test_a_trickling_answer_is_cut_at_the_model_timeout_and_fails_over(
+    stub: StubProvider, stub2: StubProvider, write_config: Callable[..., Path]
+) -> None:
+    # Headers, then a byte every 0.1 s: a per-read timeout never fires.
+    stub.behaviour = Behaviour(kind="trickle", trickle_every_s=0.1)
+    config = write_config(
+        model_toml("trickles", stub.url, timeout_s=1.0), model_toml("healthy", stub2.url)
+    )
+    async with Orchestra(config=config, agents=[]) as orc:
+        await orc.ready()
+        started = time.monotonic()
+        result = await orc.complete("hello")
+        took = time.monotonic() - started
+    assert result.model == "healthy"
+    assert result.attempts[0].error_kind == "timeout"
+    assert took < 3.0, f"took {took:.1f} s"
+
+
+async def test_a_stream_that_goes_quiet_ends_at_its_idle_timeout_and_is_recorded(
+    stub: StubProvider, write_config: Callable[..., Path]
+) -> None:
+    # One chunk, then only keep-alives, forever: the request deadline (30 s) is far off.
+    stub.behaviour = Behaviour(kind="trickle", chunks_before_drop=1, trickle_every_s=0.1)
+    config = write_config(
+        model_toml("quiet", stub.url, idle_timeout_s=1.0), top="request_timeout_s = 30.0\n"
+    )
+    async with Orchestra(config=config, agents=[]) as orc:
+        pieces: list[str] = []
+        await orc.ready()
+        started = time.monotonic()
+        with pytest.raises(StreamBroken, match="no chunk within") as broken:
+            async for text in orc.stream("hello"):
+                pieces.append(text)
+        took = time.monotonic() - started
+        (entry,) = await orc.history()
+        spend = await orc.spend_summary()
+    assert pieces and broken.value.partial == "".join(pieces)
+    assert took < 3.0, f"took {took:.1f} s"
+    assert entry["status"] == "error" and entry["error_kind"] == "stream_broken"
+    assert spend["total_usd"] > 0, "what it sent is billed"
+
+
+async def test_a_stream_that_never_starts_fails_over_at_its_first_chunk_timeout(
+    stub: StubProvider, stub2: StubProvider, write_config: Callable[..., Path]
+) -> None:
+    stub.behaviour = Behaviour(kind="hang")
+    config = write_config(
+        model_toml("silent", stub.url, first_chunk_timeout_s=1.0),
+        model_toml("healthy", stub2.url),
+    )
+    async with Orchestra(config=config, agents=[]) as orc:
+        await orc.ready()
+        started = time.monotonic()
+        stream = orc.stream("hello")
+        text = "".join([t async for t in stream])
+        took = time.monotonic() - started
+    assert text == "Rome" and stream.result is not None and stream.result.model == "healthy"
+    assert stream.result.attempts[0].error_kind == "timeout"
+    assert took < 3.0
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("kind", ["empty_stream", "malformed"])
+async def test_an_empty_or_malformed_answer_fails_over(
+    kind: str,
+    stream: bool,
+    stub: StubProvider,
+    stub2: StubProvider,
+    write_config: Callable[..., Path],
+) -> None:
+    stub.behaviour = Behaviour(kind=kind)  # type: ignore[arg-type]
+    config = write_config(model_toml("broken", stub.url), model_toml("healthy", stub2.url))
+    async with Orchestra(config=config, agents=[]) as orc:
+        if stream:
+            s = orc.stream("hello")
+            text = "".join([t async for t in s])
+            result = s.result
+        else:
+            result = await orc.complete("hello")
+            text = result.text
+        spend = await orc.spend_summary()
+    assert result is not None and (result.model, text) == ("healthy", "Rome")
+    assert result.attempts[0].model == "broken" and not result.attempts[0].ok
+    by_model = {m["model"]: m for m in spend["month_by_model"]}
+    assert "broken" not in by_model, "nothing billed for an answer that never came"
+
+
+async def test_text_that_cannot_be_sent_is_the_requests_fault(
+    stub: StubProvider, write_config: Callable[..., Path]
+) -> None:
+    config = write_config(
+        model_toml("healthy", stub.url), extra="[breaker]\nfailure_threshold = 1\n"
+    )
+    async with Orchestra(config=config, agents=[]) as orc:
+        for _ in range(3):
+            with pytest.raises(RequestError, match="lone surrogate"):
+                await orc.complete("hello \ud800 there")
+        result = await orc.complete("a normal prompt")
+    assert stub.requests and len(stub.requests) == 1, "nothing was sent for the bad ones"
+    assert result.model == "healthy", "the provider's breaker was never blamed"
+
+
+def test_a_key_and_prompt_echoed_by_a_provider_reach_neither_the_database_nor_stderr(
+    stub: StubProvider, stub2: StubProvider, write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    # A provider that echoes the whole request and its Authorization header in a 401 body,
+    # then, as a second candidate, one that does it in a 500.
+    stub.behaviour = Behaviour(kind="status", status=401, echo_request=True)
+    stub2.behaviour = Behaviour(kind="status", status=500, echo_request=True)
+    config = write_config(model_toml("leaks-401", stub.url), model_toml("leaks-500", stub2.url),
+                          extra="[breaker]\nfailure_threshold = 1\n")  # fmt: skip
+    prompt = "zebra-quokka-7731 tell me about the eagle that lands at dawn"
+    first = orchestra("--config", str(config), "-vv", "run", prompt)
+    assert first.returncode == 1
+    assert "***" in first.stderr and "[prompt]" in first.stderr, "the echo was there, masked"
+    # The second run meets the breakers the first opened, with their (stored) reasons.
+    second = orchestra("--config", str(config), "-vv", "run", prompt)
+    assert second.returncode == 1 and "breaker open" in second.stderr
+    for done in (first, second):
+        assert STUB_KEY not in done.stderr and "zebra-quokka" not in done.stderr
+    home = Path(str(tmp_path / "home"))
+    files = list(home.glob("orchestra.db*"))
+    assert files
+    for path in files:
+        data = path.read_bytes()
+        assert STUB_KEY.encode() not in data, path
+        assert b"zebra-quokka" not in data, path
