@@ -135,8 +135,16 @@ class SqliteStore(Store):
             await asyncio.sleep(REFRESH_S)
             try:
                 self._spend.update(await self._writer.run(self._writer.refresh))
+                await self._checkpoint()
             except (sqlite3.Error, StoreError) as exc:  # a busy moment; the next round retries
                 log.debug("store: spend refresh failed: %s", exc)
+
+    async def _checkpoint(self) -> None:
+        """Move the WAL into the database file on the reader's connection (PASSIVE: it never
+        blocks the writer), so that commits never wait for a checkpoint."""
+        db = self._require_db()
+        async with db.execute("PRAGMA wal_checkpoint(PASSIVE)") as cursor:
+            await cursor.fetchall()
 
     # -- the write funnel ------------------------------------------------------------------------
 

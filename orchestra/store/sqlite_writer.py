@@ -107,6 +107,8 @@ class Writer:
         try:
             _with_retry(lambda: conn.execute("PRAGMA journal_mode=WAL"))
             conn.execute("PRAGMA synchronous=NORMAL")
+            # Checkpoints run beside the writer (see SqliteStore), so no commit waits on one.
+            conn.execute("PRAGMA wal_autocheckpoint=0")
             conn.execute("PRAGMA foreign_keys=ON")
             migrate(conn)
         except BaseException:
