@@ -2,7 +2,7 @@
 
     python bench/replay.py [--requests 100000]
 
-Writes N request rows and 4 verdict rows each (as the four built-in agents leave them) into a
+Writes N request rows and 4 verdict rows each (as four of the built-in agents leave them) into a
 temporary SQLite store through its real schema, then times `replay()` with one policy and with two.
 Prints requests per second for each.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 from orchestra import Catalog, ModelSpec, Tier
 from orchestra.lab.replay import replay
 from orchestra.policies.registry import PolicyConfig, resolve_policy
-from orchestra.store import Store
+from orchestra.store import SqliteStore
 
 MODELS = [
     ModelSpec(name="tiny", tier=Tier.LOCAL, litellm_model="ollama/tiny", input_cost_per_mtok=0,
@@ -83,7 +83,7 @@ def fill(db: Path, n: int, seed: int = 7) -> None:
 async def bench(n: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "orchestra.db"
-        async with Store(db):
+        async with SqliteStore(db):
             pass  # migrations
         t0 = time.perf_counter()
         fill(db, n)
@@ -91,7 +91,7 @@ async def bench(n: int) -> None:
         catalog = Catalog(MODELS)
         default = resolve_policy(PolicyConfig(name="default"))
         muted = resolve_policy(PolicyConfig(name="default", weights={"complexity": 0.0}))
-        async with Store(db) as store:
+        async with SqliteStore(db) as store:
             for policies in ([default], [default, muted]):
                 t0 = time.perf_counter()
                 reports = await replay(store, catalog, policies)

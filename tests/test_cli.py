@@ -51,7 +51,7 @@ def test_run_json_then_history_and_spend_in_other_processes(
     assert result["cost_usd"] > 0 and result["latency_ms"] > 0
     assert {"policy", "candidates", "reason"} <= result["decision"].keys()
     assert result["decision"]["candidates"][0]["model"] == "stub-cloud"
-    assert len(result["verdicts"]) == 4
+    assert len(result["verdicts"]) == 5  # the five built-in agents on by default
     assert all(v.keys() >= VERDICT_FIELDS for v in result["verdicts"])
 
     second = orchestra("--config", config, "run", "--json", "And of Italy?")
@@ -80,7 +80,7 @@ def test_human_output_names_the_model_the_verdicts_and_the_reason(
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.strip() == "Paris"
     assert "stub-cloud (cloud)" in ran.stderr
-    for agent in ("resource", "connectivity", "cost", "complexity"):
+    for agent in ("resource", "connectivity", "cost", "complexity", "privacy"):
         assert agent in ran.stderr
     assert "policy default:" in ran.stderr
 
@@ -100,7 +100,13 @@ def test_stream_models_agents_and_stdin(
 
     agents = orchestra("--config", config, "agents", "--json")
     verdicts = [json.loads(line) for line in agents.stdout.splitlines()]
-    assert {v["agent"] for v in verdicts} == {"resource", "connectivity", "cost", "complexity"}
+    assert {v["agent"] for v in verdicts} == {
+        "resource",
+        "connectivity",
+        "cost",
+        "complexity",
+        "privacy",
+    }
 
 
 def test_bad_config_and_bad_input_exit_with_clear_messages(

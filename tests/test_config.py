@@ -66,7 +66,7 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
     assert config.embedded.enabled is True
     assert config.policy.name == "default" and config.policy.weights == {}
     assert config.budget.daily_usd is None and config.budget.monthly_usd is None
-    assert config.agents.enabled == ("resource", "connectivity", "cost", "complexity")
+    assert config.agents.enabled == ("resource", "connectivity", "cost", "complexity", "privacy")
 
 
 def test_missing_file_names_the_path(tmp_path: Path) -> None:
@@ -299,7 +299,13 @@ def agents_config(tmp_path: Path, text: str) -> Config:
 
 def test_builtin_agents_default_set(tmp_path: Path) -> None:
     agents = build_agents(agents_config(tmp_path, "").agents)
-    assert [a.agent_name for a in agents] == ["resource", "connectivity", "cost", "complexity"]
+    assert [a.agent_name for a in agents] == [
+        "resource",
+        "connectivity",
+        "cost",
+        "complexity",
+        "privacy",
+    ]
 
 
 def test_builtin_agent_settings_applied(tmp_path: Path) -> None:

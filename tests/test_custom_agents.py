@@ -129,7 +129,7 @@ def test_agents_watch_refreshes_a_live_table(
         capture_output=True, text=True, timeout=60, env=os.environ.copy(),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    for name in ("resource", "connectivity", "cost", "complexity", "metrics"):
+    for name in ("resource", "connectivity", "cost", "complexity", "privacy", "metrics"):
         assert name in done.stdout
 
 

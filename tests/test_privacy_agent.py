@@ -11,10 +11,28 @@ from conftest import model_toml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestra import ALL_TIERS, NoAllowedModelError, Orchestra, Request, Tier, Verdict
-from orchestra.agents.privacy import BUILTIN_KINDS, PrivacyAgent, find_kinds
-from orchestra.agents.registry import builtin_agent_type
-from orchestra.testing import StubProvider
+from orchestra import (
+    ALL_TIERS,
+    AllCandidatesFailed,
+    NoAllowedModelError,
+    Orchestra,
+    ProviderError,
+    Request,
+    Tier,
+    Verdict,
+    agent,
+)
+from orchestra.agents.privacy import (
+    BUILTIN_KINDS,
+    CREDENTIAL_KINDS,
+    PERSONAL_KINDS,
+    PrivacyAgent,
+    find_kinds,
+)
+from orchestra.agents.registry import build_agents, builtin_agent_type
+from orchestra.config import parse_config
+from orchestra.core.errors import ConfigError
+from orchestra.testing import Call, FunctionBackend, StubProvider
 
 # AWS's documented example key, assembled so secret scanners do not flag this file.
 AWS_KEY = "AKIA" + "IOSFODNN7EXAMPLE"
@@ -31,8 +49,16 @@ POSITIVES = [
     ("api_key", "GROQ gsk_8fJ2kL9mQ4nR7sT1vW3xY5zB"),
     ("api_key", "SECRET_TOKEN: 9f8e7d6c5b4a39281706f5e4d3c2b1a0ZZyyXXq"),
     ("api_key", "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.k3Yx"),
+    ("api_key", "Authorization: Bearer 7Fq2xK9mW4pL8sT1vZ3b"),
+    ("api_key", "the cookie holds eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.k3Yx_Qz"),
+    ("api_key", "restricted rk_live_51HxYzAbCdEfGhIjKlMn"),
+    ("api_key", "HF_TOKEN=hf_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789"),
+    ("api_key", "temporary ASIA" + "Y34FZKBOKMUTVV7A with its session"),
+    ("api_key", "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+    ("api_key", '{"SecretAccessKey": "wJalrXUtnFEMIxKzMDENGxbPxRfiCYEXAMPLEKEY"}'),  # no digit
     ("private_key", "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAA\n"),
     ("private_key", "-----BEGIN PRIVATE KEY-----"),
+    ("private_key", "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----\n"),
     ("password", 'db_password = "hunter2!x"'),
     ("password", '{"user": "ann", "password": "correct horse battery"}'),
     ("password", "PWD=Tr0ub4dor&3"),
@@ -74,17 +100,25 @@ NEGATIVES = [
     "from 1990 - 2024 - 2025, rows 12.03.2024 15",
     "the api key rotation policy is documented",
     "risk-assessment-framework-for-enterprises",
+    "Bearer authentication sends an Authorization: Bearer <token> header",
+    "set Authorization: Bearer $OPENAI_API_KEY",
+    "-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCg\n-----END PUBLIC KEY-----",
     "UK numbers look like DE89 but this is not an IBAN DE00 1234 5678 9012 3456 78",
 ]
 
 
 async def check(prompt: str | list[dict[str, str]], **kwargs: object) -> Verdict:
+    """The verdict of an agent scanning every built-in kind (unless `kinds` says otherwise)."""
+    kwargs.setdefault("kinds", "all")
     return await PrivacyAgent(**kwargs).check(Request.of(prompt))  # type: ignore[arg-type]
 
 
 def assert_no_leak(verdict: Verdict, secret: str) -> None:
     """Neither the value nor any 6-char piece of it appears in the serialized verdict."""
-    dumped = verdict.model_dump_json()
+    assert_no_leak_in(verdict.model_dump_json(), secret)
+
+
+def assert_no_leak_in(dumped: str, secret: str) -> None:
     assert secret not in dumped
     for i in range(len(secret) - 5):
         assert secret[i : i + 6] not in dumped, secret[i : i + 6]
@@ -149,6 +183,31 @@ async def test_kinds_limits_the_detectors() -> None:
     verdict = await check(prompt, kinds=["card"])
     assert verdict.metrics["kinds"] == ["card"]
     assert (await check(prompt, kinds=[])).state == "clean"
+
+
+async def test_by_default_only_credentials_are_looked_for() -> None:
+    assert PrivacyAgent().kinds == frozenset(CREDENTIAL_KINDS)
+    assert PrivacyAgent(kinds="all").kinds == frozenset(BUILTIN_KINDS)
+    assert set(BUILTIN_KINDS) == {*CREDENTIAL_KINDS, *PERSONAL_KINDS}
+    personal = "mail jane@acme.io, card 4111 1111 1111 1111, call +44 20 7946 0958"
+    assert (await check(personal, kinds=None)).state == "clean"
+    assert (await check(personal)).metrics["kinds"] == ["card", "email", "phone"]
+    for kind, prompt in POSITIVES:
+        if kind in CREDENTIAL_KINDS:
+            assert (await check(prompt, kinds=None)).metrics["kinds"] == [kind], prompt
+
+
+def test_personal_data_is_asked_for_in_the_config() -> None:
+    def privacy(settings: dict[str, object]) -> PrivacyAgent:
+        config = parse_config({"agents": {"privacy": settings}})
+        (agent,) = [a for a in build_agents(config.agents) if isinstance(a, PrivacyAgent)]
+        return agent
+
+    assert privacy({}).kinds == frozenset(CREDENTIAL_KINDS)
+    assert privacy({"kinds": "all"}).kinds == frozenset(BUILTIN_KINDS)
+    assert privacy({"kinds": ["api_key", "email"]}).kinds == {"api_key", "email"}
+    with pytest.raises(ConfigError, match='"all"'):
+        privacy({"kinds": "everything"})
 
 
 async def test_custom_patterns_report_their_own_kind() -> None:
@@ -265,3 +324,74 @@ async def test_a_key_never_reaches_the_cloud_nor_the_history(
     assert key not in dumped
     for i in range(len(key) - 5):
         assert key[i : i + 6] not in dumped
+
+
+async def test_a_default_runtime_keeps_an_aws_key_on_the_local_tier(stub: StubProvider) -> None:
+    """On by default: no `[agents]` section, and an agent voting cloud, louder than the rest."""
+    config = parse_config(
+        {
+            "embedded": {"enabled": False},
+            "health": {"enabled": False},
+            "models": [
+                # The stub only gives the connectivity agent a cloud endpoint that answers its
+                # probes; every call goes to the function backend.
+                {"name": "cloud", "tier": "cloud", "litellm_model": "openai/big",
+                 "api_base": stub.url, "api_key_env": "STUB_API_KEY"},
+                {"name": "local", "tier": "local", "litellm_model": "ollama/tiny"},
+            ],
+            # Loud enough to outvote the built-in agents whatever the machine's load.
+            "policy": {"weights": {"cloud-please": 10.0}},
+        }
+    )  # fmt: skip
+
+    @agent(name="cloud-please")
+    def cloud_please(request: Request | None) -> dict[str, object]:
+        return {"target": "cloud", "confidence": 1.0, "reason": "cloud answers better"}
+
+    backend = FunctionBackend(lambda call: f"{call.model} answers")
+    async with Orchestra(config, backend=backend) as orc:
+        orc.hook_agent(cloud_please)
+        clean = await orc.complete("What is the capital of France?")
+        leaky = await orc.complete(f"Why does boto3 reject my key {AWS_KEY}?")
+        history = await orc.history()
+    # The vote for cloud wins a clean prompt...
+    assert (clean.model, clean.tier) == ("cloud", Tier.CLOUD)
+    # ...but not one holding a key: it is answered locally, and the cloud is not even a fallback.
+    assert (leaky.model, leaky.tier) == ("local", Tier.LOCAL)
+    assert [c.model for c in leaky.decision.candidates] == ["local"]
+    privacy = next(v for v in leaky.verdicts if v.agent == "privacy")
+    assert privacy.state == "sensitive" and privacy.metrics["kinds"] == ["api_key"]
+    assert [call.model for call in backend.calls] == ["cloud", "local"]
+    assert_no_leak_in(json.dumps(history), AWS_KEY)
+
+
+async def test_a_default_runtime_fails_rather_than_send_a_key_to_the_cloud(
+    stub: StubProvider,
+) -> None:
+    """With the local model down, a prompt holding a key fails: the cloud is no fallback."""
+    config = parse_config(
+        {
+            "embedded": {"enabled": False},
+            "health": {"enabled": False},
+            "models": [
+                {"name": "local", "tier": "local", "litellm_model": "ollama/tiny"},
+                {"name": "cloud", "tier": "cloud", "litellm_model": "openai/big",
+                 "api_base": stub.url, "api_key_env": "STUB_API_KEY"},
+            ],
+        }
+    )  # fmt: skip
+
+    def answer(call: Call) -> str:
+        if call.model == "local":
+            raise ProviderError("local model crashed", kind="server", model="local")
+        return "cloud answers"
+
+    prompt = f"aws_access_key_id = {AWS_KEY}"
+    backend = FunctionBackend(answer)
+    async with Orchestra(config, backend=backend) as orc:
+        decision, _ = await orc.decide(prompt)
+        with pytest.raises(AllCandidatesFailed) as raised:
+            await orc.complete(prompt, timeout_s=5)
+    assert "privacy" in decision.reason and "cloud" in decision.reason
+    assert {a.model for a in raised.value.attempts} == {"local"}
+    assert {call.model for call in backend.calls} == {"local"}

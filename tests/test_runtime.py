@@ -64,7 +64,13 @@ async def test_cloud_stub_answers_and_everything_is_recorded(
     assert result.cost_usd == pytest.approx(
         expected_cost(result.prompt_tokens, result.completion_tokens)
     )
-    assert {v.agent for v in result.verdicts} == {"resource", "connectivity", "cost", "complexity"}
+    assert {v.agent for v in result.verdicts} == {
+        "resource",
+        "connectivity",
+        "cost",
+        "complexity",
+        "privacy",
+    }
     assert [c.model for c in result.decision.candidates] == ["stub-cloud"]
     # The stub saw a real OpenAI-style call with the key from the environment.
     assert stub.requests[-1]["headers"]["authorization"] == f"Bearer {STUB_KEY}"
@@ -162,7 +168,7 @@ async def test_every_candidate_failing_raises_and_is_recorded(
     (entry,) = history
     assert entry["status"] == "error" and entry["error_kind"] == "AllCandidatesFailed"
     assert [a["model"] for a in entry["attempts"]] == ["a", "a", "b", "b"]
-    assert len(entry["verdicts"]) == 4
+    assert len(entry["verdicts"]) == 5  # the five built-in agents on by default
     assert spend["today_usd"] == 0 and spend["answered_requests"] == 0
 
 

@@ -1,85 +1,41 @@
-"""The privacy agent: keeps prompts holding secrets or personal data off remote tiers."""
+"""The privacy agent: keeps prompts holding secrets or personal data off remote tiers.
+
+Credentials (API keys and tokens, private keys, passwords) are found by
+`orchestra.core.credentials`, the shapes the redactor masks too; personal data (e-mail, phone,
+card, IBAN) here.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import math
 import re
 import string
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
 from orchestra.agents.base import Agent
+from orchestra.core.credentials import CREDENTIAL_KINDS, find_credentials, holds_digit
 from orchestra.core.request import Request
 from orchestra.core.tier import Tier
 from orchestra.core.verdict import Verdict
 
-__all__ = ["BUILTIN_KINDS", "MAX_SCAN_CHARS", "PrivacyAgent", "find_kinds"]
+__all__ = [
+    "BUILTIN_KINDS",
+    "CREDENTIAL_KINDS",
+    "MAX_SCAN_CHARS",
+    "PERSONAL_KINDS",
+    "PrivacyAgent",
+    "find_kinds",
+]
 
-BUILTIN_KINDS = ("api_key", "private_key", "password", "email", "phone", "card", "iban")
+PERSONAL_KINDS = ("email", "phone", "card", "iban")
+BUILTIN_KINDS = CREDENTIAL_KINDS + PERSONAL_KINDS
+_CREDENTIAL_KINDS = frozenset(CREDENTIAL_KINDS)
 # Scanning is linear in this; it bounds the worst case of one message (a longer message is only
 # scanned up to here).
 MAX_SCAN_CHARS = 100_000
 # Prompts longer than this are scanned in a worker thread, off the event loop.
 OFF_LOOP_CHARS = 16_000
-
-# -- api_key -----------------------------------------------------------------------------------
-# Provider key shapes, each behind a cheap literal gate (`str.__contains__` is memchr-fast, a
-# regex search is not). The lookbehind keeps a prefix inside a longer word ("risk-…") out.
-_PROVIDER_KEYS = re.compile(
-    # Each branch starts with a literal so the engine can jump between candidates; the
-    # word-boundary check on the character before is done in Python (`_starts_a_word`).
-    r"sk-[A-Za-z0-9_-]{20,}"  # OpenAI sk-…, sk-proj-…, sk-svcacct-…; Anthropic sk-ant-api03-…
-    r"|[sr]k_(?:live|test)_[A-Za-z0-9]{16,}"  # Stripe secret and restricted keys
-    r"|gsk_[A-Za-z0-9]{20,}"  # Groq
-    r"|gh[pousr]_[A-Za-z0-9]{36,}|github_pat_\w{22,}"  # GitHub classic and fine-grained tokens
-    r"|xox[baprs]-[A-Za-z0-9-]{10,}"  # Slack bot/app/user/refresh tokens
-)
-_PROVIDER_GATES = ("sk-", "k_", "gh", "xox")  # every branch above holds one of these
-# AWS access key ids (long-lived AKIA, temporary ASIA: 16 more [0-9A-Z]) and Google API keys
-# (AIza + 35): all start with "A", a letter prose rarely has.
-_PROVIDER_KEYS_A = re.compile(
-    r"A(?:KIA|SIA)[0-9A-Z]{16}(?![A-Za-z0-9])|AIza[0-9A-Za-z_-]{35}(?![A-Za-z0-9_-])"
-)
-# Generic: a keyword, then at most 20 letters of the same identifier (api_key, ACCESS_TOKEN),
-# then a separator (`:`, `=`, `=>`, ` is `, or plain spaces as in "Bearer x"), then a token of
-# 32+ chars. Bounded repeats only, so no catastrophic backtracking. Matched at keyword hits.
-_GENERIC_KEYWORDS = ("key", "token", "secret", "bearer")
-_GENERIC_TAIL = re.compile(
-    r"""[A-Za-z_-]{0,20}["']?(?:[ \t]{0,3}(?:[:=]>?|is)[ \t]{0,3}|[ \t]{1,3})["'`]?"""
-    r"([A-Za-z0-9+/_.~=-]{32,512})(?![A-Za-z0-9+/_.~=-])"
-)
-# A UUID is an identifier, not a credential.
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-# Random base64/hex of 32+ chars sits at 3.7+ bits/char; identifiers and prose well below.
-_MIN_ENTROPY = 3.5
-
-# -- private_key -------------------------------------------------------------------------------
-# PEM / OpenSSH / PGP private key headers (public keys and certificates are fine).
-_PRIVATE_KEY = re.compile(
-    r"-----BEGIN (?:RSA |EC |OPENSSH |DSA |ENCRYPTED |PGP )?PRIVATE KEY(?: BLOCK)?-----"
-)
-
-# -- password ----------------------------------------------------------------------------------
-# An assignment: password/passwd/passphrase/pwd (optionally quoted, as a JSON key), then `:` or
-# `=`, then a quoted value or a bare one up to whitespace/quote/comma/semicolon. Matched at
-# keyword hits; "my password is strong" has no assignment and does not match.
-_PASSWORD_KEYWORDS = ("pass", "pwd")
-_PASSWORD = re.compile(
-    r"""(?i)(?<![A-Za-z])(?:password|passwd|passphrase|pwd)["']?[ \t]{0,3}[:=][ \t]{0,3}"""
-    r"""(?:"([^"\n]{1,256})"|'([^'\n]{1,256})'|([^\s"',;]{1,256}))"""
-)
-# Values that stand for a password without being one. `changeme` and friends are documented
-# defaults/placeholders: they reveal nothing, so they do not force a prompt local.
-_PLACEHOLDERS = frozenset(
-    {
-        "password", "passwd", "pwd", "passphrase", "secret", "changeme", "change_me",
-        "change-me", "yourpassword", "your_password", "your-password", "mypassword",
-        "my_password", "example", "placeholder", "redacted", "hidden", "removed", "none",
-        "null", "nil", "undefined", "todo", "tbd", "dummy", "empty", "true", "false",
-    }
-)  # fmt: skip
-_CODE_REF = re.compile(r"[A-Za-z_]\w*(?:\.\w+)+")  # config.password, self.pwd: a reference
 
 # -- email -------------------------------------------------------------------------------------
 # Found at each "@": the domain forwards (labels and a 2-24 letter TLD), the local part backwards
@@ -131,12 +87,6 @@ _DIGITS = "0123456789"
 _NUMERIC_KINDS = frozenset({"phone", "card", "iban"})  # found on the shape map (see `_numeric`)
 _NUMBER_KINDS = frozenset({"phone", "card"})  # found in digit runs (see `_numbers`)
 _MAX_NUMBER_CHARS = 32  # "+44 (0) 20 7946 0958 x", "3782-822463-10005"
-
-
-def _entropy(value: str) -> float:
-    """Shannon entropy in bits per character."""
-    n = len(value)
-    return -sum(c / n * math.log2(c / n) for c in Counter(value).values())
 
 
 def _luhn(digits: str) -> bool:
@@ -294,94 +244,6 @@ def _emails(text: str, found: Counter[str]) -> None:
         at = text.find("@", at + 1)
 
 
-def _keyword_hits(lower: str, keywords: Sequence[str]) -> Iterable[tuple[int, int]]:
-    """(start, end) of each keyword in `lower`, the length-preserving lowered text."""
-    for kw in keywords:
-        i = lower.find(kw)
-        while i != -1:
-            yield i, i + len(kw)
-            i = lower.find(kw, i + 1)
-
-
-def _starts_a_word(text: str, start: int) -> bool:
-    """No letter, digit, `_` or `-` just before `start` ("risk-…" holds no `sk-` key)."""
-    return start == 0 or not (text[start - 1].isalnum() or text[start - 1] in "_-")
-
-
-def _api_keys(text: str, lower: str | None, found: Counter[str]) -> None:
-    """Provider key shapes, then (if `lower` is given) keyword-led high-entropy tokens."""
-    spans: list[tuple[int, int]] = []
-    # Every non-AWS/Google shape holds "-" or "_": memchr-fast gates before any regex runs.
-    # then literal gates (a regex alternation scans char by char, ~20x slower than `in`).
-    if ("-" in text or "_" in text) and any(g in text for g in _PROVIDER_GATES):
-        spans += [
-            m.span() for m in _PROVIDER_KEYS.finditer(text) if _starts_a_word(text, m.start())
-        ]
-    if "A" in text:
-        spans += [
-            m.span() for m in _PROVIDER_KEYS_A.finditer(text) if _starts_a_word(text, m.start())
-        ]
-    if lower is not None:
-        _generic_keys(text, lower, spans)
-    if spans:
-        found["api_key"] += len(set(spans))
-
-
-def _generic_keys(text: str, lower: str, spans: list[tuple[int, int]]) -> None:
-    """Append to `spans` each keyword-led token that looks random and is not inside a provider
-    key already in `spans`."""
-    for _, end in _keyword_hits(lower, _GENERIC_KEYWORDS):
-        m = _GENERIC_TAIL.match(text, end)
-        if m is None:
-            continue
-        if any(s <= m.start(1) < e for s, e in spans):
-            continue  # already counted as a provider key
-        if _looks_random(m.group(1)):
-            spans.append(m.span(1))
-
-
-def _looks_random(value: str) -> bool:
-    """Letters and digits at credential-like entropy, and not a UUID."""
-    return (
-        not _UUID.fullmatch(value)
-        and any(c.isdigit() for c in value)
-        and any(c.isalpha() for c in value)
-        and _entropy(value) >= _MIN_ENTROPY
-    )
-
-
-def _is_placeholder(value: str, quoted: bool) -> bool:
-    v = value.strip()
-    low = v.lower()
-    return (
-        len(v) < 3
-        or len(set(v)) == 1  # ***, xxx, 000
-        or not any(c.isalnum() for c in v)  # ..., ???, =
-        or low in _PLACEHOLDERS
-        or v[0] in "<{[$%"  # <password>, {{ pw }}, ${DB_PASS}, %(pw)s: templates and env refs
-        or "(" in v  # getpass(), os.environ.get(...): code, not a value
-        or (not quoted and "[" in v)  # os.environ["PW"], cfg["pw"]
-        or (not quoted and bool(_CODE_REF.fullmatch(v)))
-        or (not quoted and v.isidentifier() and ("pass" in low or "pwd" in low))
-    )
-
-
-def _passwords(text: str, lower: str, found: Counter[str]) -> None:
-    seen: set[int] = set()
-    for i, _ in _keyword_hits(lower, _PASSWORD_KEYWORDS):
-        # "pass" sits inside "password"/"passwd"/"passphrase"; "pwd" is its own keyword.
-        if i in seen:
-            continue
-        seen.add(i)
-        m = _PASSWORD.match(text, i)
-        if m is None:
-            continue
-        double, single, bare = m.groups()
-        value = double if double is not None else single if single is not None else bare
-        if not _is_placeholder(value, quoted=bare is None):
-            found["password"] += 1
-
-
 def find_kinds(
     text: str,
     kinds: frozenset[str] = frozenset(BUILTIN_KINDS),
@@ -390,31 +252,17 @@ def find_kinds(
     """How many findings of each kind `text` holds (its first `MAX_SCAN_CHARS` characters)."""
     text = text[:MAX_SCAN_CHARS]
     found: Counter[str] = Counter()
-    if "private_key" in kinds and "PRIVATE KEY" in text:
-        found["private_key"] += len(_PRIVATE_KEY.findall(text))
     if "email" in kinds and "@" in text:
         _emails(text, found)
-    has_digit = any(d in text for d in _DIGITS)  # ten memchr calls: cheaper than one regex
-    lower: str | None = None  # lowered once, and only for a scan that needs it
-    if "api_key" in kinds and len(text) >= 20:
-        # A generic token must hold a digit, so without one the keyword scan is skipped.
-        lower = _lowered(text) if has_digit else None
-        _api_keys(text, lower, found)
-    if "password" in kinds and (":" in text or "=" in text):
-        _passwords(text, _lowered(text) if lower is None else lower, found)
+    has_digit = holds_digit(text)
+    if not kinds.isdisjoint(_CREDENTIAL_KINDS):
+        for finding in find_credentials(text, kinds, has_digit=has_digit):
+            found[finding.kind] += 1
     if has_digit and (numeric := kinds & _NUMERIC_KINDS):
         _numeric(text, numeric, found)
     if custom:
         _custom(text, custom, found)
     return +found  # drop zero counts
-
-
-def _lowered(text: str) -> str:
-    """`text` lowered, keeping its length (offsets in it are offsets in `text`)."""
-    lower = text.lower()
-    if len(lower) != len(text):  # a few non-ASCII letters grow when lowered
-        lower = "".join(c.lower()[:1] or c for c in text)
-    return lower
 
 
 def _numeric(text: str, numeric: frozenset[str], found: Counter[str]) -> None:
@@ -437,8 +285,10 @@ class PrivacyAgent(Agent):
     """Finds secrets and personal data in every message of a request and then allows only LOCAL
     (or LOCAL and EDGE with `allow_edge`). The verdict names the kinds found, never the values.
 
-    `kinds` limits the built-in detectors (default: all of `BUILTIN_KINDS`); `patterns` adds
-    user regexes, each reported under its own name (`{"employee_id": r"EMP-\\d{6}"}`).
+    `kinds` limits the built-in detectors: by default the credentials (`CREDENTIAL_KINDS`: API
+    keys and tokens, private keys, passwords), `"all"` adds personal data (`PERSONAL_KINDS`:
+    e-mail, phone, card, IBAN), or a list picks any of `BUILTIN_KINDS`. `patterns` adds user
+    regexes, each reported under its own name (`{"employee_id": r"EMP-\\d{6}"}`).
     """
 
     name = "privacy"
@@ -449,7 +299,7 @@ class PrivacyAgent(Agent):
     def __init__(
         self,
         allow_edge: bool = False,
-        kinds: Sequence[str] | None = None,
+        kinds: Sequence[str] | str | None = None,
         patterns: Mapping[str, str] | None = None,
     ) -> None:
         if not isinstance(allow_edge, bool):
@@ -460,11 +310,15 @@ class PrivacyAgent(Agent):
         self.allowed = frozenset({Tier.LOCAL, Tier.EDGE} if allow_edge else {Tier.LOCAL})
 
     @staticmethod
-    def _valid_kinds(kinds: Sequence[str] | None) -> frozenset[str]:
+    def _valid_kinds(kinds: Sequence[str] | str | None) -> frozenset[str]:
         if kinds is None:
+            # Credentials only: on by default, it must not keep every prompt that names a
+            # person or a number local; personal data is the user's call.
+            return _CREDENTIAL_KINDS
+        if kinds == "all":
             return frozenset(BUILTIN_KINDS)
         if isinstance(kinds, str) or not isinstance(kinds, Sequence):
-            raise ValueError(f"kinds must be a list of kind names, got {kinds!r}")
+            raise ValueError(f'kinds must be a list of kind names or "all", got {kinds!r}')
         unknown = [k for k in kinds if k not in BUILTIN_KINDS]
         if unknown:
             raise ValueError(
@@ -504,6 +358,8 @@ class PrivacyAgent(Agent):
         return self.judge(self._scan(texts))
 
     def _scan(self, texts: list[str]) -> Counter[str]:
+        if len(texts) == 1:  # the common case, without a second Counter to merge into
+            return find_kinds(texts[0], self.kinds, self.patterns)
         found: Counter[str] = Counter()
         for text in texts:
             found.update(find_kinds(text, self.kinds, self.patterns))

@@ -33,7 +33,9 @@ class AgentsConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="allow")
 
-    enabled: tuple[str, ...] = ("resource", "connectivity", "cost", "complexity")
+    # The privacy agent is on by default for credentials only (its default `kinds`): a prompt
+    # holding a key or a password stays local; personal data is opt-in.
+    enabled: tuple[str, ...] = ("resource", "connectivity", "cost", "complexity", "privacy")
 
     @model_validator(mode="after")
     def _only_agent_tables(self) -> AgentsConfig:

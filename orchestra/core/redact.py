@@ -5,20 +5,39 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from collections.abc import Iterable, Sequence
 
+from orchestra.core.credentials import find_credentials
 from orchestra.core.request import Message
 
-# Shapes of common API keys, masked even when we do not know the value.
-_KEY_SHAPES = re.compile(
-    r"(sk-[A-Za-z0-9_\-]{8,}|AIza[0-9A-Za-z_\-]{20,}|gsk_[A-Za-z0-9]{20,}|Bearer\s+[A-Za-z0-9._\-]{8,})"
-)
 MASK = "***"
 
 
+def mask_credentials(text: str) -> str:
+    """`text` with every credential shape (`orchestra.core.credentials`) replaced by `***`: API
+    keys and tokens, private key blocks, and the values of password assignments (their names
+    stay). Linear in the text."""
+    spans = sorted((f.start, f.end) for f in find_credentials(text, mask=True))
+    if not spans:
+        return text
+    merged = [list(spans[0])]
+    for start, end in spans[1:]:
+        if start <= merged[-1][1]:  # overlapping or touching: one mask
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    parts: list[str] = []
+    pos = 0
+    for start, end in merged:
+        parts += (text[pos:start], MASK)
+        pos = end
+    parts.append(text[pos:])
+    return "".join(parts)
+
+
 class Redactor:
-    """Replaces known secret values, and anything shaped like an API key, with `***`."""
+    """Replaces known secret values, and every credential shape the privacy agent detects (see
+    `orchestra.core.credentials`), with `***`."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
@@ -34,7 +53,7 @@ class Redactor:
     def __call__(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, MASK)
-        return _KEY_SHAPES.sub(MASK, text)
+        return mask_credentials(text)
 
 
 class RedactingFilter(logging.Filter):
