@@ -233,3 +233,22 @@ def test_an_unexpected_exception_is_an_internal_error_without_a_traceback() -> N
     assert "Traceback" in verbose.stderr and ", in broken\n" in verbose.stderr
     assert verbose.stderr.rstrip().endswith("orchestra: internal error: ZeroDivisionError: oops")
     assert patched("KeyboardInterrupt").returncode == 130
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_answer_whose_record_cannot_be_written_is_shown_and_fails_loudly(
+    config: str, stream: bool
+) -> None:
+    orchestra("--config", config, "run", "hello")  # creates the store
+    with sqlite3.connect(Path(os.environ["ORCHESTRA_HOME"]) / "orchestra.db") as conn:
+        conn.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON requests"
+            " BEGIN SELECT RAISE(ABORT, 'the disk is full'); END"
+        )
+    conn.close()
+    done = orchestra("--config", config, "run", *(["--stream"] if stream else []), "hello")
+    assert done.returncode == 1, done.stderr
+    assert "Paris" in done.stdout, "the answer came (and was paid for): it is shown"
+    assert "could not be written" in done.stderr and "the disk is full" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "orchestra feedback" not in done.stderr, "no feedback offered for an unrecorded answer"
