@@ -1,9 +1,9 @@
-"""The SQLite store's single writer: a queue, a thread, one connection, group commit.
+"""The SQLite store's single writer: a thread, its inbox, one connection, group commit.
 
-Everything queued while a batch is being written goes into the next batch, one `BEGIN IMMEDIATE`
-transaction on the writer's own thread (one thread hop per batch, not per statement). So under
-load many records share one commit, and alone a record waits for one. A batch that fails is
-retried one write at a time, so one bad write costs no other.
+Everything queued while a batch is being written goes into the next batch: one `BEGIN IMMEDIATE`
+transaction on the writer's own thread, then one wake-up of the event loop to tell every waiter.
+So under load many records share one commit, and alone a record waits for one. A batch that
+fails is retried one write at a time, so one bad write costs no other.
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ import asyncio
 import contextlib
 import logging
 import os
+import queue
 import socket
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ class Write:
     make: Callable[[], Statements] | None = None
     apply: Apply | None = None
     ask: Ask | None = None
+    call: Callable[[], object] | None = None  # run alone, outside any transaction (reads)
     money: bool = False
     done: asyncio.Future[Any] | None = None
     quiet: bool = False  # a failure is logged, not kept for the next flush to raise
@@ -53,14 +54,18 @@ class Write:
 
     @property
     def marker(self) -> bool:
-        return self.make is None and self.apply is None and self.ask is None
+        return self.make is None and self.apply is None and self.ask is None and self.call is None
 
 
 class Writer:
-    """Owns the write connection; `submit` queues, the writer task commits, futures resolve.
+    """Owns the write connection and its thread; `submit` queues a write and, if asked, returns
+    a future resolved once it is committed.
 
-    `on_totals` receives the spend totals read after every commit that moved money.
+    `on_totals` receives the spend totals, read after commits that moved money (at most every
+    `TOTALS_EVERY_S`: the budget itself is enforced inside the transactions, not by them).
     """
+
+    TOTALS_EVERY_S = 0.2
 
     def __init__(
         self, path: Path, calendar: Calendar, on_totals: Callable[[SpendTotals], None]
@@ -70,36 +75,42 @@ class Writer:
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self._on_totals = on_totals
         self._conn: sqlite3.Connection | None = None
-        self._thread: ThreadPoolExecutor | None = None
-        self._queue: asyncio.Queue[Write] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
+        self._inbox: queue.SimpleQueue[Write | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped: asyncio.Future[None] | None = None
         self._unreported: StoreError | None = None
+        self._totals_at = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="orchestra-store-writer")
-        await self.run(self._connect)
-        self._task = asyncio.create_task(self._write_forever(), name="orchestra-store-writer")
+        self._loop = asyncio.get_running_loop()
+        self._stopped = self._loop.create_future()
+        self._thread = threading.Thread(
+            target=self._serve, name="orchestra-store-writer", daemon=True
+        )
+        self._thread.start()
+        try:
+            await self.run(self._connect)
+        except BaseException:
+            await self.stop()
+            raise
 
     async def stop(self) -> None:
-        if self._task is not None:
-            if not self._task.done():
-                await self._flush_queue()
-            task, self._task = self._task, None
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if self._thread is not None:
-            if self._conn is not None:
-                conn, self._conn = self._conn, None
-                await self.run(conn.close)
-            self._thread.shutdown(wait=True)
-            self._thread = None
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        if self._conn is not None:
+            await self._flush_queue()
+        self._inbox.put(None)  # the thread closes the connection and ends
+        assert self._stopped is not None
+        await self._stopped
+        thread.join()
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._thread is not None and self._conn is not None
 
     def _connect(self) -> None:
         # isolation_level=None: transactions are ours (BEGIN IMMEDIATE), never implicit.
@@ -117,9 +128,13 @@ class Writer:
         self._conn = conn
 
     async def run(self, fn: Callable[[], Any]) -> Any:
-        """Run `fn` on the writer's thread (where the connection lives)."""
-        assert self._thread is not None
-        return await asyncio.get_running_loop().run_in_executor(self._thread, fn)
+        """Run `fn` on the writer's thread (where the connection lives), between batches."""
+        if self._thread is None:
+            raise StoreError("the store is not open")
+        write = Write(call=fn, done=asyncio.get_running_loop().create_future())
+        self._inbox.put(write)
+        assert write.done is not None
+        return await write.done
 
     # -- the queue -------------------------------------------------------------------------------
 
@@ -128,7 +143,7 @@ class Writer:
             raise StoreError("the store is not open")
         if wait:
             write.done = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(write)
+        self._inbox.put(write)
         return write.done
 
     async def flush(self) -> None:
@@ -137,32 +152,66 @@ class Writer:
 
     async def _flush_queue(self) -> None:
         marker = Write(done=asyncio.get_running_loop().create_future())
-        self._queue.put_nowait(marker)
+        self._inbox.put(marker)
         assert marker.done is not None
         await marker.done
 
-    async def _write_forever(self) -> None:
+    def _serve(self) -> None:
+        """(Writer thread) Take everything queued, commit it as one batch, tell the loop."""
         while True:
-            batch = [await self._queue.get()]
-            while not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            writes = [w for w in batch if not w.marker]
-            totals = None
-            if writes:
-                try:
-                    totals = await self.run(partial(self._commit, writes))
-                except Exception as exc:  # the writer must outlive any one batch
-                    for w in writes:
-                        w.error = w.error or exc
-            if totals is not None:
-                self._on_totals(totals)
-            self._settle(batch)
+            first = self._inbox.get()
+            batch = [first]
+            while not self._inbox.empty():
+                batch.append(self._inbox.get_nowait())
+            stopping = any(w is None for w in batch)
+            writes = [w for w in batch if w is not None]
+            totals = self._process(writes)
+            assert self._loop is not None
+            if writes or totals is not None:
+                # A closed loop (RuntimeError) has nobody waiting any more.
+                with contextlib.suppress(RuntimeError):
+                    self._loop.call_soon_threadsafe(self._settle, writes, totals)
+            if stopping:
+                if self._conn is not None:
+                    self._conn.close()
+                    self._conn = None
+                with contextlib.suppress(RuntimeError):
+                    if self._stopped is not None:
+                        self._loop.call_soon_threadsafe(_resolve, self._stopped)
+                return
 
-    def _settle(self, batch: list[Write]) -> None:
-        """Tell each waiter how its write went; a failure nobody waits for is kept for the next
-        flush (or logged, for best-effort writes such as samples)."""
+    def _process(self, batch: list[Write]) -> SpendTotals | None:
+        """(Writer thread) The batch's calls, then its writes in one transaction."""
+        for w in batch:
+            if w.call is not None:
+                try:
+                    w.result = w.call()
+                except BaseException as exc:
+                    w.error = exc
+        writes = [w for w in batch if not w.marker and w.call is None]
+        if not writes:
+            return None
+        try:
+            return self._commit(writes)
+        except Exception as exc:  # the writer must outlive any one batch
+            for w in writes:
+                w.error = w.error or exc
+            return None
+
+    def _settle(self, batch: list[Write], totals: SpendTotals | None) -> None:
+        """(Event loop) Tell each waiter how its write went; a failure nobody waits for is kept
+        for the next flush (or logged, for best-effort writes such as samples)."""
+        if totals is not None:
+            self._on_totals(totals)
         for w in batch:
             if w.marker:
+                continue
+            if w.call is not None:
+                if w.done is not None and not w.done.done():
+                    if w.error is None:
+                        w.done.set_result(w.result)
+                    else:
+                        w.done.set_exception(w.error)
                 continue
             error = None if w.error is None else _store_error(w.error)
             if w.done is not None and not w.done.done():
@@ -208,9 +257,13 @@ class Writer:
                         self._transaction([one])
                     except sqlite3.Error as alone:
                         one[0].error = alone
+        now = time.time()
+        if now - self._totals_at < self.TOTALS_EVERY_S:
+            return None
         if not any(w.money and w.error is None for w, _ in made):
             return None
-        return sqlite_ledger.totals(self._require_conn(), self.calendar, time.time())
+        self._totals_at = now
+        return sqlite_ledger.totals(self._require_conn(), self.calendar, now)
 
     def _transaction(self, made: Sequence[tuple[Write, Statements]]) -> None:
         conn = self._require_conn()
@@ -275,6 +328,11 @@ class Writer:
         if self._conn is None:
             raise sqlite3.OperationalError("the store is closed")
         return self._conn
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _grouped(statement_lists: Iterable[Statements]) -> Statements:
