@@ -383,6 +383,7 @@ class Orchestra:
                 error_kind=error_kind,
                 error=error,
                 keep_text=self.config.store.keep_prompts,
+                ambient=self._panel.ambient,
                 charges=tuple(flight.charges),
             )
         )

@@ -149,7 +149,8 @@ async def test_new_file_is_wal_at_current_schema(store: SqliteStore, db_path: Pa
     assert raw(db_path, "PRAGMA journal_mode") == [("wal",)]
     assert raw(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     tables = {r[0] for r in raw(db_path, "SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"requests", "verdicts", "attempts", "ledger", "samples"} <= tables
+    assert {"requests", "ledger", "samples", "reservations", "spend_day", "spend_hour"} <= tables
+    assert not {"verdicts", "attempts"} & tables, "a request is one row (schema 8)"
 
 
 async def test_reopen_keeps_data_and_skips_migrations(db_path: Path) -> None:
@@ -222,9 +223,9 @@ async def test_reads_on_a_closed_store_raise_store_error(db_path: Path) -> None:
 
 async def test_record_only_enqueues(store: SqliteStore, db_path: Path) -> None:
     rec = make_record(created_at=time.time())
-    store.record(rec)
-    assert raw(db_path, "SELECT COUNT(*) FROM requests") == [(0,)], "nothing written yet"
-    await store.flush()
+    committed = store.record(rec)
+    assert not committed.done(), "record() queues and returns at once; the writer commits"
+    await committed
     assert raw(db_path, "SELECT id, status FROM requests") == [(rec.request.id, "ok")]
     assert raw(db_path, "SELECT COUNT(*) FROM ledger") == [(1,)]
 
@@ -495,3 +496,51 @@ async def test_two_stores_on_one_file(db_path: Path) -> None:
     finally:
         await writer.close()
         await reader.close()
+
+
+def test_a_version_7_history_reads_the_same_after_migration(tmp_path: Path) -> None:
+    """Schema 8 folds the verdicts and attempts tables into each request's `detail`."""
+    from orchestra.store.schema import _SQL_MIGRATIONS, statements
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for script in _SQL_MIGRATIONS:
+        for statement in statements(script):
+            conn.execute(statement)
+    conn.execute(f"PRAGMA user_version = {len(_SQL_MIGRATIONS)}")
+    decision, verdicts = the_decision(), the_verdicts()
+    conn.execute(
+        f"INSERT INTO requests VALUES ({', '.join('?' * 20)})",
+        ("r1", 100.0, "ok", "c1", "cloud", 0.01, 25.0, 10, 3, "ab" * 32,
+         '{"chars": 5, "words": 1, "lines": 1, "messages": 1}', None, None, None, None, 0,
+         "default", decision.model_dump_json(), None, None),
+    )  # fmt: skip
+    for i, v in enumerate(verdicts):
+        conn.execute(
+            "INSERT INTO verdicts (request_id, position, agent, target, allowed, confidence,"
+            " state, reason, metrics, at, stale, neutral, denied_models)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            ("r1", i, v.agent, v.target.value if v.target else None,
+             json.dumps([t.value for t in sorted(v.allowed)]), v.confidence, v.state, v.reason,
+             json.dumps(v.metrics), v.at, int(v.stale), int(v.neutral), "[]"),
+        )  # fmt: skip
+    for i, a in enumerate(the_attempts()):
+        conn.execute(
+            "INSERT INTO attempts (request_id, position, model, tier, ok, latency_ms, error_kind,"
+            " error, status_code) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            ("r1", i, a.model, a.tier.value, int(a.ok), a.latency_ms, a.error_kind, a.error,
+             a.status_code),
+        )  # fmt: skip
+    conn.close()
+
+    async def read() -> list[dict[str, Any]]:
+        async with SqliteStore(path) as store:
+            return await store.history()
+
+    (entry,) = asyncio.run(read())
+    assert raw(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert entry["decision"] == decision.model_dump(mode="json")
+    assert entry["verdicts"] == [v.model_dump(mode="json") for v in verdicts]
+    assert entry["attempts"] == [a.model_dump(mode="json") for a in the_attempts()]
+    tables = {r[0] for r in raw(path, "SELECT name FROM sqlite_master WHERE type='table'")}
+    assert not {"verdicts", "attempts"} & tables

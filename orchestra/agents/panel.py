@@ -50,6 +50,11 @@ class AgentPanel:
     def agents(self) -> tuple[Agent, ...]:
         return tuple(self._agents)
 
+    @property
+    def ambient(self) -> frozenset[str]:
+        """Names of the agents sampled in the background (their verdicts recur across requests)."""
+        return frozenset(a.agent_name for a in self._agents if a.interval is not None)
+
     def _add(self, agent: Agent) -> None:
         name = agent.agent_name
         if agent.interval is not None and not agent.interval > 0:

@@ -19,7 +19,7 @@ from orchestra.core.catalog import Catalog
 from orchestra.core.decision import Decision
 from orchestra.core.errors import NoAllowedModelError, OrchestraError
 from orchestra.core.request import Message, Request
-from orchestra.core.tier import TIERS, Tier
+from orchestra.core.tier import ALL_TIERS, TIERS, Tier
 from orchestra.core.verdict import Verdict
 from orchestra.policies.base import Policy, decide_checked
 from orchestra.store import Store
@@ -130,12 +130,11 @@ async def replay(
     if progress is not None:
         progress(0, total)
     async for batch in store.replay_batches(since, total, BATCH):
-        verdicts: dict[str, list[Verdict]] = {}
-        for row in batch.verdicts:
-            verdicts.setdefault(row[0], []).append(builder.verdict(row))
-        for row in batch.requests:
+        for row, detail in zip(batch.requests, batch.details, strict=True):
             request = builder.request(row)
-            _tally(reports, policies, catalog, prices, row, request, verdicts.get(row[1], []))
+            verdicts = builder.verdicts(detail, batch.samples)
+            live = detail.get("d")
+            _tally(reports, policies, catalog, prices, row, request, verdicts, live)
         done += len(batch.requests)
         if progress is not None:
             progress(done, total)
@@ -150,15 +149,15 @@ def _tally(
     row: tuple[Any, ...],
     request: Request,
     verdicts: list[Verdict],
+    live: dict[str, Any] | None,
 ) -> None:
     """Count one stored request into each policy's report: what happened live, then the policy's
     decision replayed."""
-    (_, _, _, status, model, tier, cost, pt, ct, _, _, _, _, error_kind, live_cands,
-     live_target) = row  # fmt: skip
+    (_, _, _, status, model, tier, cost, pt, ct, _, _, _, _, error_kind, _) = row  # fmt: skip
     answered = status == "ok" and model is not None
     answered_by = model if answered else None
     refused = error_kind == REFUSED
-    live_key = _live_key(live_cands, live_target) if live_cands is not None else None
+    live_key = _live_key(live) if live is not None else None
     for policy, rep in zip(policies, reports, strict=True):
         rep.requests += 1
         rep.actual_cost_usd += cost or 0.0
@@ -214,8 +213,9 @@ def _decision_key(decision: Decision) -> tuple[Any, ...]:
     return (target, *((c.model, c.tier.value) for c in decision.candidates))
 
 
-def _live_key(candidates: str, target: str | None) -> tuple[Any, ...]:
-    return (target, *((c["model"], c["tier"]) for c in json.loads(candidates)))
+def _live_key(decision: dict[str, Any]) -> tuple[Any, ...]:
+    candidates = decision.get("candidates", ())
+    return (decision.get("target"), *((c["model"], c["tier"]) for c in candidates))
 
 
 _VERDICT_FIELDS = frozenset(Verdict.model_fields)
@@ -237,41 +237,62 @@ def _construct(cls: type[_M], values: dict[str, Any], fields_set: frozenset[str]
 
 class _Builder:
     """Rows to `Request`s and `Verdict`s, fast: the first of each is validated, the rest are
-    constructed without validation; repeated JSON strings (allowed tiers, denials) are parsed once.
-    """
+    constructed without validation; repeated values (allowed tiers, features, ambient samples)
+    are built once."""
 
     def __init__(self) -> None:
-        self._allowed: dict[str, frozenset[Tier]] = {}
-        self._denied: dict[str, frozenset[str]] = {}
+        self._allowed: dict[tuple[str, ...], frozenset[Tier]] = {}
+        self._shared: dict[str, Verdict] = {}
         self._features: dict[str, dict[str, int]] = {}
         self._checked_verdict = False
         self._checked_request = False
         self._request_defaults: dict[str, Any] = {}
 
-    def verdict(self, row: tuple[Any, ...]) -> Verdict:
-        (_, agent, target, allowed, denied, confidence, state, reason, metrics, at, stale,
-         neutral) = row  # fmt: skip
+    def verdicts(self, detail: dict[str, Any], samples: dict[str, str]) -> list[Verdict]:
+        """A stored request's verdicts: inline ones built, ambient ones (references to a stored
+        sample) built once per sample and shared by every request that saw it."""
+        out: list[Verdict] = []
+        for v in detail.get("v", ()):
+            ref = v.get("ref")
+            if ref is None:
+                out.append(self.verdict(v))
+                continue
+            shared = self._shared.get(ref)
+            if shared is None:
+                text = samples.get(ref)
+                if text is None:
+                    continue  # a sample lost with its file: the request is replayed without it
+                shared = self._shared[ref] = self.verdict(json.loads(text))
+            out.append(shared)
+        return out
+
+    def verdict(self, v: dict[str, Any]) -> Verdict:
+        allowed, denied = v.get("allowed"), v.get("denied_models")
+        target = v.get("target")
         fields = {
-            "agent": agent,
+            "agent": v["agent"],
             "target": Tier(target) if target is not None else None,
-            "allowed": a
-            if (a := self._allowed.get(allowed)) is not None
-            else self._parse_allowed(allowed),
-            "denied_models": d
-            if (d := self._denied.get(denied)) is not None
-            else self._parse_denied(denied),
-            "confidence": confidence,
-            "state": state,
-            "reason": reason,
-            "metrics": json.loads(metrics) if metrics != "{}" else {},
-            "at": at,
-            "stale": bool(stale),
-            "neutral": bool(neutral),
+            "allowed": ALL_TIERS if allowed is None else self._tiers(allowed),
+            "denied_models": frozenset(denied) if denied else frozenset(),
+            "confidence": v.get("confidence", 0.5),
+            "state": v.get("state", "ok"),
+            "reason": v.get("reason", ""),
+            "metrics": v.get("metrics") or {},
+            "at": v.get("at", 0.0),
+            "stale": bool(v.get("stale", False)),
+            "neutral": bool(v.get("neutral", False)),
         }
         if not self._checked_verdict:
             self._checked_verdict = True
             return Verdict.model_validate(fields)
         return _construct(Verdict, fields, _VERDICT_FIELDS)
+
+    def _tiers(self, names: list[str]) -> frozenset[Tier]:
+        key = tuple(names)
+        found = self._allowed.get(key)
+        if found is None:
+            found = self._allowed[key] = frozenset(Tier(t) for t in names)
+        return found
 
     def request(self, row: tuple[Any, ...]) -> Request:
         rid, created, features, prompt, forced_model, forced_tier = (
@@ -298,14 +319,6 @@ class _Builder:
             self._request_defaults = {**valid.__dict__}
             return valid
         return _construct(ReplayedRequest, {**self._request_defaults, **fields}, _REQUEST_FIELDS)
-
-    def _parse_allowed(self, text: str) -> frozenset[Tier]:
-        value = self._allowed[text] = frozenset(Tier(t) for t in json.loads(text))
-        return value
-
-    def _parse_denied(self, text: str) -> frozenset[str]:
-        value = self._denied[text] = frozenset(json.loads(text))
-        return value
 
     def _parse_features(self, text: str) -> dict[str, int]:
         value: dict[str, int] = json.loads(text)

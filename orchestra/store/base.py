@@ -25,23 +25,19 @@ from orchestra.store.record import RequestRecord
 
 
 class ReplayBatch(NamedTuple):
-    """Stored requests and their verdicts, as plain rows, for `orchestra replay`.
-
-    Column orders are `REPLAY_REQUEST_COLUMNS` and `REPLAY_VERDICT_COLUMNS`.
-    """
+    """Stored requests, for `orchestra replay`: their rows (columns `REPLAY_REQUEST_COLUMNS`),
+    each one's decoded detail (see `orchestra.store.detail`), and the ambient samples the
+    details refer to (key -> verdict JSON)."""
 
     requests: list[tuple[Any, ...]]
-    verdicts: list[tuple[Any, ...]]
+    details: list[dict[str, Any]]
+    samples: dict[str, str]
 
 
 REPLAY_REQUEST_COLUMNS = (
     "rowid", "id", "created_at", "status", "model", "tier", "cost_usd", "prompt_tokens",
     "completion_tokens", "features", "prompt", "forced_model", "forced_tier", "error_kind",
-    "candidates", "target",
-)  # fmt: skip
-REPLAY_VERDICT_COLUMNS = (
-    "request_id", "agent", "target", "allowed", "denied_models", "confidence", "state", "reason",
-    "metrics", "at", "stale", "neutral",
+    "detail",
 )  # fmt: skip
 
 

@@ -13,6 +13,7 @@ from orchestra.core.request import Request
 from orchestra.core.result import Attempt, Result
 from orchestra.core.verdict import Verdict
 from orchestra.spend.ledger import Charge
+from orchestra.store.detail import VerdictCache, ambient_key, encode
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,6 +31,8 @@ class RequestRecord:
     error_kind: str | None = None
     error: str | None = None
     keep_text: bool = False
+    # Agents whose verdicts are ambient samples: stored once, referred to by key.
+    ambient: frozenset[str] = frozenset()
     # What the calls cost, for the ledger; None: one answer charge taken from `result`.
     charges: Sequence[Charge] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -62,7 +65,7 @@ def prompt_features(request: Request) -> dict[str, int]:
     }
 
 
-def request_row(rec: RequestRecord) -> tuple[Any, ...]:
+def request_row(rec: RequestRecord, detail: bytes) -> tuple[Any, ...]:
     req, res, dec = rec.request, rec.result, rec.decision
     transcript = json.dumps([m.model_dump() for m in req.messages], ensure_ascii=False)
     return (
@@ -76,84 +79,43 @@ def request_row(rec: RequestRecord) -> tuple[Any, ...]:
         res.prompt_tokens if res else 0,
         res.completion_tokens if res else 0,
         hashlib.sha256(transcript.encode()).hexdigest(),
-        json.dumps(prompt_features(req)),
+        json.dumps(prompt_features(req), separators=(",", ":")),
         transcript if rec.keep_text else None,
         res.text if (res and rec.keep_text) else None,
         req.model,
         req.tier.value if req.tier else None,
         int(rec.stream),
         dec.policy if dec else None,
-        dec.model_dump_json() if dec else None,
+        None,  # the decision lives in `detail` (schema 8)
         rec.error_kind,
         rec.error,
+        detail,
     )
 
 
-def verdict_rows(rec: RequestRecord) -> list[tuple[Any, ...]]:
-    return [
-        (
-            rec.request.id,
-            i,
-            v.agent,
-            v.target.value if v.target else None,
-            json.dumps([t.value for t in sorted(v.allowed)]),
-            v.confidence,
-            v.state,
-            v.reason,
-            json.dumps(v.metrics, default=str),
-            v.at,
-            int(v.stale),
-            int(v.neutral),
-            json.dumps(sorted(v.denied_models)),
-        )
-        for i, v in enumerate(rec.verdicts)
-    ]
-
-
-def attempt_rows(rec: RequestRecord) -> list[tuple[Any, ...]]:
-    return [
-        (
-            rec.request.id,
-            i,
-            a.model,
-            a.tier.value,
-            int(a.ok),
-            a.latency_ms,
-            a.error_kind,
-            a.error,
-            a.status_code,
-            a.retry_after_s,
-            a.retry_in_s,
-            int(a.skipped),
-            int(a.cached),
-        )
-        for i, a in enumerate(rec.attempts)
-    ]
-
-
-_INSERT_REQUEST = f"INSERT OR REPLACE INTO requests VALUES ({', '.join('?' * 20)})"
-_INSERT_VERDICT = (
-    "INSERT OR REPLACE INTO verdicts (request_id, position, agent, target, allowed, confidence,"
-    " state, reason, metrics, at, stale, neutral, denied_models)"
-    f" VALUES ({', '.join('?' * 13)})"
-)
-_INSERT_ATTEMPT = (
-    "INSERT OR REPLACE INTO attempts (request_id, position, model, tier, ok, latency_ms,"
-    " error_kind, error, status_code, retry_after_s, retry_in_s, skipped, cached)"
-    f" VALUES ({', '.join('?' * 13)})"
+_INSERT_REQUEST = f"INSERT OR REPLACE INTO requests VALUES ({', '.join('?' * 21)})"
+INSERT_SAMPLE = (
+    "INSERT OR IGNORE INTO samples (agent, at, state, verdict, key) VALUES (?, ?, ?, ?, ?)"
 )
 
 
-def record_rows(rec: RequestRecord) -> list[tuple[str, list[tuple[Any, ...]]]]:
-    """The statements that store one request: the request, its verdicts, its attempts (its
-    charges go to the ledger separately, see `sqlite_ledger.charge`)."""
-    return [
-        (_INSERT_REQUEST, [request_row(rec)]),
-        (_INSERT_VERDICT, verdict_rows(rec)),
-        (_INSERT_ATTEMPT, attempt_rows(rec)),
-    ]
+def record_rows(rec: RequestRecord, cache: VerdictCache) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """The statements that store one request: its row (the decision, verdicts and attempts in
+    its compressed `detail`) and the ambient samples it refers to (its charges go to the ledger
+    separately, see `sqlite_ledger.charge`)."""
+    blob, refs = encode(rec.decision, rec.verdicts, rec.attempts, rec.ambient, cache)
+    out = [(_INSERT_REQUEST, [request_row(rec, blob)])]
+    if refs:
+        out.append((INSERT_SAMPLE, [(v.agent, v.at, v.state, text, key) for key, v, text in refs]))
+    return out
 
 
-def sample_row(verdict: Verdict) -> tuple[Any, ...]:
-    # `fallback=str`: an agent's metrics may hold values JSON does not know; keep their text.
-    return (verdict.agent, verdict.at, verdict.state, verdict.model_dump_json(fallback=str))
+def sample_row(verdict: Verdict, cache: VerdictCache | None = None) -> tuple[Any, ...]:
+    """A sample of an ambient agent, keyed like the references requests hold to it."""
+    if cache is not None:
+        text, key = cache.json_and_key(verdict)
+    else:
+        # `fallback=str`: an agent's metrics may hold values JSON does not know; keep their text.
+        text = verdict.model_dump_json(fallback=str)
+        key = ambient_key(text)
+    return (verdict.agent, verdict.at, verdict.state, text, key)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from collections.abc import Callable
+from typing import Any
 
 from orchestra.core.errors import StoreUnavailable
 
-# Each entry moves the schema from version i to i + 1. Never edit a released entry: append.
-MIGRATIONS: tuple[str, ...] = (
+# Each entry moves the schema from version i to i + 1 (SQL, or a function for what SQL cannot
+# do alone). Never edit a released entry: append.
+_SQL_MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE requests (
         id                TEXT PRIMARY KEY,
@@ -180,6 +184,64 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
+
+def _v8_compact_records(db: sqlite3.Connection) -> None:
+    """8: a request is one row. Its decision, verdicts and attempts move into one compressed
+    `detail` value (see `orchestra.store.detail`); ambient verdicts are stored once, in
+    `samples`, under a key. Totals come from the running sums: the ledger needs no time index."""
+    from orchestra.core.decision import Decision
+    from orchestra.core.result import Attempt
+    from orchestra.core.verdict import Verdict
+    from orchestra.store.detail import VerdictCache, encode
+
+    db.execute("ALTER TABLE requests ADD COLUMN detail BLOB")
+    db.execute("ALTER TABLE samples ADD COLUMN key TEXT")
+    db.execute("CREATE UNIQUE INDEX samples_key ON samples(key) WHERE key IS NOT NULL")
+    db.execute("DROP INDEX IF EXISTS ledger_at")
+    verdicts: dict[str, list[Verdict]] = {}
+    for row in db.execute(
+        "SELECT request_id, agent, target, allowed, confidence, state, reason, metrics, at,"
+        " stale, neutral, denied_models FROM verdicts ORDER BY request_id, position"
+    ):
+        rid, agent, target, allowed, conf, state, reason, metrics, at, stale, neutral, denied = row
+        verdicts.setdefault(rid, []).append(
+            Verdict.model_validate(
+                {"agent": agent, "target": target, "allowed": json.loads(allowed),
+                 "confidence": conf, "state": state, "reason": reason,
+                 "metrics": _json_or_empty(metrics), "at": at, "stale": bool(stale),
+                 "neutral": bool(neutral), "denied_models": json.loads(denied)}
+            )
+        )  # fmt: skip
+    attempts: dict[str, list[Attempt]] = {}
+    for row in db.execute(
+        "SELECT request_id, model, tier, ok, latency_ms, error_kind, error, status_code,"
+        " retry_after_s, retry_in_s, skipped, cached FROM attempts ORDER BY request_id, position"
+    ):
+        rid, model, tier, ok, ms, kind, error, status, after, retry_in, skipped, cached = row
+        attempts.setdefault(rid, []).append(
+            Attempt(model=model, tier=tier, ok=bool(ok), latency_ms=ms, error_kind=kind,
+                    error=error, status_code=status, retry_after_s=after, retry_in_s=retry_in,
+                    skipped=bool(skipped), cached=bool(cached))
+        )  # fmt: skip
+    cache = VerdictCache()
+    for rid, decision in db.execute("SELECT id, decision FROM requests").fetchall():
+        d = Decision.model_validate_json(decision) if decision else None
+        blob, _ = encode(d, verdicts.get(rid, []), attempts.get(rid, []), (), cache)
+        db.execute("UPDATE requests SET detail = ?, decision = NULL WHERE id = ?", (blob, rid))
+    db.execute("DROP TABLE verdicts")
+    db.execute("DROP TABLE attempts")
+
+
+def _json_or_empty(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+Migration = str | Callable[[sqlite3.Connection], None]
+MIGRATIONS: tuple[Migration, ...] = (*_SQL_MIGRATIONS, _v8_compact_records)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -213,7 +275,11 @@ def migrate(db: sqlite3.Connection) -> int:
                 f"({SCHEMA_VERSION}); upgrade Orchestra"
             )
         for version in range(start, SCHEMA_VERSION):
-            for statement in statements(MIGRATIONS[version]):
+            step = MIGRATIONS[version]
+            if callable(step):
+                step(db)
+                continue
+            for statement in statements(step):
                 db.execute(statement)
         if start != SCHEMA_VERSION:
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

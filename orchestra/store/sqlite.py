@@ -25,14 +25,21 @@ from orchestra.spend.calendar import Calendar, calendar
 from orchestra.spend.ledger import Ask, Hold, Refusal, SpendTotals
 from orchestra.spend.tracker import SpendTracker
 from orchestra.store.base import ReplayBatch, Store
-from orchestra.store.record import RequestRecord, record_rows, sample_row
+from orchestra.store.detail import (
+    VerdictCache,
+    attempts_of,
+    decision_of,
+    decode,
+    refs_of,
+    verdicts_of,
+)
+from orchestra.store.record import INSERT_SAMPLE, RequestRecord, record_rows, sample_row
 from orchestra.store.sqlite_writer import Statements, Write, Writer
 
 log = logging.getLogger("orchestra.store")
 
 REFRESH_S = 1.0  # how often the spend view catches up with other processes
 
-_INSERT_SAMPLE = "INSERT INTO samples (agent, at, state, verdict) VALUES (?, ?, ?, ?)"
 _UPSERT_BREAKER = (
     "INSERT INTO breaker_state (model, state, failures, opened_at, updated_at)"
     " VALUES (?, ?, ?, ?, ?) ON CONFLICT(model) DO UPDATE SET state = excluded.state,"
@@ -50,24 +57,18 @@ _PURGE_CACHE = "DELETE FROM response_cache WHERE expires_at <= ?"
 _INSERT_FEEDBACK = "INSERT INTO feedback (request_id, at, good, note) VALUES (?, ?, ?, ?)"
 # The newest feedback per request, with what the request kept: its tier, its transcript (only
 # with keep_prompts) and the complexity agent's recorded metrics.
+# The newest feedback per request, with what the request kept: its tier, its transcript (only
+# with keep_prompts) and its detail (where the complexity agent's metrics are).
 _JUDGED = """
-SELECT r.id, r.status, r.tier, r.prompt, f.good,
-       (SELECT v.metrics FROM verdicts v WHERE v.request_id = r.id AND v.agent = 'complexity'
-        ORDER BY v.position LIMIT 1)
+SELECT r.id, r.status, r.tier, r.prompt, f.good, r.detail
 FROM feedback f JOIN requests r ON r.id = f.request_id
 WHERE f.id IN (SELECT MAX(id) FROM feedback GROUP BY request_id)
 ORDER BY f.id
 """
 _REPLAY_REQUESTS = (
     "SELECT rowid, id, created_at, status, model, tier, cost_usd, prompt_tokens,"
-    " completion_tokens, features, prompt, forced_model, forced_tier, error_kind,"
-    " json_extract(decision, '$.candidates'), json_extract(decision, '$.target')"
+    " completion_tokens, features, prompt, forced_model, forced_tier, error_kind, detail"
     " FROM requests WHERE created_at >= ?"
-)
-_REPLAY_VERDICTS = (
-    "SELECT request_id, agent, target, allowed, denied_models, confidence, state, reason,"
-    " metrics, at, stale, neutral FROM verdicts WHERE request_id IN ({marks})"
-    " ORDER BY request_id, position"
 )
 
 
@@ -87,6 +88,7 @@ class SqliteStore(Store):
         self._spend = SpendTracker()
         self._db: aiosqlite.Connection | None = None
         self._writer = Writer(self.path, self.calendar, self._spend.update)
+        self._verdicts = VerdictCache()  # used on the writer's thread only
         self._refresher: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -158,13 +160,17 @@ class SqliteStore(Store):
                 for c in charges:
                     sqlite_ledger.charge(conn, cal, rid, c, c.at or at)
 
-        write = Write(make=lambda: record_rows(record), apply=apply, money=bool(charges))
+        write = Write(
+            make=lambda: record_rows(record, self._verdicts), apply=apply, money=bool(charges)
+        )
         done = self._writer.submit(write, wait=True)
         assert done is not None
         return done
 
     def record_sample(self, verdict: Verdict) -> None:
-        self._queue_rows([(_INSERT_SAMPLE, [sample_row(verdict)])])
+        write = Write(make=lambda: [(INSERT_SAMPLE, [sample_row(verdict, self._verdicts)])])
+        write.quiet = True
+        self._writer.submit(write, wait=False)
 
     def save_breaker(self, model: str, record: BreakerRecord) -> None:
         row = (model, record.state, record.failures, record.opened_at, record.updated_at)
@@ -230,22 +236,31 @@ class SqliteStore(Store):
     async def history(self, limit: int = 20, since: float | None = None) -> list[dict[str, Any]]:
         rows = await self._fetch(
             "SELECT id, created_at, status, model, tier, cost_usd, latency_ms, prompt_tokens,"
-            " completion_tokens, features, forced_model, forced_tier, stream, decision,"
-            " error_kind, error FROM requests WHERE created_at >= ?"
+            " completion_tokens, features, forced_model, forced_tier, stream, error_kind, error,"
+            " detail FROM requests WHERE created_at >= ?"
             " ORDER BY created_at DESC, rowid DESC LIMIT ?",
             (since or 0.0, limit),
         )
-        ids = [r[0] for r in rows]
-        verdicts = await self._children("verdicts", ids)
-        attempts = await self._children("attempts", ids)
-        feedback = await self._latest_feedback(ids)
+        details = [decode(r[-1]) if r[-1] is not None else {} for r in rows]
+        samples = await self._samples_by_key({k for d in details for k in refs_of(d)})
+        feedback = await self._latest_feedback([r[0] for r in rows])
         return [
-            {
-                **_history_entry(r, verdicts.get(r[0], []), attempts.get(r[0], [])),
-                "feedback": feedback.get(r[0]),
-            }
-            for r in rows
+            {**_history_entry(r, d, samples), "feedback": feedback.get(r[0])}
+            for r, d in zip(rows, details, strict=True)
         ]
+
+    async def _samples_by_key(self, keys: set[str]) -> dict[str, str]:
+        """Stored ambient verdicts (JSON) by key."""
+        out: dict[str, str] = {}
+        keys_ = sorted(keys)
+        for i in range(0, len(keys_), 500):  # SQLite caps the number of parameters
+            chunk = tuple(keys_[i : i + 500])
+            marks = ", ".join("?" * len(chunk))
+            rows = await self._fetch(
+                f"SELECT key, verdict FROM samples WHERE key IN ({marks})", chunk
+            )
+            out.update((k, v) for k, v in rows)
+        return out
 
     async def samples(self, agent: str | None = None, limit: int = 100) -> list[Verdict]:
         sql = "SELECT verdict FROM samples"
@@ -265,10 +280,17 @@ class SqliteStore(Store):
         return [RequestRef(str(rid), model, tier) for rid, model, tier in rows]
 
     async def judged_requests(self) -> list[Judged]:
-        return [
-            Judged(rid, status, tier, prompt, bool(good), metrics)
-            for rid, status, tier, prompt, good, metrics in await self._fetch(_JUDGED)
-        ]
+        out = []
+        for rid, status, tier, prompt, good, blob in await self._fetch(_JUDGED):
+            metrics = None
+            if blob is not None:
+                complexity = [
+                    v for v in decode(blob).get("v", ()) if v.get("agent") == "complexity"
+                ]
+                if complexity:
+                    metrics = json.dumps(complexity[0].get("metrics", {}))
+            out.append(Judged(rid, status, tier, prompt, bool(good), metrics))
+        return out
 
     async def breaker_records(self) -> dict[str, BreakerRecord]:
         rows = await self._fetch(
@@ -327,31 +349,13 @@ class SqliteStore(Store):
                 return
             cursor = (rows[-1][2], rows[-1][0])
             left = left - len(rows) if left > 0 else left
-            ids = tuple(r[1] for r in rows)
-            verdicts = await self._fetch(
-                _REPLAY_VERDICTS.format(marks=", ".join("?" * len(ids))), ids
-            )
-            yield ReplayBatch(rows, verdicts)
+            details = [decode(r[-1]) if r[-1] is not None else {} for r in rows]
+            keys = {k for d in details for k in refs_of(d)}
+            yield ReplayBatch(rows, details, await self._samples_by_key(keys))
 
     async def fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Run any read query: for tests and debugging (SQLite only; not part of `Store`)."""
         return await self._fetch(sql, params)
-
-    async def _children(self, table: str, ids: list[str]) -> dict[str, list[dict[str, Any]]]:
-        out: dict[str, list[dict[str, Any]]] = {}
-        if not ids:
-            return out
-        marks = ", ".join("?" * len(ids))
-        db = self._require_db()
-        async with db.execute(
-            f"SELECT * FROM {table} WHERE request_id IN ({marks}) ORDER BY request_id, position",
-            ids,
-        ) as cursor:
-            names = [d[0] for d in cursor.description]
-            async for row in cursor:
-                entry = dict(zip(names, row, strict=True))
-                out.setdefault(entry.pop("request_id"), []).append(entry)
-        return out
 
     async def _latest_feedback(self, ids: list[str]) -> dict[str, dict[str, Any]]:
         """The newest feedback row of each of `ids` that has one."""
@@ -380,10 +384,10 @@ class SqliteStore(Store):
 
 
 def _history_entry(
-    row: tuple[Any, ...], verdicts: list[dict[str, Any]], attempts: list[dict[str, Any]]
+    row: tuple[Any, ...], detail: dict[str, Any], samples: dict[str, str]
 ) -> dict[str, Any]:
     (rid, created, status, model, tier, cost, latency, pt, ct, features, forced_model,
-     forced_tier, stream, decision, error_kind, error) = row  # fmt: skip
+     forced_tier, stream, error_kind, error, _) = row  # fmt: skip
     return {
         "request_id": rid,
         "created_at": created,
@@ -398,26 +402,9 @@ def _history_entry(
         "forced_model": forced_model,
         "forced_tier": forced_tier,
         "stream": bool(stream),
-        "decision": json.loads(decision) if decision else None,
-        "verdicts": [_verdict_entry(v) for v in verdicts],
-        "attempts": [_attempt_entry(a) for a in attempts],
+        "decision": decision_of(detail),
+        "verdicts": verdicts_of(detail, samples),
+        "attempts": attempts_of(detail),
         "error_kind": error_kind,
         "error": error,
-    }
-
-
-def _attempt_entry(a: dict[str, Any]) -> dict[str, Any]:
-    a.pop("position", None)
-    return {**a, "ok": bool(a["ok"]), "skipped": bool(a["skipped"]), "cached": bool(a["cached"])}
-
-
-def _verdict_entry(v: dict[str, Any]) -> dict[str, Any]:
-    v.pop("position", None)
-    return {
-        **v,
-        "allowed": json.loads(v["allowed"]),
-        "denied_models": json.loads(v["denied_models"]),
-        "metrics": json.loads(v["metrics"]),
-        "stale": bool(v["stale"]),
-        "neutral": bool(v["neutral"]),
     }
