@@ -56,7 +56,8 @@ def test_four_processes_never_pay_more_than_the_budget_covers(tmp_path: Path) ->
     (total,) = rows(db, "SELECT SUM(cost_usd) FROM ledger")[0]
     assert total <= budget
     assert total == pytest.approx(sum(s["cost"] for s in summaries)), "ledger == answers"
-    assert rows(db, "SELECT COUNT(*) FROM ledger") == [(160,)]
+    assert rows(db, "SELECT COUNT(*) FROM ledger") == [(covered,)], "a row per paid call"
+    assert rows(db, "SELECT SUM(answers) FROM spend_day") == [(160,)], "every answer counted"
     assert rows(db, "SELECT COUNT(*) FROM reservations") == [(0,)], "every hold settled"
 
 

@@ -27,6 +27,7 @@ from orchestra import (
 )
 from orchestra.spend.tracker import day_start, month_start
 from orchestra.store import RequestRecord, SqliteStore
+from orchestra.store.record import features_of
 from orchestra.store.schema import SCHEMA_VERSION, migrate
 
 PROMPT = "zebra-quokka-7731: what is the capital of France?"
@@ -430,7 +431,8 @@ async def test_prompt_not_stored_by_default(db_path: Path) -> None:
     transcript = json.dumps([m.model_dump() for m in rec.request.messages], ensure_ascii=False)
     assert digest == hashlib.sha256(transcript.encode()).hexdigest()
     expected_features = {"chars": len(PROMPT), "words": 7, "lines": 1, "messages": 1}
-    assert json.loads(features) == expected_features
+    assert features_of(features) == expected_features
+    assert entry["features"] == expected_features
     assert entry["features"] == expected_features
 
 

@@ -23,6 +23,8 @@ from orchestra.core.tier import ALL_TIERS, TIERS, Tier
 from orchestra.core.verdict import Verdict
 from orchestra.policies.base import Policy, decide_checked
 from orchestra.store import Store
+from orchestra.store.detail import resolved
+from orchestra.store.record import features_of
 
 BATCH = 5_000
 REFUSED = "NoAllowedModelError"  # the error_kind the runtime records for a refused request
@@ -132,8 +134,8 @@ async def replay(
     async for batch in store.replay_batches(since, total, BATCH):
         for row, detail in zip(batch.requests, batch.details, strict=True):
             request = builder.request(row)
-            verdicts = builder.verdicts(detail, batch.samples)
-            live = detail.get("d")
+            verdicts = builder.verdicts(detail, batch.shared)
+            live = resolved(detail.get("d"), batch.shared)
             _tally(reports, policies, catalog, prices, row, request, verdicts, live)
         done += len(batch.requests)
         if progress is not None:
@@ -237,18 +239,18 @@ def _construct(cls: type[_M], values: dict[str, Any], fields_set: frozenset[str]
 
 class _Builder:
     """Rows to `Request`s and `Verdict`s, fast: the first of each is validated, the rest are
-    constructed without validation; repeated values (allowed tiers, features, ambient samples)
+    constructed without validation; repeated values (allowed tiers, features, shared verdicts)
     are built once."""
 
     def __init__(self) -> None:
         self._allowed: dict[tuple[str, ...], frozenset[Tier]] = {}
-        self._shared: dict[str, Verdict] = {}
+        self._shared: dict[tuple[str, float], Verdict] = {}
         self._features: dict[str, dict[str, int]] = {}
         self._checked_verdict = False
         self._checked_request = False
         self._request_defaults: dict[str, Any] = {}
 
-    def verdicts(self, detail: dict[str, Any], samples: dict[str, str]) -> list[Verdict]:
+    def verdicts(self, detail: dict[str, Any], shared: dict[str, str]) -> list[Verdict]:
         """A stored request's verdicts: inline ones built, ambient ones (references to a stored
         sample) built once per sample and shared by every request that saw it."""
         out: list[Verdict] = []
@@ -257,13 +259,16 @@ class _Builder:
             if ref is None:
                 out.append(self.verdict(v))
                 continue
-            shared = self._shared.get(ref)
-            if shared is None:
-                text = samples.get(ref)
+            key = (ref, v.get("at", 0.0))
+            built = self._shared.get(key)
+            if built is None:
+                text = shared.get(ref)
                 if text is None:
-                    continue  # a sample lost with its file: the request is replayed without it
-                shared = self._shared[ref] = self.verdict(json.loads(text))
-            out.append(shared)
+                    continue  # a value lost with its file: the request is replayed without it
+                built = self.verdict({**json.loads(text), "at": key[1]})
+                if len(self._shared) < 100_000:
+                    self._shared[key] = built
+            out.append(built)
         return out
 
     def verdict(self, v: dict[str, Any]) -> Verdict:
@@ -321,7 +326,7 @@ class _Builder:
         return _construct(ReplayedRequest, {**self._request_defaults, **fields}, _REQUEST_FIELDS)
 
     def _parse_features(self, text: str) -> dict[str, int]:
-        value: dict[str, int] = json.loads(text)
+        value = features_of(text)
         if len(self._features) < 10_000:
             self._features[text] = value
         return value

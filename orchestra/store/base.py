@@ -26,12 +26,12 @@ from orchestra.store.record import RequestRecord
 
 class ReplayBatch(NamedTuple):
     """Stored requests, for `orchestra replay`: their rows (columns `REPLAY_REQUEST_COLUMNS`),
-    each one's decoded detail (see `orchestra.store.detail`), and the ambient samples the
-    details refer to (key -> verdict JSON)."""
+    each one's decoded detail (see `orchestra.store.detail`), and the shared values the details
+    refer to (key -> JSON)."""
 
     requests: list[tuple[Any, ...]]
     details: list[dict[str, Any]]
-    samples: dict[str, str]
+    shared: dict[str, str]
 
 
 REPLAY_REQUEST_COLUMNS = (

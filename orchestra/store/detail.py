@@ -1,10 +1,14 @@
 """A request's detail as stored: its decision, verdicts and attempts in one compressed value.
 
 One column instead of a row per verdict and per attempt: a request is one row (plus its ledger
-rows). The JSON is compressed with zlib and a preset dictionary of the words every record
-repeats, so a small record shrinks too. An ambient agent's verdict (resource, connectivity) is
-the same for every request until its next sample: it is stored once, in `samples`, under a key
-made from its content, and the detail holds `{"ref": key}`.
+rows when it cost money). The JSON is compressed with zlib and a preset dictionary of the words
+every record repeats, so a small record shrinks too.
+
+Most of a record repeats: an ambient agent's verdict is the same for every request until its
+next sample, the cost agent says the same until spend moves, similar prompts get the same
+decision. Such a value is stored once, in the `shared` table under a key made from its content,
+and the detail holds `{"ref": key}` (plus the verdict's own time, `at`). A value is shared from
+the second time it is seen; one seen once stays inline.
 """
 
 from __future__ import annotations
@@ -18,10 +22,11 @@ from typing import Any
 
 from orchestra.core.decision import Decision
 from orchestra.core.result import Attempt
+from orchestra.core.tier import ALL_TIERS
 from orchestra.core.verdict import Verdict
 
 # Words that recur in every detail; zlib starts from them as if it had seen them (changing this
-# string makes old details unreadable: keep it, or version it with `_FORMAT`).
+# string makes stored details unreadable: keep it, or version it with `_FORMAT`).
 _ZDICT = (
     b'{"ref":"{"agent":"resource","connectivity","cost","complexity","privacy","target":"local",'
     b'"edge","cloud","allowed":["local","edge","cloud"],"confidence":"state":"ok","reason":"'
@@ -33,31 +38,63 @@ _ZDICT = (
 )
 _FORMAT = 1
 _LEVEL = 6
+# Verdict fields left out of a stored verdict when they hold their default.
+_VERDICT_DEFAULTS: dict[str, Any] = {
+    "target": None,
+    "allowed": [t.value for t in sorted(ALL_TIERS)],
+    "denied_models": [],
+    "confidence": 0.5,
+    "state": "ok",
+    "reason": "",
+    "metrics": {},
+    "stale": False,
+    "neutral": False,
+}
 
 
-def ambient_key(verdict_json: str) -> str:
-    """The key an ambient verdict is stored under: 16 bytes of its content's hash."""
-    return hashlib.blake2b(verdict_json.encode(), digest_size=16).hexdigest()
+def content_key(text: str) -> str:
+    """The key a shared value is stored under: 16 bytes of its content's hash."""
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
-class VerdictCache:
-    """Ambient verdicts serialised once: the same object recurs in every request until the
-    agent's next sample. Holds (verdict, json, key) for the last `size` objects seen."""
+def compact_verdict(v: Verdict) -> dict[str, Any]:
+    """A verdict as stored: JSON values, without `at` and without fields at their default."""
+    full = v.model_dump(mode="json", fallback=str)
+    return {k: x for k, x in full.items() if k != "at" and _VERDICT_DEFAULTS.get(k, ...) != x}
 
-    def __init__(self, size: int = 64) -> None:
+
+class Interner:
+    """Decides what is shared: a value seen before (by its content) is stored once and referred
+    to; remembers which keys it has stored, so each is written once per process. Writer thread
+    only."""
+
+    def __init__(self, size: int = 4096) -> None:
         self._size = size
-        self._seen: OrderedDict[int, tuple[Verdict, str, str]] = OrderedDict()
+        self._seen: OrderedDict[str, bool] = OrderedDict()  # key -> already stored?
+        self._texts: OrderedDict[int, tuple[Verdict, str]] = OrderedDict()
 
-    def json_and_key(self, verdict: Verdict) -> tuple[str, str]:
-        held = self._seen.get(id(verdict))
-        if held is not None and held[0] is verdict:
-            return held[1], held[2]
-        text = verdict.model_dump_json(fallback=str)
-        key = ambient_key(text)
-        self._seen[id(verdict)] = (verdict, text, key)
+    def place(self, value: Any, text: str, always: bool = False) -> tuple[Any, str | None]:
+        """(what the detail holds, the key to store `text` under if it must be stored now)."""
+        key = content_key(text)
+        stored = self._seen.pop(key, None)
+        shared = stored is not None or always
+        self._seen[key] = shared
         if len(self._seen) > self._size:
             self._seen.popitem(last=False)
-        return text, key
+        if not shared:
+            return value, None  # seen once: inline
+        return {"ref": key}, None if stored else key
+
+    def verdict_text(self, v: Verdict) -> str:
+        """Compact JSON of a verdict; cached by object for ambient ones (reused across requests)."""
+        held = self._texts.get(id(v))
+        if held is not None and held[0] is v:
+            return held[1]
+        text = json.dumps(compact_verdict(v), separators=(",", ":"), sort_keys=True)
+        self._texts[id(v)] = (v, text)
+        if len(self._texts) > 64:
+            self._texts.popitem(last=False)
+        return text
 
 
 def encode(
@@ -65,58 +102,78 @@ def encode(
     verdicts: Sequence[Verdict],
     attempts: Sequence[Attempt],
     ambient: Collection[str],
-    cache: VerdictCache,
-) -> tuple[bytes, list[tuple[str, Verdict, str]]]:
-    """The compressed detail, and the ambient verdicts it refers to as (key, verdict, json)."""
-    refs: list[tuple[str, Verdict, str]] = []
-    stored: list[Any] = []
+    interner: Interner,
+) -> tuple[bytes, list[tuple[str, str]]]:
+    """The compressed detail, and the shared values to store with it as (key, JSON)."""
+    new: list[tuple[str, str]] = []
+    stored_verdicts: list[Any] = []
     for v in verdicts:
-        if v.agent in ambient:
-            text, key = cache.json_and_key(v)
-            refs.append((key, v, text))
-            stored.append({"ref": key})
+        text = interner.verdict_text(v)
+        held, key = interner.place(json.loads(text), text, always=v.agent in ambient)
+        if key is not None:
+            new.append((key, text))
+        if isinstance(held, dict) and "ref" in held:
+            held = {"ref": held["ref"], "at": v.at}
         else:
-            stored.append(v.model_dump(mode="json", exclude_defaults=True, fallback=str))
+            held = {**held, "at": v.at}
+        stored_verdicts.append(held)
+    held_decision: Any = None
+    if decision is not None:
+        dtext = decision.model_dump_json(exclude_defaults=True)
+        held_decision, key = interner.place(json.loads(dtext), dtext)
+        if key is not None:
+            new.append((key, dtext))
     body = {
         "f": _FORMAT,
-        "d": decision.model_dump(mode="json", exclude_defaults=True) if decision else None,
-        "v": stored,
+        "d": held_decision,
+        "v": stored_verdicts,
         "a": [a.model_dump(mode="json", exclude_defaults=True) for a in attempts],
     }
     raw = json.dumps(body, separators=(",", ":"), ensure_ascii=False, default=str).encode()
     packer = zlib.compressobj(_LEVEL, zlib.DEFLATED, -15, zdict=_ZDICT)
-    return packer.compress(raw) + packer.flush(), refs
+    return packer.compress(raw) + packer.flush(), new
 
 
 def decode(blob: bytes) -> dict[str, Any]:
-    """The detail's JSON: `d` the decision, `v` the verdicts (inline, or `{"ref": key}`), `a`
-    the attempts; values equal to their defaults are left out."""
+    """The detail's JSON: `d` the decision, `v` the verdicts, `a` the attempts, each inline or
+    `{"ref": key}` (a shared value; a verdict's `at` stays inline); defaults are left out."""
     unpacker = zlib.decompressobj(-15, zdict=_ZDICT)
     data: dict[str, Any] = json.loads(unpacker.decompress(blob) + unpacker.flush())
     return data
 
 
-def verdicts_of(data: Mapping[str, Any], samples: Mapping[str, str]) -> list[dict[str, Any]]:
-    """The detail's verdicts as full dicts (as `Verdict.model_dump(mode="json")` gives them),
-    references resolved through `samples` (key -> stored JSON); an unresolved one is dropped."""
-    out: list[dict[str, Any]] = []
+def refs_of(data: Mapping[str, Any]) -> list[str]:
+    """The keys of the shared values a detail refers to."""
+    keys = [v["ref"] for v in data.get("v", ()) if "ref" in v]
+    d = data.get("d")
+    if isinstance(d, dict) and "ref" in d:
+        keys.append(d["ref"])
+    return keys
+
+
+def resolved(value: Any, shared: Mapping[str, str]) -> Any:
+    """`value` with a reference replaced by the shared value (None if it is missing)."""
+    if isinstance(value, dict) and "ref" in value:
+        text = shared.get(value["ref"])
+        if text is None:
+            return None
+        return {**json.loads(text), **{k: x for k, x in value.items() if k != "ref"}}
+    return value
+
+
+def verdicts_of(data: Mapping[str, Any], shared: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The detail's verdicts as `Verdict.model_dump(mode="json")` gives them; a reference whose
+    shared value is missing is dropped."""
+    out = []
     for v in data.get("v", ()):
-        if "ref" in v:
-            text = samples.get(v["ref"])
-            if text is None:
-                continue
-            out.append(json.loads(text))
-        else:
-            out.append(Verdict.model_validate(v).model_dump(mode="json"))
+        full = resolved(v, shared)
+        if full is not None:
+            out.append(Verdict.model_validate(full).model_dump(mode="json"))
     return out
 
 
-def refs_of(data: Mapping[str, Any]) -> list[str]:
-    return [v["ref"] for v in data.get("v", ()) if "ref" in v]
-
-
-def decision_of(data: Mapping[str, Any]) -> dict[str, Any] | None:
-    d = data.get("d")
+def decision_of(data: Mapping[str, Any], shared: Mapping[str, str]) -> dict[str, Any] | None:
+    d = resolved(data.get("d"), shared)
     return None if d is None else Decision.model_validate(d).model_dump(mode="json")
 
 

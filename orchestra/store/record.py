@@ -13,7 +13,7 @@ from orchestra.core.request import Request
 from orchestra.core.result import Attempt, Result
 from orchestra.core.verdict import Verdict
 from orchestra.spend.ledger import Charge
-from orchestra.store.detail import VerdictCache, ambient_key, encode
+from orchestra.store.detail import Interner, encode
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,6 +54,15 @@ class RequestRecord:
         )  # fmt: skip
 
 
+FEATURES = ("chars", "words", "lines", "messages")
+
+
+def features_of(text: str) -> dict[str, int]:
+    """Stored features as a dict: kept as a list in `FEATURES` order (older rows: a dict)."""
+    value = json.loads(text)
+    return dict(zip(FEATURES, value, strict=False)) if isinstance(value, list) else value
+
+
 def prompt_features(request: Request) -> dict[str, int]:
     """Shape of the prompt, kept instead of its text by default."""
     prompt = request.prompt
@@ -79,7 +88,7 @@ def request_row(rec: RequestRecord, detail: bytes) -> tuple[Any, ...]:
         res.prompt_tokens if res else 0,
         res.completion_tokens if res else 0,
         hashlib.sha256(transcript.encode()).hexdigest(),
-        json.dumps(prompt_features(req), separators=(",", ":")),
+        json.dumps(list(prompt_features(req).values()), separators=(",", ":")),
         transcript if rec.keep_text else None,
         res.text if (res and rec.keep_text) else None,
         req.model,
@@ -94,28 +103,24 @@ def request_row(rec: RequestRecord, detail: bytes) -> tuple[Any, ...]:
 
 
 _INSERT_REQUEST = f"INSERT OR REPLACE INTO requests VALUES ({', '.join('?' * 21)})"
-INSERT_SAMPLE = (
-    "INSERT OR IGNORE INTO samples (agent, at, state, verdict, key) VALUES (?, ?, ?, ?, ?)"
-)
+INSERT_SAMPLE = "INSERT INTO samples (agent, at, state, verdict) VALUES (?, ?, ?, ?)"
 
 
-def record_rows(rec: RequestRecord, cache: VerdictCache) -> list[tuple[str, list[tuple[Any, ...]]]]:
+INSERT_SHARED = "INSERT OR IGNORE INTO shared (key, json) VALUES (?, ?)"
+
+
+def record_rows(rec: RequestRecord, interner: Interner) -> list[tuple[str, list[tuple[Any, ...]]]]:
     """The statements that store one request: its row (the decision, verdicts and attempts in
-    its compressed `detail`) and the ambient samples it refers to (its charges go to the ledger
-    separately, see `sqlite_ledger.charge`)."""
-    blob, refs = encode(rec.decision, rec.verdicts, rec.attempts, rec.ambient, cache)
+    its compressed `detail`) and the shared values it refers to for the first time (its charges
+    go to the ledger separately, see `sqlite_ledger.charge`)."""
+    blob, new = encode(rec.decision, rec.verdicts, rec.attempts, rec.ambient, interner)
     out = [(_INSERT_REQUEST, [request_row(rec, blob)])]
-    if refs:
-        out.append((INSERT_SAMPLE, [(v.agent, v.at, v.state, text, key) for key, v, text in refs]))
+    if new:
+        out.append((INSERT_SHARED, new))
     return out
 
 
-def sample_row(verdict: Verdict, cache: VerdictCache | None = None) -> tuple[Any, ...]:
-    """A sample of an ambient agent, keyed like the references requests hold to it."""
-    if cache is not None:
-        text, key = cache.json_and_key(verdict)
-    else:
-        # `fallback=str`: an agent's metrics may hold values JSON does not know; keep their text.
-        text = verdict.model_dump_json(fallback=str)
-        key = ambient_key(text)
-    return (verdict.agent, verdict.at, verdict.state, text, key)
+def sample_row(verdict: Verdict) -> tuple[Any, ...]:
+    """A sample of an ambient agent, for the agents' time series."""
+    # `fallback=str`: an agent's metrics may hold values JSON does not know; keep their text.
+    return (verdict.agent, verdict.at, verdict.state, verdict.model_dump_json(fallback=str))

@@ -187,16 +187,16 @@ _SQL_MIGRATIONS: tuple[str, ...] = (
 
 def _v8_compact_records(db: sqlite3.Connection) -> None:
     """8: a request is one row. Its decision, verdicts and attempts move into one compressed
-    `detail` value (see `orchestra.store.detail`); ambient verdicts are stored once, in
-    `samples`, under a key. Totals come from the running sums: the ledger needs no time index."""
+    `detail` value (see `orchestra.store.detail`); values that repeat across requests are stored
+    once, in `shared`, under a key. Totals come from the running sums: the ledger needs no time
+    index."""
     from orchestra.core.decision import Decision
     from orchestra.core.result import Attempt
     from orchestra.core.verdict import Verdict
-    from orchestra.store.detail import VerdictCache, encode
+    from orchestra.store.detail import Interner, encode
 
     db.execute("ALTER TABLE requests ADD COLUMN detail BLOB")
-    db.execute("ALTER TABLE samples ADD COLUMN key TEXT")
-    db.execute("CREATE UNIQUE INDEX samples_key ON samples(key) WHERE key IS NOT NULL")
+    db.execute("CREATE TABLE shared (key TEXT PRIMARY KEY, json TEXT NOT NULL) WITHOUT ROWID")
     db.execute("DROP INDEX IF EXISTS ledger_at")
     verdicts: dict[str, list[Verdict]] = {}
     for row in db.execute(
@@ -223,10 +223,11 @@ def _v8_compact_records(db: sqlite3.Connection) -> None:
                     error=error, status_code=status, retry_after_s=after, retry_in_s=retry_in,
                     skipped=bool(skipped), cached=bool(cached))
         )  # fmt: skip
-    cache = VerdictCache()
+    interner = Interner()
     for rid, decision in db.execute("SELECT id, decision FROM requests").fetchall():
         d = Decision.model_validate_json(decision) if decision else None
-        blob, _ = encode(d, verdicts.get(rid, []), attempts.get(rid, []), (), cache)
+        blob, new = encode(d, verdicts.get(rid, []), attempts.get(rid, []), (), interner)
+        db.executemany("INSERT OR IGNORE INTO shared (key, json) VALUES (?, ?)", new)
         db.execute("UPDATE requests SET detail = ?, decision = NULL WHERE id = ?", (blob, rid))
     db.execute("DROP TABLE verdicts")
     db.execute("DROP TABLE attempts")

@@ -26,14 +26,20 @@ from orchestra.spend.ledger import Ask, Hold, Refusal, SpendTotals
 from orchestra.spend.tracker import SpendTracker
 from orchestra.store.base import ReplayBatch, Store
 from orchestra.store.detail import (
-    VerdictCache,
+    Interner,
     attempts_of,
     decision_of,
     decode,
     refs_of,
     verdicts_of,
 )
-from orchestra.store.record import INSERT_SAMPLE, RequestRecord, record_rows, sample_row
+from orchestra.store.record import (
+    INSERT_SAMPLE,
+    RequestRecord,
+    features_of,
+    record_rows,
+    sample_row,
+)
 from orchestra.store.sqlite_writer import Statements, Write, Writer
 
 log = logging.getLogger("orchestra.store")
@@ -88,7 +94,7 @@ class SqliteStore(Store):
         self._spend = SpendTracker()
         self._db: aiosqlite.Connection | None = None
         self._writer = Writer(self.path, self.calendar, self._spend.update)
-        self._verdicts = VerdictCache()  # used on the writer's thread only
+        self._interner = Interner()  # used on the writer's thread only
         self._refresher: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -161,14 +167,14 @@ class SqliteStore(Store):
                     sqlite_ledger.charge(conn, cal, rid, c, c.at or at)
 
         write = Write(
-            make=lambda: record_rows(record, self._verdicts), apply=apply, money=bool(charges)
+            make=lambda: record_rows(record, self._interner), apply=apply, money=bool(charges)
         )
         done = self._writer.submit(write, wait=True)
         assert done is not None
         return done
 
     def record_sample(self, verdict: Verdict) -> None:
-        write = Write(make=lambda: [(INSERT_SAMPLE, [sample_row(verdict, self._verdicts)])])
+        write = Write(make=lambda: [(INSERT_SAMPLE, [sample_row(verdict)])])
         write.quiet = True
         self._writer.submit(write, wait=False)
 
@@ -242,23 +248,21 @@ class SqliteStore(Store):
             (since or 0.0, limit),
         )
         details = [decode(r[-1]) if r[-1] is not None else {} for r in rows]
-        samples = await self._samples_by_key({k for d in details for k in refs_of(d)})
+        shared = await self._shared({k for d in details for k in refs_of(d)})
         feedback = await self._latest_feedback([r[0] for r in rows])
         return [
-            {**_history_entry(r, d, samples), "feedback": feedback.get(r[0])}
+            {**_history_entry(r, d, shared), "feedback": feedback.get(r[0])}
             for r, d in zip(rows, details, strict=True)
         ]
 
-    async def _samples_by_key(self, keys: set[str]) -> dict[str, str]:
-        """Stored ambient verdicts (JSON) by key."""
+    async def _shared(self, keys: set[str]) -> dict[str, str]:
+        """Shared values (JSON) by key (see `orchestra.store.detail`)."""
         out: dict[str, str] = {}
         keys_ = sorted(keys)
         for i in range(0, len(keys_), 500):  # SQLite caps the number of parameters
             chunk = tuple(keys_[i : i + 500])
             marks = ", ".join("?" * len(chunk))
-            rows = await self._fetch(
-                f"SELECT key, verdict FROM samples WHERE key IN ({marks})", chunk
-            )
+            rows = await self._fetch(f"SELECT key, json FROM shared WHERE key IN ({marks})", chunk)
             out.update((k, v) for k, v in rows)
         return out
 
@@ -284,11 +288,12 @@ class SqliteStore(Store):
         for rid, status, tier, prompt, good, blob in await self._fetch(_JUDGED):
             metrics = None
             if blob is not None:
-                complexity = [
-                    v for v in decode(blob).get("v", ()) if v.get("agent") == "complexity"
-                ]
-                if complexity:
-                    metrics = json.dumps(complexity[0].get("metrics", {}))
+                detail = decode(blob)
+                shared = await self._shared(set(refs_of(detail)))
+                for verdict in verdicts_of(detail, shared):
+                    if verdict["agent"] == "complexity":
+                        metrics = json.dumps(verdict["metrics"])
+                        break
             out.append(Judged(rid, status, tier, prompt, bool(good), metrics))
         return out
 
@@ -351,7 +356,7 @@ class SqliteStore(Store):
             left = left - len(rows) if left > 0 else left
             details = [decode(r[-1]) if r[-1] is not None else {} for r in rows]
             keys = {k for d in details for k in refs_of(d)}
-            yield ReplayBatch(rows, details, await self._samples_by_key(keys))
+            yield ReplayBatch(rows, details, await self._shared(keys))
 
     async def fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Run any read query: for tests and debugging (SQLite only; not part of `Store`)."""
@@ -384,7 +389,7 @@ class SqliteStore(Store):
 
 
 def _history_entry(
-    row: tuple[Any, ...], detail: dict[str, Any], samples: dict[str, str]
+    row: tuple[Any, ...], detail: dict[str, Any], shared: dict[str, str]
 ) -> dict[str, Any]:
     (rid, created, status, model, tier, cost, latency, pt, ct, features, forced_model,
      forced_tier, stream, error_kind, error, _) = row  # fmt: skip
@@ -398,12 +403,12 @@ def _history_entry(
         "latency_ms": latency,
         "prompt_tokens": pt,
         "completion_tokens": ct,
-        "features": json.loads(features),
+        "features": features_of(features),
         "forced_model": forced_model,
         "forced_tier": forced_tier,
         "stream": bool(stream),
-        "decision": decision_of(detail),
-        "verdicts": verdicts_of(detail, samples),
+        "decision": decision_of(detail, shared),
+        "verdicts": verdicts_of(detail, shared),
         "attempts": attempts_of(detail),
         "error_kind": error_kind,
         "error": error,

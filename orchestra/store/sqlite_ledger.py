@@ -60,14 +60,16 @@ def _add(conn: sqlite3.Connection, cal: Calendar, row: _Row, sign: int = 1) -> N
 def charge(
     conn: sqlite3.Connection, cal: Calendar, request_id: str | None, c: Charge, at: float
 ) -> None:
-    """Write one charge to the ledger, settling the reservation it was made under."""
+    """Write one charge to the ledger, settling the reservation it was made under. A charge of
+    nothing (a free model's answer) is only counted in the running sums: no ledger row."""
     if c.hold_id is not None:
         _settle(conn, cal, c.hold_id)
-    conn.execute(
-        _INSERT_LEDGER,
-        (at, request_id, c.model, str(c.tier), c.prompt_tokens, c.completion_tokens, c.cost_usd,
-         c.kind, c.hold_id, int(not c.usage_reported)),
-    )  # fmt: skip
+    if c.cost_usd or c.hold_id is not None:
+        conn.execute(
+            _INSERT_LEDGER,
+            (at, request_id, c.model, str(c.tier), c.prompt_tokens, c.completion_tokens,
+             c.cost_usd, c.kind, c.hold_id, int(not c.usage_reported)),
+        )  # fmt: skip
     row = _Row(at, c.model, str(c.tier), c.prompt_tokens, c.completion_tokens, c.cost_usd,
                c.kind == "answer")  # fmt: skip
     _add(conn, cal, row)
