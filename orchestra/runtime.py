@@ -55,6 +55,8 @@ log = logging.getLogger("orchestra")
 
 Prompt = str | Sequence[Message] | Sequence[dict[str, str]] | Request
 
+BREAKER_SYNC_S = 1.0  # how often breakers take the states other processes saved
+
 
 class Orchestra:
     """Routes each request to a model and tier, calls it, and records what happened.
@@ -111,6 +113,8 @@ class Orchestra:
         self._started = False
         self.latency = LatencyTracker()  # real calls only: a health probe is far faster
         self._health: HealthChecker | None = None
+        self._breaker_storage: StoreBreakerStorage | None = None
+        self._sharing: asyncio.Task[None] | None = None
 
     def __del__(self) -> None:
         if getattr(self, "_started", False):
@@ -165,6 +169,11 @@ class Orchestra:
     async def close(self) -> None:
         """Stop agents and the embedded model, and flush every record to disk."""
         self._started = False
+        if self._sharing is not None:
+            self._sharing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sharing
+            self._sharing = None
         await self._panel.stop()
         if self._health is not None:
             await self._health.stop()
@@ -202,6 +211,7 @@ class Orchestra:
         backend = await self._backend_task
         breakers = StoreBreakerStorage(self._require_store())
         await breakers.preload()
+        self._breaker_storage = breakers
         c = self.config
         safeguards = build_safeguards(
             models=list(self._catalog),
@@ -216,7 +226,23 @@ class Orchestra:
             health=self._health,
             deadline_s=c.request_timeout_s,
         )
-        return Executor(backend, self._catalog, self._endpoints, self._mask, safeguards)
+        executor = Executor(backend, self._catalog, self._endpoints, self._mask, safeguards)
+        self._sharing = asyncio.create_task(
+            self._share_breakers(executor), name="orchestra-breakers"
+        )
+        return executor
+
+    async def _share_breakers(self, executor: Executor) -> None:
+        """Every second, take the breaker states other processes sharing the store saved."""
+        board, storage = executor.safeguards.breakers, self._breaker_storage
+        if board is None or storage is None:
+            return
+        while True:
+            await asyncio.sleep(BREAKER_SYNC_S)
+            try:
+                board.adopt(await storage.refresh())
+            except OrchestraError as exc:  # the store is busy or closing; try again next round
+                log.debug("breakers: refresh failed: %s", exc)
 
     async def _load_backend(self) -> Backend:
         backend = self._given_backend

@@ -14,7 +14,8 @@ class StoreBreakerStorage(BreakerStorage):
     """Breakers kept in a `Store` (`breaker_state` and `breaker_events`).
 
     `preload()` reads every record once, so `load()` is a dict lookup on the call path; `save()`
-    and `event()` only queue writes, committed by the store's writer.
+    and `event()` only queue writes, committed by the store's writer; `refresh()` picks up what
+    other processes sharing the store saved (the runtime calls it every second).
     """
 
     def __init__(self, store: Store) -> None:
@@ -28,6 +29,15 @@ class StoreBreakerStorage(BreakerStorage):
         # Anything saved before preload is newer than the disk.
         self._records = {**loaded, **self._records}
         self._preloaded = True
+
+    async def refresh(self) -> dict[str, BreakerRecord]:
+        """Read the store again; the records other processes saved since, by model."""
+        newer: dict[str, BreakerRecord] = {}
+        for model, record in (await self._store.breaker_records()).items():
+            mine = self._records.get(model)
+            if mine is None or record.updated_at > mine.updated_at:
+                self._records[model] = newer[model] = record
+        return newer
 
     def load(self, model: str) -> BreakerRecord | None:
         if not self._preloaded and not self._warned:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -64,8 +64,10 @@ class CircuitBreaker:
         self._listeners = tuple(listeners)
         # Re-entrant: a listener may read the breaker it is told about.
         self._lock = threading.RLock()
-        self._state: BreakerState = self._seed(self._storage.load(model))
+        record = self._storage.load(model)
+        self._state: BreakerState = self._seed(record)
         self._saved = self._snapshot()
+        self._updated_at = record.updated_at if record is not None else 0.0
 
     @property
     def state(self) -> str:
@@ -94,6 +96,20 @@ class CircuitBreaker:
             self._state.on_failure(self, now, reason)
             self._save_if_changed(now)
             self._notify("failure", self.model, reason)
+
+    def adopt(self, record: BreakerRecord) -> None:
+        """Take the state another process (or host) saved, when it is newer than this one's:
+        a provider one process found dead is skipped by all."""
+        with self._lock:
+            if record.updated_at <= self._updated_at:
+                return
+            old = self._state.name
+            self._state = self._seed(record)
+            self._saved = self._snapshot()
+            self._updated_at = record.updated_at
+            if self._state.name != old:
+                reason = "seen in the store (another process)"
+                self._notify("state_changed", self.model, old, self._state.name, reason)
 
     # -- the states' funnel ----------------------------------------------------------------------
 
@@ -131,6 +147,7 @@ class CircuitBreaker:
 
     def _save(self, now: float) -> None:
         self._saved = name, failures, opened_at = self._snapshot()
+        self._updated_at = now
         record = BreakerRecord(state=name, failures=failures, opened_at=opened_at, updated_at=now)
         self._guard("save", self._storage.save, self.model, record)
 
@@ -175,6 +192,13 @@ class BreakerBoard:
                     listeners=self._listeners,
                 )
             return breaker
+
+    def adopt(self, records: Mapping[str, BreakerRecord]) -> None:
+        """Bring the breakers in use up to date with states other processes saved."""
+        with self._lock:
+            known = [(self._breakers[m], r) for m, r in records.items() if m in self._breakers]
+        for breaker, record in known:
+            breaker.adopt(record)
 
     def states(self) -> dict[str, str]:
         """Model -> state of every breaker used so far (`get()` a model to include it)."""
