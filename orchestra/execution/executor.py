@@ -102,7 +102,7 @@ class Executor:
                 ordered += balancer.order(tier, [s for s in specs if s.tier is tier])
             specs = ordered
         health = self.safeguards.health
-        if health is None:
+        if health is None or not health.specs:
             return specs
         # A model the health checks found down goes last rather than out: a check can be stale.
         return sorted(specs, key=lambda s: health.status(s.name).healthy is False)
