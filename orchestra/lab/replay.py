@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from orchestra.core.catalog import Catalog
 from orchestra.core.decision import Decision
 from orchestra.core.errors import NoAllowedModelError, OrchestraError
@@ -22,7 +24,6 @@ from orchestra.core.trusted import trusted
 from orchestra.core.verdict import Verdict
 from orchestra.policies.base import Policy, decide_checked
 from orchestra.store import Store
-from orchestra.store.detail import resolved
 from orchestra.store.record import features_of
 
 BATCH = 5_000
@@ -134,7 +135,7 @@ async def replay(
         for row, detail in zip(batch.requests, batch.details, strict=True):
             request = builder.request(row)
             verdicts = builder.verdicts(detail, batch.shared)
-            live = resolved(detail.get("d"), batch.shared)
+            live = builder.decision(detail, batch.shared)
             _tally(reports, policies, catalog, prices, row, request, verdicts, live)
         done += len(batch.requests)
         if progress is not None:
@@ -231,6 +232,7 @@ class _Builder:
     def __init__(self) -> None:
         self._allowed: dict[tuple[str, ...], frozenset[Tier]] = {}
         self._shared: dict[tuple[str, float], Verdict] = {}
+        self._parsed: dict[str, dict[str, Any]] = {}
         self._features: dict[str, dict[str, int]] = {}
         self._checked_verdict = False
         self._checked_request = False
@@ -245,17 +247,37 @@ class _Builder:
             if ref is None:
                 out.append(self.verdict(v))
                 continue
-            key = (ref, v.get("at", 0.0))
+            at = v.get("at", 0.0)
+            key = (ref, at)
             built = self._shared.get(key)
             if built is None:
-                text = shared.get(ref)
-                if text is None:
+                parsed = self.parsed(ref, shared)
+                if parsed is None:
                     continue  # a value lost with its file: the request is replayed without it
-                built = self.verdict({**json.loads(text), "at": key[1]})
-                if len(self._shared) < 100_000:
+                built = self.verdict({**parsed, "at": at})
+                if len(self._shared) < 10_000:
                     self._shared[key] = built
             out.append(built)
         return out
+
+    def parsed(self, ref: str, shared: dict[str, str]) -> dict[str, Any] | None:
+        """A shared value, parsed once however many requests refer to it."""
+        value = self._parsed.get(ref)
+        if value is None:
+            text = shared.get(ref)
+            if text is None:
+                return None
+            value = orjson.loads(text)
+            if len(self._parsed) < 100_000:
+                self._parsed[ref] = value
+        return value
+
+    def decision(self, detail: dict[str, Any], shared: dict[str, str]) -> dict[str, Any] | None:
+        """The live decision (its candidates and target) of a stored request."""
+        d = detail.get("d")
+        if isinstance(d, dict) and "ref" in d:
+            return self.parsed(d["ref"], shared)
+        return d
 
     def verdict(self, v: dict[str, Any]) -> Verdict:
         allowed, denied = v.get("allowed"), v.get("denied_models")
