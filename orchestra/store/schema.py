@@ -178,6 +178,17 @@ MIGRATIONS: tuple[str, ...] = (
                CAST(strftime('%H', at, 'unixepoch', 'localtime') AS INTEGER), SUM(cost_usd)
         FROM ledger GROUP BY 1, 2;
     """,
+    # 8: models added, changed or removed while running (`orchestra serve`'s admin routes), laid
+    # over the configured catalog at each start: a spec as JSON, or NULL for a removed model.
+    # `version` orders the changes of every process sharing the store.
+    """
+    CREATE TABLE models (
+        name       TEXT PRIMARY KEY,
+        spec       TEXT,
+        version    INTEGER NOT NULL UNIQUE,
+        updated_at REAL NOT NULL
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
