@@ -46,6 +46,9 @@ class CostAgent(Agent):
         self._spend = context.spend
         self._catalog = context.catalog
 
+    async def catalog_changed(self, context: AgentContext) -> None:
+        self._catalog = context.catalog
+
     async def check(self, request: Request | None) -> Verdict:
         now = time.time()
         limited = self._budget.daily_usd is not None or self._budget.monthly_usd is not None
