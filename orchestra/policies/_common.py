@@ -92,6 +92,22 @@ def scope(
     return Scope(frozenset(allowed), frozenset(denied), tuple(excluded), usable)
 
 
+def opening(
+    policy: str,
+    weights: Mapping[str, float],
+    request: Request,
+    verdicts: Sequence[Verdict],
+    catalog: Catalog,
+) -> tuple[Scope, dict[Tier, float], Decision | None]:
+    """What every built-in policy does first: the scope left by constraints and hints, the
+    weighted votes, and the decision already taken when the request forces a model."""
+    sc = scope(request, verdicts, catalog)
+    votes = tally(verdicts, weights)
+    if request.model is not None:
+        return sc, votes, forced_model(policy, request, catalog, sc, votes)
+    return sc, votes, None
+
+
 def require_models(request: Request, catalog: Catalog, sc: Scope) -> None:
     """Raise `NoAllowedModelError`, saying who excluded what, when nothing is usable."""
     if not sc.tiers:
