@@ -20,8 +20,8 @@ from starlette.staticfiles import StaticFiles
 
 from orchestra.core.errors import OrchestraError
 from orchestra.server.errors import api_error, bad_request
-from orchestra.server.state import state_of
 from orchestra.server.routes import breakers_of, health_of
+from orchestra.server.state import state_of
 
 STATIC = Path(__file__).parent / "static"
 STATIC_PREFIX = "/static/"

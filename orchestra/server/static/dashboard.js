@@ -186,6 +186,7 @@ function drawChart(id, series, data, pad = 0) {
   charts[id] = { key, plot: new uPlot(chartOptions(el, series, pad), data, el) };
 }
 
+// Bars sit at the middle of their day or hour; the x scale is padded by half a bar each side.
 const bars = () => uPlot.paths.bars({ size: [0.7, 40] });
 const spendValue = (u, v) => (v === null || v === undefined ? "–" : usd(v));
 const budgetSeries = (label) => ({ label, stroke: "#cf222e", dash: [6, 4], width: 1.5, points: { show: false }, value: spendValue });
@@ -205,7 +206,7 @@ function renderCharts(spend) {
   drawChart("chart-month", monthSeries, monthData, 43200);
 
   const daySeries = [{ label: "per day", stroke: "#8250df", fill: "rgba(130,80,223,.35)", paths: bars(), points: { show: false }, value: spendValue }];
-  const dayData = [spend.days.map((d) => dayStart(d.day)), spend.days.map((d) => d.cost_usd)];
+  const dayData = [spend.days.map((d) => dayStart(d.day) + 43200), spend.days.map((d) => d.cost_usd)];
   if (budget.daily_usd) {
     daySeries.push(budgetSeries("daily budget"));
     dayData.push(spend.days.map(() => budget.daily_usd));
@@ -213,7 +214,7 @@ function renderCharts(spend) {
   drawChart("chart-days", daySeries, dayData, 43200);
 
   const hourSeries = [{ label: "per hour", stroke: "#1a7f37", fill: "rgba(26,127,55,.35)", paths: bars(), points: { show: false }, value: spendValue }];
-  const hourData = [spend.hours.map((x) => dayStart(x.day) + 3600 * x.hour), spend.hours.map((x) => x.cost_usd)];
+  const hourData = [spend.hours.map((x) => dayStart(x.day) + 3600 * x.hour + 1800), spend.hours.map((x) => x.cost_usd)];
   drawChart("chart-hours", hourSeries, hourData, 1800);
 }
 
