@@ -85,6 +85,10 @@ def test_the_dashboard_shows_live_data_and_a_prompts_decision(
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on(  # the wrong token's 401s are expected; anything else (a CSP violation) is not
+        "console",
+        lambda m: m.type == "error" and "401" not in m.text and errors.append(m.text),
+    )
     page.goto(f"{server.url}/")
 
     # The page asks for the token, refuses a wrong one, then shows the data.

@@ -35,9 +35,20 @@ def static_files() -> StaticFiles:
     return StaticFiles(directory=STATIC)
 
 
+# The browser itself holds the page to "nothing from elsewhere, no inline script".
+PAGE_HEADERS = {
+    "cache-control": "no-cache",
+    "content-security-policy": (
+        "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none';"
+        " form-action 'none'; frame-ancestors 'none'"
+    ),
+    "x-content-type-options": "nosniff",
+}
+
+
 async def page(request: Request) -> Response:
     """The page itself: static HTML; its script reads the data routes."""
-    return FileResponse(STATIC / "index.html", headers={"cache-control": "no-cache"})
+    return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
 
 
 async def spend(request: Request) -> Response:
