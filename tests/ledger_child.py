@@ -1,6 +1,6 @@
 """A process that shares a home with others, for the ledger's multi-process tests.
 
-python ledger_child.py budget HOME N_REQUESTS BUDGET_USD   -> prints one JSON summary
+python ledger_child.py budget HOME N_REQUESTS BUDGET_USD [URL]   -> prints one JSON summary
 python ledger_child.py loop HOME                           -> prints each request id once
                                                               its answer is returned
 python ledger_child.py open HOME START_AT                  -> opens the store at START_AT
@@ -34,12 +34,15 @@ def call_cost() -> float:
     return (p * IN_PRICE + ANSWER_TOKENS * OUT_PRICE) / 1e6
 
 
-def config(home: Path, budget_usd: float | None) -> Config:
+def config(home: Path, budget_usd: float | None, url: str | None = None) -> Config:
+    store: dict[str, Any] = {"path": str(home / "orchestra.db")}
+    if url:
+        store["url"] = url  # PostgreSQL: the processes share it (and the spill in home)
     return parse_config(
         {
             "embedded": {"enabled": False},
             "health": {"enabled": False},
-            "store": {"path": str(home / "orchestra.db")},
+            "store": store,
             "budget": {"daily_usd": budget_usd} if budget_usd is not None else {},
             "models": [
                 {"name": "paid", "tier": "cloud", "litellm_model": "openai/paid",
@@ -72,9 +75,10 @@ class WantsCloud(Agent):
         return self.verdict(target=Tier.CLOUD, confidence=1.0, reason="hard prompt")
 
 
-async def budget(home: Path, n: int, budget_usd: float) -> None:
+async def budget(home: Path, n: int, budget_usd: float, url: str | None = None) -> None:
     backend = FunctionBackend(exact)
-    async with Orchestra(config(home, budget_usd), agents=[WantsCloud()], backend=backend) as orc:
+    conf = config(home, budget_usd, url)
+    async with Orchestra(conf, agents=[WantsCloud()], backend=backend) as orc:
         results = await asyncio.gather(
             *(orc.complete(PROMPT, max_tokens=ANSWER_TOKENS) for _ in range(n))
         )
@@ -109,7 +113,8 @@ async def open_at(home: Path, start_at: float) -> None:
 def main() -> None:
     mode, home = sys.argv[1], Path(sys.argv[2])
     if mode == "budget":
-        asyncio.run(budget(home, int(sys.argv[3]), float(sys.argv[4])))
+        url = sys.argv[5] if len(sys.argv) > 5 else None
+        asyncio.run(budget(home, int(sys.argv[3]), float(sys.argv[4]), url))
     elif mode == "loop":
         asyncio.run(loop(home))
     elif mode == "open":
