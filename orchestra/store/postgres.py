@@ -25,10 +25,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Self, TypeVar
 
 import asyncpg
+from pydantic import ValidationError
 
 import orchestra.store.postgres_ledger as pg_ledger
 from orchestra.core.errors import StoreError, StoreUnavailable
 from orchestra.core.feedback import Judged, RequestRef
+from orchestra.core.model_spec import ModelSpec
 from orchestra.core.tier import Tier
 from orchestra.core.verdict import Verdict
 from orchestra.execution.breaker.storage import BreakerRecord
@@ -36,9 +38,10 @@ from orchestra.execution.cache import CachedAnswer
 from orchestra.spend.calendar import Calendar, calendar
 from orchestra.spend.ledger import Ask, Hold, Refusal, SpendTotals
 from orchestra.spend.tracker import SpendTracker
-from orchestra.store.base import ReplayBatch, Store
+from orchestra.store.base import ReplayBatch, Store, StoredModel
 from orchestra.store.detail import Interner, decode, encode, refs_of, verdicts_of
 from orchestra.store.postgres_db import (
+    MODELS_LOCK,
     Conn,
     create_pool,
     migrate,
@@ -78,6 +81,13 @@ FROM feedback f JOIN requests r ON r.id = f.request_id
 WHERE f.id IN (SELECT MAX(id) FROM feedback GROUP BY request_id)
 ORDER BY f.id
 """
+# A change takes the next version of all; the advisory lock makes it unique across hosts.
+_UPSERT_MODEL = (
+    "INSERT INTO models (name, spec, version, updated_at)"
+    " VALUES ($1, $2, (SELECT COALESCE(MAX(version), 0) + 1 FROM models), $3)"
+    " ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, version = excluded.version,"
+    " updated_at = excluded.updated_at RETURNING version"
+)
 _REPLAY_COLUMNS = (
     "seq, id, created_at, status, model, tier, cost_usd, prompt_tokens, completion_tokens,"
     " features, prompt, forced_model, forced_tier, error_kind, detail"
@@ -448,6 +458,24 @@ class PostgresStore(Store):
         assert done is not None
         await done
 
+    async def save_model(self, spec: ModelSpec, at: float) -> StoredModel:
+        return await self._put_model(spec.name, spec, at)
+
+    async def drop_model(self, name: str, at: float) -> StoredModel:
+        return await self._put_model(name, None, at)
+
+    async def _put_model(self, name: str, spec: ModelSpec | None, at: float) -> StoredModel:
+        """An admin change: written at once, not spilled (degraded, it fails with StoreError:
+        a change other hosts cannot see would make their catalogs differ silently)."""
+        text = spec.model_dump_json(exclude_defaults=True) if spec is not None else None
+
+        async def put(conn: Conn) -> int:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", MODELS_LOCK)
+                return int(await conn.fetchval(_UPSERT_MODEL, name, text, at))
+
+        return StoredModel(name, spec, await self._run(put), at)
+
     async def flush(self) -> None:
         if self._writer is not None:
             await self._writer.flush()
@@ -712,6 +740,22 @@ class PostgresStore(Store):
             created_at=float(created_at),
         )
         return answer, float(expires_at)
+
+    async def stored_models(self, after_version: int = 0) -> list[StoredModel]:
+        rows = await self._fetch(
+            "SELECT name, spec, version, updated_at FROM models WHERE version > $1"
+            " ORDER BY version",
+            after_version,
+        )
+        out: list[StoredModel] = []
+        for name, spec, version, at in rows:
+            try:
+                model = ModelSpec.model_validate_json(spec) if spec is not None else None
+            except ValidationError as exc:  # written by another version of Orchestra
+                log.warning("store: stored model %r is not valid here; ignored: %s", name, exc)
+                continue
+            out.append(StoredModel(name, model, int(version), float(at)))
+        return out
 
     async def count_requests(self, since: float | None = None) -> int:
         since_ = since if since is not None else float("-inf")

@@ -25,6 +25,7 @@ Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 MIGRATE_LOCK = 0x0C4E57_0001
 BUDGET_LOCK = 0x0C4E57_0002
 DRAIN_LOCK = 0x0C4E57_0003
+MODELS_LOCK = 0x0C4E57_0004
 
 # SQLSTATEs worth retrying the whole transaction for: serialization failure, deadlock.
 RETRY_STATES = frozenset({"40001", "40P01"})

@@ -1,7 +1,7 @@
-"""The PostgreSQL schema: SQLite's version 8 in PostgreSQL's dialect (no driver imported here).
+"""The PostgreSQL schema: SQLite's version 9 in PostgreSQL's dialect (no driver imported here).
 
-`BASELINE` is step 8's PostgreSQL form in `orchestra.store.schema.STEPS`: a new database gets
-the whole schema of that version at once (steps 1-7 have no PostgreSQL form), then every later
+`BASELINE` is step 9's PostgreSQL form in `orchestra.store.schema.STEPS`: a new database gets
+the whole schema of that version at once (steps 1-8 have no PostgreSQL form), then every later
 step's PostgreSQL form. Differences from SQLite, and why:
 
 - `REAL` is `DOUBLE PRECISION` (SQLite's REAL is 8 bytes too), `BLOB` is `BYTEA`, rowid
@@ -131,6 +131,12 @@ CREATE TABLE feedback (
     note       TEXT
 );
 CREATE INDEX feedback_request ON feedback (request_id, id);
+CREATE TABLE models (
+    name       TEXT PRIMARY KEY,
+    spec       TEXT,
+    version    BIGINT NOT NULL UNIQUE,
+    updated_at DOUBLE PRECISION NOT NULL
+);
 CREATE TABLE store_clients (
     owner   TEXT PRIMARY KEY,
     seen_at DOUBLE PRECISION NOT NULL

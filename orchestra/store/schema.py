@@ -1,13 +1,13 @@
 """The database schema: one ordered list of migrations, each in both dialects.
 
 `STEPS[i]` moves the schema from version i to i + 1. Each step has a SQLite form (SQL, or a
-function for what SQL cannot do alone) and a PostgreSQL form. PostgreSQL came at version 8: its
-form of step 8 is the whole schema of that version (`postgres_schema.BASELINE`), and steps 1-7
-have none there. From 9 on, a migration is one entry written for both, e.g.
+function for what SQL cannot do alone) and a PostgreSQL form. PostgreSQL came at version 9: its
+form of step 9 is the whole schema of that version (`postgres_schema.BASELINE`), and steps 1-8
+have none there. From 10 on, a migration is one entry written for both, e.g.
 
     Step(
-        sqlite="CREATE TABLE models (name TEXT PRIMARY KEY, seen_at REAL NOT NULL)",
-        postgres="CREATE TABLE models (name TEXT PRIMARY KEY, seen_at DOUBLE PRECISION NOT NULL)",
+        sqlite="CREATE TABLE tags (name TEXT PRIMARY KEY, seen_at REAL NOT NULL)",
+        postgres="CREATE TABLE tags (name TEXT PRIMARY KEY, seen_at DOUBLE PRECISION NOT NULL)",
     ),
 
 SQLite keeps its version in `PRAGMA user_version`, PostgreSQL in the `orchestra_schema` table.
@@ -197,11 +197,22 @@ _SQL_MIGRATIONS: tuple[str, ...] = (
                CAST(strftime('%H', at, 'unixepoch', 'localtime') AS INTEGER), SUM(cost_usd)
         FROM ledger GROUP BY 1, 2;
     """,
+    # 8: models added, changed or removed while running (`orchestra serve`'s admin routes), laid
+    # over the configured catalog at each start: a spec as JSON, or NULL for a removed model.
+    # `version` orders the changes of every process sharing the store.
+    """
+    CREATE TABLE models (
+        name       TEXT PRIMARY KEY,
+        spec       TEXT,
+        version    INTEGER NOT NULL UNIQUE,
+        updated_at REAL NOT NULL
+    );
+    """,
 )
 
 
-def _v8_compact_records(db: sqlite3.Connection) -> None:
-    """8: a request is one row. Its decision, verdicts and attempts move into one compressed
+def _v9_compact_records(db: sqlite3.Connection) -> None:
+    """9: a request is one row. Its decision, verdicts and attempts move into one compressed
     `detail` value (see `orchestra.store.detail`); values that repeat across requests are stored
     once, in `shared`, under a key. Totals come from the running sums: the ledger needs no time
     index."""
@@ -272,7 +283,7 @@ class Step:
 
 STEPS: tuple[Step, ...] = (
     *(Step(sqlite=script) for script in _SQL_MIGRATIONS),
-    Step(sqlite=_v8_compact_records, postgres=BASELINE),
+    Step(sqlite=_v9_compact_records, postgres=BASELINE),
 )
 MIGRATIONS: tuple[Migration, ...] = tuple(step.sqlite for step in STEPS)
 SCHEMA_VERSION = len(STEPS)
