@@ -21,7 +21,15 @@ from typing import Any
 
 import asyncpg
 import pytest
-from ledger_child import ANSWER_TOKENS, PROMPT, WantsCloud, call_cost, exact
+from ledger_child import (
+    ANSWER_TOKENS,
+    PROMPT,
+    STUB_REPLY,
+    WantsCloud,
+    call_cost,
+    exact,
+    stub_cost,
+)
 from ledger_child import config as child_config
 from postgres_fixture import LocalServer, Postgres, find_bindir
 from test_store import make_record
@@ -34,7 +42,7 @@ from orchestra.store import PostgresOptions, RequestRecord, Timeouts, open_store
 from orchestra.store.postgres import PostgresStore, masked
 from orchestra.store.postgres_db import migrate
 from orchestra.store.schema import SCHEMA_VERSION
-from orchestra.testing import FunctionBackend
+from orchestra.testing import Behaviour, FunctionBackend, StubProvider
 
 CHILD = Path(__file__).with_name("ledger_child.py")
 
@@ -77,7 +85,7 @@ async def _empty(url: str) -> None:
 # -- schema ------------------------------------------------------------------------------------
 
 
-async def test_a_new_database_gets_schema_8_and_its_own_version_table(
+async def test_a_new_database_gets_the_whole_schema_and_its_own_version_table(
     empty_pg: str, tmp_path: Path
 ) -> None:
     async with PostgresStore(empty_pg, options(tmp_path)) as store:
@@ -86,7 +94,8 @@ async def test_a_new_database_gets_schema_8_and_its_own_version_table(
     tables = {r[0] for r in await rows(
         empty_pg, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}  # fmt: skip
     assert {"requests", "shared", "ledger", "reservations", "spend_day", "spend_hour", "samples",
-            "breaker_state", "breaker_events", "response_cache", "feedback"} <= tables  # fmt: skip
+            "breaker_state", "breaker_events", "response_cache", "feedback",
+            "models"} <= tables  # fmt: skip
     assert not {"verdicts", "attempts"} & tables, "a request is one row, as on SQLite"
     conn = await asyncpg.connect(empty_pg)
     try:
@@ -194,21 +203,28 @@ def spawn(*args: object) -> subprocess.Popen[str]:
     )
 
 
+@pytest.mark.slow
 def test_four_processes_on_postgres_pay_for_at_most_what_the_budget_covers(
     pg_url: str, tmp_path: Path
 ) -> None:
-    """4 processes x 100 concurrent requests; the budget covers exactly 150 paid calls. The
-    provider is a FunctionBackend (what is tested is the ledger, not HTTP)."""
+    """4 processes x 100 concurrent requests through LiteLLM to stub providers on 127.0.0.1;
+    the budget covers exactly 150 paid calls (the stub bills exactly what is reserved)."""
     covered = 150
-    budget = (covered + 0.5) * call_cost()
-    children = [spawn("budget", tmp_path, 100, budget, pg_url) for _ in range(4)]
-    summaries = []
-    for child in children:
-        out, err = child.communicate(timeout=180)
-        assert child.returncode == 0, err
-        summaries.append(json.loads(out))
+    budget = (covered + 0.5) * stub_cost()
+    stub = StubProvider(Behaviour(reply=STUB_REPLY)).start()
+    try:
+        children = [spawn("stub", tmp_path, 100, budget, pg_url, stub.url) for _ in range(4)]
+        summaries = []
+        for child in children:
+            out, err = child.communicate(timeout=300)
+            assert child.returncode == 0, err
+            summaries.append(json.loads(out))
+        paid_calls = sum((r.get("body") or {}).get("model") == "paid" for r in stub.requests)
+    finally:
+        stub.stop()
     paid = sum(s["paid"] for s in summaries)
-    assert paid == covered, summaries
+    assert paid <= covered and paid == paid_calls, summaries
+    assert paid == covered, "every honest reservation that fits is granted"
     assert sum(s["answered"] for s in summaries) == 400, "the rest answered locally"
 
     async def check() -> None:
@@ -227,27 +243,27 @@ def test_four_processes_on_postgres_pay_for_at_most_what_the_budget_covers(
 
 
 async def test_a_breaker_one_process_opens_is_seen_open_by_another(pg_url: str) -> None:
+    """Another process (a child) finds "flaky" down; this one, running meanwhile, skips it."""
     from test_shared_breakers import config as breaker_config
-    from test_shared_breakers import down
 
-    conf = breaker_config(Path("unused.db")).model_copy(  # type: ignore[attr-defined]
-        update={"store": breaker_config(Path("x")).store.model_copy(update={"url": pg_url})}  # type: ignore[attr-defined]
-    )
+    conf = breaker_config(Path("unused.db"))
+    conf = conf.model_copy(update={"store": conf.store.model_copy(update={"url": pg_url})})
     healthy = FunctionBackend(lambda call: f"{call.model} answers")
-    async with (
-        Orchestra(conf, agents=[], backend=FunctionBackend(down)) as first,
-        Orchestra(conf, agents=[], backend=healthy) as second,
-    ):
-        assert (await second.complete("hello")).model == "flaky"
-        await first.complete("hello")
-        for _ in range(40):
-            await asyncio.sleep(0.1)
-            assert second.executor is not None and second.executor.safeguards.breakers
-            if second.executor.safeguards.breakers.get("flaky").state == "open":
+    async with Orchestra(conf, agents=[], backend=healthy) as here:
+        assert (await here.complete("hello")).model == "flaky"
+        child = spawn("breaker", pg_url)
+        out, err = await asyncio.to_thread(child.communicate, timeout=120)
+        assert child.returncode == 0, err
+        assert json.loads(out)[0] == "server", "the child's call to flaky failed"
+        assert here.executor is not None and here.executor.safeguards.breakers
+        for _ in range(40):  # refreshed from the store every second
+            if here.executor.safeguards.breakers.get("flaky").state == "open":
                 break
-        after = await second.complete("hello")
+            await asyncio.sleep(0.1)
+        after = await here.complete("hello")
     assert after.model == "spare"
     assert (after.attempts[0].error_kind, after.attempts[0].skipped) == ("breaker_open", True)
+    assert [c.model for c in healthy.calls] == ["flaky", "spare"], "flaky was not called again"
 
 
 # -- degraded: the database unreachable ----------------------------------------------------------
