@@ -64,7 +64,13 @@ from orchestra.store.sqlite import _history_entry
 
 log = logging.getLogger("orchestra.store")
 T = TypeVar("T")
-_Queued = tuple[Ask | int, "asyncio.Future[Hold | Refusal] | None"]
+
+
+class _Flush:
+    """A flush marker in the reservation queue: resolved once the releases before it are in."""
+
+
+_Queued = tuple[Ask | int | _Flush, "asyncio.Future[Any] | None"]
 
 REFRESH_S = 1.0  # how often the spend view catches up with other hosts (and the link is probed)
 KNOWN_EVERY_S = 5.0  # how often the last shared totals are kept in the spill file
@@ -245,6 +251,9 @@ class PostgresStore(Store):
             await self._read_totals(conn)
 
     async def close(self) -> None:
+        if self._open:
+            with contextlib.suppress(StoreError):
+                await self.flush()  # releases queued for the reserver are written too
         for task in (self._refresher, self._reserver):
             if task is not None:
                 task.cancel()
@@ -477,6 +486,10 @@ class PostgresStore(Store):
         return StoredModel(name, spec, await self._run(put), at)
 
     async def flush(self) -> None:
+        if self._reserver is not None and not self._reserver.done():
+            done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            self._asks.put_nowait((_Flush(), done))  # releases travel with the reservations
+            await done
         if self._writer is not None:
             await self._writer.flush()
 
@@ -499,6 +512,7 @@ class PostgresStore(Store):
             items = [b for b in batch if b is not None]
             asks = [(item, future) for item, future in items if isinstance(item, Ask)]
             releases = [item for item, _ in items if isinstance(item, int)]
+            flushes = [future for item, future in items if isinstance(item, _Flush)]
             try:
                 decided = await self._decide([ask for ask, _ in asks], releases)
             except Exception as exc:
@@ -508,10 +522,13 @@ class PostgresStore(Store):
                 for _, future in asks:
                     if future is not None and not future.done():
                         future.set_exception(error)
-                continue
-            for (_, future), got in zip(asks, decided, strict=True):
+                decided = []
+            for (_, future), got in zip(asks, decided, strict=False):
                 if future is not None and not future.done():
                     future.set_result(got)
+            for future in flushes:  # a release that failed is charged when its lease runs out
+                if future is not None and not future.done():
+                    future.set_result(None)
 
     async def _decide(self, asks: list[Ask], releases: list[int]) -> list[Hold | Refusal]:
         assert self._pool is not None
