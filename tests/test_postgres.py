@@ -131,6 +131,28 @@ async def test_a_wrong_database_is_a_store_error_naming_it_without_its_password(
     assert masked("postgresql://me:s3cret@db:5432/x") == "postgresql://me:***@db:5432/x"
 
 
+def test_a_run_on_sqlite_never_imports_the_postgresql_driver(tmp_path: Path) -> None:
+    code = (
+        "import asyncio, sys\n"
+        "from orchestra import Orchestra\n"
+        "from orchestra.config import parse_config\n"
+        "from orchestra.testing import FunctionBackend\n"
+        f"conf = parse_config({{'embedded': {{'enabled': False}}, 'store': {{'path': "
+        f"{str(tmp_path / 'o.db')!r}}}, 'models': [{{'name': 'm', 'tier': 'local', "
+        "'litellm_model': 'openai/m'}]})\n"
+        "async def main():\n"
+        "    async with Orchestra(conf, backend=FunctionBackend(lambda c: 'hi')) as orc:\n"
+        "        assert (await orc.complete('hello')).text == 'hi'\n"
+        "asyncio.run(main())\n"
+        "assert 'asyncpg' not in sys.modules, 'asyncpg imported'\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "ORCHESTRA_STORE_URL"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert done.returncode == 0, done.stderr
+
+
 def test_the_config_chooses_the_backend(monkeypatch: pytest.MonkeyPatch) -> None:
     from orchestra.config import parse_config
     from orchestra.runtime import build_store
