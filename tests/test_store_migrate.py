@@ -17,6 +17,7 @@ from ledger_child import ANSWER_TOKENS, IN_PRICE, OUT_PRICE, PROMPT, WantsCloud,
 
 from orchestra import Orchestra, Verdict
 from orchestra.config import load_config
+from orchestra.core.model_spec import ModelSpec
 from orchestra.core.tier import Tier
 from orchestra.execution.breaker.storage import BreakerRecord
 from orchestra.execution.cache import CachedAnswer
@@ -78,6 +79,8 @@ async def make_history(config: Path, db: Path) -> list[str]:
         store.cache_answer("k1", CachedAnswer(model="paid", tier=Tier.CLOUD, text="Paris",
                                               prompt_tokens=3, completion_tokens=1,
                                               created_at=now), now + 3600)  # fmt: skip
+        await store.save_model(ModelSpec(name="added", tier=Tier.EDGE, litellm_model="openai/a"),
+                               now)  # fmt: skip
     return [r.model for r in results]
 
 
@@ -106,6 +109,7 @@ def test_migrate_copies_everything_once_and_the_commands_agree(
     assert copied["requests"] == 10 and copied["ledger"] == 6 and copied["feedback"] == 1
     assert copied["samples"] == 1 and copied["breaker_state"] == 1
     assert copied["breaker_events"] == 1 and copied["response_cache"] == 1
+    assert copied["models"] == 1
     assert copied["shared"] > 0 and copied["spend_day"] >= 2 and copied["spend_hour"] >= 1
 
     again = orchestra("--config", str(config), "store", "migrate", "--to", pg_url, "--json")
@@ -114,6 +118,7 @@ def test_migrate_copies_everything_once_and_the_commands_agree(
     assert second["already_copied"] is True and not any(second["copied"].values())
     assert asyncio.run(count(pg_url, "requests")) == 10
     assert asyncio.run(count(pg_url, "ledger")) == 6, "nothing copied twice"
+    assert asyncio.run(count(pg_url, "models")) == 1
     table = orchestra("--config", str(config), "store", "migrate", "--to", pg_url)
     assert "already copied" in table.stdout
 

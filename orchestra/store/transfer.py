@@ -1,8 +1,9 @@
 """`orchestra store migrate`: copy a SQLite history into a PostgreSQL database.
 
 Everything is copied in one PostgreSQL transaction: requests with their details, shared values,
-samples, feedback, the ledger, the running sums, breakers (state and events) and the response
-cache. Live reservations are not: stop the processes using the SQLite home first.
+samples, feedback, the ledger, the running sums, breakers (state and events), the response
+cache and the models changed while running. Live reservations are not: stop the processes
+using the SQLite home first.
 
 Idempotent: the copy records its source in `store_imports` under a fingerprint of the file's
 oldest rows, so a second run copies nothing (and says so); rows with a natural key (requests,
@@ -24,7 +25,7 @@ from typing import Any
 import asyncpg
 
 from orchestra.core.errors import StoreUnavailable
-from orchestra.store.postgres_db import Conn, migrate
+from orchestra.store.postgres_db import MODELS_LOCK, Conn, migrate
 from orchestra.store.sqlite import SqliteStore
 
 CHUNK = 5_000
@@ -96,9 +97,18 @@ _COPIES: dict[str, tuple[str, str]] = {
         " created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
         " ON CONFLICT (key) DO NOTHING",
     ),
+    # Models changed while running: each takes the database's next version (in the source's
+    # order); one the database changed more recently is kept as it is.
+    "models": (
+        "SELECT name, spec, updated_at FROM models ORDER BY version",
+        "INSERT INTO models (name, spec, version, updated_at)"
+        " VALUES ($1, $2, (SELECT COALESCE(MAX(version), 0) + 1 FROM models), $3)"
+        " ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, version = excluded.version,"
+        " updated_at = excluded.updated_at WHERE models.updated_at < excluded.updated_at",
+    ),
 }
 # Counted by what PostgreSQL inserted (a natural key already there is not copied again).
-_KEYED = frozenset({"requests", "shared", "response_cache", "feedback"})
+_KEYED = frozenset({"requests", "shared", "response_cache", "feedback", "models"})
 
 
 def fingerprint(db: sqlite3.Connection) -> str | None:
@@ -158,6 +168,7 @@ async def _copy(db: sqlite3.Connection, conn: Conn) -> dict[str, Any]:
         )
         if claimed is None:
             return {"copied": counts, "already_copied": True, "source": source}
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MODELS_LOCK)  # versions: ours
         for table, (select, insert) in _COPIES.items():
             for rows in _chunks(db, select):
                 if table in _KEYED:
