@@ -125,10 +125,14 @@ async def test_a_wrong_database_is_a_store_error_naming_it_without_its_password(
 ) -> None:
     from postgres_fixture import with_database
 
-    url = with_database(postgres.url, "no_such_database")
-    with pytest.raises(StoreUnavailable, match="no_such_database"):
+    url = with_database(postgres.url, "no_such_database").replace("postgres@", "postgres:s3cret@")
+    with pytest.raises(StoreUnavailable, match="no_such_database") as raised:
         await PostgresStore(url, options(tmp_path)).open()
+    assert "s3cret" not in str(raised.value) and "***" in str(raised.value)
     assert masked("postgresql://me:s3cret@db:5432/x") == "postgresql://me:***@db:5432/x"
+    assert masked("postgresql://db/x?sslmode=require&password=s3cret") == (
+        "postgresql://db/x?sslmode=require&password=***"
+    )
 
 
 def test_a_run_on_sqlite_never_imports_the_postgresql_driver(tmp_path: Path) -> None:

@@ -101,8 +101,9 @@ _REPLAY_COLUMNS = (
 
 
 def masked(url: str) -> str:
-    """A URL fit to print: its password replaced by ***."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    """A URL fit to print: its password (before the @, or a `password=` parameter) as ***."""
+    url = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", url, flags=re.IGNORECASE)
 
 
 @dataclass
