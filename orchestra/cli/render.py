@@ -220,9 +220,13 @@ def spend_table(summary: dict[str, Any]) -> None:
     out.print(f"all time   ${summary['total_usd']:.6f} over {summary['answered_requests']} answers")
     if summary.get("degraded"):
         at = summary.get("known_at")
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) if at else "never"
+        known = (
+            f"shared totals as read at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(at))}"
+            if at
+            else "no shared totals read yet"
+        )
         out.print(
-            f"degraded   the database is unreachable: shared totals as read at {when}, plus "
+            f"degraded   the database is unreachable: {known}, plus "
             f"{summary.get('spill_pending', 0)} writes waiting in the spill file"
         )
     if summary["month_by_model"]:
