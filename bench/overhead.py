@@ -2,9 +2,10 @@
 
     python bench/overhead.py [--calls 1000] [--models 200]
 
-Both paths call the same OpenAI-compatible stub on 127.0.0.1 through `litellm.acompletion`; the
-calls are interleaved (bare, orchestra, bare, ...) so machine noise hits both alike. Orchestra runs
-its four built-in agents, the default policy and records every request in SQLite (WAL, batched).
+Both paths call the same OpenAI-compatible stub on 127.0.0.1 (in its own process, as a provider
+is) through `litellm.acompletion`; the calls are interleaved (bare, orchestra, bare, ...) so
+machine noise hits both alike. Orchestra runs its built-in agents, the default policy, and
+records every request durably in SQLite before `complete()` returns (WAL, group commit).
 A second runtime has a catalog of `--models` priced cloud models and a daily budget (every call
 is reserved in the ledger before it is made). Prints p50/p99 of each and the ratios, plus the
 routing cost alone (agents + policy, no call).
@@ -22,10 +23,11 @@ from pathlib import Path
 
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 
+from stub_process import stub_process
+
 from orchestra import Orchestra
 from orchestra.config import parse_config
 from orchestra.execution.litellm_backend import import_litellm
-from orchestra.testing import Behaviour, StubProvider
 
 PROMPT = "What is the capital of France?"
 
@@ -54,14 +56,11 @@ def catalog(url: str, models: int) -> list[dict[str, object]]:
 async def bench(calls: int, models: int) -> None:
     litellm = import_litellm()
     os.environ["BENCH_KEY"] = "sk-bench-0123456789"
-    with (
-        StubProvider(Behaviour(reply="Paris")) as stub,
-        tempfile.TemporaryDirectory() as home,
-    ):
-        small = parse_config({"models": catalog(stub.url, 1), "embedded": {"enabled": False}})
+    with stub_process() as url, tempfile.TemporaryDirectory() as home:
+        small = parse_config({"models": catalog(url, 1), "embedded": {"enabled": False}})
         big = parse_config(
             {
-                "models": catalog(stub.url, models),
+                "models": catalog(url, models),
                 "embedded": {"enabled": False},
                 "budget": {"daily_usd": 1000.0},  # every call reserved in the ledger
             }
@@ -70,7 +69,7 @@ async def bench(calls: int, models: int) -> None:
 
         async def bare() -> None:
             await litellm.acompletion(
-                model="openai/stub", messages=messages, api_base=stub.url,
+                model="openai/stub", messages=messages, api_base=url,
                 api_key=os.environ["BENCH_KEY"], timeout=60, max_retries=0,
             )  # fmt: skip
 
