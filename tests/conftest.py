@@ -43,6 +43,7 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "home"
     monkeypatch.setenv("ORCHESTRA_HOME", str(home))
     monkeypatch.delenv("ORCHESTRA_CONFIG", raising=False)
+    monkeypatch.delenv("ORCHESTRA_STORE_URL", raising=False)  # a test chooses its backend
     for key in PROVIDER_KEYS:
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("STUB_API_KEY", STUB_KEY)
