@@ -1,7 +1,12 @@
 """The store's write path, measured: durable records per second, the latency a durable record
-adds to one request, and budget reservations, side by side in one run.
+adds to one request, and budget reservations, side by side in one run; then SQLite against
+PostgreSQL, in one process and in four sharing the store, with ratios.
 
-    python bench/store.py [--records 3000]
+    python bench/store.py [--records 3000] [--pg-url postgresql://...]
+
+Without --pg-url (or $ORCHESTRA_PG_URL) a throwaway PostgreSQL server is started with initdb and
+pg_ctl in a temporary folder (its defaults: fsync on, synchronous_commit on; SQLite runs WAL with
+synchronous=NORMAL, Orchestra's setting), and stopped at the end.
 
 "durable" awaits each record's commit (what `complete()` does: a returned answer is on disk);
 "queued" only enqueues it (what it did before: fast, and lost on `kill -9`). Group commit: the
@@ -13,11 +18,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
+import os
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,7 +44,7 @@ from orchestra import (  # noqa: E402
     Verdict,
 )
 from orchestra.spend.ledger import Ask, Charge, Hold  # noqa: E402
-from orchestra.store import RequestRecord, SqliteStore  # noqa: E402
+from orchestra.store import RequestRecord, SqliteStore, Store, open_store  # noqa: E402
 
 
 def record() -> RequestRecord:
@@ -64,7 +74,7 @@ def record() -> RequestRecord:
     )  # fmt: skip
 
 
-async def per_second(store: SqliteStore, n: int, writers: int, durable: bool) -> float:
+async def per_second(store: Store, n: int, writers: int, durable: bool) -> float:
     """Records per second with `writers` concurrent requests each writing n/writers records."""
     records = [record() for _ in range(n)]
     per = n // writers
@@ -96,7 +106,18 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
-async def main(n: int) -> None:
+ASK = Ask(model="cloud", tier=Tier.CLOUD, request_id="r", min_usd=1e-6, want_usd=1e-5,
+          daily_usd=1e9, monthly_usd=None, lease_s=60.0)  # fmt: skip
+
+
+async def reserve_release(store: Store) -> None:
+    held = await store.reserve(ASK)
+    assert isinstance(held, Hold)
+    store.release(held)
+
+
+async def sqlite_detail(n: int) -> None:
+    """The SQLite store alone, as before: throughput by concurrency, lone latency, reservations."""
     with tempfile.TemporaryDirectory() as home:
         async with SqliteStore(Path(home) / "orchestra.db") as store:
             await per_second(store, 300, 1, True)  # warm up
@@ -114,32 +135,135 @@ async def main(n: int) -> None:
             print(f"  durable: p50 {pct(lone, 0.5):7.0f}  p99 {pct(lone, 0.99):7.0f}")
             print(f"  queued:  p50 {pct(queued, 0.5):7.0f}  p99 {pct(queued, 0.99):7.0f}")
 
-            ask = Ask(model="cloud", tier=Tier.CLOUD, request_id="r", min_usd=1e-6,
-                      want_usd=1e-5, daily_usd=1e9, monthly_usd=None, lease_s=60.0)  # fmt: skip
-
-            async def reserve_release() -> None:
-                held = await store.reserve(ask)
-                assert isinstance(held, Hold)
-                store.release(held)
-
-            res = await latencies(reserve_release, 500)
+            res = await latencies(lambda: reserve_release(store), 500)
             print("\nbudget reservation (reserve, then release), one at a time (us):")
             print(f"  p50 {pct(res, 0.5):7.0f}  p99 {pct(res, 0.99):7.0f}"
                   f"  mean {statistics.mean(res):7.0f}")  # fmt: skip
             started = time.perf_counter()
-            await asyncio.gather(*(reserve_release() for _ in range(1000)))
+            await asyncio.gather(*(reserve_release(store) for _ in range(1000)))
             rate = 1000 / (time.perf_counter() - started)
             print(f"  1,000 at once: {rate:,.0f} reservations/s")
 
 
-def _enqueue(store: SqliteStore) -> Callable[[], Awaitable[object]]:
+def _enqueue(store: Store) -> Callable[[], Awaitable[object]]:
     async def enqueue() -> None:
         store.record(record())
 
     return enqueue
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+async def measure(
+    location: str, home: str, n: int, writers: int, start_at: float
+) -> dict[str, float]:
+    """One process's numbers on a store: durable records/s with `writers` in flight, and the
+    latency of reserve+release one at a time (us)."""
+    async with open_store(location, home=Path(home)) as store:
+        await per_second(store, 200, 8, True)  # warm up (connections, statements)
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        started = time.perf_counter()
+        rate = await per_second(store, n, writers, True)
+        elapsed = time.perf_counter() - started
+        res = await latencies(lambda: reserve_release(store), 300)
+    return {"rate": rate, "elapsed": elapsed, "records": n, "p50": pct(res, 0.5),
+            "p99": pct(res, 0.99)}  # fmt: skip
+
+
+def run_processes(location: str, home: str, n: int, writers: int, procs: int) -> dict[str, float]:
+    """`procs` processes on one store at once: their records/s together, reservations p50/p99."""
+    start_at = time.time() + 3.0
+    cmd = [sys.executable, __file__, "--worker", location, home, str(n), str(writers),
+           str(start_at)]  # fmt: skip
+    children = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(procs)]
+    outs = [json.loads(c.communicate(timeout=600)[0]) for c in children]
+    slowest = max(o["elapsed"] for o in outs)
+    return {"rate": sum(o["records"] for o in outs) / slowest,
+            "p50": statistics.median(o["p50"] for o in outs),
+            "p99": max(o["p99"] for o in outs)}  # fmt: skip
+
+
+@contextlib.contextmanager
+def postgres_server(url: str | None) -> Iterator[str]:
+    """The given server, or a throwaway one (initdb + pg_ctl; as `postgres` when root)."""
+    if url:
+        yield url
+        return
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    bindir = Path(shutil.which("initdb") or (found[-1] if found else "")).parent
+    if not (bindir / "initdb").exists():
+        raise SystemExit("no PostgreSQL: install it, or pass --pg-url")
+    base = Path(tempfile.mkdtemp(prefix="orchestra-bench-pg-"))
+    as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_pg:
+        shutil.chown(base, "postgres")
+    run = lambda *a: subprocess.run([*as_pg, str(bindir / a[0]), *a[1:]], check=True,  # noqa: E731
+                                    capture_output=True)  # fmt: skip
+    run("initdb", "-D", str(base / "data"), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+    run("pg_ctl", "-D", str(base / "data"), "-l", str(base / "log"), "-w", "-o",
+        f"-k {base} -c listen_addresses='' -c max_connections=100", "start")  # fmt: skip
+    try:
+        yield f"postgresql://postgres@/postgres?host={base}"
+    finally:
+        run("pg_ctl", "-D", str(base / "data"), "-m", "fast", "-w", "stop")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+async def fresh_database(admin_url: str, name: str) -> str:
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await conn.execute(f"CREATE DATABASE {name}")
+    finally:
+        await conn.close()
+    return admin_url.replace("/postgres?", f"/{name}?", 1)
+
+
+def side_by_side(n: int, pg_admin: str) -> None:
+    print("\nSQLite vs PostgreSQL: durable records/s (64 requests in flight per process) and")
+    print("reservation latency (reserve + release, one at a time, us); fresh store each row\n")
+    print(f"{'':>12} {'backend':>10} {'records/s':>11} {'res p50':>9} {'res p99':>9}")
+    for procs in (1, 4):
+        got: dict[str, dict[str, float]] = {}
+        for backend in ("sqlite", "postgres"):
+            with tempfile.TemporaryDirectory() as home:
+                if backend == "sqlite":
+                    location = str(Path(home) / "orchestra.db")
+                else:
+                    location = asyncio.run(fresh_database(pg_admin, f"bench_{procs}"))
+                if procs == 1:
+                    got[backend] = asyncio.run(measure(location, home, n, 64, time.time()))
+                else:
+                    got[backend] = run_processes(location, home, n // procs, 64, procs)
+            g = got[backend]
+            label = f"{procs} process" + ("es" if procs > 1 else "")
+            print(
+                f"{label:>12} {backend:>10} {g['rate']:>11,.0f} {g['p50']:>9.0f} {g['p99']:>9.0f}"
+            )
+        lite, pg = got["sqlite"], got["postgres"]
+        print(f"{'':>12} {'pg/sqlite':>10} {pg['rate'] / lite['rate']:>10.2f}x"
+              f" {pg['p50'] / lite['p50']:>8.2f}x {pg['p99'] / lite['p99']:>8.2f}x")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--records", type=int, default=3000)
-    asyncio.run(main(parser.parse_args().records))
+    parser.add_argument(
+        "--pg-url",
+        default=os.environ.get("ORCHESTRA_PG_URL"),
+        help="a server to create bench databases on (default: start one)",
+    )
+    parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        location, home, n, writers, start_at = args.worker
+        out = asyncio.run(measure(location, home, int(n), int(writers), float(start_at)))
+        print(json.dumps(out))
+        return
+    asyncio.run(sqlite_detail(args.records))
+    with postgres_server(args.pg_url) as admin:
+        side_by_side(args.records, admin)
+
+
+if __name__ == "__main__":
+    main()

@@ -33,11 +33,21 @@ class _Section(BaseModel):
 
 
 class StoreConfig(_Section):
-    """`[store]`: where the database lives and what it keeps."""
+    """`[store]`: where the database lives and what it keeps.
+
+    `path` is a SQLite file; `url` (`postgresql://...`, or `$ORCHESTRA_STORE_URL`, which wins)
+    a PostgreSQL database shared by many machines, with its pool, timeouts and the cap of the
+    spill file that keeps records while it is unreachable.
+    """
 
     path: Path | None = None
+    url: str | None = Field(default=None, pattern=r"^postgres(ql)?://")
     keep_prompts: bool = False
     sample_every_s: float = Field(default=60.0, ge=0)
+    pool_size: int = Field(default=5, ge=2)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    statement_timeout_s: float = Field(default=10.0, gt=0)
+    spill_max_mb: float = Field(default=256.0, gt=0)
 
 
 class DiscoveryConfig(_Section):

@@ -32,7 +32,7 @@ from orchestra.core.errors import (
 )
 from orchestra.core.feedback import MAX_NOTE_CHARS, MIN_PREFIX, Feedback
 from orchestra.core.model_spec import ModelSpec
-from orchestra.core.paths import default_db_path
+from orchestra.core.paths import STORE_URL_ENV, data_dir, default_db_path
 from orchestra.core.redact import Redactor, strip_prompt
 from orchestra.core.request import Message, Request
 from orchestra.core.result import Result
@@ -50,7 +50,7 @@ from orchestra.policies.registry import resolve_policy
 from orchestra.response_stream import ResponseStream
 from orchestra.spend.guard import BudgetGuard
 from orchestra.spend.tracker import SpendTracker
-from orchestra.store import RequestRecord, Store, open_store
+from orchestra.store import PostgresOptions, RequestRecord, Store, Timeouts, is_url, open_store
 from orchestra.store.breaker_storage import StoreBreakerStorage
 
 log = logging.getLogger("orchestra")
@@ -94,6 +94,7 @@ class Orchestra:
         self._given_policy = policy
         self._given_backend = backend
         self._db_path = Path(db_path) if db_path else (self.config.store.path or default_db_path())
+        self._store_location: str | Path = self._db_path if db_path else store_location(self.config)
         self._embedded = (
             EmbeddedModel(self.config.embedded) if self.config.embedded.enabled else None
         )
@@ -149,7 +150,7 @@ class Orchestra:
             self._backend_task = asyncio.create_task(self._load_backend())
         if self._warm_embedded and self._embedded is not None:
             self._warming = asyncio.create_task(self._embedded.endpoint())
-        self._store = await open_store(self._db_path, self.config.budget.timezone).open()
+        self._store = await build_store(self.config, self._store_location).open()
         try:
             for agent in [*agents, *self._hooked]:
                 self._panel.hook(agent)
@@ -328,6 +329,7 @@ class Orchestra:
         summary = await store.spend_summary()
         budget = self.config.budget
         return {
+            "degraded": False,
             **summary,
             "daily_budget_usd": budget.daily_usd,
             "monthly_budget_usd": budget.monthly_usd,
@@ -475,6 +477,30 @@ class Orchestra:
         if self._store is None:
             raise OrchestraError("Orchestra is not started: use `async with Orchestra(...) as orc`")
         return self._store
+
+
+def store_location(config: Config) -> str | Path:
+    """Where the store lives: `$ORCHESTRA_STORE_URL`, else `[store] url`, else the SQLite file
+    (`[store] path`, else `$ORCHESTRA_HOME/orchestra.db`)."""
+    return (
+        os.environ.get(STORE_URL_ENV) or config.store.url or config.store.path or default_db_path()
+    )
+
+
+def build_store(config: Config, location: str | Path | None = None) -> Store:
+    """The store (not yet opened) for `location` (default: `store_location(config)`), with the
+    `[store]` settings a PostgreSQL store takes."""
+    where = store_location(config) if location is None else location
+    s = config.store
+    options = None
+    if is_url(where):
+        options = PostgresOptions(
+            spill_path=data_dir() / "spill.db",
+            spill_max_bytes=int(s.spill_max_mb * 1024 * 1024),
+            pool_size=s.pool_size,
+            timeouts=Timeouts(connect_s=s.connect_timeout_s, statement_s=s.statement_timeout_s),
+        )
+    return open_store(where, config.budget.timezone, postgres=options)
 
 
 async def record_feedback(

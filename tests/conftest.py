@@ -1,4 +1,5 @@
-"""Shared fixtures: an isolated data directory, stub providers on 127.0.0.1, config files."""
+"""Shared fixtures: an isolated data directory, stub providers on 127.0.0.1, config files, and
+the store on both backends (SQLite, and PostgreSQL on a real server: see postgres_fixture.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,26 @@ import pytest
 
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 
-from orchestra.store import SqliteStore
+from postgres_fixture import pg_url, postgres  # noqa: F401  (fixtures)
+
+from orchestra.store import Store, open_store
 from orchestra.testing import Behaviour, StubProvider
+
+BACKENDS = ("sqlite", "postgres")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "sqlite_only: reads the SQLite file itself; the `store` fixture is SQLite only"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test using the `store` fixture runs on each backend (unless marked sqlite_only)."""
+    if "store_backend" in metafunc.fixturenames:
+        only = metafunc.definition.get_closest_marker("sqlite_only")
+        metafunc.parametrize("store_backend", ["sqlite"] if only else list(BACKENDS))
+
 
 PROVIDER_KEYS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GROQ_API_KEY")
 STUB_KEY = "sk-stub-secret-0123456789abcdef"
@@ -24,6 +43,7 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "home"
     monkeypatch.setenv("ORCHESTRA_HOME", str(home))
     monkeypatch.delenv("ORCHESTRA_CONFIG", raising=False)
+    monkeypatch.delenv("ORCHESTRA_STORE_URL", raising=False)  # a test chooses its backend
     for key in PROVIDER_KEYS:
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("STUB_API_KEY", STUB_KEY)
@@ -37,9 +57,18 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def store(db_path: Path) -> AsyncIterator[SqliteStore]:
-    """An open store on a fresh SQLite file, closed after the test."""
-    s = await SqliteStore(db_path).open()
+def store_location(store_backend: str, db_path: Path, request: pytest.FixtureRequest) -> str | Path:
+    """A fresh SQLite file, or a fresh PostgreSQL database (its URL)."""
+    if store_backend == "postgres":
+        url: str = request.getfixturevalue("pg_url")
+        return url
+    return db_path
+
+
+@pytest.fixture
+async def store(store_location: str | Path, tmp_path: Path) -> AsyncIterator[Store]:
+    """An open store on a fresh SQLite file or PostgreSQL database, closed after the test."""
+    s = await open_store(store_location, home=tmp_path / "spill").open()
     yield s
     await s.close()
 

@@ -1,6 +1,9 @@
 """A process that shares a home with others, for the ledger's multi-process tests.
 
-python ledger_child.py budget HOME N_REQUESTS BUDGET_USD   -> prints one JSON summary
+python ledger_child.py budget HOME N_REQUESTS BUDGET_USD [URL]   -> prints one JSON summary
+python ledger_child.py stub HOME N_REQUESTS BUDGET_USD URL STUB_URL -> the same, through LiteLLM
+                                                              to a StubProvider (see stub_cost)
+python ledger_child.py breaker URL                          -> opens the breaker of "flaky"
 python ledger_child.py loop HOME                           -> prints each request id once
                                                               its answer is returned
 python ledger_child.py open HOME START_AT                  -> opens the store at START_AT
@@ -34,12 +37,42 @@ def call_cost() -> float:
     return (p * IN_PRICE + ANSWER_TOKENS * OUT_PRICE) / 1e6
 
 
-def config(home: Path, budget_usd: float | None) -> Config:
+def stub_cost() -> float:
+    """What one paid call to the stub costs: only answer tokens are priced, and the stub answers
+    exactly `max_tokens` words (`STUB_REPLY`), so the bill is exactly what the guard reserved."""
+    return ANSWER_TOKENS * OUT_PRICE / 1e6
+
+
+STUB_REPLY = " ".join(["Paris"] * ANSWER_TOKENS)
+
+
+def config(
+    home: Path, budget_usd: float | None, url: str | None = None, stub_url: str | None = None
+) -> Config:
+    store: dict[str, Any] = {"path": str(home / "orchestra.db")}
+    if url:
+        store["url"] = url  # PostgreSQL: the processes share it (and the spill in home)
+    if stub_url:
+        via = {"api_base": stub_url, "api_key_env": "STUB_API_KEY"}
+        return parse_config(
+            {
+                "embedded": {"enabled": False},
+                "health": {"enabled": False},
+                "store": store,
+                "budget": {"daily_usd": budget_usd} if budget_usd is not None else {},
+                "models": [
+                    {"name": "paid", "tier": "cloud", "litellm_model": "openai/paid", **via,
+                     "input_cost_per_mtok": 0.0, "output_cost_per_mtok": OUT_PRICE},
+                    {"name": "free", "tier": "local", "litellm_model": "openai/free", **via,
+                     "input_cost_per_mtok": 0.0, "output_cost_per_mtok": 0.0},
+                ],
+            }
+        )  # fmt: skip
     return parse_config(
         {
             "embedded": {"enabled": False},
             "health": {"enabled": False},
-            "store": {"path": str(home / "orchestra.db")},
+            "store": store,
             "budget": {"daily_usd": budget_usd} if budget_usd is not None else {},
             "models": [
                 {"name": "paid", "tier": "cloud", "litellm_model": "openai/paid",
@@ -72,9 +105,12 @@ class WantsCloud(Agent):
         return self.verdict(target=Tier.CLOUD, confidence=1.0, reason="hard prompt")
 
 
-async def budget(home: Path, n: int, budget_usd: float) -> None:
-    backend = FunctionBackend(exact)
-    async with Orchestra(config(home, budget_usd), agents=[WantsCloud()], backend=backend) as orc:
+async def budget(
+    home: Path, n: int, budget_usd: float, url: str | None = None, stub_url: str | None = None
+) -> None:
+    backend = None if stub_url else FunctionBackend(exact)  # None: LiteLLM, over HTTP
+    conf = config(home, budget_usd, url, stub_url)
+    async with Orchestra(conf, agents=[WantsCloud()], backend=backend) as orc:
         results = await asyncio.gather(
             *(orc.complete(PROMPT, max_tokens=ANSWER_TOKENS) for _ in range(n))
         )
@@ -100,6 +136,18 @@ async def loop(home: Path) -> None:
         await asyncio.gather(*(worker(w) for w in range(8)))
 
 
+async def open_breaker(url: str) -> None:
+    """Fail once on "flaky" (threshold 1): its breaker opens, and is saved as the store closes."""
+    from test_shared_breakers import config as breaker_config
+    from test_shared_breakers import down
+
+    conf = breaker_config(Path("unused.db"))
+    conf = conf.model_copy(update={"store": conf.store.model_copy(update={"url": url})})
+    async with Orchestra(conf, agents=[], backend=FunctionBackend(down)) as orc:
+        result = await orc.complete("hello")
+    print(json.dumps([a.error_kind for a in result.attempts]), flush=True)
+
+
 async def open_at(home: Path, start_at: float) -> None:
     await asyncio.sleep(max(0.0, start_at - time.time()))
     async with SqliteStore(home / "orchestra.db"):
@@ -109,7 +157,13 @@ async def open_at(home: Path, start_at: float) -> None:
 def main() -> None:
     mode, home = sys.argv[1], Path(sys.argv[2])
     if mode == "budget":
-        asyncio.run(budget(home, int(sys.argv[3]), float(sys.argv[4])))
+        url = sys.argv[5] if len(sys.argv) > 5 else None
+        asyncio.run(budget(home, int(sys.argv[3]), float(sys.argv[4]), url))
+    elif mode == "stub":
+        args = sys.argv[3:7]
+        asyncio.run(budget(home, int(args[0]), float(args[1]), args[2], args[3]))
+    elif mode == "breaker":
+        asyncio.run(open_breaker(sys.argv[2]))
     elif mode == "loop":
         asyncio.run(loop(home))
     elif mode == "open":

@@ -26,7 +26,7 @@ from orchestra.execution.breaker import (
     LoggingBreakerListener,
     MemoryBreakerStorage,
 )
-from orchestra.store import SqliteStore
+from orchestra.store import Store, open_store
 from orchestra.store.breaker_storage import StoreBreakerStorage
 
 MODEL = "openai/gpt-test"
@@ -90,18 +90,20 @@ class MemoryBackend:
 
 
 class SqliteBackend:
-    """A "restart" closes the store and opens a new one (and a new storage) on the same file."""
+    """A "restart" closes the store and opens a new one (and a new storage) on the same file
+    (or the same PostgreSQL database: `path` is then its URL)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | str, home: Path | None = None) -> None:
         self.clock = FakeClock()
         self.path = path
-        self.store: SqliteStore | None = None
+        self.home = home
+        self.store: Store | None = None
 
     async def board(
         self, listeners: Sequence[BreakerListener] = (), **overrides: float
     ) -> BreakerBoard:
         await self.close()
-        self.store = await SqliteStore(self.path).open()
+        self.store = await open_store(self.path, home=self.home).open()
         storage = StoreBreakerStorage(self.store)
         await storage.preload()
         return BreakerBoard(BreakerSettings(**overrides), storage, self.clock, listeners)
@@ -137,11 +139,18 @@ class SqliteBackend:
 Backend = MemoryBackend | SqliteBackend
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    chosen: Backend = (
-        MemoryBackend() if request.param == "memory" else SqliteBackend(tmp_path / "orchestra.db")
-    )
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def where(request: pytest.FixtureRequest, tmp_path: Path) -> str | Path | None:
+    """Where breakers are kept: in memory (None), a SQLite file, a PostgreSQL database."""
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("pg_url")
+        return url
+    return None if request.param == "memory" else tmp_path / "orchestra.db"
+
+
+@pytest.fixture
+async def backend(where: str | Path | None, tmp_path: Path) -> AsyncIterator[Backend]:
+    chosen: Backend = MemoryBackend() if where is None else SqliteBackend(where, tmp_path)
     yield chosen
     await chosen.close()
 

@@ -32,6 +32,7 @@ def test_help_does_not_import_litellm() -> None:
         "import sys, orchestra.cli.main as m\n"
         "try:\n    m.main(['--help'])\nexcept SystemExit:\n    pass\n"
         "assert 'litellm' not in sys.modules, 'litellm imported'\n"
+        "assert 'asyncpg' not in sys.modules, 'asyncpg imported'\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr

@@ -7,11 +7,11 @@ import asyncio
 from pathlib import Path
 
 from orchestra import Orchestra, ProviderError
-from orchestra.config import parse_config
+from orchestra.config import Config, parse_config
 from orchestra.testing import Call, FunctionBackend
 
 
-def config(db: Path) -> object:
+def config(db: Path) -> Config:
     return parse_config(
         {
             "embedded": {"enabled": False},

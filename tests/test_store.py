@@ -1,4 +1,5 @@
-"""The SQLite store on a real file: schema, batched writes, history, spend, samples, privacy."""
+"""The store on a real SQLite file and a real PostgreSQL database (tests taking the `store`
+fixture run on both): schema, batched writes, history, spend, samples, privacy."""
 
 from __future__ import annotations
 
@@ -145,6 +146,7 @@ def garbage_file(path: Path) -> None:
 # -- schema ------------------------------------------------------------------------------------
 
 
+@pytest.mark.sqlite_only
 async def test_new_file_is_wal_at_current_schema(store: SqliteStore, db_path: Path) -> None:
     assert files_of(db_path), "the database file exists"
     assert raw(db_path, "PRAGMA journal_mode") == [("wal",)]
@@ -222,13 +224,13 @@ async def test_reads_on_a_closed_store_raise_store_error(db_path: Path) -> None:
 # -- writes ------------------------------------------------------------------------------------
 
 
-async def test_record_only_enqueues(store: SqliteStore, db_path: Path) -> None:
+async def test_record_only_enqueues(store: SqliteStore) -> None:
     rec = make_record(created_at=time.time())
     committed = store.record(rec)
     assert not committed.done(), "record() queues and returns at once; the writer commits"
     await committed
-    assert raw(db_path, "SELECT id, status FROM requests") == [(rec.request.id, "ok")]
-    assert raw(db_path, "SELECT COUNT(*) FROM ledger") == [(1,)]
+    assert await store.fetch("SELECT id, status FROM requests") == [(rec.request.id, "ok")]
+    assert await store.fetch("SELECT COUNT(*) FROM ledger") == [(1,)]
 
 
 async def test_close_flushes_pending_records(db_path: Path) -> None:

@@ -258,6 +258,7 @@ async def history(args: argparse.Namespace, config: Config) -> int:
 async def spend(args: argparse.Namespace, config: Config) -> int:
     async with _store(config) as store:
         summary = await store.spend_summary()
+    summary.setdefault("degraded", False)
     summary["daily_budget_usd"] = config.budget.daily_usd
     summary["monthly_budget_usd"] = config.budget.monthly_usd
     if args.json:
@@ -402,6 +403,25 @@ async def experiment(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+async def store(args: argparse.Namespace, config: Config) -> int:
+    """`orchestra store migrate --to URL`: copy the SQLite history into PostgreSQL."""
+    from pathlib import Path
+
+    from orchestra.core.paths import default_db_path
+    from orchestra.store import is_url
+    from orchestra.store.transfer import copy_sqlite
+
+    if not is_url(args.to):
+        raise ConfigError(f"--to {args.to!r}: expected a postgresql:// URL")
+    source = Path(args.source) if args.source else (config.store.path or default_db_path())
+    report = await copy_sqlite(source, args.to)
+    if args.json:
+        print(json.dumps({**report, "from": str(source)}))
+        return 0
+    render.migrate_report(source, report)
+    return 0
+
+
 def _model_out(given: str | None, training: Any) -> Any:
     from pathlib import Path
 
@@ -417,10 +437,9 @@ def _save_model(scorer: Any, path: Any) -> None:
 
 
 def _store(config: Config) -> Any:
-    from orchestra.core.paths import default_db_path
-    from orchestra.store import open_store
+    from orchestra.runtime import build_store
 
-    return open_store(config.store.path or default_db_path())
+    return build_store(config)
 
 
 def _key_present(spec: Any) -> bool | None:
@@ -446,4 +465,5 @@ COMMANDS: dict[str, Command] = {
     "replay": replay,
     "experiment": experiment,
     "serve": serve,
+    "store": store,
 }

@@ -150,6 +150,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("--json", action="store_true", help="one JSON object")
 
+    store = sub.add_parser("store", help="manage the store (copy a SQLite history to PostgreSQL)")
+    store_sub = store.add_subparsers(dest="store_command", required=True, metavar="ACTION")
+    migrate = store_sub.add_parser(
+        "migrate", help="copy a SQLite history into a PostgreSQL database (idempotent)"
+    )
+    migrate.add_argument(
+        "--to", required=True, metavar="URL", help="the PostgreSQL database (postgresql://...)"
+    )
+    migrate.add_argument(
+        "--from",
+        dest="source",
+        metavar="PATH",
+        help="the SQLite file (default: [store] path, else $ORCHESTRA_HOME/orchestra.db)",
+    )
+    migrate.add_argument("--json", action="store_true", help="one JSON object")
+
     experiment = sub.add_parser(
         "experiment", help="compare policies on a scripted scenario (simulated time)"
     )

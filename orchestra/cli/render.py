@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -194,6 +195,22 @@ def training_report(training: Any, written: Any) -> None:
         out.print(f"wrote {written}; the complexity agent uses it from its next start")
 
 
+def migrate_report(source: Any, report: dict[str, Any]) -> None:
+    """What `orchestra store migrate` copied, table by table."""
+    if report["source"] is None:
+        out.print(f"{source}: nothing to copy (the store is empty)")
+        return
+    if report["already_copied"]:
+        out.print(f"{source}: already copied to this database; nothing copied again")
+        return
+    table = Table(show_edge=False, pad_edge=False, title=f"copied from {source}")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for name, count in report["copied"].items():
+        table.add_row(name, str(count))
+    out.print(table)
+
+
 def spend_table(summary: dict[str, Any]) -> None:
     def budget(value: float | None) -> str:
         return "no limit" if value is None else f"${value:.2f}"
@@ -201,6 +218,17 @@ def spend_table(summary: dict[str, Any]) -> None:
     out.print(f"today      ${summary['today_usd']:.6f} of {budget(summary['daily_budget_usd'])}")
     out.print(f"this month ${summary['month_usd']:.6f} of {budget(summary['monthly_budget_usd'])}")
     out.print(f"all time   ${summary['total_usd']:.6f} over {summary['answered_requests']} answers")
+    if summary.get("degraded"):
+        at = summary.get("known_at")
+        known = (
+            f"shared totals as read at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(at))}"
+            if at
+            else "no shared totals read yet"
+        )
+        out.print(
+            f"degraded   the database is unreachable: {known}, plus "
+            f"{summary.get('spill_pending', 0)} writes waiting in the spill file"
+        )
     if summary["month_by_model"]:
         table = Table(show_edge=False, pad_edge=False, title="this month by model")
         for column in ("model", "tier", "requests", "tokens in/out", "cost $"):

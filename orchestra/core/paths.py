@@ -7,6 +7,7 @@ from pathlib import Path
 
 HOME_ENV = "ORCHESTRA_HOME"
 CONFIG_ENV = "ORCHESTRA_CONFIG"
+STORE_URL_ENV = "ORCHESTRA_STORE_URL"
 DB_NAME = "orchestra.db"
 
 

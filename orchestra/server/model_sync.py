@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 
-from orchestra.core.errors import OrchestraError
+from orchestra.core.errors import OrchestraError, StoreError
 from orchestra.runtime import Orchestra
 from orchestra.store.base import StoredModel
 
@@ -30,7 +30,10 @@ class ModelSync:
 
     async def start(self) -> None:
         """Apply every stored change, then follow new ones in the background."""
-        await self.catch_up()
+        try:
+            await self.catch_up()
+        except StoreError as exc:  # a shared store down at start: serve, and catch up later
+            log.warning("model sync: the stored changes wait for the store: %s", exc)
         self._task = asyncio.create_task(self._follow(), name="orchestra-model-sync")
 
     async def stop(self) -> None:

@@ -1,6 +1,6 @@
 """The store's interface: every read and write Orchestra makes, as named methods.
 
-A backend (SQLite today; PostgreSQL next) implements this class and nothing above the store sees
+A backend (SQLite, PostgreSQL) implements this class and nothing above the store sees
 SQL. Writes go through one funnel per store: `record`, `record_sample` and the breaker and cache
 writes only queue their rows; a writer commits them in batches (group commit). `record` returns
 an awaitable that resolves once that record is committed, and `flush` waits for everything

@@ -1,13 +1,28 @@
-"""The database schema, as an ordered list of migrations keyed by `PRAGMA user_version`."""
+"""The database schema: one ordered list of migrations, each in both dialects.
+
+`STEPS[i]` moves the schema from version i to i + 1. Each step has a SQLite form (SQL, or a
+function for what SQL cannot do alone) and a PostgreSQL form. PostgreSQL came at version 9: its
+form of step 9 is the whole schema of that version (`postgres_schema.BASELINE`), and steps 1-8
+have none there. From 10 on, a migration is one entry written for both, e.g.
+
+    Step(
+        sqlite="CREATE TABLE tags (name TEXT PRIMARY KEY, seen_at REAL NOT NULL)",
+        postgres="CREATE TABLE tags (name TEXT PRIMARY KEY, seen_at DOUBLE PRECISION NOT NULL)",
+    ),
+
+SQLite keeps its version in `PRAGMA user_version`, PostgreSQL in the `orchestra_schema` table.
+"""
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from orchestra.core.errors import StoreUnavailable
+from orchestra.store.postgres_schema import BASELINE
 
 # Each entry moves the schema from version i to i + 1 (SQL, or a function for what SQL cannot
 # do alone). Never edit a released entry: append.
@@ -253,8 +268,25 @@ def _json_or_empty(text: str) -> dict[str, Any]:
 
 
 Migration = str | Callable[[sqlite3.Connection], None]
-MIGRATIONS: tuple[Migration, ...] = (*_SQL_MIGRATIONS, _v9_compact_records)
-SCHEMA_VERSION = len(MIGRATIONS)
+# A PostgreSQL step that SQL alone cannot do gets the open connection (asyncpg's, inside the
+# migration's transaction); typed loosely so that SQLite users never import the driver.
+PostgresMigration = str | Callable[[Any], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One migration in both dialects ("" : nothing to do in that one)."""
+
+    sqlite: Migration
+    postgres: PostgresMigration = ""
+
+
+STEPS: tuple[Step, ...] = (
+    *(Step(sqlite=script) for script in _SQL_MIGRATIONS),
+    Step(sqlite=_v9_compact_records, postgres=BASELINE),
+)
+MIGRATIONS: tuple[Migration, ...] = tuple(step.sqlite for step in STEPS)
+SCHEMA_VERSION = len(STEPS)
 
 
 def statements(script: str) -> list[str]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from orchestra.spend.calendar import Calendar
 from orchestra.spend.ledger import Ask, Charge, Hold, Refusal, SpendTotals
+from orchestra.store.series import first_keys, shape
 
 _INSERT_LEDGER = (
     "INSERT INTO ledger (at, request_id, model, tier, prompt_tokens, completion_tokens,"
@@ -201,35 +202,15 @@ def summary(conn: sqlite3.Connection, cal: Calendar, now: float) -> dict[str, ob
     }
 
 
-SERIES_HOURS = 48
-
-
 def series(conn: sqlite3.Connection, cal: Calendar, now: float, days: int) -> dict[str, object]:
-    """Spend per day (last `days` days) and per hour (last 48 hours) from the running sums: a
-    range of their primary keys, as cheap on a year of history as on a day of it. As in
-    `totals`, spend dated after today (a clock stepped back) counts today."""
-    today = cal.day(now)
-    by_day: dict[str, list[float]] = {}
-    for day, cost, answers in conn.execute(
+    """Spend per day and per hour (see `orchestra.store.series`): a range of the running sums'
+    primary keys, as cheap on a year of history as on a day of it."""
+    first_day, first_hour_day = first_keys(cal, now, days)
+    by_day = conn.execute(
         "SELECT day, SUM(cost_usd), SUM(answers) FROM spend_day WHERE day >= ? GROUP BY day",
-        (cal.days_back(now, days - 1),),
-    ):
-        sums = by_day.setdefault(min(day, today), [0.0, 0])
-        sums[0] += cost
-        sums[1] += answers
-    by_hour = {
-        (day, hour): float(cost)
-        for day, hour, cost in conn.execute(
-            "SELECT day, hour, cost_usd FROM spend_hour WHERE day >= ?", (cal.days_back(now, 2),)
-        )
-    }
-    day_rows = []
-    for n in range(days - 1, -1, -1):
-        day = cal.days_back(now, n)
-        cost, answers = by_day.get(day, (0.0, 0))
-        day_rows.append({"day": day, "cost_usd": float(cost), "answers": int(answers)})
-    hour_rows = []
-    for n in range(SERIES_HOURS - 1, -1, -1):
-        day, hour = cal.day(now - 3600 * n), cal.hour(now - 3600 * n)
-        hour_rows.append({"day": day, "hour": hour, "cost_usd": by_hour.get((day, hour), 0.0)})
-    return {"days": day_rows, "hours": hour_rows}
+        (first_day,),
+    ).fetchall()
+    by_hour = conn.execute(
+        "SELECT day, hour, cost_usd FROM spend_hour WHERE day >= ?", (first_hour_day,)
+    ).fetchall()
+    return shape(cal, now, days, by_day, by_hour)

@@ -116,7 +116,7 @@ class Writer:
         # isolation_level=None: transactions are ours (BEGIN IMMEDIATE), never implicit.
         conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
         try:
-            _with_retry(lambda: conn.execute("PRAGMA journal_mode=WAL"))
+            retry_locked(lambda: conn.execute("PRAGMA journal_mode=WAL"))
             conn.execute("PRAGMA synchronous=NORMAL")
             # Checkpoints run beside the writer (see SqliteStore), so no commit waits on one.
             conn.execute("PRAGMA wal_autocheckpoint=0")
@@ -351,7 +351,7 @@ def _store_error(exc: BaseException) -> StoreError:
     return StoreError(f"a write to the store failed: {type(exc).__name__}: {exc}")
 
 
-def _with_retry(fn: Callable[[], object], attempts: int = 50) -> None:
+def retry_locked(fn: Callable[[], object], attempts: int = 50) -> None:
     """Run `fn`, retrying while another process holds the lock (switching a new file to WAL
     does not wait on the busy timeout)."""
     for left in range(attempts, 0, -1):

@@ -128,8 +128,8 @@ function stat(label, value, sub, extra) {
     h("div", { class: "sub" }, sub || "\u00a0"), extra);
 }
 
-function renderStats(status, spend, samples) {
-  const budget = spend.budget;
+function renderStats(status, samples) {
+  const { budget, spend } = status;
   const alert = budget.alert_share ?? 0.8;
   const requests = samples.filter((s) => s.name === "orchestra_requests_total");
   const served = requests.reduce((n, s) => n + s.value, 0);
@@ -378,28 +378,33 @@ function setLive(state, text) {
   live.textContent = text;
 }
 
+// Each route on its own: one that fails (a store gone degraded) leaves the others drawn.
 async function refresh() {
-  try {
-    const [status, spend, models, history, metrics] = await Promise.all([
-      getJSON("status"),
-      getJSON("dashboard/spend?days=31"),
-      getJSON("dashboard/models"),
-      getJSON(`v1/history?limit=${HISTORY_ROWS}`),
-      api("metrics").then((r) => r.text()),
-    ]);
-    document.getElementById("server").textContent = `v${status.version} · ${status.models.length} models`;
-    renderStats(status, spend, parseMetrics(metrics));
-    renderCharts(spend);
-    renderAgents(status.agents);
-    renderModels(models, status);
-    renderDecisions(history);
-    setLive("live", `live · updated ${new Date().toLocaleTimeString()}`);
-    return true;
-  } catch (err) {
-    if (err instanceof Unauthorized) askForToken(Boolean(token));
-    else setLive("down", `cannot reach the server (${err.message})`);
-    return false;
+  const results = await Promise.allSettled([
+    getJSON("status"),
+    getJSON("dashboard/spend?days=31"),
+    getJSON("dashboard/models"),
+    getJSON(`v1/history?limit=${HISTORY_ROWS}`),
+    api("metrics").then((r) => (r.ok ? r.text() : Promise.reject(new Error(`metrics: HTTP ${r.status}`)))),
+  ]);
+  const failed = results.filter((r) => r.status === "rejected").map((r) => r.reason);
+  if (failed.some((err) => err instanceof Unauthorized)) {
+    askForToken(Boolean(token));
+    return;
   }
+  const [status, spend, models, history, metrics] = results.map((r) => (r.status === "fulfilled" ? r.value : null));
+  if (status) {
+    document.getElementById("server").textContent = `v${status.version} · ${status.models.length} models`;
+    renderStats(status, metrics ? parseMetrics(metrics) : []);
+    renderAgents(status.agents);
+    if (models) renderModels(models, status);
+  }
+  if (spend) renderCharts(spend);
+  if (history) renderDecisions(history);
+  const at = new Date().toLocaleTimeString();
+  if (!failed.length) setLive("live", `live · updated ${at}`);
+  else if (failed.length === results.length) setLive("down", `cannot reach the server (${failed[0].message})`);
+  else setLive("connecting", `partly updated ${at}: ${failed.map((err) => err.message).join("; ")}`);
 }
 
 function startPolling() {

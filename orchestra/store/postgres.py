@@ -1,0 +1,831 @@
+"""The PostgreSQL store: many hosts share one database (history, spend, breakers, cache).
+
+Writes are queued and committed by one writer task in batches (see `PgWriter`); budget
+reservations go through their own queue, decided in batches by one short locked transaction
+each (see `postgres_ledger`). Reads use the pool beside them.
+
+When the database cannot be reached the store degrades instead of failing: records go to the
+spill file in ORCHESTRA_HOME (durable there, written to the database when it answers again),
+and budget reservations are decided locally against the last shared totals read, each process
+allowed its share of what was left (see `OfflineLedger`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Self, TypeVar
+
+import asyncpg
+from pydantic import ValidationError
+
+import orchestra.store.postgres_ledger as pg_ledger
+from orchestra.core.errors import StoreError, StoreUnavailable
+from orchestra.core.feedback import Judged, RequestRef
+from orchestra.core.model_spec import ModelSpec
+from orchestra.core.tier import Tier
+from orchestra.core.verdict import Verdict
+from orchestra.execution.breaker.storage import BreakerRecord
+from orchestra.execution.cache import CachedAnswer
+from orchestra.spend.calendar import Calendar, calendar
+from orchestra.spend.ledger import Ask, Hold, Refusal, SpendTotals
+from orchestra.spend.tracker import SpendTracker
+from orchestra.store.base import ReplayBatch, Store, StoredModel
+from orchestra.store.detail import Interner, decode, encode, refs_of, verdicts_of
+from orchestra.store.postgres_db import (
+    MODELS_LOCK,
+    Conn,
+    create_pool,
+    migrate,
+    records,
+    retryable,
+    unreachable,
+)
+from orchestra.store.postgres_options import PostgresOptions
+from orchestra.store.postgres_writer import (
+    Link,
+    Payload,
+    PgWrite,
+    PgWriter,
+    charge_json,
+    charge_of,
+)
+from orchestra.store.record import RequestRecord, request_row, sample_row
+from orchestra.store.spill import Spill
+from orchestra.store.sqlite import _history_entry
+
+log = logging.getLogger("orchestra.store")
+T = TypeVar("T")
+
+
+class _Flush:
+    """A flush marker in the reservation queue: resolved once the releases before it are in."""
+
+
+_Queued = tuple[Ask | int | _Flush, "asyncio.Future[Any] | None"]
+
+REFRESH_S = 1.0  # how often the spend view catches up with other hosts (and the link is probed)
+KNOWN_EVERY_S = 5.0  # how often the last shared totals are kept in the spill file
+CLIENT_WINDOW_S = 60.0  # a process seen this recently shares the budget
+
+_HISTORY = (
+    "SELECT id, created_at, status, model, tier, cost_usd, latency_ms, prompt_tokens,"
+    " completion_tokens, features, forced_model, forced_tier, stream, error_kind, error,"
+    " detail FROM requests WHERE created_at >= $1 ORDER BY created_at DESC, seq DESC LIMIT $2"
+)
+_JUDGED = """
+SELECT r.id, r.status, r.tier, r.prompt, f.good, r.detail
+FROM feedback f JOIN requests r ON r.id = f.request_id
+WHERE f.id IN (SELECT MAX(id) FROM feedback GROUP BY request_id)
+ORDER BY f.id
+"""
+# A change takes the next version of all; the advisory lock makes it unique across hosts.
+_UPSERT_MODEL = (
+    "INSERT INTO models (name, spec, version, updated_at)"
+    " VALUES ($1, $2, (SELECT COALESCE(MAX(version), 0) + 1 FROM models), $3)"
+    " ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, version = excluded.version,"
+    " updated_at = excluded.updated_at RETURNING version"
+)
+_REPLAY_COLUMNS = (
+    "seq, id, created_at, status, model, tier, cost_usd, prompt_tokens, completion_tokens,"
+    " features, prompt, forced_model, forced_tier, error_kind, detail"
+)
+
+
+def masked(url: str) -> str:
+    """A URL fit to print: its password (before the @, or a `password=` parameter) as ***."""
+    url = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", url, flags=re.IGNORECASE)
+
+
+@dataclass
+class OfflineLedger:
+    """Reservations while the database is unreachable, decided in this process.
+
+    What the budget counts: the shared totals last read (`known`: spend and live reservations
+    of every host) plus what this process has spent and holds since. What a process may spend:
+    its share of what was left, `(limit - known spend - known reservations) / clients`, where
+    `clients` is how many processes were seen sharing the database in the last minute; so all
+    of them cut off at once still spend at most what was left. Never having read the totals
+    (started during an outage with no spill file), it refuses every paid call.
+    """
+
+    known: SpendTotals | None
+    clients: int
+    since: float = field(default_factory=time.time)
+    spent: float = 0.0
+    held: dict[int, float] = field(default_factory=dict)
+    next_id: int = -1  # local holds have negative ids: nothing to settle in the database
+
+    def reserve(self, ask: Ask) -> Hold | Refusal:
+        k = self.known
+        if k is None:
+            return Refusal(limit="daily" if ask.daily_usd is not None else "monthly", left_usd=0.0)
+        n = max(1, self.clients)
+
+        def share(limit: float | None, spent: float) -> float | None:
+            return None if limit is None else (limit - spent - k.reserved_usd) / n
+
+        scaled = replace(
+            ask,
+            daily_usd=share(ask.daily_usd, k.today_usd),
+            monthly_usd=share(ask.monthly_usd, k.month_usd),
+        )
+        mine = SpendTotals(today_usd=self.spent, month_usd=self.spent)
+        got = pg_ledger.grant(scaled, mine, sum(self.held.values()))
+        if isinstance(got, Refusal):
+            return got
+        hold_id, self.next_id = self.next_id, self.next_id - 1
+        self.held[hold_id] = got
+        return Hold(id=hold_id, usd=got)
+
+    def settled(self, payloads: Sequence[Payload]) -> None:
+        """Spilled writes: their charges count as spent, their holds are settled."""
+        for p in payloads:
+            for item in p.get("charges", ()):
+                _, c, _ = charge_of(item)
+                self.spent += c.cost_usd
+                if c.hold_id is not None:
+                    self.held.pop(c.hold_id, None)
+            for hold_id in p.get("releases", ()):
+                self.held.pop(hold_id, None)
+
+    def totals(self, now: float) -> SpendTotals:
+        k = self.known or SpendTotals(at=now)
+        return SpendTotals(
+            today_usd=k.today_usd + self.spent,
+            month_usd=k.month_usd + self.spent,
+            reserved_usd=k.reserved_usd + sum(self.held.values()),
+            last_hour_usd=k.last_hour_usd + self.spent,
+            at=now,
+        )
+
+
+class PostgresStore(Store):
+    """The store in a PostgreSQL database shared by many hosts (see the module's docstring).
+
+    `url` is a libpq-style URL (`postgresql://user@host:5432/db`; a password is better in
+    PGPASSWORD or ~/.pgpass than in the URL). `timezone` is the budget calendar's.
+    """
+
+    def __init__(self, url: str, options: PostgresOptions, timezone: str | None = None) -> None:
+        self.url = url
+        self.options = options
+        self.calendar: Calendar = calendar(timezone)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self._spend = SpendTracker()
+        self._spill = Spill(options.spill_path, options.spill_max_bytes)
+        self._pool: asyncpg.Pool | None = None
+        self._writer: PgWriter | None = None
+        self._link = Link(self._lost)
+        self._interner = Interner()
+        # Budget asks (with their futures) and releases (hold ids), in the order they came.
+        self._asks: asyncio.Queue[_Queued | None] = asyncio.Queue()
+        self._reserver: asyncio.Task[None] | None = None
+        self._refresher: asyncio.Task[None] | None = None
+        self._offline: OfflineLedger | None = None
+        self._known: SpendTotals | None = None
+        self._known_saved = 0.0
+        self._clients = 1
+        self._migrated = False
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({masked(self.url)!r})"
+
+    @property
+    def spend(self) -> SpendTracker:
+        return self._spend
+
+    @property
+    def degraded(self) -> bool:
+        """True while the database is unreachable (records go to the spill file)."""
+        return self._link.degraded
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def open(self) -> Self:
+        if self._open:
+            return self
+        where = masked(self.url)
+        try:
+            self._pool = await create_pool(self.url, self.options.timeouts, self.options.pool_size)
+        except (ValueError, asyncpg.PostgresError, OSError) as exc:
+            raise StoreUnavailable(f"cannot open the store at {where}: {exc}") from exc
+        self._writer = PgWriter(
+            self._pool, self.calendar, self._spill, self._link, self._spend.update, self._spilled
+        )
+        try:
+            await self._connect()
+        except StoreUnavailable:
+            await self._disconnect()
+            raise
+        except Exception as exc:
+            if not unreachable(exc):
+                await self._disconnect()
+                raise StoreUnavailable(f"cannot open the store at {where}: {exc}") from exc
+            await self._remember_known()
+            self._link.lost(exc)
+        self._writer.start()
+        self._reserver = asyncio.create_task(self._reserve_forever(), name="orchestra-reserver")
+        self._refresher = asyncio.create_task(self._refresh_forever(), name="orchestra-spend")
+        self._open = True
+        waiting, _, _ = await asyncio.to_thread(self._spill.counts)
+        if waiting and not self.degraded:
+            self._writer.submit(PgWrite(call=self._drain_quietly, quiet=True), wait=False)
+        return self
+
+    async def _connect(self) -> None:
+        """Migrate (once), then read the totals: the first contact with the database."""
+        assert self._pool is not None
+        async with self._pool.acquire(timeout=self.options.timeouts.connect_s) as conn:
+            if not self._migrated:
+                await migrate(conn)
+                self._migrated = True
+            await self._read_totals(conn)
+
+    async def close(self) -> None:
+        if self._open:
+            with contextlib.suppress(StoreError):
+                await self.flush()  # releases queued for the reserver are written too
+        for task in (self._refresher, self._reserver):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._refresher = self._reserver = None
+        while not self._asks.empty():
+            item = self._asks.get_nowait()
+            if item is not None and item[1] is not None and not item[1].done():
+                item[1].set_exception(StoreError("the store is closing"))
+        if self._writer is not None:
+            with contextlib.suppress(StoreError):
+                await self._writer.flush()
+        if self._pool is not None and not self.degraded and self._open:
+            with contextlib.suppress(Exception):
+                await self._pool.execute(
+                    "DELETE FROM store_clients WHERE owner = $1", self.owner, timeout=1.0
+                )
+        await self._disconnect()
+        self._open = False
+
+    async def _disconnect(self) -> None:
+        if self._writer is not None:
+            await self._writer.stop()
+            self._writer = None
+        if self._pool is not None:
+            try:
+                await asyncio.wait_for(self._pool.close(), self.options.timeouts.connect_s)
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                self._pool.terminate()
+            self._pool = None
+        await asyncio.to_thread(self._spill.close)
+
+    # -- the link: degraded and back -------------------------------------------------------------
+
+    def _lost(self, exc: BaseException) -> None:
+        """The database stopped answering: reserve locally, spill writes, probe every second."""
+        log.warning(
+            "store: PostgreSQL at %s is unreachable (%s: %s); degraded: records go to %s",
+            masked(self.url), type(exc).__name__, exc, self._spill.path,
+        )  # fmt: skip
+        self._offline = OfflineLedger(known=self._known, clients=self._clients)
+        self._interner = Interner()  # what it thinks stored may have died with the batch
+        self._spend.update(self._offline.totals(time.time()))
+
+    def _spilled(self, payloads: Sequence[Payload]) -> None:
+        if self._offline is not None:
+            self._offline.settled(payloads)
+            self._spend.update(self._offline.totals(time.time()))
+
+    async def _recover(self) -> bool:
+        """(On the writer) Is the database back? Then drain the spill file and leave degraded
+        mode; nothing else writes meanwhile, so nothing is spilled behind the drain."""
+        assert self._writer is not None and self._pool is not None
+        try:
+            await self._pool.expire_connections()  # those of before the outage are dead
+            await self._connect()
+            drained = await self._writer.drain()
+        except Exception as exc:
+            if unreachable(exc):
+                return False
+            raise
+        self._link.degraded = False
+        self._offline = None
+        log.warning("store: PostgreSQL at %s is back; %d spilled writes written to it",
+                    masked(self.url), drained)  # fmt: skip
+        return True
+
+    async def _drain_quietly(self) -> None:
+        assert self._writer is not None
+        try:
+            drained = await self._writer.drain()
+        except Exception as exc:
+            if not unreachable(exc):
+                raise
+            self._link.lost(exc)
+            return
+        if drained:
+            log.warning("store: %d spilled writes written to PostgreSQL", drained)
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(REFRESH_S)
+            try:
+                await self._refresh()
+            except (StoreError, asyncpg.PostgresError) as exc:  # a busy moment; next round retries
+                log.debug("store: spend refresh failed: %s", exc)
+
+    async def _refresh(self) -> None:
+        assert self._writer is not None and self._pool is not None
+        if self.degraded and not await self._writer.run(self._recover):
+            if self._offline is not None:
+                self._spend.update(self._offline.totals(time.time()))
+            return
+        try:
+            async with self._pool.acquire(timeout=self.options.timeouts.connect_s) as conn:
+                await self._read_totals(conn, heartbeat=True)
+        except Exception as exc:
+            if not unreachable(exc):
+                raise
+            self._link.lost(exc)
+
+    async def _read_totals(self, conn: Conn, heartbeat: bool = False) -> None:
+        """Charge expired reservations, read the totals and how many processes share them."""
+        now = time.time()
+        expired = await conn.fetchval("SELECT 1 FROM reservations WHERE expires_at <= $1", now)
+        if expired:
+            async with conn.transaction():
+                await pg_ledger.expire(conn, self.calendar, now)
+        totals = await pg_ledger.totals(conn, self.calendar, now)
+        await conn.execute(
+            "INSERT INTO store_clients (owner, seen_at) VALUES ($1, $2)"
+            " ON CONFLICT (owner) DO UPDATE SET seen_at = excluded.seen_at",
+            self.owner,
+            now,
+        )
+        self._clients = int(
+            await conn.fetchval(
+                "SELECT COUNT(*) FROM store_clients WHERE seen_at > $1", now - CLIENT_WINDOW_S
+            )
+        )
+        self._known = totals
+        self._spend.update(totals)
+        if now - self._known_saved >= KNOWN_EVERY_S or not heartbeat:
+            self._known_saved = now
+            total, answered = await conn.fetchrow(
+                "SELECT COALESCE(SUM(cost_usd), 0), COALESCE(SUM(answers), 0) FROM spend_day"
+            ) or (0.0, 0)
+            known = {"today_usd": totals.today_usd, "month_usd": totals.month_usd,
+                     "reserved_usd": totals.reserved_usd, "last_hour_usd": totals.last_hour_usd,
+                     "at": now, "clients": self._clients, "total_usd": float(total),
+                     "answered": int(answered)}  # fmt: skip
+            await asyncio.to_thread(self._spill.put, "known", known)
+
+    async def _remember_known(self) -> None:
+        """Started during an outage: the shared totals an earlier process last read here."""
+        known = await self._known_from_spill()
+        if known is not None:
+            self._known = SpendTotals(
+                today_usd=float(known["today_usd"]),
+                month_usd=float(known["month_usd"]),
+                reserved_usd=float(known["reserved_usd"]),
+                last_hour_usd=float(known["last_hour_usd"]),
+                at=float(known["at"]),
+            )
+            self._clients = int(known["clients"])
+
+    async def _known_from_spill(self) -> dict[str, Any] | None:
+        value = await asyncio.to_thread(self._spill.get, "known")
+        return value if isinstance(value, dict) else None
+
+    # -- the write funnel ------------------------------------------------------------------------
+
+    def _w(self) -> PgWriter:
+        if self._writer is None or not self._writer.running:
+            raise StoreError("the store is not open")
+        return self._writer
+
+    def record(self, record: RequestRecord) -> asyncio.Future[None]:
+        charges = record.ledger_charges()
+        rid, at = record.request.id, time.time()
+
+        def make() -> Payload:
+            blob, new = encode(
+                record.decision, record.verdicts, record.attempts, record.ambient, self._interner
+            )
+            rows: dict[str, list[Any]] = {"request": [request_row(record, blob)]}
+            if new:
+                rows["shared"] = new
+            return {
+                "request": rid,
+                "rows": rows,
+                "charges": [charge_json(rid, c, c.at or at) for c in charges],
+            }
+
+        done = self._w().submit(PgWrite(make=make, money=bool(charges)), wait=True)
+        assert done is not None
+        return done
+
+    def _queue(self, key: str, row: tuple[Any, ...], *, spill: bool = True) -> None:
+        """A best-effort write (samples, breakers, cache): queued, its failure logged."""
+        write = PgWrite(
+            make=lambda: {"rows": {key: [row]}}, essential=False, spill=spill, quiet=True
+        )
+        self._w().submit(write, wait=False)
+
+    def record_sample(self, verdict: Verdict) -> None:
+        self._queue("sample", sample_row(verdict))
+
+    def save_breaker(self, model: str, record: BreakerRecord) -> None:
+        row = (model, record.state, record.failures, record.opened_at, record.updated_at)
+        self._queue("breaker", row)
+
+    def add_breaker_event(
+        self, model: str, at: float, from_state: str, to_state: str, reason: str
+    ) -> None:
+        self._queue("breaker_event", (model, at, from_state, to_state, reason))
+
+    def cache_answer(self, key: str, answer: CachedAnswer, expires_at: float) -> None:
+        a = answer
+        row = (key, a.model, str(a.tier), a.text, a.prompt_tokens, a.completion_tokens,
+               a.created_at, expires_at)  # fmt: skip
+        self._queue("cache", row, spill=False)
+
+    def purge_cache(self, now: float) -> None:
+        self._queue("purge", (now,), spill=False)
+
+    async def add_feedback(self, request_id: str, good: bool, note: str | None, at: float) -> None:
+        row = (request_id, at, int(good), note)
+        done = self._w().submit(PgWrite(make=lambda: {"rows": {"feedback": [row]}}), wait=True)
+        assert done is not None
+        await done
+
+    async def save_model(self, spec: ModelSpec, at: float) -> StoredModel:
+        return await self._put_model(spec.name, spec, at)
+
+    async def drop_model(self, name: str, at: float) -> StoredModel:
+        return await self._put_model(name, None, at)
+
+    async def _put_model(self, name: str, spec: ModelSpec | None, at: float) -> StoredModel:
+        """An admin change: written at once, not spilled (degraded, it fails with StoreError:
+        a change other hosts cannot see would make their catalogs differ silently)."""
+        text = spec.model_dump_json(exclude_defaults=True) if spec is not None else None
+
+        async def put(conn: Conn) -> int:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", MODELS_LOCK)
+                return int(await conn.fetchval(_UPSERT_MODEL, name, text, at))
+
+        return StoredModel(name, spec, await self._run(put), at)
+
+    async def flush(self) -> None:
+        if self._reserver is not None and not self._reserver.done():
+            done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            self._asks.put_nowait((_Flush(), done))  # releases travel with the reservations
+            await done
+        if self._writer is not None:
+            await self._writer.flush()
+
+    # -- the ledger ------------------------------------------------------------------------------
+
+    async def reserve(self, ask: Ask) -> Hold | Refusal:
+        if self._reserver is None:
+            raise StoreError("the store is not open")
+        future: asyncio.Future[Hold | Refusal] = asyncio.get_running_loop().create_future()
+        self._asks.put_nowait((ask, future))
+        return await future
+
+    async def _reserve_forever(self) -> None:
+        """Take everything queued (asks, and releases: in queue order, so a release is seen by
+        the asks after it), decide it in one transaction (or locally, degraded)."""
+        while True:
+            batch = [await self._asks.get()]
+            while not self._asks.empty():
+                batch.append(self._asks.get_nowait())
+            items = [b for b in batch if b is not None]
+            asks = [(item, future) for item, future in items if isinstance(item, Ask)]
+            releases = [item for item, _ in items if isinstance(item, int)]
+            flushes = [future for item, future in items if isinstance(item, _Flush)]
+            try:
+                decided = await self._decide([ask for ask, _ in asks], releases)
+            except Exception as exc:
+                error = exc if isinstance(exc, StoreError) else StoreError(
+                    f"a budget reservation failed: {type(exc).__name__}: {exc}"
+                )  # fmt: skip
+                for _, future in asks:
+                    if future is not None and not future.done():
+                        future.set_exception(error)
+                decided = []
+            for (_, future), got in zip(asks, decided, strict=False):
+                if future is not None and not future.done():
+                    future.set_result(got)
+            for future in flushes:  # a release that failed is charged when its lease runs out
+                if future is not None and not future.done():
+                    future.set_result(None)
+
+    async def _decide(self, asks: list[Ask], releases: list[int]) -> list[Hold | Refusal]:
+        assert self._pool is not None
+        if not self.degraded:
+            for attempt in range(2):  # a connection the server closed is replaced once
+                try:
+                    async with self._pool.acquire(timeout=self.options.timeouts.connect_s) as c:
+                        return await _retrying(lambda: self._reserve_in(c, asks, releases))
+                except Exception as exc:
+                    if not unreachable(exc):
+                        raise
+                    if attempt == 1:
+                        self._link.lost(exc)
+        if releases:  # kept with the records, for when the database is back
+            self._w().submit(PgWrite(make=lambda: {"releases": releases}, money=True), wait=False)
+        offline = self._offline
+        assert offline is not None
+        out = [offline.reserve(ask) for ask in asks]
+        self._spend.update(offline.totals(time.time()))
+        return out
+
+    async def _reserve_in(
+        self, conn: Conn, asks: list[Ask], releases: list[int]
+    ) -> list[Hold | Refusal]:
+        return await pg_ledger.reserve(
+            conn, self.calendar, asks, self.owner, time.time(), releases=releases
+        )
+
+    def release(self, hold: Hold) -> None:
+        if hold.id < 0:
+            if self._offline is not None:
+                self._offline.held.pop(hold.id, None)
+            return
+        if self._reserver is None:
+            raise StoreError("the store is not open")
+        self._asks.put_nowait((hold.id, None))
+
+    async def spend_totals(self, now: float | None = None) -> SpendTotals:
+        await self.flush()
+        at = time.time() if now is None else now
+        if self.degraded and self._offline is not None:
+            return self._offline.totals(at)
+        rows = await self._run(lambda c: pg_ledger.totals(c, self.calendar, at))
+        if now is None:
+            self._spend.update(rows)
+        return rows
+
+    async def spend_summary(self, now: float | None = None) -> dict[str, Any]:
+        await self.flush()
+        at = time.time() if now is None else now
+        waiting, _, _ = await asyncio.to_thread(self._spill.counts)
+        if not self.degraded:
+            try:
+                summary = await self._run(lambda c: pg_ledger.summary(c, self.calendar, at))
+                return {**summary, "degraded": False, "spill_pending": waiting}
+            except StoreError:
+                if not self.degraded:
+                    raise
+        return await self._offline_summary(at, waiting)
+
+    async def spend_series(self, days: int = 30, now: float | None = None) -> dict[str, Any]:
+        """A `StoreError` while degraded: the spill file holds no running sums to draw."""
+        await self.flush()
+        at = time.time() if now is None else now
+        return await self._run(lambda c: pg_ledger.series(c, self.calendar, at, days))
+
+    async def _offline_summary(self, now: float, waiting: int) -> dict[str, Any]:
+        """Spend as far as this host can tell: the shared totals last read, plus what the spill
+        file holds (not yet in the database)."""
+        known = await self._known_from_spill() or {}
+        entries = await asyncio.to_thread(self._spill.take, 1_000_000)
+        today, month = self.calendar.day(now), self.calendar.month_first(now)
+        add = {"today": 0.0, "month": 0.0, "total": 0.0, "answers": 0}
+        by_model: dict[tuple[str, str], list[float]] = {}
+        for _, _, payload in entries:
+            for item in payload.get("charges", ()):
+                _, c, at = charge_of(item)
+                day = self.calendar.day(at)
+                add["total"] += c.cost_usd
+                add["today"] += c.cost_usd if day >= today else 0.0
+                add["answers"] += int(c.kind == "answer")
+                if day >= month:
+                    add["month"] += c.cost_usd
+                    row = by_model.setdefault((c.model, str(c.tier)), [0, 0, 0, 0.0])
+                    for i, x in enumerate((int(c.kind == "answer"), c.prompt_tokens,
+                                           c.completion_tokens, c.cost_usd)):  # fmt: skip
+                        row[i] += x
+        return {
+            "today_usd": float(known.get("today_usd", 0.0)) + add["today"],
+            "month_usd": float(known.get("month_usd", 0.0)) + add["month"],
+            "reserved_usd": float(known.get("reserved_usd", 0.0)),
+            "total_usd": float(known.get("total_usd", 0.0)) + add["total"],
+            "answered_requests": int(known.get("answered", 0)) + int(add["answers"]),
+            "month_by_model": [
+                {
+                    "model": m,
+                    "tier": t,
+                    "requests": int(r[0]),
+                    "prompt_tokens": int(r[1]),
+                    "completion_tokens": int(r[2]),
+                    "cost_usd": float(r[3]),
+                }
+                for (m, t), r in sorted(by_model.items(), key=lambda kv: (-kv[1][3], kv[0]))
+            ],
+            "degraded": True,
+            "known_at": known.get("at"),
+            "spill_pending": waiting,
+        }
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    async def _run(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        if self._pool is None:
+            raise StoreError("the store is not open")
+        if self.degraded:  # only the refresher probes: a read must not wait on a dead link
+            raise StoreError(f"the store at {masked(self.url)} is unreachable (degraded)")
+        try:
+            async with self._pool.acquire(timeout=self.options.timeouts.connect_s) as conn:
+                return await fn(conn)
+        except StoreError:
+            raise
+        except Exception as exc:
+            if unreachable(exc):
+                self._link.lost(exc)
+                raise StoreError(
+                    f"the store at {masked(self.url)} is unreachable: {type(exc).__name__}: {exc}"
+                ) from exc
+            raise StoreError(f"cannot read the store at {masked(self.url)}: {exc}") from exc
+
+    async def _fetch(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        return await self._run(lambda c: _fetch_rows(c, sql, args))
+
+    async def fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Run any read query written with `?` marks (as for `SqliteStore.fetch`): for tests and
+        debugging; not part of `Store`."""
+        count = iter(range(1, len(params) + 1))
+        return await self._fetch(re.sub(r"\?", lambda _: f"${next(count)}", sql), *params)
+
+    async def history(self, limit: int = 20, since: float | None = None) -> list[dict[str, Any]]:
+        rows = await self._fetch(_HISTORY, since or 0.0, limit)
+        details = [decode(r[-1]) if r[-1] is not None else {} for r in rows]
+        shared = await self._shared({k for d in details for k in refs_of(d)})
+        feedback = await self._latest_feedback([r[0] for r in rows])
+        return [
+            {**_history_entry(r, d, shared), "feedback": feedback.get(r[0])}
+            for r, d in zip(rows, details, strict=True)
+        ]
+
+    async def _shared(self, keys: set[str]) -> dict[str, str]:
+        if not keys:
+            return {}
+        rows = await self._fetch(
+            "SELECT key, json FROM shared WHERE key = ANY($1::text[])", list(keys)
+        )
+        return {k: v for k, v in rows}
+
+    async def _latest_feedback(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        if not ids:
+            return {}
+        rows = await self._fetch(
+            "SELECT request_id, good, at, note FROM feedback WHERE id IN"
+            " (SELECT MAX(id) FROM feedback WHERE request_id = ANY($1::text[])"
+            " GROUP BY request_id)",
+            ids,
+        )
+        return {rid: {"good": bool(good), "at": at, "note": note} for rid, good, at, note in rows}
+
+    async def samples(self, agent: str | None = None, limit: int = 100) -> list[Verdict]:
+        if agent is None:
+            rows = await self._fetch(
+                "SELECT verdict FROM samples ORDER BY at DESC, id DESC LIMIT $1", limit
+            )
+        else:
+            rows = await self._fetch(
+                "SELECT verdict FROM samples WHERE agent = $1 ORDER BY at DESC, id DESC LIMIT $2",
+                agent,
+                limit,
+            )
+        return [Verdict.model_validate_json(r[0]) for r in rows]
+
+    async def find_request(self, ref: str, min_prefix: int) -> list[RequestRef]:
+        rows = await self._fetch("SELECT id, model, tier FROM requests WHERE id = $1", ref)
+        if not rows and len(ref) >= min_prefix:
+            rows = await self._fetch(
+                "SELECT id, model, tier FROM requests WHERE substr(id, 1, $1) = $2 LIMIT 3",
+                len(ref),
+                ref,
+            )
+        return [RequestRef(str(rid), model, tier) for rid, model, tier in rows]
+
+    async def judged_requests(self) -> list[Judged]:
+        out = []
+        for rid, status, tier, prompt, good, blob in await self._fetch(_JUDGED):
+            metrics = None
+            if blob is not None:
+                detail = decode(blob)
+                shared = await self._shared(set(refs_of(detail)))
+                for verdict in verdicts_of(detail, shared):
+                    if verdict["agent"] == "complexity":
+                        metrics = json.dumps(verdict["metrics"])
+                        break
+            out.append(Judged(rid, status, tier, prompt, bool(good), metrics))
+        return out
+
+    async def breaker_records(self) -> dict[str, BreakerRecord]:
+        rows = await self._fetch(
+            "SELECT model, state, failures, opened_at, updated_at FROM breaker_state"
+        )
+        return {
+            model: BreakerRecord(
+                state=state, failures=int(failures), opened_at=opened_at, updated_at=updated_at
+            )
+            for model, state, failures, opened_at, updated_at in rows
+        }
+
+    async def cached_answer(self, key: str, now: float) -> tuple[CachedAnswer, float] | None:
+        rows = await self._fetch(
+            "SELECT model, tier, text, prompt_tokens, completion_tokens, created_at, expires_at"
+            " FROM response_cache WHERE key = $1 AND expires_at > $2",
+            key,
+            now,
+        )
+        if not rows:
+            return None
+        model, tier, text, prompt_tokens, completion_tokens, created_at, expires_at = rows[0]
+        answer = CachedAnswer(
+            model=model,
+            tier=Tier(tier),
+            text=text,
+            prompt_tokens=int(prompt_tokens),
+            completion_tokens=int(completion_tokens),
+            created_at=float(created_at),
+        )
+        return answer, float(expires_at)
+
+    async def stored_models(self, after_version: int = 0) -> list[StoredModel]:
+        rows = await self._fetch(
+            "SELECT name, spec, version, updated_at FROM models WHERE version > $1"
+            " ORDER BY version",
+            after_version,
+        )
+        out: list[StoredModel] = []
+        for name, spec, version, at in rows:
+            try:
+                model = ModelSpec.model_validate_json(spec) if spec is not None else None
+            except ValidationError as exc:  # written by another version of Orchestra
+                log.warning("store: stored model %r is not valid here; ignored: %s", name, exc)
+                continue
+            out.append(StoredModel(name, model, int(version), float(at)))
+        return out
+
+    async def count_requests(self, since: float | None = None) -> int:
+        since_ = since if since is not None else float("-inf")
+        rows = await self._fetch("SELECT COUNT(*) FROM requests WHERE created_at >= $1", since_)
+        return int(rows[0][0])
+
+    async def replay_batches(
+        self, since: float | None, limit: int | None, batch: int
+    ) -> AsyncIterator[ReplayBatch]:
+        since_ = since if since is not None else float("-inf")
+        left = limit if limit is not None else -1
+        cursor: tuple[float, int] | None = None
+        select = f"SELECT {_REPLAY_COLUMNS} FROM requests WHERE created_at >= $1"
+        order = " ORDER BY created_at DESC, seq DESC LIMIT "
+        while left != 0:
+            size = batch if left < 0 else min(batch, left)
+            if cursor is None:
+                rows = await self._fetch(select + order + "$2", since_, size)
+            else:  # keyset pagination: the next page starts after the last row seen
+                rows = await self._fetch(
+                    select + " AND (created_at, seq) < ($2, $3)" + order + "$4",
+                    since_,
+                    cursor[0],
+                    cursor[1],
+                    size,
+                )
+            if not rows:
+                return
+            cursor = (rows[-1][2], rows[-1][0])
+            left = left - len(rows) if left > 0 else left
+            details = [decode(r[-1]) if r[-1] is not None else {} for r in rows]
+            keys = {k for d in details for k in refs_of(d)}
+            yield ReplayBatch(rows, details, await self._shared(keys))
+
+
+async def _fetch_rows(conn: Conn, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
+    return records(await conn.fetch(sql, *args))
+
+
+async def _retrying(fn: Callable[[], Awaitable[T]]) -> T:
+    """Run a transaction again after a deadlock or serialisation failure (another host won)."""
+    for attempt in range(5):
+        try:
+            return await fn()
+        except Exception as exc:
+            if not retryable(exc) or attempt == 4:
+                raise
+            await asyncio.sleep(0.01 * (attempt + 1))
+    raise AssertionError("unreachable")

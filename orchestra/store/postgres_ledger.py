@@ -1,0 +1,281 @@
+"""The ledger's statements on PostgreSQL: the same semantics as `sqlite_ledger`, across hosts.
+
+A reservation is one short transaction: `pg_advisory_xact_lock(BUDGET_LOCK)` (reservers of every
+host queue on it), then ONE statement reads the committed spend and every live reservation (one
+snapshot, so a settlement committing meanwhile is seen whole or not at all), then the grants are
+inserted. Settlements and charges need no lock: each replaces a reservation by at most its
+amount, or a dead host's expired reservation by a "lost" charge of the same amount, so they
+never make room a reserver could over-book.
+
+Running sums (`spend_day`, `spend_hour`) move in the same transactions as the ledger rows; a
+batch's deltas are added up first and applied in key order, so that two hosts' batches never
+deadlock on them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from orchestra.spend.calendar import Calendar
+from orchestra.spend.ledger import Ask, Charge, Hold, Refusal, SpendTotals
+from orchestra.store.postgres_db import BUDGET_LOCK, Conn
+from orchestra.store.series import first_keys, shape
+
+_INSERT_LEDGER = (
+    "INSERT INTO ledger (at, request_id, model, tier, prompt_tokens, completion_tokens,"
+    " cost_usd, kind, reservation_id, estimated) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+)
+_ADD_DAY = (
+    "INSERT INTO spend_day (day, model, tier, answers, prompt_tokens, completion_tokens, cost_usd)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (day, model, tier) DO UPDATE SET"
+    " answers = spend_day.answers + excluded.answers,"
+    " prompt_tokens = spend_day.prompt_tokens + excluded.prompt_tokens,"
+    " completion_tokens = spend_day.completion_tokens + excluded.completion_tokens,"
+    " cost_usd = spend_day.cost_usd + excluded.cost_usd"
+)
+_ADD_HOUR = (
+    "INSERT INTO spend_hour (day, hour, cost_usd) VALUES ($1, $2, $3)"
+    " ON CONFLICT (day, hour) DO UPDATE SET cost_usd = spend_hour.cost_usd + excluded.cost_usd"
+)
+_TOTALS = """
+SELECT
+    (SELECT COALESCE(SUM(cost_usd), 0) FROM spend_day WHERE day >= $1),
+    (SELECT COALESCE(SUM(cost_usd), 0) FROM spend_day WHERE day >= $2),
+    (SELECT COALESCE(SUM(usd), 0) FROM reservations WHERE expires_at > $3),
+    (SELECT COALESCE(SUM(cost_usd), 0) FROM spend_hour
+        WHERE day > $4 OR (day = $4 AND hour >= $5))
+"""
+
+
+@dataclass
+class Sums:
+    """Running-sum deltas of one transaction, applied together in key order."""
+
+    cal: Calendar
+    day: dict[tuple[str, str, str], list[float]] = field(default_factory=dict)
+    hour: dict[tuple[str, int], float] = field(default_factory=dict)
+
+    def add(
+        self, at: float, model: str, tier: str, answers: int, pt: int, ct: int, cost: float
+    ) -> None:
+        d = self.cal.day(at)
+        row = self.day.setdefault((d, model, tier), [0, 0, 0, 0.0])
+        for i, x in enumerate((answers, pt, ct, cost)):
+            row[i] += x
+        key = (d, self.cal.hour(at))
+        self.hour[key] = self.hour.get(key, 0.0) + cost
+
+    async def apply(self, conn: Conn) -> None:
+        if self.day:
+            await conn.executemany(
+                _ADD_DAY,
+                [(d, m, t, int(a), int(p), int(c), float(usd))
+                 for (d, m, t), (a, p, c, usd) in sorted(self.day.items())],
+            )  # fmt: skip
+        if self.hour:
+            await conn.executemany(
+                _ADD_HOUR, [(d, h, usd) for (d, h), usd in sorted(self.hour.items())]
+            )
+
+
+async def _settle(conn: Conn, hold_ids: Iterable[int], sums: Sums) -> None:
+    """Remove reservations; one whose lease ran out first was charged as lost: take that charge
+    back (the call's real outcome replaces the guess). Negative ids were held locally while the
+    database was unreachable: there is nothing to settle here."""
+    ids = sorted({h for h in hold_ids if h > 0})
+    if not ids:
+        return
+    gone = await conn.fetch(
+        "DELETE FROM reservations WHERE id = ANY($1::bigint[]) RETURNING id", ids
+    )
+    missing = sorted(set(ids) - {r[0] for r in gone})
+    if not missing:
+        return
+    for at, model, tier, cost in await conn.fetch(
+        "DELETE FROM ledger WHERE reservation_id = ANY($1::bigint[]) AND kind = 'lost'"
+        " RETURNING at, model, tier, cost_usd",
+        missing,
+    ):
+        sums.add(at, model, tier, 0, 0, 0, -cost)
+
+
+async def write_charges(
+    conn: Conn,
+    cal: Calendar,
+    charges: Sequence[tuple[str | None, Charge, float]],
+    releases: Sequence[int] = (),
+) -> None:
+    """Settle the reservations the charges were made under (and the released ones), write the
+    ledger rows and move the running sums. A charge of nothing (a free model's answer) is only
+    counted in the sums: no ledger row."""
+    sums = Sums(cal)
+    await _settle(conn, [*(c.hold_id for _, c, _ in charges if c.hold_id), *releases], sums)
+    rows = []
+    for request_id, c, at in charges:
+        hold = c.hold_id if c.hold_id is not None and c.hold_id > 0 else None
+        if c.cost_usd or hold is not None:
+            rows.append((at, request_id, c.model, str(c.tier), c.prompt_tokens,
+                         c.completion_tokens, float(c.cost_usd), c.kind, hold,
+                         int(not c.usage_reported)))  # fmt: skip
+        sums.add(at, c.model, str(c.tier), int(c.kind == "answer"), c.prompt_tokens,
+                 c.completion_tokens, float(c.cost_usd))  # fmt: skip
+    if rows:
+        await conn.executemany(_INSERT_LEDGER, rows)
+    await sums.apply(conn)
+
+
+async def expire(conn: Conn, cal: Calendar, now: float) -> int:
+    """Charge every reservation whose lease ran out at its full amount (its process died, or
+    lost the database for longer than the lease; the provider may have billed the call).
+    `DELETE ... RETURNING`: a reservation two hosts expire at once is charged once."""
+    rows = await conn.fetch(
+        "DELETE FROM reservations WHERE expires_at <= $1"
+        " RETURNING id, request_id, model, tier, usd",
+        now,
+    )
+    if not rows:
+        return 0
+    sums = Sums(cal)
+    await conn.executemany(
+        _INSERT_LEDGER,
+        [(now, rid, model, tier, 0, 0, usd, "lost", hid, 1)
+         for hid, rid, model, tier, usd in rows],
+    )  # fmt: skip
+    for _, _, model, tier, usd in rows:
+        sums.add(now, model, tier, 0, 0, 0, usd)
+    await sums.apply(conn)
+    return len(rows)
+
+
+async def totals(conn: Conn, cal: Calendar, now: float) -> SpendTotals:
+    """Today, this month, live reservations and the last hour, read in one statement."""
+    before_day, before_hour = cal.previous_hour(now)
+    row = await conn.fetchrow(
+        _TOTALS, cal.day(now), cal.month_first(now), now, before_day, before_hour
+    )
+    assert row is not None
+    today, month, reserved, hour = row
+    return SpendTotals(
+        today_usd=float(today),
+        month_usd=float(month),
+        reserved_usd=float(reserved),
+        last_hour_usd=float(hour),
+        at=now,
+    )
+
+
+def grant(ask: Ask, t: SpendTotals, held: float) -> float | Refusal:
+    """What `ask` gets against totals `t` with `held` already reserved: an amount, or a refusal
+    naming the tightest limit (the rule of `sqlite_ledger.reserve`)."""
+    lefts = [
+        (name, limit - spent - held)
+        for name, limit, spent in (
+            ("daily", ask.daily_usd, t.today_usd),
+            ("monthly", ask.monthly_usd, t.month_usd),
+        )
+        if limit is not None
+    ]
+    tightest = min(lefts, key=lambda x: x[1]) if lefts else None
+    if tightest is not None and ask.min_usd > tightest[1] + 1e-12:
+        return Refusal(limit=tightest[0], left_usd=tightest[1])
+    usd = ask.want_usd if tightest is None else min(ask.want_usd, tightest[1])
+    return max(usd, ask.min_usd)
+
+
+async def reserve(
+    conn: Conn,
+    cal: Calendar,
+    asks: Sequence[Ask],
+    owner: str,
+    now: float,
+    releases: Sequence[int] = (),
+) -> list[Hold | Refusal]:
+    """Drop `releases`, then grant or refuse each ask in turn, each seeing the reservations
+    granted before it, in one transaction serialised with every other host's reservations."""
+    async with conn.transaction():
+        if releases:
+            await write_charges(conn, cal, (), releases)
+        if not asks:
+            return []
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", BUDGET_LOCK)
+        await expire(conn, cal, now)
+        t = await totals(conn, cal, now)  # after the lock: its snapshot sees every grant before
+        held = t.reserved_usd
+        decided: list[float | Refusal] = []
+        for ask in asks:
+            got = grant(ask, t, held)
+            if not isinstance(got, Refusal):
+                held += got
+            decided.append(got)
+        granted = [(ask, usd) for ask, usd in zip(asks, decided, strict=True)
+                   if not isinstance(usd, Refusal)]  # fmt: skip
+        ids: list[int] = []
+        if len(granted) == 1:  # the usual case: one round trip
+            ((a, usd),) = granted
+            ids = [await conn.fetchval(
+                "INSERT INTO reservations (request_id, model, tier, usd, created_at, expires_at,"
+                " owner) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                a.request_id, a.model, str(a.tier), usd, now, now + a.lease_s, owner,
+            )]  # fmt: skip
+        elif granted:  # ids first, so that each hold knows its own
+            ids = [r[0] for r in await conn.fetch(
+                "SELECT nextval(pg_get_serial_sequence('reservations', 'id'))"
+                " FROM generate_series(1, $1)", len(granted)
+            )]  # fmt: skip
+            await conn.executemany(
+                "INSERT INTO reservations (id, request_id, model, tier, usd, created_at,"
+                " expires_at, owner) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                [(i, a.request_id, a.model, str(a.tier), usd, now, now + a.lease_s, owner)
+                 for i, (a, usd) in zip(ids, granted, strict=True)],
+            )  # fmt: skip
+    out: list[Hold | Refusal] = []
+    it = iter(ids)
+    for got in decided:
+        out.append(got if isinstance(got, Refusal) else Hold(id=next(it), usd=got))
+    return out
+
+
+async def summary(conn: Conn, cal: Calendar, now: float) -> dict[str, object]:
+    """What `orchestra spend` shows: today, this month, all time, this month by model."""
+    t = await totals(conn, cal, now)
+    total, answered = await conn.fetchrow(
+        "SELECT COALESCE(SUM(cost_usd), 0), COALESCE(SUM(answers), 0) FROM spend_day"
+    ) or (0, 0)
+    by_model = await conn.fetch(
+        "SELECT model, tier, SUM(answers), SUM(prompt_tokens), SUM(completion_tokens),"
+        " SUM(cost_usd) FROM spend_day WHERE day >= $1 GROUP BY model, tier"
+        " ORDER BY 6 DESC, 1",
+        cal.month_first(now),
+    )
+    return {
+        "today_usd": t.today_usd,
+        "month_usd": t.month_usd,
+        "reserved_usd": t.reserved_usd,
+        "total_usd": float(total),
+        "answered_requests": int(answered),
+        "month_by_model": [
+            {
+                "model": m,
+                "tier": tier,
+                "requests": int(n),
+                "prompt_tokens": int(pt),
+                "completion_tokens": int(ct),
+                "cost_usd": float(c),
+            }
+            for m, tier, n, pt, ct, c in by_model
+        ],
+    }
+
+
+async def series(conn: Conn, cal: Calendar, now: float, days: int) -> dict[str, object]:
+    """Spend per day and per hour (see `orchestra.store.series`), from the running sums."""
+    first_day, first_hour_day = first_keys(cal, now, days)
+    by_day = await conn.fetch(
+        "SELECT day, SUM(cost_usd), SUM(answers) FROM spend_day WHERE day >= $1 GROUP BY day",
+        first_day,
+    )
+    by_hour = await conn.fetch(
+        "SELECT day, hour, cost_usd FROM spend_hour WHERE day >= $1", first_hour_day
+    )
+    return shape(cal, now, days, [tuple(r) for r in by_day], [tuple(r) for r in by_hour])

@@ -1,0 +1,25 @@
+"""How a PostgreSQL store connects and where it spills (no driver imported here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Timeouts:
+    """How long to wait: for a connection, and for any one statement (enforced by the server
+    too, as `statement_timeout`)."""
+
+    connect_s: float = 5.0
+    statement_s: float = 10.0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PostgresOptions:
+    """The pool's size, the timeouts, and the spill file (its place and its cap in bytes)."""
+
+    spill_path: Path
+    spill_max_bytes: int = 256 * 1024 * 1024
+    pool_size: int = 5
+    timeouts: Timeouts = field(default_factory=Timeouts)

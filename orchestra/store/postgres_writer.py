@@ -1,0 +1,400 @@
+"""The PostgreSQL store's single writer: an asyncio task, its inbox, group commit, the spill.
+
+As on SQLite, everything queued while a batch is being committed goes into the next batch: one
+transaction (rows merged into one `executemany` per statement, then the ledger's charges), then
+every waiter is told. A batch the server refuses is retried one write at a time, so one bad
+write costs no other. A batch that cannot reach the server goes to the spill file instead (see
+`orchestra.store.spill`): its waiters are told it is kept, and it is written to the database,
+by this same task, once the database answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+import orchestra.store.postgres_ledger as pg_ledger
+from orchestra.core.errors import StoreError
+from orchestra.core.tier import Tier
+from orchestra.spend.calendar import Calendar
+from orchestra.spend.ledger import Charge, SpendTotals
+from orchestra.store.postgres_db import DRAIN_LOCK, Conn, retryable, unreachable
+from orchestra.store.spill import Spill
+
+log = logging.getLogger("orchestra.store")
+
+# A write as rows by statement name, plus the ledger's charges and releases: what is committed,
+# and what the spill file keeps (JSON: names, not SQL, so that a newer Orchestra can drain it).
+Payload = dict[str, Any]
+
+_REQUEST_COLUMNS = (
+    "id", "created_at", "status", "model", "tier", "cost_usd", "latency_ms", "prompt_tokens",
+    "completion_tokens", "prompt_sha256", "features", "prompt", "response", "forced_model",
+    "forced_tier", "stream", "policy", "decision", "error_kind", "error", "detail",
+)  # fmt: skip
+
+
+def _upsert_request() -> str:
+    marks = ", ".join(f"${i}" for i in range(1, len(_REQUEST_COLUMNS) + 1))
+    sets = ", ".join(f"{c} = excluded.{c}" for c in _REQUEST_COLUMNS[1:])
+    return (
+        f"INSERT INTO requests ({', '.join(_REQUEST_COLUMNS)}) VALUES ({marks})"
+        f" ON CONFLICT (id) DO UPDATE SET {sets}"
+    )
+
+
+# In this order within a transaction: requests before the feedback that refers to them.
+STATEMENTS: dict[str, str] = {
+    "request": _upsert_request(),
+    "shared": "INSERT INTO shared (key, json) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+    "sample": "INSERT INTO samples (agent, at, state, verdict) VALUES ($1, $2, $3, $4)",
+    "breaker": (
+        "INSERT INTO breaker_state (model, state, failures, opened_at, updated_at)"
+        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (model) DO UPDATE SET state = excluded.state,"
+        " failures = excluded.failures, opened_at = excluded.opened_at,"
+        " updated_at = excluded.updated_at"
+    ),
+    "breaker_event": (
+        "INSERT INTO breaker_events (model, at, from_state, to_state, reason)"
+        " VALUES ($1, $2, $3, $4, $5)"
+    ),
+    "cache": (
+        "INSERT INTO response_cache (key, model, tier, text, prompt_tokens, completion_tokens,"
+        " created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        " ON CONFLICT (key) DO UPDATE SET model = excluded.model, tier = excluded.tier,"
+        " text = excluded.text, prompt_tokens = excluded.prompt_tokens,"
+        " completion_tokens = excluded.completion_tokens, created_at = excluded.created_at,"
+        " expires_at = excluded.expires_at"
+    ),
+    "purge": "DELETE FROM response_cache WHERE expires_at <= $1",
+    "feedback": "INSERT INTO feedback (request_id, at, good, note) VALUES ($1, $2, $3, $4)",
+}
+# Keys whose rows several hosts may write at once: sorted, so two batches never deadlock.
+_SORTED = frozenset({"shared", "breaker", "cache"})
+
+
+def charge_json(request_id: str | None, c: Charge, at: float) -> list[Any]:
+    return [request_id, {"model": c.model, "tier": str(c.tier), "prompt_tokens": c.prompt_tokens,
+            "completion_tokens": c.completion_tokens, "cost_usd": c.cost_usd, "kind": c.kind,
+            "hold_id": c.hold_id, "usage_reported": c.usage_reported}, at]  # fmt: skip
+
+
+def charge_of(item: Sequence[Any]) -> tuple[str | None, Charge, float]:
+    request_id, c, at = item
+    return request_id, Charge(**{**c, "tier": Tier(c["tier"])}), float(at)
+
+
+async def apply_payloads(
+    conn: Conn, cal: Calendar, payloads: Sequence[Payload], *, drain: bool = False
+) -> int:
+    """Write payloads inside the caller's transaction; returns how many were applied. With
+    `drain` (from the spill file), a record already in the database was committed before its
+    connection broke: it is skipped whole, its charges with it."""
+    if drain:
+        ids = [p["request"] for p in payloads if p.get("request")]
+        if ids:
+            found = {r[0] for r in await conn.fetch(
+                "SELECT id FROM requests WHERE id = ANY($1::text[])", ids)}  # fmt: skip
+            payloads = [p for p in payloads if p.get("request") not in found]
+    merged: dict[str, list[tuple[Any, ...]]] = {}
+    charges: list[tuple[str | None, Charge, float]] = []
+    releases: list[int] = []
+    for p in payloads:
+        for key, rows in p.get("rows", {}).items():
+            merged.setdefault(key, []).extend(tuple(r) for r in rows)
+        charges.extend(charge_of(c) for c in p.get("charges", ()))
+        releases.extend(p.get("releases", ()))
+    for key, sql in STATEMENTS.items():
+        rows = merged.get(key)
+        if rows:
+            await conn.executemany(
+                sql, sorted(rows, key=lambda r: str(r[0])) if key in _SORTED else rows
+            )
+    if charges or releases:
+        await pg_ledger.write_charges(conn, cal, charges, releases)
+    return len(payloads)
+
+
+@dataclass(slots=True)
+class PgWrite:
+    """One unit of the queue: `make` builds its payload on the writer (so serialising happens
+    in batches, off the caller's path); `call` runs alone between batches (the drain). A write
+    with neither is a flush marker. `essential` writes are kept in the spill file when the
+    database is unreachable, or fail; the others are dropped first (samples, cache)."""
+
+    make: Callable[[], Payload] | None = None
+    call: Callable[[], Awaitable[object]] | None = None
+    money: bool = False
+    essential: bool = True
+    spill: bool = True  # False: pointless once stale (the response cache): dropped offline
+    quiet: bool = False
+    done: asyncio.Future[Any] | None = None
+    payload: Payload | None = None
+    result: object = None
+    error: BaseException | None = field(default=None, repr=False)
+
+    @property
+    def marker(self) -> bool:
+        return self.make is None and self.call is None
+
+
+class PgWriter:
+    """Owns the write path; `submit` queues a write and, if asked, returns a future resolved
+    once it is committed (or kept in the spill file while the database is unreachable).
+
+    `link` decides where a batch goes: `link.degraded` says the database is unreachable;
+    `link.lost(exc)` is told when a batch finds it so; `on_totals` gets the spend totals after
+    commits that moved money (at most every `TOTALS_EVERY_S`).
+    """
+
+    TOTALS_EVERY_S = 0.2
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        calendar: Calendar,
+        spill: Spill,
+        link: Link,
+        on_totals: Callable[[SpendTotals], None],
+        on_spilled: Callable[[Sequence[Payload]], None],
+    ) -> None:
+        self.pool = pool
+        self.calendar = calendar
+        self.spill = spill
+        self.link = link
+        self._on_totals = on_totals
+        self._on_spilled = on_spilled
+        self._inbox: asyncio.Queue[PgWrite | None] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._unreported: StoreError | None = None
+        self._totals_at = 0.0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._serve(), name="orchestra-pg-writer")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._inbox.put_nowait(None)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def submit(self, write: PgWrite, *, wait: bool) -> asyncio.Future[Any] | None:
+        if not self.running:
+            raise StoreError("the store is not open")
+        if wait:
+            write.done = asyncio.get_running_loop().create_future()
+        self._inbox.put_nowait(write)
+        return write.done
+
+    async def run(self, fn: Callable[[], Awaitable[object]]) -> Any:
+        """Run `fn` on the writer, between batches (nothing else writes meanwhile)."""
+        done = self.submit(PgWrite(call=fn), wait=True)
+        assert done is not None
+        return await done
+
+    async def flush(self) -> None:
+        if self.running:
+            done = self.submit(PgWrite(), wait=True)
+            assert done is not None
+            await done
+
+    async def _serve(self) -> None:
+        while True:
+            batch: list[PgWrite | None] = [await self._inbox.get()]
+            while not self._inbox.empty():
+                batch.append(self._inbox.get_nowait())
+            writes = [w for w in batch if w is not None]
+            try:
+                await self._process(writes)
+            except Exception as exc:  # the writer must outlive any one batch
+                log.exception("store: a batch failed")
+                for w in writes:
+                    w.error = w.error or exc
+            self._settle(writes)
+            if any(w is None for w in batch):
+                return
+
+    async def _process(self, batch: list[PgWrite]) -> None:
+        for w in batch:
+            if w.call is not None:
+                try:
+                    w.result = await w.call()
+                except Exception as exc:
+                    w.error = exc
+        writes = [w for w in batch if w.make is not None]
+        for w in writes:
+            assert w.make is not None
+            try:
+                w.payload = w.make()
+            except Exception as exc:  # one bad record must not cost the others
+                log.exception("store: cannot serialise a write; it is dropped")
+                w.error = exc
+        writes = [w for w in writes if w.payload is not None]
+        if not writes:
+            return
+        if not self.link.degraded:
+            try:
+                await self._commit(writes)
+                return
+            except Exception as exc:
+                if not unreachable(exc):
+                    raise
+                self.link.lost(exc)
+        await self._to_spill(writes)
+
+    async def _commit(self, writes: list[PgWrite]) -> None:
+        """One transaction for the batch; if the server refuses it, each write alone."""
+        async with self.pool.acquire() as conn:
+            try:
+                await self._transaction(conn, [w.payload for w in writes if w.payload])
+            except Exception as exc:
+                if unreachable(exc) or len(writes) == 1:
+                    raise
+                for w in writes:
+                    try:
+                        await self._transaction(conn, [w.payload] if w.payload else [])
+                    except Exception as alone:
+                        if unreachable(alone):
+                            raise
+                        w.error = alone
+            if any(w.money and w.error is None for w in writes):
+                now = time.time()
+                if now - self._totals_at >= self.TOTALS_EVERY_S:
+                    self._totals_at = now
+                    self._on_totals(await pg_ledger.totals(conn, self.calendar, now))
+
+    async def _transaction(self, conn: Conn, payloads: list[Payload]) -> None:
+        for attempt in range(5):
+            try:
+                async with conn.transaction():
+                    await apply_payloads(conn, self.calendar, payloads)
+                return
+            except Exception as exc:
+                if not retryable(exc) or attempt == 4:
+                    raise
+                await asyncio.sleep(0.01 * (attempt + 1))
+
+    async def _to_spill(self, writes: list[PgWrite]) -> None:
+        """Keep a batch the database could not take in the spill file."""
+        keep = [w for w in writes if w.spill]
+        for w in writes:
+            if not w.spill:
+                w.result = None  # a cache entry: worthless by the time it could be written
+        if not keep:
+            return
+        entries = [("write", w.payload or {}) for w in keep]
+        essential = [w.essential for w in keep]
+        try:
+            kept = await asyncio.to_thread(self.spill.append, entries, essential)
+        except StoreError as exc:
+            for w in keep:
+                w.error = exc
+            return
+        except Exception as exc:
+            for w in keep:
+                w.error = StoreError(f"cannot write the spill file {self.spill.path}: {exc}")
+            return
+        self._on_spilled([w.payload or {} for w, k in zip(keep, kept, strict=True) if k])
+
+    async def drain(self, batch: int = 500) -> int:
+        """(On the writer, via `run`) Write the spill file's entries to the database, oldest
+        first; returns how many. Raises if the database is unreachable again."""
+        done = 0
+        if not await asyncio.to_thread(self.spill.lock):
+            return 0  # another process on this host is draining the same file
+        try:
+            while True:
+                entries = await asyncio.to_thread(self.spill.take, batch)
+                if not entries:
+                    return done
+                await self._drain_entries(entries)
+                done += len(entries)
+        finally:
+            await asyncio.to_thread(self.spill.unlock)
+
+    async def _drain_entries(self, entries: list[tuple[int, str, Payload]]) -> None:
+        async with self.pool.acquire() as conn:
+            try:
+                await self._drain_transaction(conn, [p for _, _, p in entries])
+            except Exception as exc:
+                if unreachable(exc):
+                    raise
+                for one in entries:  # find the entry the server refuses; keep it aside
+                    try:
+                        await self._drain_transaction(conn, [one[2]])
+                    except Exception as alone:
+                        if unreachable(alone):
+                            raise
+                        log.error("store: a spilled write is refused (%s); kept aside", alone)
+                        await asyncio.to_thread(self.spill.quarantine, [one[0]])
+        await asyncio.to_thread(self.spill.delete, [i for i, _, _ in entries])
+
+    async def _drain_transaction(self, conn: Conn, payloads: list[Payload]) -> None:
+        for attempt in range(5):
+            try:
+                async with conn.transaction():
+                    # One drainer at a time across hosts, so "already there?" is answered right.
+                    await conn.execute("SELECT pg_advisory_xact_lock($1)", DRAIN_LOCK)
+                    await apply_payloads(conn, self.calendar, payloads, drain=True)
+                return
+            except Exception as exc:
+                if not retryable(exc) or attempt == 4:
+                    raise
+                await asyncio.sleep(0.01 * (attempt + 1))
+
+    def _settle(self, batch: list[PgWrite]) -> None:
+        """Tell each waiter how its write went; a failure nobody waits for is kept for the next
+        flush (or logged, for best-effort writes)."""
+        for w in batch:
+            if w.marker:
+                continue
+            error = None if w.error is None else _store_error(w.error)
+            if w.done is not None and not w.done.done():
+                if error is None:
+                    w.done.set_result(w.result)
+                else:
+                    w.done.set_exception(error)
+                    w.done.exception()  # a caller that gave up waiting must not leave it unseen
+            elif error is not None and w.quiet:
+                log.warning("store: a write failed and is dropped: %s", error)
+            elif error is not None:
+                self._unreported = error
+        for w in batch:
+            if w.marker and w.done is not None and not w.done.done():
+                failed, self._unreported = self._unreported, None
+                if failed is None:
+                    w.done.set_result(None)
+                else:
+                    w.done.set_exception(failed)
+
+
+class Link:
+    """Whether the database answers, as the writer and the reserver see it."""
+
+    def __init__(self, on_lost: Callable[[BaseException], None]) -> None:
+        self.degraded = False
+        self._on_lost = on_lost
+
+    def lost(self, exc: BaseException) -> None:
+        if not self.degraded:
+            self.degraded = True
+            self._on_lost(exc)
+
+
+def _store_error(exc: BaseException) -> StoreError:
+    if isinstance(exc, StoreError):
+        return exc
+    return StoreError(f"a write to the store failed: {type(exc).__name__}: {exc}")
