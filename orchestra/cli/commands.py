@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 import traceback
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestra.cli import render
 from orchestra.config import Config, load_config
@@ -21,7 +21,9 @@ from orchestra.core.errors import (
     RequestError,
     StoreUnavailable,
 )
-from orchestra.runtime import Orchestra
+
+if TYPE_CHECKING:
+    from orchestra.execution.embedded import EmbeddedModel
 
 EXIT_FAILED = 1  # no model could answer, or the store failed once open
 EXIT_USAGE = 2  # bad config, bad input, or a store that cannot be opened
@@ -139,7 +141,16 @@ def _read_stdin() -> str:
 
 async def run(args: argparse.Namespace, config: Config) -> int:
     prompt = _prompt(args.prompt)
-    async with Orchestra(config, warm_embedded=True) as orc:
+    remote = _remote_hinted(args, config)
+    # The embedded model first (loading it holds the GIL ~0.4 s: what follows waits anyway), so
+    # that importing and starting the rest overlaps llama.cpp reading the prompt. LiteLLM
+    # (seconds to import) loads while Orchestra starts only when the hints rule out the embedded
+    # model; otherwise only if the decision reaches another model (most runs: never).
+    embedded = None if remote else _warm_embedded(config, prompt)
+    await asyncio.sleep(0)  # the warm-up task hands llama.cpp's loading to its thread
+    from orchestra.runtime import Orchestra
+
+    async with Orchestra(config, embedded=embedded, preload_backend=remote) as orc:
         if args.stream and not args.json:
             stream = orc.stream(prompt, **_hints(args))
             async for text in stream:
@@ -164,11 +175,32 @@ async def run(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def _warm_embedded(config: Config, prompt: str) -> EmbeddedModel | None:
+    """The embedded model, starting in the background and then reading `prompt` ahead."""
+    if not config.embedded.enabled:
+        return None
+    from orchestra.core.request import Message
+    from orchestra.execution.embedded import EmbeddedModel
+
+    model = EmbeddedModel(config.embedded)
+    model.warm_soon((Message(role="user", content=prompt),))
+    return model
+
+
+def _remote_hinted(args: argparse.Namespace, config: Config) -> bool:
+    """Whether `--model` or `--tier` rules out the embedded model."""
+    if args.model is not None:
+        return not (config.embedded.enabled and args.model == config.embedded.name)
+    return args.tier in ("edge", "cloud")
+
+
 async def chat(args: argparse.Namespace, config: Config) -> int:
     from orchestra.core.request import Message
 
     if sys.stdin is None:  # started with standard input closed: the conversation is over
         return 0
+    from orchestra.runtime import Orchestra
+
     history: list[Message] = []
     print("orchestra chat: an empty line or Ctrl-D ends it.", file=sys.stderr)
     async with Orchestra(config, warm_embedded=True) as orc:
@@ -197,6 +229,8 @@ async def chat(args: argparse.Namespace, config: Config) -> int:
 
 
 async def agents(args: argparse.Namespace, config: Config) -> int:
+    from orchestra.runtime import Orchestra
+
     if args.watch:
         return await _watch_agents(args, config)
     async with Orchestra(config, preload_backend=False) as orc:
@@ -213,8 +247,12 @@ async def _watch_agents(args: argparse.Namespace, config: Config) -> int:
     """A live table: ambient agents as sampled in the background, per-request ones re-checked."""
     from rich.live import Live
 
+    from orchestra.runtime import Orchestra
+
     async with Orchestra(config, preload_backend=False) as orc:
-        with Live(render.verdict_grid(await orc.verdicts(args.prompt)), console=render.out) as live:
+        with Live(
+            render.verdict_grid(await orc.verdicts(args.prompt)), console=render.out()
+        ) as live:
             shown = 1
             while args.count is None or shown < args.count:
                 await asyncio.sleep(args.every)
@@ -341,7 +379,7 @@ async def replay(args: argparse.Namespace, config: Config) -> int:
         else:
             from rich.progress import Progress
 
-            with Progress(console=render.err, transient=True) as bar:
+            with Progress(console=render.err(), transient=True) as bar:
                 task = bar.add_task("replaying", total=None)
                 reports = await run_replay(
                     store,
@@ -361,7 +399,7 @@ async def replay(args: argparse.Namespace, config: Config) -> int:
             )
         )
     else:
-        render_replay(reports, render.out)
+        render_replay(reports, render.out())
     return 0
 
 
@@ -392,7 +430,7 @@ async def experiment(args: argparse.Namespace, config: Config) -> int:
         fallback = await discover_catalog(config, embedded)
     result = run_experiment(scenario, policies, scenario_catalog(scenario, fallback))
     files, skipped = write_outputs(result, Path(args.out), plots=not args.no_plots)
-    render_summary(result, render.out)
+    render_summary(result, render.out())
     for path in files:
         print(f"wrote {path}")
     if skipped:

