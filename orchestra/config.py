@@ -48,6 +48,18 @@ class DiscoveryConfig(_Section):
     env_providers: bool | None = None
 
 
+class ServerConfig(_Section):
+    """`[server]`: `orchestra serve`'s address and limits. Its bearer token never lives in the
+    file: `--token` or `$ORCHESTRA_TOKEN`."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8787, ge=1, le=65535)
+    max_body_bytes: int = Field(default=1_048_576, gt=0)  # a larger request body is refused (413)
+    max_tokens: int = Field(default=32_768, gt=0)  # the most a request may ask for (400 above)
+    # How often each worker reads the models that other workers added, changed or removed.
+    models_sync_s: float = Field(default=1.0, gt=0)
+
+
 class Config(_Section):
     """The whole configuration; every section has defaults, so an empty file is valid."""
 
@@ -63,6 +75,7 @@ class Config(_Section):
     balancing: BalancingConfig = BalancingConfig()
     cache: CacheConfig = CacheConfig()
     health: HealthConfig = HealthConfig()
+    server: ServerConfig = ServerConfig()
     # The whole request, every attempt and wait included.
     request_timeout_s: float = Field(default=120.0, gt=0)
     source: Path | None = Field(default=None, exclude=True)
@@ -76,6 +89,11 @@ class Config(_Section):
                     f"models[{i}] has api_key: keys never live in the file; "
                     "put the key in an environment variable and name it with api_key_env"
                 )
+        server = data.get("server") if isinstance(data, dict) else None
+        if isinstance(server, dict) and "token" in server:
+            raise ValueError(
+                "server has token: tokens never live in the file; use --token or ORCHESTRA_TOKEN"
+            )
         return data
 
     @model_validator(mode="after")

@@ -7,9 +7,12 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import TYPE_CHECKING
 
+from orchestra.core.decision import Decision
 from orchestra.core.errors import AllCandidatesFailed, OrchestraError, RejectedRequest, StreamBroken
+from orchestra.core.model_spec import ModelSpec
 from orchestra.core.request import Request
 from orchestra.core.result import Result
+from orchestra.core.verdict import Verdict
 from orchestra.execution.flight import Flight
 
 if TYPE_CHECKING:
@@ -22,6 +25,8 @@ class ResponseStream:
     Failover to the next candidate is invisible until the first piece arrives; a failure after
     that raises `StreamBroken`. The stream ends only once its record is on disk; a stream broken,
     or left by its reader before its end, is recorded too, with what was received and billed.
+    `decision` and `verdicts` are known once the request is routed (by the first piece), `model`
+    once a model's text arrives.
     """
 
     def __init__(self, orc: Orchestra, request: Request) -> None:
@@ -29,6 +34,20 @@ class ResponseStream:
         self.request = request
         self.result: Result | None = None
         self._pieces_gen: AsyncGenerator[str, None] | None = None
+        self._flight: Flight | None = None
+
+    @property
+    def decision(self) -> Decision | None:
+        return self._flight.decision if self._flight is not None else None
+
+    @property
+    def verdicts(self) -> tuple[Verdict, ...]:
+        return self._flight.verdicts if self._flight is not None else ()
+
+    @property
+    def model(self) -> ModelSpec | None:
+        """The model whose text is arriving (None before the first piece)."""
+        return self._flight.streaming if self._flight is not None else None
 
     def __aiter__(self) -> AsyncIterator[str]:
         if self._pieces_gen is None:
@@ -49,7 +68,7 @@ class ResponseStream:
     async def _pieces(self) -> AsyncGenerator[str, None]:
         orc = self._orc
         executor = await orc._executor_ready()
-        flight = Flight(self.request, stream=True)
+        flight = self._flight = Flight(self.request, stream=True)
         await orc._route(flight)
         answer: Result | None = None
         finished = False

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from orchestra.core.errors import (
     StoreError,
 )
 from orchestra.core.feedback import MAX_NOTE_CHARS, MIN_PREFIX, Feedback
+from orchestra.core.model_spec import ModelSpec
 from orchestra.core.paths import default_db_path
 from orchestra.core.redact import Redactor, strip_prompt
 from orchestra.core.request import Message, Request
@@ -111,6 +113,7 @@ class Orchestra:
         self._warming: asyncio.Task[object] | None = None
         self._policy: Policy | None = None
         self._catalog = Catalog(())
+        self._catalog_changing = asyncio.Lock()
         self._redact = Redactor()
         self._idle_spend = SpendTracker()
         self._started = False
@@ -153,10 +156,7 @@ class Orchestra:
         try:
             for agent in [*agents, *self._hooked]:
                 self._panel.hook(agent)
-            context = AgentContext(
-                catalog=self._catalog, budget=self.config.budget, spend=self.spend
-            )
-            await self._panel.start(context)
+            await self._panel.start(self._agent_context())
             if self.config.health.enabled:
                 self._health = HealthChecker(
                     list(self._catalog),
@@ -265,6 +265,11 @@ class Orchestra:
         return self._catalog
 
     @property
+    def store(self) -> Store:
+        """The open store: history, spend, feedback, stored models."""
+        return self._require_store()
+
+    @property
     def spend(self) -> SpendTracker:
         """Live spend (today, this month, in flight), as the ledger last had it."""
         return self._store.spend if self._store is not None else self._idle_spend
@@ -341,6 +346,43 @@ class Orchestra:
     async def flush(self) -> None:
         await self._require_store().flush()
 
+    # -- the catalog while running ---------------------------------------------------------------
+
+    async def add_model(self, spec: ModelSpec) -> None:
+        """Add a model to the catalog (last in its tier; `ConfigError` if its name is taken);
+        the next requests may use it."""
+        await self._change_catalog(lambda c: c.adding(spec), spec)
+
+    async def update_model(self, spec: ModelSpec) -> None:
+        """Replace the catalog's model named `spec.name` (`UnknownModelError` if none)."""
+        await self._change_catalog(lambda c: c.replacing(spec), spec)
+
+    async def remove_model(self, name: str) -> None:
+        """Remove a model from the catalog (`UnknownModelError` if none)."""
+        await self._change_catalog(lambda c: c.removing(name), None)
+
+    async def _change_catalog(
+        self, change: Callable[[Catalog], Catalog], spec: ModelSpec | None
+    ) -> None:
+        """Swap in the changed catalog everywhere it is used; requests in flight keep theirs.
+
+        One change at a time; the backend learns a new model before any request can pick it.
+        """
+        self._require_store()
+        async with self._catalog_changing:
+            catalog = change(self._catalog)
+            if spec is not None and self._backend_task is not None:
+                await (await self._backend_task).prepare([spec])
+            if self._executor_task is not None:
+                (await self._executor_task).use_catalog(catalog)
+            self._catalog = catalog  # from here on, requests are decided against it
+            for m in catalog:  # keys of removed models stay masked: a call may still be out
+                if m.api_key_env:
+                    self._redact.add(os.environ.get(m.api_key_env, ""))
+            if self._health is not None:
+                self._health.watch(catalog)
+            await self._panel.catalog_changed(self._agent_context())
+
     # -- internals -------------------------------------------------------------------------------
 
     def _request(self, prompt: Prompt, hints: dict[str, Any]) -> Request:
@@ -361,9 +403,10 @@ class Orchestra:
     async def _route(self, flight: Flight) -> Decision:
         flight.verdicts = await self._panel.verdicts(flight.request)
         assert self._policy is not None
+        flight.catalog = self._catalog
         try:
             flight.decision = decide_checked(
-                self._policy, flight.request, flight.verdicts, self._catalog
+                self._policy, flight.request, flight.verdicts, flight.catalog
             )
         except OrchestraError as exc:
             await self._fail(flight, exc)
@@ -425,6 +468,9 @@ class Orchestra:
         if not self.config.store.keep_prompts:
             text = strip_prompt(text, request.messages)
         return self._redact(text)
+
+    def _agent_context(self) -> AgentContext:
+        return AgentContext(catalog=self._catalog, budget=self.config.budget, spend=self.spend)
 
     def _on_sample(self, verdict: Verdict) -> None:
         if self._store is not None and self._sample_filter.keep(verdict):

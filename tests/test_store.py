@@ -151,7 +151,7 @@ async def test_new_file_is_wal_at_current_schema(store: SqliteStore, db_path: Pa
     assert raw(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     tables = {r[0] for r in raw(db_path, "SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"requests", "ledger", "samples", "reservations", "spend_day", "spend_hour"} <= tables
-    assert not {"verdicts", "attempts"} & tables, "a request is one row (schema 8)"
+    assert not {"verdicts", "attempts"} & tables, "a request is one row (schema 9)"
 
 
 async def test_reopen_keeps_data_and_skips_migrations(db_path: Path) -> None:
@@ -501,7 +501,7 @@ async def test_two_stores_on_one_file(db_path: Path) -> None:
 
 
 def test_a_version_7_history_reads_the_same_after_migration(tmp_path: Path) -> None:
-    """Schema 8 folds the verdicts and attempts tables into each request's `detail`."""
+    """Schema 9 folds the verdicts and attempts tables into each request's `detail`."""
     from orchestra.store.schema import _SQL_MIGRATIONS, statements
 
     path = tmp_path / "old.db"

@@ -34,6 +34,11 @@ class Agent(ABC):
     async def start(self, context: AgentContext) -> None:  # noqa: B027 - optional hook
         """Called once before the first check; `context` gives the catalog, budget and spend."""
 
+    async def catalog_changed(self, context: AgentContext) -> None:  # noqa: B027 - optional hook
+        """Called when models are added, changed or removed while running; `context.catalog`
+        is the new catalog. An agent that keeps what it read from the catalog at `start`
+        updates it here."""
+
     async def stop(self) -> None:  # noqa: B027 - optional hook
         """Called once at shutdown; release what `start` acquired."""
 

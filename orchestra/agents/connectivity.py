@@ -195,9 +195,15 @@ class ConnectivityAgent(Agent):
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self, context: AgentContext) -> None:
+        await self.catalog_changed(context)
+
+    async def catalog_changed(self, context: AgentContext) -> None:
+        """Probe the remote endpoints of the (new) catalog; what was learnt of those still in
+        it is kept."""
         remote = [m for m in context.catalog if m.tier is not Tier.LOCAL]
         found = [p for m in remote if (p := probe_for(m))]
         self._probes = list(dict.fromkeys([*found, *self._extra]))
+        self._history = {p: h for p, h in self._history.items() if p in self._probes}
         if self._client is None and any(p.scheme for p in self._probes):
             # Loading the CA bundle takes ~100 ms of CPU: off the loop, once.
             self._client = await asyncio.to_thread(self._new_client)

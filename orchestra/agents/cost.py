@@ -13,7 +13,7 @@ from orchestra.core.request import Request
 from orchestra.core.tier import ALL_TIERS, Tier
 from orchestra.core.verdict import Verdict
 from orchestra.spend.budget import Budget
-from orchestra.spend.estimate import estimate_usd
+from orchestra.spend.estimate import completion_tokens, cost_usd, prompt_tokens
 from orchestra.spend.tracker import SpendTracker, month_start
 
 
@@ -46,14 +46,17 @@ class CostAgent(Agent):
         self._spend = context.spend
         self._catalog = context.catalog
 
+    async def catalog_changed(self, context: AgentContext) -> None:
+        self._catalog = context.catalog
+
     async def check(self, request: Request | None) -> Verdict:
         now = time.time()
         limited = self._budget.daily_usd is not None or self._budget.monthly_usd is not None
-        estimates = (
-            {m.name: estimate_usd(m, request, self.expected_completion) for m in self._catalog}
-            if request is not None and limited  # no budget: nothing to weigh estimates against
-            else {}
-        )
+        estimates: dict[str, float | None] = {}
+        if request is not None and limited:  # no budget: nothing to weigh estimates against
+            prompt = prompt_tokens(request)
+            answer = completion_tokens(request, self.expected_completion)
+            estimates = {m.name: cost_usd(m, prompt, answer) for m in self._catalog}
         return self.judge(
             today=self._spend.today(now),
             month=self._spend.this_month(now),
@@ -85,13 +88,15 @@ class CostAgent(Agent):
             "daily_budget_usd": b.daily_usd,
             "monthly_budget_usd": b.monthly_usd,
             "left_usd": None if left is None else round(left, 6),
-            "estimates_usd": {k: round(v, 8) for k, v in estimates.items() if v},
         }
         if left is None:
             return self.verdict(
                 confidence=0.0, state="no_budget", reason="no budget set", metrics=metrics
             )
         denied = frozenset(n for n, est in estimates.items() if est and est > left)
+        # The estimates that explain a denial; the others would only grow every record with the
+        # catalog (200 models: 200 numbers a request).
+        metrics["estimates_usd"] = {n: round(estimates[n] or 0.0, 8) for n in sorted(denied)}
         allowed = frozenset(ALL_TIERS - self._tiers_all_denied(denied))
         share = _share(b, today, month)
         if left <= 0 or (denied and allowed != ALL_TIERS):

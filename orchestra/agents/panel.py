@@ -88,6 +88,15 @@ class AgentPanel:
         await self._first_samples([agent], agent.timeout_s)
         self._spawn_sampler(agent)
 
+    async def catalog_changed(self, context: AgentContext) -> None:
+        """Tell every agent the catalog changed (an agent that fails to follow is logged)."""
+        self._context = context
+        for agent in self._agents:
+            try:
+                await agent.catalog_changed(context)
+            except Exception as exc:
+                log.warning("agent %s failed to follow the catalog: %r", agent.agent_name, exc)
+
     async def stop(self) -> None:
         tasks = [*self._tasks.values(), *self._starting]
         self._starting = []

@@ -147,9 +147,12 @@ class ResourceAgent(Agent):
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self, context: AgentContext) -> None:
-        self._local = tuple((m.name, m.size_mb) for m in context.catalog.in_tier(Tier.LOCAL))
+        await self.catalog_changed(context)
         # NVML init can take hundreds of ms with a driver present: never on the event loop.
         await asyncio.to_thread(self._open_sensors_locked)
+
+    async def catalog_changed(self, context: AgentContext) -> None:
+        self._local = tuple((m.name, m.size_mb) for m in context.catalog.in_tier(Tier.LOCAL))
 
     async def stop(self) -> None:
         nvml, self._nvml = self._nvml, None

@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 import traceback
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from orchestra.cli import render
@@ -41,7 +42,8 @@ def dispatch(args: argparse.Namespace) -> int:
     handler = COMMANDS[args.command]
     try:
         config = load_config(args.config)
-        return asyncio.run(handler(args, config))
+        done = handler(args, config)  # `serve` runs its own loops (one per worker)
+        return asyncio.run(done) if asyncio.iscoroutine(done) else done
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except Exception as exc:
@@ -463,7 +465,14 @@ def _key_present(spec: Any) -> bool | None:
     return bool(os.environ.get(spec.api_key_env)) if spec.api_key_env else None
 
 
-COMMANDS = {
+def serve(args: argparse.Namespace, config: Config) -> int:
+    from orchestra.cli.serve import serve as run_server
+
+    return run_server(args, config)
+
+
+Command = Callable[[argparse.Namespace, Config], int | Coroutine[Any, Any, int]]
+COMMANDS: dict[str, Command] = {
     "run": run,
     "chat": chat,
     "agents": agents,
@@ -474,4 +483,5 @@ COMMANDS = {
     "train-complexity": train_complexity,
     "replay": replay,
     "experiment": experiment,
+    "serve": serve,
 }

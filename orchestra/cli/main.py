@@ -50,6 +50,14 @@ def positive_float(text: str) -> float:
     return value
 
 
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 1 to 65535."""
+    value = positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="orchestra",
@@ -163,6 +171,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default="experiment-out", help="output directory (default ./experiment-out)"
     )
     experiment.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+
+    serve = sub.add_parser(
+        "serve", help="an OpenAI-compatible HTTP service (POST /v1/chat/completions, /metrics...)"
+    )
+    serve.add_argument(
+        "--host",
+        help="address to listen on (default 127.0.0.1, or [server] host); any other than "
+        "loopback needs a token",
+    )
+    serve.add_argument(
+        "--port", type=port_number, help="port to listen on (default 8787, or [server] port)"
+    )
+    serve.add_argument(
+        "--token",
+        help="bearer token every client must send (default: $ORCHESTRA_TOKEN; prefer it, "
+        "as arguments are visible to other users)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="worker processes (a positive integer; default 1); they share the budget",
+    )
     return parser
 
 

@@ -12,7 +12,8 @@ from orchestra.core.tier import TIERS, Tier
 class Catalog:
     """An ordered, immutable set of models, looked up by name or tier.
 
-    Order matters: within a tier, earlier models are tried first.
+    Order matters: within a tier, earlier models are tried first. A change makes a new catalog
+    (`adding`, `replacing`, `removing`), so whoever holds the old one keeps a consistent view.
     """
 
     __slots__ = ("_by_name", "_by_tier", "_models")
@@ -47,6 +48,22 @@ class Catalog:
 
     def in_tier(self, tier: Tier) -> tuple[ModelSpec, ...]:
         return self._by_tier[tier]
+
+    def adding(self, spec: ModelSpec) -> Catalog:
+        """A new catalog with `spec` last (`ConfigError` if its name is taken)."""
+        if spec.name in self._by_name:
+            raise ConfigError(f"model {spec.name!r} is already in the catalog")
+        return Catalog((*self._models, spec))
+
+    def replacing(self, spec: ModelSpec) -> Catalog:
+        """A new catalog with the model of `spec`'s name replaced by `spec`, in its place."""
+        self.get(spec.name)
+        return Catalog(spec if m.name == spec.name else m for m in self._models)
+
+    def removing(self, name: str) -> Catalog:
+        """A new catalog without model `name` (`UnknownModelError` if it has none)."""
+        self.get(name)
+        return Catalog(m for m in self._models if m.name != name)
 
     @property
     def tiers(self) -> frozenset[Tier]:

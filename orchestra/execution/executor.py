@@ -13,6 +13,7 @@ longer than its idle timeout. Every attempt, skip, cache hit and charge is recor
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
@@ -38,7 +39,7 @@ from orchestra.execution.cache import cache_key
 from orchestra.execution.endpoints import Endpoints
 from orchestra.execution.flight import Flight
 from orchestra.execution.retry import Deadline
-from orchestra.execution.safeguards import Safeguards
+from orchestra.execution.safeguards import Safeguards, limiters_for
 from orchestra.spend.estimate import cost_usd, count_tokens, prompt_tokens
 from orchestra.spend.guard import Booking
 from orchestra.spend.ledger import Charge
@@ -62,6 +63,7 @@ class _Walk:
 
     flight: Flight
     deadline: Deadline
+    catalog: Catalog
     plan: list[ModelSpec]
     overflowed_window: int | None = None
 
@@ -92,10 +94,19 @@ class Executor:
         self.mask = mask
         self.safeguards = safeguards or Safeguards()
 
-    def plan(self, decision: Decision) -> list[ModelSpec]:
-        """The decision's models in the order they will be tried: each tier ordered by the
-        balancer, a model the health checks found down last."""
-        specs = [self.catalog.get(c.model) for c in decision.candidates]
+    def use_catalog(self, catalog: Catalog) -> None:
+        """Call the models of `catalog` from now on (a request in flight keeps the catalog its
+        decision was taken against); each model's rate limiter follows its limits."""
+        limiters = limiters_for(catalog, self.safeguards.limiters)
+        self.safeguards = dataclasses.replace(self.safeguards, limiters=limiters)
+        self.catalog = catalog
+
+    def plan(self, decision: Decision, catalog: Catalog | None = None) -> list[ModelSpec]:
+        """The decision's models (from `catalog`, by default the executor's) in the order they
+        will be tried: each tier ordered by the balancer, a model the health checks found down
+        last."""
+        catalog = catalog or self.catalog
+        specs = [catalog.get(c.model) for c in decision.candidates]
         balancer = self.safeguards.balancer
         if balancer is not None:
             ordered: list[ModelSpec] = []
@@ -103,7 +114,7 @@ class Executor:
                 ordered += balancer.order(tier, [s for s in specs if s.tier is tier])
             specs = ordered
         health = self.safeguards.health
-        if health is None:
+        if health is None or not health.specs:
             return specs
         # A model the health checks found down goes last rather than out: a check can be stale.
         return sorted(specs, key=lambda s: health.status(s.name).healthy is False)
@@ -127,6 +138,7 @@ class Executor:
         """Yield text pieces, then one final `Result` holding the whole text."""
         walk = self._walk(flight)
         if (hit := await self._cached(walk)) is not None:
+            flight.streaming = walk.catalog.get(hit.model)
             yield StreamPiece(text=hit.text)
             yield hit
             return
@@ -139,6 +151,8 @@ class Executor:
                     async for piece in self._paced(walk, t, pieces):
                         usage = piece.usage or usage
                         if piece.text:
+                            if not t.partial:
+                                flight.streaming = t.spec
                             t.partial.append(piece.text)
                             yield piece
                 if not t.failed:
@@ -152,7 +166,8 @@ class Executor:
     def _walk(self, flight: Flight) -> _Walk:
         assert flight.decision is not None, "the executor runs a decision"
         deadline = Deadline(flight.request.timeout_s or self.safeguards.deadline_s)
-        walk = _Walk(flight, deadline, self.plan(flight.decision))
+        catalog = flight.catalog or self.catalog
+        walk = _Walk(flight, deadline, catalog, self.plan(flight.decision, catalog))
         flight.order = tuple(s.name for s in walk.plan)
         return walk
 
@@ -267,9 +282,9 @@ class Executor:
             return None
         first: Tier = decision.candidates[0].tier
         hit = await cache.get(_key(walk.request, first))
-        if hit is None or hit.model not in self.catalog:
+        if hit is None or hit.model not in walk.catalog:
             return None
-        spec = self.catalog.get(hit.model)
+        spec = walk.catalog.get(hit.model)
         walk.flight.attempts.append(
             Attempt(model=spec.name, tier=spec.tier, ok=True, latency_ms=0.0, cached=True)
         )

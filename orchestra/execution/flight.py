@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from orchestra.core.catalog import Catalog
 from orchestra.core.decision import Decision
+from orchestra.core.model_spec import ModelSpec
 from orchestra.core.request import Request
 from orchestra.core.result import Attempt
 from orchestra.core.verdict import Verdict
@@ -14,9 +16,10 @@ from orchestra.spend.ledger import Charge
 
 @dataclass
 class Flight:
-    """One request from arrival to record: the runtime fills in the verdicts and the decision,
-    the executor its attempts, what they cost and the order it planned; the store keeps it all,
-    whether the request was answered, failed, or abandoned half-way."""
+    """One request from arrival to record: the runtime fills in the verdicts, the decision and
+    the catalog it was taken against (a catalog changed meanwhile does not touch a request in
+    flight), the executor its attempts, what they cost, the order it planned and which model is
+    streaming; the store keeps it all, whether the request was answered, failed, or abandoned."""
 
     request: Request
     stream: bool = False
@@ -27,6 +30,8 @@ class Flight:
     attempts: list[Attempt] = field(default_factory=list)
     charges: list[Charge] = field(default_factory=list)
     order: tuple[str, ...] = ()
+    catalog: Catalog | None = None
+    streaming: ModelSpec | None = None  # the model whose text is reaching the caller
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -98,6 +98,13 @@ class HealthChecker:
         self._status: dict[str, HealthStatus] = {}
         self._task: asyncio.Task[None] | None = None
 
+    def watch(self, specs: Iterable[ModelSpec]) -> None:
+        """Probe these models from the next round on (the catalog changed); the statuses of
+        models no longer watched are forgotten."""
+        self.specs = tuple(s for s in specs if is_probed(s))
+        names = {s.name for s in self.specs}
+        self._status = {n: st for n, st in self._status.items() if n in names}
+
     def status(self, model: str) -> HealthStatus:
         return self._status.get(model, UNCHECKED)
 
@@ -110,7 +117,8 @@ class HealthChecker:
 
     async def check_once(self) -> dict[str, HealthStatus]:
         """Probe every endpoint once, concurrently; returns the new statuses."""
-        if not self.specs:
+        specs = self.specs  # `watch` may change them during the round
+        if not specs:
             return {}
         import httpx
 
@@ -118,9 +126,10 @@ class HealthChecker:
         async with httpx.AsyncClient(
             trust_env=False, timeout=self.timeout_s, follow_redirects=False
         ) as client:
-            results = await asyncio.gather(*(self._check(client, s) for s in self.specs))
-        fresh = {spec.name: status for spec, status in zip(self.specs, results, strict=True)}
-        self._status.update(fresh)
+            results = await asyncio.gather(*(self._check(client, s) for s in specs))
+        fresh = {spec.name: status for spec, status in zip(specs, results, strict=True)}
+        watched = {s.name for s in self.specs}
+        self._status.update({n: st for n, st in fresh.items() if n in watched})
         return fresh
 
     async def start(self) -> None:

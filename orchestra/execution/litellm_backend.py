@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, Sequence
+from contextvars import ContextVar, Token
 from functools import cache
 from typing import Any
 
@@ -44,6 +45,8 @@ def import_litellm() -> Any:
     litellm.drop_params = True
     for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "httpx"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    global _INTERNAL_CALL
+    _INTERNAL_CALL = _internal_call_flag()
     return litellm
 
 
@@ -87,12 +90,16 @@ class LiteLLMBackend(Backend):
     async def complete(
         self, spec: ModelSpec, endpoint: Endpoint, messages: Sequence[Message], params: CallParams
     ) -> Completion:
+        token = self._quiet()
         try:
             response = await self._litellm.acompletion(
                 **self._kwargs(spec, endpoint, messages, params)
             )
         except Exception as exc:
             raise provider_error(exc, spec) from exc
+        finally:
+            if token is not None:
+                _INTERNAL_CALL.reset(token)  # type: ignore[union-attr]
         choices = getattr(response, "choices", None)
         text = (choices[0].message.content or "") if choices else ""
         if not text:
@@ -120,6 +127,15 @@ class LiteLLMBackend(Backend):
         if not parts:
             raise _empty(spec)
         yield StreamPiece(usage=self._usage(spec, usage, messages, "".join(parts)))
+
+    def _quiet(self) -> Token[bool] | None:
+        """Skip LiteLLM's own success logging for this call when nobody listens to it: Orchestra
+        records every call itself, and that logging (a task and a thread-pool job per call,
+        pricing the answer again) costs about 0.3 ms a call. With callbacks configured (a user's
+        Langfuse, say), they run as usual."""
+        if _INTERNAL_CALL is None or _listened(self._litellm):
+            return None
+        return _INTERNAL_CALL.set(True)
 
     def _kwargs(
         self, spec: ModelSpec, endpoint: Endpoint, messages: Sequence[Message], params: CallParams
@@ -174,6 +190,23 @@ class LiteLLMBackend(Backend):
                 log.warning("no price known for %s: its spend is recorded as 0", spec.name)
             return 0.0
         return float(prompt_cost + completion_cost)
+
+
+def _internal_call_flag() -> ContextVar[bool] | None:
+    """LiteLLM's flag for calls it makes itself (no success logging); None if it moved."""
+    try:
+        from litellm._internal_context import is_internal_call
+    except ImportError:
+        return None
+    return is_internal_call if isinstance(is_internal_call, ContextVar) else None
+
+
+_INTERNAL_CALL: ContextVar[bool] | None = None
+
+
+def _listened(litellm: Any) -> bool:
+    names = ("callbacks", "success_callback", "_async_success_callback", "input_callback")
+    return any(getattr(litellm, n, None) for n in names)
 
 
 def provider_error(exc: BaseException, spec: ModelSpec, *, started: bool = False) -> ProviderError:

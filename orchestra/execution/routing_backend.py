@@ -59,10 +59,13 @@ class RoutingBackend(Backend):
 
     async def prepare(self, specs: Sequence[ModelSpec]) -> None:
         await self.embedded.prepare([s for s in specs if s.embedded])
-        self._remote_specs = [s for s in specs if not s.embedded]
+        remote = [s for s in specs if not s.embedded]
+        # Called again for each model added while running: the specs accumulate by name.
+        known = {s.name: s for s in self._remote_specs} | {s.name: s for s in remote}
+        self._remote_specs = list(known.values())
         if self._remote is not None:
-            await self._remote.prepare(self._remote_specs)
-        elif self._preload and self._remote_specs:
+            await self._remote.prepare(remote)
+        elif self._preload and remote:
             self.load_remote()
 
     def load_remote(self) -> asyncio.Future[Backend]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from orchestra.core.model_spec import ModelSpec
@@ -58,15 +58,27 @@ def build_safeguards(
         guard=guard,
         breakers=BreakerBoard(breaker, breaker_storage, listeners=[LoggingBreakerListener()]),
         retry=retry,
-        limiters={
-            m.name: _limiter(m) for m in models if m.requests_per_minute or m.tokens_per_minute
-        },
+        limiters=limiters_for(models, {}),
         cache=ResponseCache(cache_store, ttl_s=cache.ttl_s) if cache.enabled else None,
         balancer=Balancer(balancing.by_tier(), latency),
         latency=latency,
         health=health,
         deadline_s=deadline_s,
     )
+
+
+def limiters_for(
+    models: Iterable[ModelSpec], current: Mapping[str, RateLimiter]
+) -> dict[str, RateLimiter]:
+    """A rate limiter for each model with limits: its current one when its limits are unchanged
+    (it keeps what it has counted and queued), a new one otherwise."""
+    out: dict[str, RateLimiter] = {}
+    for m in models:
+        if m.requests_per_minute or m.tokens_per_minute:
+            fresh = _limiter(m)
+            kept = current.get(m.name)
+            out[m.name] = kept if kept is not None and kept.limit == fresh.limit else fresh
+    return out
 
 
 def _limiter(spec: ModelSpec) -> RateLimiter:

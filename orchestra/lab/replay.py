@@ -11,19 +11,19 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
-from pydantic import BaseModel
+import orjson
 
 from orchestra.core.catalog import Catalog
 from orchestra.core.decision import Decision
 from orchestra.core.errors import NoAllowedModelError, OrchestraError
 from orchestra.core.request import Message, Request
 from orchestra.core.tier import ALL_TIERS, TIERS, Tier
+from orchestra.core.trusted import trusted
 from orchestra.core.verdict import Verdict
 from orchestra.policies.base import Policy, decide_checked
 from orchestra.store import Store
-from orchestra.store.detail import resolved
 from orchestra.store.record import features_of
 
 BATCH = 5_000
@@ -135,7 +135,7 @@ async def replay(
         for row, detail in zip(batch.requests, batch.details, strict=True):
             request = builder.request(row)
             verdicts = builder.verdicts(detail, batch.shared)
-            live = resolved(detail.get("d"), batch.shared)
+            live = builder.decision(detail, batch.shared)
             _tally(reports, policies, catalog, prices, row, request, verdicts, live)
         done += len(batch.requests)
         if progress is not None:
@@ -222,19 +222,6 @@ def _live_key(decision: dict[str, Any]) -> tuple[Any, ...]:
 
 _VERDICT_FIELDS = frozenset(Verdict.model_fields)
 _REQUEST_FIELDS = frozenset(("id", "messages", "model", "tier", "features", "created_at"))
-_set = object.__setattr__
-_M = TypeVar("_M", bound=BaseModel)
-
-
-def _construct(cls: type[_M], values: dict[str, Any], fields_set: frozenset[str]) -> _M:
-    """A pydantic model from values already known valid and complete (what `model_construct`
-    does, without its per-field default handling: 5x faster)."""
-    obj = object.__new__(cls)
-    _set(obj, "__dict__", values)
-    _set(obj, "__pydantic_fields_set__", set(fields_set))
-    _set(obj, "__pydantic_extra__", None)
-    _set(obj, "__pydantic_private__", None)
-    return obj
 
 
 class _Builder:
@@ -245,6 +232,7 @@ class _Builder:
     def __init__(self) -> None:
         self._allowed: dict[tuple[str, ...], frozenset[Tier]] = {}
         self._shared: dict[tuple[str, float], Verdict] = {}
+        self._parsed: dict[str, dict[str, Any]] = {}
         self._features: dict[str, dict[str, int]] = {}
         self._checked_verdict = False
         self._checked_request = False
@@ -259,17 +247,37 @@ class _Builder:
             if ref is None:
                 out.append(self.verdict(v))
                 continue
-            key = (ref, v.get("at", 0.0))
+            at = v.get("at", 0.0)
+            key = (ref, at)
             built = self._shared.get(key)
             if built is None:
-                text = shared.get(ref)
-                if text is None:
+                parsed = self.parsed(ref, shared)
+                if parsed is None:
                     continue  # a value lost with its file: the request is replayed without it
-                built = self.verdict({**json.loads(text), "at": key[1]})
-                if len(self._shared) < 100_000:
+                built = self.verdict({**parsed, "at": at})
+                if len(self._shared) < 10_000:
                     self._shared[key] = built
             out.append(built)
         return out
+
+    def parsed(self, ref: str, shared: dict[str, str]) -> dict[str, Any] | None:
+        """A shared value, parsed once however many requests refer to it."""
+        value = self._parsed.get(ref)
+        if value is None:
+            text = shared.get(ref)
+            if text is None:
+                return None
+            value = orjson.loads(text)
+            if len(self._parsed) < 100_000:
+                self._parsed[ref] = value
+        return value
+
+    def decision(self, detail: dict[str, Any], shared: dict[str, str]) -> dict[str, Any] | None:
+        """The live decision (its candidates and target) of a stored request."""
+        d = detail.get("d")
+        if isinstance(d, dict) and "ref" in d:
+            return self.parsed(d["ref"], shared)
+        return d
 
     def verdict(self, v: dict[str, Any]) -> Verdict:
         allowed, denied = v.get("allowed"), v.get("denied_models")
@@ -290,7 +298,7 @@ class _Builder:
         if not self._checked_verdict:
             self._checked_verdict = True
             return Verdict.model_validate(fields)
-        return _construct(Verdict, fields, _VERDICT_FIELDS)
+        return trusted(Verdict, fields, _VERDICT_FIELDS)
 
     def _tiers(self, names: list[str]) -> frozenset[Tier]:
         key = tuple(names)
@@ -323,7 +331,7 @@ class _Builder:
             valid = ReplayedRequest.model_validate(fields)
             self._request_defaults = {**valid.__dict__}
             return valid
-        return _construct(ReplayedRequest, {**self._request_defaults, **fields}, _REQUEST_FIELDS)
+        return trusted(ReplayedRequest, {**self._request_defaults, **fields}, _REQUEST_FIELDS)
 
     def _parse_features(self, text: str) -> dict[str, int]:
         value = features_of(text)

@@ -17,6 +17,7 @@ from orchestra.core.errors import NoAllowedModelError
 from orchestra.core.model_spec import ModelSpec
 from orchestra.core.request import Request
 from orchestra.core.tier import TIERS, Tier
+from orchestra.core.trusted import trusted
 from orchestra.core.verdict import Verdict
 from orchestra.policies.constraints import constraints, denied_models
 
@@ -89,6 +90,22 @@ def scope(
                 excluded.append(Exclusion(model=spec.name, by=REQUEST, reason=why))
         usable[tier] = tuple(keep)
     return Scope(frozenset(allowed), frozenset(denied), tuple(excluded), usable)
+
+
+def opening(
+    policy: str,
+    weights: Mapping[str, float],
+    request: Request,
+    verdicts: Sequence[Verdict],
+    catalog: Catalog,
+) -> tuple[Scope, dict[Tier, float], Decision | None]:
+    """What every built-in policy does first: the scope left by constraints and hints, the
+    weighted votes, and the decision already taken when the request forces a model."""
+    sc = scope(request, verdicts, catalog)
+    votes = tally(verdicts, weights)
+    if request.model is not None:
+        return sc, votes, forced_model(policy, request, catalog, sc, votes)
+    return sc, votes, None
 
 
 def require_models(request: Request, catalog: Catalog, sc: Scope) -> None:
@@ -190,17 +207,33 @@ def nearest_first(tiers: Iterable[Tier], target: Tier) -> list[Tier]:
 
 
 def place(tier: Tier, target: Tier, index: int) -> str:
-    where = "target tier" if tier is target else f"{tier.distance(target)} step(s) from {target}"
-    return f"{where}, #{index + 1} in tier"
+    return f"{_WHERE[tier, target]}, #{index + 1} in tier"
+
+
+_WHERE = {
+    (t, target): "target tier" if t is target else f"{t.distance(target)} step(s) from {target}"
+    for t in TIERS
+    for target in TIERS
+}
 
 
 def by_tier(sc: Scope, order: Sequence[Tier], target: Tier) -> tuple[Candidate, ...]:
     """Candidates tier by tier in `order`, catalog order within a tier."""
+    # `trusted`: names and tiers come from the catalog, already valid (and a catalog of
+    # hundreds of models would otherwise validate hundreds of candidates per request).
     return tuple(
-        Candidate(model=spec.name, tier=t, reason=place(t, target, i))
+        candidate(spec.name, t, place(t, target, i))
         for t in order
         for i, spec in enumerate(sc.usable[t])
     )
+
+
+_CANDIDATE_FIELDS = frozenset(("model", "tier", "reason"))
+
+
+def candidate(model: str, tier: Tier, reason: str) -> Candidate:
+    """A candidate from a catalog model (known valid: built without validation)."""
+    return trusted(Candidate, {"model": model, "tier": tier, "reason": reason}, _CANDIDATE_FIELDS)
 
 
 def ranked(
@@ -210,10 +243,7 @@ def ranked(
 ) -> tuple[Candidate, ...]:
     """Candidates sorted by `key` (stable, so ties keep tier then catalog order), each with why."""
     ordered = sorted(specs, key=key)
-    return tuple(
-        Candidate(model=s.name, tier=s.tier, reason=f"#{i + 1}: {why(s)}")
-        for i, s in enumerate(ordered)
-    )
+    return tuple(candidate(s.name, s.tier, f"#{i + 1}: {why(s)}") for i, s in enumerate(ordered))
 
 
 # -- explanations ------------------------------------------------------------------------------

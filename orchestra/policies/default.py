@@ -15,11 +15,9 @@ from orchestra.policies._common import (
     check_weights,
     describe_votes,
     explain,
-    forced_model,
     nearest_first,
+    opening,
     require_models,
-    scope,
-    tally,
     winner,
 )
 
@@ -47,10 +45,9 @@ class DefaultPolicy:
         self.weights = check_weights(weights)
 
     def decide(self, request: Request, verdicts: Sequence[Verdict], catalog: Catalog) -> Decision:
-        sc = scope(request, verdicts, catalog)
-        votes = tally(verdicts, self.weights)
-        if request.model is not None:
-            return forced_model(self.name, request, catalog, sc, votes)
+        sc, votes, forced = opening(self.name, self.weights, request, verdicts, catalog)
+        if forced is not None:
+            return forced
         require_models(request, catalog, sc)
         target = winner(votes)
         ordered = nearest_first(sc.tiers, target)

@@ -14,10 +14,8 @@ from orchestra.policies._common import (
     check_weights,
     describe_votes,
     explain,
-    forced_model,
+    opening,
     require_models,
-    scope,
-    tally,
 )
 
 EXHAUSTED = frozenset({"critical", "no_memory"})
@@ -42,10 +40,9 @@ class LocalFirstPolicy:
         self.weights = check_weights(weights)
 
     def decide(self, request: Request, verdicts: Sequence[Verdict], catalog: Catalog) -> Decision:
-        sc = scope(request, verdicts, catalog)
-        votes = tally(verdicts, self.weights)
-        if request.model is not None:
-            return forced_model(self.name, request, catalog, sc, votes)
+        sc, votes, forced = opening(self.name, self.weights, request, verdicts, catalog)
+        if forced is not None:
+            return forced
         require_models(request, catalog, sc)
         exhausted = self._exhausted(verdicts)
         tiers = sc.tiers

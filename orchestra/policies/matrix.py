@@ -29,13 +29,11 @@ from orchestra.policies._common import (
     check_weights,
     describe_votes,
     explain,
-    forced_model,
     is_number,
     nearest_first,
+    opening,
     parse_tier,
     require_models,
-    scope,
-    tally,
 )
 
 # The condition vocabulary: each key and the values a rule may ask for.
@@ -141,10 +139,9 @@ class MatrixPolicy:
         self.weights = check_weights(weights)
 
     def decide(self, request: Request, verdicts: Sequence[Verdict], catalog: Catalog) -> Decision:
-        sc = scope(request, verdicts, catalog)
-        votes = tally(verdicts, self.weights)
-        if request.model is not None:
-            return forced_model(self.name, request, catalog, sc, votes)
+        sc, votes, forced = opening(self.name, self.weights, request, verdicts, catalog)
+        if forced is not None:
+            return forced
         facts = self.facts(request, verdicts)
         rule = next((r for r in self.rules if _matches(r, facts)), None)
         target = Tier.LOCAL if rule is None else rule.tier

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from typing import Any, NamedTuple, Self
 
 from orchestra.core.feedback import Judged, RequestRef
+from orchestra.core.model_spec import ModelSpec
 from orchestra.core.verdict import Verdict
 from orchestra.execution.breaker.storage import BreakerRecord
 from orchestra.execution.cache import CachedAnswer
@@ -32,6 +33,17 @@ class ReplayBatch(NamedTuple):
     requests: list[tuple[Any, ...]]
     details: list[dict[str, Any]]
     shared: dict[str, str]
+
+
+class StoredModel(NamedTuple):
+    """A model added or changed while running (`spec`), or removed (`spec` is None).
+
+    `version` grows with every change made by any process sharing the store."""
+
+    name: str
+    spec: ModelSpec | None
+    version: int
+    at: float
 
 
 REPLAY_REQUEST_COLUMNS = (
@@ -152,6 +164,21 @@ class Store(Ledger, ABC):
     @abstractmethod
     def purge_cache(self, now: float) -> None:
         """Queue the removal of every cache entry expired at `now`."""
+
+    # -- models changed while running ------------------------------------------------------------
+
+    @abstractmethod
+    async def save_model(self, spec: ModelSpec, at: float) -> StoredModel:
+        """Keep a model added or changed while running; returns once it is committed."""
+
+    @abstractmethod
+    async def drop_model(self, name: str, at: float) -> StoredModel:
+        """Keep that a model was removed while running; returns once it is committed."""
+
+    @abstractmethod
+    async def stored_models(self, after_version: int = 0) -> list[StoredModel]:
+        """The models changed while running, each as last changed, whose version is above
+        `after_version`, in version order."""
 
     # -- replay ----------------------------------------------------------------------------------
 

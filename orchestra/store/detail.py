@@ -14,11 +14,12 @@ the second time it is seen; one seen once stays inline.
 from __future__ import annotations
 
 import hashlib
-import json
 import zlib
 from collections import OrderedDict
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
+
+import orjson
 
 from orchestra.core.decision import Decision
 from orchestra.core.result import Attempt
@@ -90,7 +91,7 @@ class Interner:
         held = self._texts.get(id(v))
         if held is not None and held[0] is v:
             return held[1]
-        text = json.dumps(compact_verdict(v), separators=(",", ":"), sort_keys=True)
+        text = orjson.dumps(compact_verdict(v), option=orjson.OPT_SORT_KEYS).decode()
         self._texts[id(v)] = (v, text)
         if len(self._texts) > 64:
             self._texts.popitem(last=False)
@@ -109,7 +110,7 @@ def encode(
     stored_verdicts: list[Any] = []
     for v in verdicts:
         text = interner.verdict_text(v)
-        held, key = interner.place(json.loads(text), text, always=v.agent in ambient)
+        held, key = interner.place(orjson.loads(text), text, always=v.agent in ambient)
         if key is not None:
             new.append((key, text))
         if isinstance(held, dict) and "ref" in held:
@@ -120,7 +121,7 @@ def encode(
     held_decision: Any = None
     if decision is not None:
         dtext = decision.model_dump_json(exclude_defaults=True)
-        held_decision, key = interner.place(json.loads(dtext), dtext)
+        held_decision, key = interner.place(orjson.loads(dtext), dtext)
         if key is not None:
             new.append((key, dtext))
     body = {
@@ -129,7 +130,7 @@ def encode(
         "v": stored_verdicts,
         "a": [a.model_dump(mode="json", exclude_defaults=True) for a in attempts],
     }
-    raw = json.dumps(body, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+    raw = orjson.dumps(body, default=str)
     packer = zlib.compressobj(_LEVEL, zlib.DEFLATED, -15, zdict=_ZDICT)
     return packer.compress(raw) + packer.flush(), new
 
@@ -138,7 +139,7 @@ def decode(blob: bytes) -> dict[str, Any]:
     """The detail's JSON: `d` the decision, `v` the verdicts, `a` the attempts, each inline or
     `{"ref": key}` (a shared value; a verdict's `at` stays inline); defaults are left out."""
     unpacker = zlib.decompressobj(-15, zdict=_ZDICT)
-    data: dict[str, Any] = json.loads(unpacker.decompress(blob) + unpacker.flush())
+    data: dict[str, Any] = orjson.loads(unpacker.decompress(blob) + unpacker.flush())
     return data
 
 
@@ -157,7 +158,7 @@ def resolved(value: Any, shared: Mapping[str, str]) -> Any:
         text = shared.get(value["ref"])
         if text is None:
             return None
-        return {**json.loads(text), **{k: x for k, x in value.items() if k != "ref"}}
+        return {**orjson.loads(text), **{k: x for k, x in value.items() if k != "ref"}}
     return value
 
 

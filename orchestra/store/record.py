@@ -95,7 +95,7 @@ def request_row(rec: RequestRecord, detail: bytes) -> tuple[Any, ...]:
         req.tier.value if req.tier else None,
         int(rec.stream),
         dec.policy if dec else None,
-        None,  # the decision lives in `detail` (schema 8)
+        None,  # the decision lives in `detail` (schema 9)
         rec.error_kind,
         rec.error,
         detail,

@@ -182,11 +182,22 @@ _SQL_MIGRATIONS: tuple[str, ...] = (
                CAST(strftime('%H', at, 'unixepoch', 'localtime') AS INTEGER), SUM(cost_usd)
         FROM ledger GROUP BY 1, 2;
     """,
+    # 8: models added, changed or removed while running (`orchestra serve`'s admin routes), laid
+    # over the configured catalog at each start: a spec as JSON, or NULL for a removed model.
+    # `version` orders the changes of every process sharing the store.
+    """
+    CREATE TABLE models (
+        name       TEXT PRIMARY KEY,
+        spec       TEXT,
+        version    INTEGER NOT NULL UNIQUE,
+        updated_at REAL NOT NULL
+    );
+    """,
 )
 
 
-def _v8_compact_records(db: sqlite3.Connection) -> None:
-    """8: a request is one row. Its decision, verdicts and attempts move into one compressed
+def _v9_compact_records(db: sqlite3.Connection) -> None:
+    """9: a request is one row. Its decision, verdicts and attempts move into one compressed
     `detail` value (see `orchestra.store.detail`); values that repeat across requests are stored
     once, in `shared`, under a key. Totals come from the running sums: the ledger needs no time
     index."""
@@ -242,7 +253,7 @@ def _json_or_empty(text: str) -> dict[str, Any]:
 
 
 Migration = str | Callable[[sqlite3.Connection], None]
-MIGRATIONS: tuple[Migration, ...] = (*_SQL_MIGRATIONS, _v8_compact_records)
+MIGRATIONS: tuple[Migration, ...] = (*_SQL_MIGRATIONS, _v9_compact_records)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

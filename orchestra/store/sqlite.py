@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any, Self
 
 import aiosqlite
+from pydantic import ValidationError
 
 import orchestra.store.sqlite_ledger as sqlite_ledger
 from orchestra.core.errors import StoreError, StoreUnavailable
 from orchestra.core.feedback import Judged, RequestRef
+from orchestra.core.model_spec import ModelSpec
 from orchestra.core.tier import Tier
 from orchestra.core.verdict import Verdict
 from orchestra.execution.breaker.storage import BreakerRecord
@@ -24,7 +26,7 @@ from orchestra.execution.cache import CachedAnswer
 from orchestra.spend.calendar import Calendar, calendar
 from orchestra.spend.ledger import Ask, Hold, Refusal, SpendTotals
 from orchestra.spend.tracker import SpendTracker
-from orchestra.store.base import ReplayBatch, Store
+from orchestra.store.base import ReplayBatch, Store, StoredModel
 from orchestra.store.detail import (
     Interner,
     attempts_of,
@@ -60,6 +62,13 @@ _UPSERT_CACHE = (
     " completion_tokens, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _PURGE_CACHE = "DELETE FROM response_cache WHERE expires_at <= ?"
+# A change takes the next version of all (the write lock makes it unique across processes).
+_UPSERT_MODEL = (
+    "INSERT INTO models (name, spec, version, updated_at)"
+    " VALUES (?, ?, (SELECT COALESCE(MAX(version), 0) + 1 FROM models), ?)"
+    " ON CONFLICT(name) DO UPDATE SET spec = excluded.spec, version = excluded.version,"
+    " updated_at = excluded.updated_at"
+)
 _INSERT_FEEDBACK = "INSERT INTO feedback (request_id, at, good, note) VALUES (?, ?, ?, ?)"
 # The newest feedback per request, with what the request kept: its tier, its transcript (only
 # with keep_prompts) and the complexity agent's recorded metrics.
@@ -202,6 +211,24 @@ class SqliteStore(Store):
         assert done is not None
         await done
 
+    async def save_model(self, spec: ModelSpec, at: float) -> StoredModel:
+        return await self._put_model(spec.name, spec, at)
+
+    async def drop_model(self, name: str, at: float) -> StoredModel:
+        return await self._put_model(name, None, at)
+
+    async def _put_model(self, name: str, spec: ModelSpec | None, at: float) -> StoredModel:
+        text = spec.model_dump_json(exclude_defaults=True) if spec is not None else None
+
+        def put(conn: sqlite3.Connection) -> int:
+            conn.execute(_UPSERT_MODEL, (name, text, at))
+            row = conn.execute("SELECT version FROM models WHERE name = ?", (name,)).fetchone()
+            return int(row[0])
+
+        done = self._writer.submit(Write(apply=put), wait=True)
+        assert done is not None
+        return StoredModel(name, spec, await done, at)
+
     async def flush(self) -> None:
         await self._writer.flush()
 
@@ -326,6 +353,21 @@ class SqliteStore(Store):
             created_at=float(created_at),
         )
         return answer, float(expires_at)
+
+    async def stored_models(self, after_version: int = 0) -> list[StoredModel]:
+        rows = await self._fetch(
+            "SELECT name, spec, version, updated_at FROM models WHERE version > ? ORDER BY version",
+            (after_version,),
+        )
+        out: list[StoredModel] = []
+        for name, spec, version, at in rows:
+            try:
+                model = ModelSpec.model_validate_json(spec) if spec is not None else None
+            except ValidationError as exc:  # written by another version of Orchestra
+                log.warning("store: stored model %r is not valid here; ignored: %s", name, exc)
+                continue
+            out.append(StoredModel(name, model, int(version), float(at)))
+        return out
 
     async def count_requests(self, since: float | None = None) -> int:
         since_ = since if since is not None else float("-inf")

@@ -249,6 +249,9 @@ class _Server(ThreadingHTTPServer):
 
     daemon_threads = True
     block_on_close = False
+    # socketserver's default backlog is 5: hundreds of clients connecting at once (a load test)
+    # would see their SYNs dropped and retried seconds later, which no real provider does.
+    request_queue_size = 1024
     stub: StubProvider
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
