@@ -24,7 +24,10 @@ from orchestra.core.errors import (
 )
 
 if TYPE_CHECKING:
+    from orchestra.cli.client import Server
     from orchestra.execution.embedded import EmbeddedModel
+
+log = logging.getLogger("orchestra.cli")
 
 EXIT_FAILED = 1  # no model could answer, or the store failed once open
 EXIT_USAGE = 2  # bad config, bad input, or a store that cannot be opened
@@ -77,7 +80,8 @@ def _report(args: argparse.Namespace, exc: Exception) -> int:
     if code == EXIT_USAGE:
         print(f"orchestra: error: {exc}", file=sys.stderr)
     elif code == EXIT_FAILED:
-        print(f"orchestra: {type(exc).__name__}: {exc}", file=sys.stderr)
+        name = getattr(exc, "shown_as", None) or type(exc).__name__  # a server's: as in-process
+        print(f"orchestra: {name}: {exc}", file=sys.stderr)
     else:
         if args.verbose >= 2:
             traceback.print_exception(exc)
@@ -141,18 +145,37 @@ def _read_stdin() -> str:
         raise RequestError(f"standard input is not UTF-8 text ({where})") from None
 
 
+def _server(args: argparse.Namespace, config: Config) -> Server | None:
+    """The running server to answer this command, if one answers at once (see `--server`);
+    with `--config` or `--home` (these files, not the server's) only one named by `--server`."""
+    if args.server is None and (args.config or args.home):
+        return None
+    from orchestra.cli.client import find_server
+
+    server = find_server(args.server, config.server.port)
+    if server is not None:
+        log.info("answering through the server at %s", server.url)
+    else:
+        log.info("no server answers: running in-process")
+    return server
+
+
 async def run(args: argparse.Namespace, config: Config) -> int:
     prompt = _prompt(args.prompt)
-    remote = _remote_hinted(args, config)
+    if (server := _server(args, config)) is not None:
+        from orchestra.cli import remote
+
+        return remote.run(args, server, prompt)
+    elsewhere = _remote_hinted(args, config)
     # The embedded model first (loading it holds the GIL ~0.4 s: what follows waits anyway), so
     # that importing and starting the rest overlaps llama.cpp reading the prompt. LiteLLM
     # (seconds to import) loads while Orchestra starts only when the hints rule out the embedded
     # model; otherwise only if the decision reaches another model (most runs: never).
-    embedded = None if remote else _warm_embedded(config, prompt)
+    embedded = None if elsewhere else _warm_embedded(config, prompt)
     await asyncio.sleep(0)  # the warm-up task hands llama.cpp's loading to its thread
     from orchestra.runtime import Orchestra
 
-    async with Orchestra(config, embedded=embedded, preload_backend=remote) as orc:
+    async with Orchestra(config, embedded=embedded, preload_backend=elsewhere) as orc:
         if args.stream and not args.json:
             stream = orc.stream(prompt, **_hints(args))
             async for text in stream:
@@ -201,6 +224,10 @@ async def chat(args: argparse.Namespace, config: Config) -> int:
 
     if sys.stdin is None:  # started with standard input closed: the conversation is over
         return 0
+    if (server := _server(args, config)) is not None:
+        from orchestra.cli import remote
+
+        return remote.chat(args, server)
     from orchestra.runtime import Orchestra
 
     history: list[Message] = []
@@ -231,6 +258,10 @@ async def chat(args: argparse.Namespace, config: Config) -> int:
 
 
 async def agents(args: argparse.Namespace, config: Config) -> int:
+    if (server := _server(args, config)) is not None:
+        from orchestra.cli import remote
+
+        return remote.agents(args, server)
     from orchestra.runtime import Orchestra
 
     if args.watch:
@@ -264,6 +295,14 @@ async def _watch_agents(args: argparse.Namespace, config: Config) -> int:
 
 
 async def models(args: argparse.Namespace, config: Config) -> int:
+    if (server := _server(args, config)) is not None:
+        from orchestra.cli import remote
+        from orchestra.cli.client import TOKEN_ENV
+
+        if os.environ.get(TOKEN_ENV):  # the full catalog is an admin route
+            return remote.models(args, server, _key_present)
+        log.info("the server's catalog needs %s: listing this config's models", TOKEN_ENV)
+        server.close()
     from orchestra.discovery import discover_catalog
     from orchestra.execution.embedded import EmbeddedModel
 
@@ -283,6 +322,10 @@ async def models(args: argparse.Namespace, config: Config) -> int:
 
 
 async def history(args: argparse.Namespace, config: Config) -> int:
+    if (server := _server(args, config)) is not None:
+        from orchestra.cli import remote
+
+        return remote.history(args, server)
     async with _store(config) as store:
         entries = await store.history(limit=args.limit)
     if args.json:
@@ -294,6 +337,10 @@ async def history(args: argparse.Namespace, config: Config) -> int:
 
 
 async def spend(args: argparse.Namespace, config: Config) -> int:
+    if (server := _server(args, config)) is not None:
+        from orchestra.cli import remote
+
+        return remote.spend(args, server)
     async with _store(config) as store:
         summary = await store.spend_summary()
     summary["daily_budget_usd"] = config.budget.daily_usd

@@ -1,8 +1,8 @@
 """`orchestra`: the command-line entry point. Imports nothing heavy until a command runs.
 
 `orchestra --help` imports argparse and nothing else of note; `run` imports what answering needs
-(pydantic, asyncio, httpx, SQLite, the agents) and LiteLLM only when a model other than the
-embedded one is tried.
+(pydantic, asyncio, SQLite, the agents) and LiteLLM only when a model other than the embedded one
+is tried; with `orchestra serve` running, `run` and its kin are its clients (`http.client`).
 """
 
 from __future__ import annotations
@@ -68,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--home", help="data directory holding orchestra.db (default: $ORCHESTRA_HOME)"
+    )
+    parser.add_argument(
+        "--server",
+        metavar="URL",
+        help="the `orchestra serve` that run, chat, agents, history, spend and models use "
+        "(default: $ORCHESTRA_URL, else http://127.0.0.1:8787 when one answers; off: "
+        "in-process)",
     )
     parser.add_argument(
         "-v",
