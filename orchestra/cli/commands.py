@@ -33,6 +33,7 @@ EXIT_FAILED = 1  # no model could answer, or the store failed once open
 EXIT_USAGE = 2  # bad config, bad input, or a store that cannot be opened
 EXIT_INTERNAL = 70  # a bug: EX_SOFTWARE
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 120  # what Python itself exits with when stdout is gone at the end
 # The user's (or their machine's) to fix, not Orchestra's and not a provider's.
 USER_ERRORS = (ConfigError, RequestError, PolicyError, StoreUnavailable)
 
@@ -49,6 +50,10 @@ def dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(done) if asyncio.iscoroutine(done) else done
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader left (`| head`): nothing more to say, and nowhere to
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the final flush fails no more
+        return EXIT_BROKEN_PIPE
     except Exception as exc:
         return _report(args, exc)
 
@@ -177,9 +182,11 @@ async def run(args: argparse.Namespace, config: Config) -> int:
 
     async with Orchestra(config, embedded=embedded, preload_backend=elsewhere) as orc:
         if args.stream and not args.json:
-            stream = orc.stream(prompt, **_hints(args))
-            async for text in stream:
-                print(text, end="", flush=True)
+            # Closed however the reading ends (a reader gone: a broken pipe): the call stops now,
+            # and is recorded while the runtime is still open.
+            async with orc.stream(prompt, **_hints(args)) as stream:
+                async for text in stream:
+                    print(text, end="", flush=True)
             print()
             assert stream.result is not None
             render.result_footer(stream.result)
@@ -241,11 +248,11 @@ async def chat(args: argparse.Namespace, config: Config) -> int:
             if not line.strip():
                 break
             history.append(Message(role="user", content=line))
-            stream = orc.stream(tuple(history), **_hints(args))
             print("ai> ", end="", flush=True)
             try:
-                async for text in stream:
-                    print(text, end="", flush=True)
+                async with orc.stream(tuple(history), **_hints(args)) as stream:
+                    async for text in stream:
+                        print(text, end="", flush=True)
             except OrchestraError as exc:
                 print(f"\n[error: {exc}]")
                 history.pop()
