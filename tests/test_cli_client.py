@@ -16,6 +16,7 @@ from conftest import model_toml
 from server_helpers import ServerThread, free_port, serve
 
 from orchestra.config import Config
+from orchestra.core.errors import ProviderError
 from orchestra.runtime import Orchestra
 from orchestra.testing import Call, FunctionBackend, StubProvider
 
@@ -121,6 +122,9 @@ def test_errors_are_reported_as_in_process(server: ServerThread) -> None:
     local = orchestra("run", "--model", "nope", "Hi", url="off")
     assert remote.returncode == local.returncode == 2
     assert remote.stderr.startswith("orchestra: error: ") and "nope" in remote.stderr
+    remote_json = orchestra("run", "--json", "--model", "nope", "Hi", url=server.url)
+    local_json = orchestra("run", "--json", "--model", "nope", "Hi", url="off")
+    assert json.loads(remote_json.stdout) == json.loads(local_json.stdout)
 
 
 def test_no_server_runs_in_process(config: Path) -> None:
@@ -159,3 +163,19 @@ def test_a_client_imports_neither_the_runtime_nor_litellm(server: ServerThread) 
                           timeout=60, env=env)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert FROM_SERVER in done.stdout
+
+
+def test_a_failure_through_the_server_reads_as_in_process(config: Path) -> None:
+    def refuse(call: Call) -> str:
+        raise ProviderError("stub-cloud: HTTP 500: down", kind="server", model=call.spec.name)
+
+    runtime = lambda c: Orchestra(c, backend=FunctionBackend(refuse))  # noqa: E731
+    with serve(config, runtime=runtime) as server:
+        failed = orchestra("run", "Hi", url=server.url)
+        as_json = orchestra("run", "--json", "Hi", url=server.url)
+    assert failed.returncode == as_json.returncode == 1
+    assert failed.stderr.startswith("orchestra: AllCandidatesFailed: "), failed.stderr
+    error = json.loads(as_json.stdout)["error"]
+    assert error["kind"] == "AllCandidatesFailed" and error["request_id"]
+    first = error["attempts"][0]
+    assert (first["model"], first["error_kind"]) == ("stub-cloud", "server")
