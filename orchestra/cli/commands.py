@@ -329,7 +329,8 @@ async def models(args: argparse.Namespace, config: Config) -> int:
 
 
 async def history(args: argparse.Namespace, config: Config) -> int:
-    if (server := _server(args, config)) is not None:
+    # More than the server gives at once (1,000) is read from the store here.
+    if args.limit <= 1000 and (server := _server(args, config)) is not None:
         from orchestra.cli import remote
 
         return remote.history(args, server)
