@@ -1,11 +1,14 @@
 """Orchestra's overhead over a bare LiteLLM call, measured side by side in one run.
 
-    python bench/overhead.py [--calls 1000]
+    python bench/overhead.py [--calls 1000] [--models 200]
 
-Both paths call the same OpenAI-compatible stub on 127.0.0.1 through `litellm.acompletion`; the
-calls are interleaved (bare, orchestra, bare, ...) so machine noise hits both alike. Orchestra runs
-its four built-in agents, the default policy and records every request in SQLite (WAL, batched).
-Prints p50/p99 of each and the ratios, plus the routing cost alone (agents + policy, no call).
+Both paths call the same OpenAI-compatible stub on 127.0.0.1 (in its own process, as a provider
+is) through `litellm.acompletion`; the calls are interleaved (bare, orchestra, bare, ...) so
+machine noise hits both alike. Orchestra runs its built-in agents, the default policy, and
+records every request durably in SQLite before `complete()` returns (WAL, group commit).
+A second runtime has a catalog of `--models` priced cloud models and a daily budget (every call
+is reserved in the ledger before it is made). Prints p50/p99 of each and the ratios, plus the
+routing cost alone (agents + policy, no call).
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ from pathlib import Path
 
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 
+from stub_process import stub_process
+
 from orchestra import Orchestra
 from orchestra.config import parse_config
 from orchestra.execution.litellm_backend import import_litellm
-from orchestra.testing import Behaviour, StubProvider
 
 PROMPT = "What is the capital of France?"
 
@@ -33,68 +37,95 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
-async def bench(calls: int) -> None:
+def catalog(url: str, models: int) -> list[dict[str, object]]:
+    """`models` priced cloud models, all served by the stub (the first is the cheapest)."""
+    return [
+        {
+            "name": "stub" if i == 0 else f"stub-{i}",
+            "tier": "cloud",
+            "litellm_model": "openai/stub",
+            "api_base": url,
+            "api_key_env": "BENCH_KEY",
+            "input_cost_per_mtok": 0.15 * (1 + i / 10),
+            "output_cost_per_mtok": 0.6 * (1 + i / 10),
+        }
+        for i in range(models)
+    ]
+
+
+async def bench(calls: int, models: int) -> None:
     litellm = import_litellm()
     os.environ["BENCH_KEY"] = "sk-bench-0123456789"
-    with StubProvider(Behaviour(reply="Paris")) as stub, tempfile.TemporaryDirectory() as home:
-        config = parse_config(
+    with stub_process() as url, tempfile.TemporaryDirectory() as home:
+        small = parse_config({"models": catalog(url, 1), "embedded": {"enabled": False}})
+        big = parse_config(
             {
-                "models": [
-                    {
-                        "name": "stub",
-                        "tier": "cloud",
-                        "litellm_model": "openai/stub",
-                        "api_base": stub.url,
-                        "api_key_env": "BENCH_KEY",
-                        "input_cost_per_mtok": 0.15,
-                        "output_cost_per_mtok": 0.6,
-                    }
-                ],
+                "models": catalog(url, models),
                 "embedded": {"enabled": False},
+                "budget": {"daily_usd": 1000.0},  # every call reserved in the ledger
             }
         )
         messages = [{"role": "user", "content": PROMPT}]
 
         async def bare() -> None:
             await litellm.acompletion(
-                model="openai/stub", messages=messages, api_base=stub.url,
+                model="openai/stub", messages=messages, api_base=url,
                 api_key=os.environ["BENCH_KEY"], timeout=60, max_retries=0,
             )  # fmt: skip
 
-        async with Orchestra(config, db_path=Path(home) / "bench.db") as orc:
-            for _ in range(50):  # warm both paths: connection pools, caches, lazy imports
+        async with (
+            Orchestra(small, db_path=Path(home) / "small.db") as orc,
+            Orchestra(big, db_path=Path(home) / "big.db") as orc_big,
+        ):
+            await orc.ready()
+            await orc_big.ready()
+            for _ in range(50):  # warm every path: connection pools, caches, lazy imports
                 await bare()
                 await orc.complete(PROMPT)
-            bare_ms: list[float] = []
-            orc_ms: list[float] = []
-            route_us: list[float] = []
+                await orc_big.complete(PROMPT)
+            times: dict[str, list[float]] = {"bare": [], "one": [], "big": [], "route": []}
             for _ in range(calls):
-                t = time.perf_counter()
-                await bare()
-                bare_ms.append((time.perf_counter() - t) * 1000)
-                t = time.perf_counter()
-                await orc.complete(PROMPT)
-                orc_ms.append((time.perf_counter() - t) * 1000)
+                for name, call in (
+                    ("bare", bare),
+                    ("one", lambda: orc.complete(PROMPT)),
+                    ("big", lambda: orc_big.complete(PROMPT)),
+                ):
+                    t = time.perf_counter()
+                    await call()
+                    times[name].append((time.perf_counter() - t) * 1000)
                 t = time.perf_counter()
                 await orc.decide(PROMPT)
-                route_us.append((time.perf_counter() - t) * 1e6)
+                times["route"].append((time.perf_counter() - t) * 1e6)
             await orc.flush()
             stored = len(await orc.history(limit=calls * 3))
 
+    bare_ms = times["bare"]
     print(f"{calls} calls each, interleaved, to a loopback stub ({stored} requests stored)")
-    print(f"{'':24}{'p50':>10}{'p99':>10}{'mean':>10}")
-    for name, xs in (("bare litellm (ms)", bare_ms), ("orchestra (ms)", orc_ms)):
-        print(f"{name:24}{pct(xs, 0.5):10.3f}{pct(xs, 0.99):10.3f}{statistics.fmean(xs):10.3f}")
-    print(f"{'routing only (us)':24}{pct(route_us, 0.5):10.1f}{pct(route_us, 0.99):10.1f}"
-          f"{statistics.fmean(route_us):10.1f}")  # fmt: skip
-    print(f"ratio orchestra/bare: p50 {pct(orc_ms, 0.5) / pct(bare_ms, 0.5):.3f}, "
-          f"p99 {pct(orc_ms, 0.99) / pct(bare_ms, 0.99):.3f}")  # fmt: skip
+    print(f"{'':34}{'p50':>10}{'p99':>10}{'mean':>10}")
+    rows = (
+        ("bare litellm (ms)", bare_ms),
+        ("orchestra, 1 model (ms)", times["one"]),
+        (f"orchestra, {models} models + budget (ms)", times["big"]),
+    )
+    for name, xs in rows:
+        print(f"{name:34}{pct(xs, 0.5):10.3f}{pct(xs, 0.99):10.3f}{statistics.fmean(xs):10.3f}")
+    route = times["route"]
+    print(f"{'routing only, 1 model (us)':34}{pct(route, 0.5):10.1f}{pct(route, 0.99):10.1f}"
+          f"{statistics.fmean(route):10.1f}")  # fmt: skip
+    print("ratio to bare litellm              p50      p99     goal")
+    for name, key, goal in (("1 model", "one", "<= 1.03 / 1.05"),
+                            (f"{models} models + budget", "big", "<= 1.05")):  # fmt: skip
+        xs = times[key]
+        print(f"  {name:30}{pct(xs, 0.5) / pct(bare_ms, 0.5):8.3f} "
+              f"{pct(xs, 0.99) / pct(bare_ms, 0.99):8.3f}     {goal}")  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=1000)
-    asyncio.run(bench(parser.parse_args().calls))
+    parser.add_argument("--models", type=int, default=200, help="the big catalog's size")
+    args = parser.parse_args()
+    asyncio.run(bench(args.calls, args.models))
 
 
 if __name__ == "__main__":

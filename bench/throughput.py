@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +27,8 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 os.environ["BENCH_KEY"] = "sk-bench-0123456789"
 
+from stub_process import stub_process  # noqa: E402
+
 from orchestra import Orchestra, Request, Tier  # noqa: E402
 from orchestra.config import parse_config  # noqa: E402
 from orchestra.execution.litellm_backend import import_litellm  # noqa: E402
@@ -36,19 +37,6 @@ from orchestra.store import RequestRecord, SqliteStore  # noqa: E402
 
 GOAL = 0.97
 PROMPT = "What is the capital of France?"
-STUB = (
-    "import time, sys; from orchestra.testing import StubProvider, Behaviour;"
-    "s = StubProvider(Behaviour(reply='Paris'), port=int(sys.argv[1])).start();"
-    "print('ready', flush=True); time.sleep(3600)"
-)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def paid_history(db: Path, n: int) -> None:
@@ -109,23 +97,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--history", type=int, default=100_000)
     args = parser.parse_args()
-    port = free_port()
-    stub = subprocess.Popen([sys.executable, "-c", STUB, str(port)], stdout=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
-    try:
-        assert stub.stdout is not None and stub.stdout.readline().startswith("ready")
-        url = f"http://127.0.0.1:{port}/v1"
-        with tempfile.TemporaryDirectory() as tmp:
-            home = Path(tmp)
-            print(f"{args.concurrent} concurrent requests, median of {args.rounds} rounds")
-            print(f"{'ledger':>22} {'bare req/s':>12} {'orchestra':>12} {'ratio':>7}  goal")
-            for label in ("empty", f"{args.history:,} paid rows"):
-                if label != "empty":
-                    asyncio.run(paid_history(home / "orchestra.db", args.history))
-                b, o = asyncio.run(rounds(url, home, args.concurrent, args.rounds))
-                print(f"{label:>22} {b:>12,.0f} {o:>12,.0f} {o / b:>7.2f}  >= {GOAL}")
-    finally:
-        stub.kill()
+    with stub_process() as url, tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp)
+        print(f"{args.concurrent} concurrent requests, median of {args.rounds} rounds")
+        print(f"{'ledger':>22} {'bare req/s':>12} {'orchestra':>12} {'ratio':>7}  goal")
+        for label in ("empty", f"{args.history:,} paid rows"):
+            if label != "empty":
+                asyncio.run(paid_history(home / "orchestra.db", args.history))
+            b, o = asyncio.run(rounds(url, home, args.concurrent, args.rounds))
+            print(f"{label:>22} {b:>12,.0f} {o:>12,.0f} {o / b:>7.2f}  >= {GOAL}")
 
 
 if __name__ == "__main__":

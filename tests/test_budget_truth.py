@@ -1,5 +1,6 @@
-"""The budget holds, whatever the answer's length, the script, a missing usage report or a
-stream left half-read: a hypothesis test through LiteLLM against a stub provider."""
+"""The budget holds, whatever the answer's length, the script, a missing or understated usage
+report, a stream that runs past its cap or one left half-read: a hypothesis test through LiteLLM
+against a stub provider."""
 
 from __future__ import annotations
 
@@ -33,8 +34,10 @@ class Call:
     words: int  # how long the provider would answer if not capped
     max_tokens: int | None
     usage: bool  # does the provider report usage?
+    usage_scale: float  # how much of its answer it owns up to (1.0: honest)
     stream: bool
     abandon: bool  # stop reading after the first piece
+    ignore_cap: bool  # a stream that runs past its max_tokens
 
 
 calls = st.builds(
@@ -43,8 +46,10 @@ calls = st.builds(
     words=st.integers(1, 3000),
     max_tokens=st.one_of(st.none(), st.integers(1, 800)),
     usage=st.booleans(),
+    usage_scale=st.sampled_from([1.0, 1.0, 0.5, 0.1]),
     stream=st.booleans(),
     abandon=st.booleans(),
+    ignore_cap=st.booleans(),
 )
 
 
@@ -87,7 +92,14 @@ async def play(script: list[Call], paid: StubProvider, free: StubProvider) -> No
     with tempfile.TemporaryDirectory() as home:
         async with Orchestra(config(Path(home), paid, free), agents=[WantsCloud()]) as orc:
             for call in script:
-                paid.behaviour = Behaviour(reply=reply(call.words), usage=call.usage)
+                paid.behaviour = Behaviour(
+                    reply=reply(call.words),
+                    usage=call.usage,
+                    usage_scale=call.usage_scale,
+                    # Only a stream can be cut at its cap: a whole answer past it is charged
+                    # as it is (tests/test_usage_truth.py).
+                    ignore_cap=call.ignore_cap and call.stream,
+                )
                 hints = {"max_tokens": call.max_tokens} if call.max_tokens else {}
                 if not call.stream:
                     await orc.complete(PROMPTS[call.prompt], **hints)

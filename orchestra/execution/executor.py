@@ -40,9 +40,10 @@ from orchestra.execution.endpoints import Endpoints
 from orchestra.execution.flight import Flight
 from orchestra.execution.retry import Deadline
 from orchestra.execution.safeguards import Safeguards, limiters_for
-from orchestra.spend.estimate import cost_usd, count_tokens, prompt_tokens
+from orchestra.spend.estimate import prompt_tokens
 from orchestra.spend.guard import Booking
 from orchestra.spend.ledger import Charge
+from orchestra.spend.settle import AnswerMeter, settle_usage
 
 log = logging.getLogger("orchestra.executor")
 
@@ -148,16 +149,21 @@ class Executor:
                 async with t:
                     endpoint, params = await t.admit(stream=True)
                     pieces = self.backend.stream(t.spec, endpoint, walk.request.messages, params)
-                    async for piece in self._paced(walk, t, pieces):
-                        usage = piece.usage or usage
-                        if piece.text:
-                            if not t.partial:
-                                flight.streaming = t.spec
-                            t.partial.append(piece.text)
+                    async with aclosing(self._paced(walk, t, pieces)) as paced:
+                        async for piece in paced:
+                            usage = piece.usage or usage
+                            if not piece.text:
+                                continue
+                            flight.streaming = t.spec
+                            past_cap = t.received(piece.text)
+                            t.delivered = True
                             yield piece
+                            if past_cap:  # the provider ignores its cap: cut it there
+                                break
                 if not t.failed:
                     text = "".join(t.partial)
-                    yield self._succeeded(walk, t, Completion(text=text, usage=usage or Usage()))
+                    done = Completion(text=text, usage=usage or Usage(estimated=True))
+                    yield self._succeeded(walk, t, done)
                     return
         raise self._all_failed(walk)
 
@@ -209,7 +215,7 @@ class Executor:
 
     async def _paced(
         self, walk: _Walk, t: _Try, pieces: AsyncIterator[StreamPiece]
-    ) -> AsyncIterator[StreamPiece]:
+    ) -> AsyncGenerator[StreamPiece, None]:
         """`pieces`, each within its time: the first within the first-chunk timeout, each next
         one within the idle timeout, all within the request's deadline."""
         spec = t.spec
@@ -252,13 +258,13 @@ class Executor:
                 model=spec.name,
             ) from None
 
-    async def _admit(self, walk: _Walk, t: _Try) -> Booking | None:
+    async def _admit(self, walk: _Walk, t: _Try, stream: bool) -> Booking | None:
         """Book budget and pass the model's rate limit (both may refuse: a ProviderError)."""
         guard, spec = self.safeguards.guard, t.spec
         booking = None
         if guard is not None:
             lease = walk.deadline.remaining() + LEASE_MARGIN_S
-            booking = await guard.admit(spec, walk.request, lease)
+            booking = await guard.admit(spec, walk.request, lease, stream=stream)
         limiter = self.safeguards.limiters.get(spec.name)
         if limiter is not None:
             try:
@@ -293,7 +299,7 @@ class Executor:
         return self._result(walk, spec, Completion(text=hit.text, usage=usage))
 
     def _succeeded(self, walk: _Walk, t: _Try, completion: Completion) -> Result:
-        spec, u = t.spec, t.capped(completion.usage)
+        spec, u = t.spec, t.settled(completion.usage, completion.text)
         ms = (time.perf_counter() - t.started) * 1000
         walk.flight.attempts.append(
             Attempt(model=spec.name, tier=spec.tier, ok=True, latency_ms=ms)
@@ -313,7 +319,7 @@ class Executor:
                 _key(walk.request, spec.tier), spec.name, spec.tier.value, completion.text,
                 u.prompt_tokens, u.completion_tokens,
             )  # fmt: skip
-        return self._result(walk, spec, completion)
+        return self._result(walk, spec, Completion(text=completion.text, usage=u))
 
     def _result(self, walk: _Walk, spec: ModelSpec, completion: Completion) -> Result:
         flight, usage = walk.flight, completion.usage
@@ -433,8 +439,10 @@ class _Try:
         self.timeout_s = 0.0
         self.failed = False
         self.wait: float | None = None
-        self.partial: list[str] = []
+        self.partial: list[str] = []  # the text received so far
+        self.delivered = False  # some of it reached the caller
         self.params: CallParams | None = None
+        self.meter = AnswerMeter(None)
 
     async def admit(self, *, stream: bool) -> tuple[Endpoint, CallParams]:
         """Wait for the backend, book budget, pass the rate limit, resolve the endpoint: ready to
@@ -442,7 +450,7 @@ class _Try:
         ex, walk, spec = self.executor, self.walk, self.spec
         await ex._backend_ready(walk, spec)
         self.started = time.perf_counter()  # the backend's loading is not this model's latency
-        self.booking = await ex._admit(walk, self)
+        self.booking = await ex._admit(walk, self, stream)
         endpoint = await ex.endpoints.resolve(spec)
         self.timeout_s = ex._attempt_timeout(walk, spec, self.last, stream)
         booked = self.booking.max_tokens if self.booking is not None else None
@@ -451,6 +459,7 @@ class _Try:
             max_tokens=booked or walk.request.max_tokens,
             temperature=walk.request.temperature,
         )
+        self.meter = AnswerMeter(self.params.max_tokens)
         return endpoint, self.params
 
     async def __aenter__(self) -> _Try:
@@ -475,41 +484,27 @@ class _Try:
         attempts = self.walk.flight.attempts
         if masked.kind == "invalid_request":
             raise RejectedRequest(str(masked), attempts, self.walk.request.id) from None
-        if self.partial:  # text already reached the caller: no retry, no failover
+        if self.delivered:  # text already reached the caller: no retry, no failover
             raise StreamBroken(masked, "".join(self.partial), attempts) from None
         return True
 
-    def capped(self, usage: Usage) -> Usage:
-        """Answer tokens are never charged past the cap the call was sent: a provider stops
-        there, and a count above it is another tokenizer's (LiteLLM's, when a stream reports no
-        usage) or ours, which errs high."""
+    def received(self, text: str) -> bool:
+        """Keep a piece of the answer; True once the answer has provably passed its cap."""
+        self.partial.append(text)
+        return self.meter.add(text)
+
+    def settled(self, usage: Usage, text: str) -> Usage:
+        """The usage to charge: the provider's, unless the text proves it too low, and answer
+        tokens past the cap only when the provider provably ran past it (`settle_usage`)."""
         cap = self.params.max_tokens if self.params is not None else None
-        if cap is None or usage.completion_tokens <= cap:
-            return usage
-        if not usage.estimated:
-            log.info(
-                "%s: %d answer tokens reported for a cap of %d; charged at the cap",
-                self.spec.name, usage.completion_tokens, cap,
-            )  # fmt: skip
-        cost = cost_usd(self.spec, usage.prompt_tokens, cap)
-        return usage.model_copy(
-            update={"completion_tokens": cap, "cost_usd": usage.cost_usd if cost is None else cost}
-        )
+        return settle_usage(self.spec, usage, text, self.walk.request.messages, cap)
 
     def _settle_partial(self) -> None:
         """A call that ended without an answer: billed for the text it sent, else released."""
         guard = self.executor.safeguards.guard
         if self.partial:
             prompt = self.booking.prompt_tokens if self.booking else 0
-            completion = count_tokens("".join(self.partial))
-            usage = self.capped(
-                Usage(
-                    prompt_tokens=prompt,
-                    completion_tokens=completion,
-                    cost_usd=cost_usd(self.spec, prompt, completion) or 0.0,
-                    estimated=True,
-                )
-            )
+            usage = self.settled(Usage(prompt_tokens=prompt, estimated=True), "".join(self.partial))
             self.walk.flight.charges.append(_charge(self.spec, usage, self.booking, "partial"))
         elif guard is not None:
             guard.release(self.booking)

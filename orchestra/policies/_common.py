@@ -229,11 +229,23 @@ def by_tier(sc: Scope, order: Sequence[Tier], target: Tier) -> tuple[Candidate, 
 
 
 _CANDIDATE_FIELDS = frozenset(("model", "tier", "reason"))
+# Candidates are immutable and a catalog's few thousand (model, place) pairs repeat on every
+# request: each is built once. Bounded: cleared when it grows past what any catalog explains.
+_CANDIDATES: dict[tuple[str, Tier, str], Candidate] = {}
+_MAX_CANDIDATES = 100_000
 
 
 def candidate(model: str, tier: Tier, reason: str) -> Candidate:
-    """A candidate from a catalog model (known valid: built without validation)."""
-    return trusted(Candidate, {"model": model, "tier": tier, "reason": reason}, _CANDIDATE_FIELDS)
+    """A candidate from a catalog model (known valid: built without validation, once)."""
+    key = (model, tier, reason)
+    found = _CANDIDATES.get(key)
+    if found is None:
+        if len(_CANDIDATES) >= _MAX_CANDIDATES:
+            _CANDIDATES.clear()
+        found = _CANDIDATES[key] = trusted(
+            Candidate, {"model": model, "tier": tier, "reason": reason}, _CANDIDATE_FIELDS
+        )
+    return found
 
 
 def ranked(

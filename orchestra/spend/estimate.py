@@ -14,6 +14,10 @@ Measured against tiktoken's cl100k_base and o200k_base (`python bench/tokens.py`
 prompts (the routing data) it is 1.0-2.7x the true count, median 1.28; on Chinese, Japanese,
 Korean, Russian, Arabic, Hindi, Greek, emoji, code, JSON and numbers 1.0-3.1x. It undercounts
 random strings (an API key: 0.7x), which are rare in prompts and short.
+
+`least_tokens` is the other bound: a count no tokenizer in use goes below (every
+whitespace-separated word is at least one token in GPT's, Llama's, Mistral's, Qwen's and Gemma's),
+used to catch a provider that reports less than it sent, and a stream that runs past its cap.
 """
 
 from __future__ import annotations
@@ -55,6 +59,13 @@ def count_tokens(text: str) -> int:
         + 3 * symbols
         + -(-other * 5 // 4)
     )
+
+
+def least_tokens(text: str) -> int:
+    """A count of `text`'s tokens that no common tokenizer goes below: one per word (a run
+    between whitespace). Tokenizers split text at whitespace before merging, so no token spans
+    two words. Weak on scripts written without spaces, never too high."""
+    return len(text.split())
 
 
 def _ascii_tokens(text: str) -> int:

@@ -18,6 +18,9 @@ log = logging.getLogger("orchestra.spend")
 # Below this many answer tokens a capped answer is not worth paying for: the model is refused
 # instead (and a cheaper or free candidate answers).
 MIN_ANSWER_TOKENS = 256
+# Booked beyond the answer cap: a stream that runs past its cap is cut at the first piece that
+# provably does (see `spend/settle.py`), and that piece (a few tokens) is billed.
+CUT_SLACK_TOKENS = 16
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -45,15 +48,20 @@ class BudgetGuard:
         self.ledger = ledger
         self._unpriced: set[str] = set()
 
-    async def admit(self, spec: ModelSpec, request: Request, lease_s: float) -> Booking:
+    async def admit(
+        self, spec: ModelSpec, request: Request, lease_s: float, *, stream: bool = False
+    ) -> Booking:
         """Reserve for one call to `spec`; raises `ProviderError(kind="budget")` when it would
-        overrun a budget."""
+        overrun a budget. A stream is booked with `CUT_SLACK_TOKENS` more."""
         prompt = prompt_tokens(request)
         if spec.is_free or not self.budget.limited or self.ledger is None:
             return Booking(hold=None, max_tokens=request.max_tokens, prompt_tokens=prompt)
         cap = request.max_tokens or self.budget.max_tokens_per_call
         floor = cap if request.max_tokens else min(cap, MIN_ANSWER_TOKENS)
-        want, least = cost_usd(spec, prompt, cap), cost_usd(spec, prompt, floor)
+        # A stream is booked with room for the piece that carries it past its cap: it is cut
+        # there, but that piece has arrived (and been billed) by then.
+        slack = CUT_SLACK_TOKENS if stream else 0
+        want, least = cost_usd(spec, prompt, cap + slack), cost_usd(spec, prompt, floor + slack)
         if want is None or least is None:
             self._warn_unpriced(spec)
             return Booking(hold=None, max_tokens=request.max_tokens, prompt_tokens=prompt)
@@ -70,7 +78,8 @@ class BudgetGuard:
                 kind="budget",
                 model=spec.name,
             )
-        return Booking(hold=granted, max_tokens=_affordable(spec, prompt, cap, granted.usd),
+        affordable = _affordable(spec, prompt, cap + slack, granted.usd)
+        return Booking(hold=granted, max_tokens=max(1, affordable - slack),
                        prompt_tokens=prompt)  # fmt: skip
 
     def release(self, booking: Booking | None) -> None:

@@ -76,6 +76,8 @@ class Behaviour:
     empty `choices` when the request asks for `stream_options.include_usage`.
     `usage=False` omits it everywhere (a provider that reports no usage); `usage_scale`
     multiplies the reported completion_tokens (floored; 0.5 under-reports by half).
+    `ignore_cap=True` answers the whole reply whatever `max_tokens` asks (a provider that runs
+    past its cap), and reports it.
     """
 
     kind: BehaviourKind = "healthy"
@@ -90,6 +92,7 @@ class Behaviour:
     trickle_every_s: float = 0.5
     echo_request: bool = False
     reply_words: int | None = None
+    ignore_cap: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in get_args(BehaviourKind):
@@ -518,7 +521,9 @@ def _new_id() -> str:
 
 def _capped(behaviour: Behaviour, body: dict[str, Any]) -> Behaviour:
     """The behaviour with its reply cut to the request's `max_tokens` words, as an honest
-    provider stops at the cap it is given."""
+    provider stops at the cap it is given (unless it `ignore_cap`)."""
+    if behaviour.ignore_cap:
+        return behaviour
     cap = body.get("max_completion_tokens") or body.get("max_tokens")
     if not isinstance(cap, int) or isinstance(cap, bool) or _words(behaviour.text) <= cap:
         return behaviour
