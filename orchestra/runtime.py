@@ -334,8 +334,8 @@ class Orchestra:
         summary = await store.spend_summary()
         budget = self.config.budget
         return {
-            "degraded": False,
             **summary,
+            "degraded": summary.get("degraded", False),  # where `orchestra spend` puts it
             "daily_budget_usd": budget.daily_usd,
             "monthly_budget_usd": budget.monthly_usd,
         }
