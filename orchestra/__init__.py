@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os as _os
 from importlib import import_module as _import_module
-from typing import TYPE_CHECKING, Any
+
+TYPE_CHECKING = False  # typing's own would import typing: `orchestra --help` needs none of it
 
 # LiteLLM reads this when it is first imported (by us or by the caller's code): its bundled cost
 # map, never a download, so importing and starting Orchestra works offline.
@@ -114,7 +115,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'orchestra' has no attribute {name!r}")

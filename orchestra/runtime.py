@@ -70,12 +70,14 @@ class Orchestra:
 
     `config` is a `Config`, a path to a TOML file, or None (then `$ORCHESTRA_CONFIG`,
     `./orchestra.toml`, or the defaults). `agents` replaces the built-in agents, `policy` the
-    configured policy, `backend` the LiteLLM backend (e.g. with a test double), `db_path` the
-    store's file (default `$ORCHESTRA_HOME/orchestra.db`). With `preload_backend=False` the
-    backend (LiteLLM, seconds to import) loads at the first call instead of at start;
-    `warm_embedded=True` starts the embedded model at start, alongside that import (the CLI does
-    this: one short-lived process, most likely answered locally). A runtime dropped without
-    `close()` warns with `ResourceWarning`.
+    configured policy, `backend` every model's backend (e.g. a test double), `db_path` the
+    store's file (default `$ORCHESTRA_HOME/orchestra.db`). By default the embedded model is
+    called over plain HTTP and every other model through LiteLLM (seconds to import): imported
+    in the background at start when the catalog has such a model, or with
+    `preload_backend=False` only when one is first tried. `warm_embedded=True` starts the
+    embedded model at start (`orchestra chat` does); `embedded` is one already starting (`orchestra
+    run` starts it, reading its prompt ahead, before it imports the rest). A runtime dropped
+    without `close()` warns with `ResourceWarning`.
     """
 
     def __init__(
@@ -88,6 +90,7 @@ class Orchestra:
         db_path: str | Path | None = None,
         preload_backend: bool = True,
         warm_embedded: bool = False,
+        embedded: EmbeddedModel | None = None,
     ) -> None:
         self.config = config if isinstance(config, Config) else load_config(config)
         self._given_agents = list(agents) if agents is not None else None
@@ -95,9 +98,9 @@ class Orchestra:
         self._given_backend = backend
         self._db_path = Path(db_path) if db_path else (self.config.store.path or default_db_path())
         self._store_location: str | Path = self._db_path if db_path else store_location(self.config)
-        self._embedded = (
-            EmbeddedModel(self.config.embedded) if self.config.embedded.enabled else None
-        )
+        if embedded is None and self.config.embedded.enabled:
+            embedded = EmbeddedModel(self.config.embedded)
+        self._embedded = embedded
         self._endpoints = Endpoints(self._embedded)
         self._sample_filter = SampleFilter(self.config.store.sample_every_s)
         self._panel = AgentPanel(on_sample=self._on_sample)
@@ -193,7 +196,9 @@ class Orchestra:
     async def ready(self) -> None:
         """Wait until the first call can go at once: the backend loaded (LiteLLM takes seconds
         to import) and the executor built. A server calls it before it takes requests."""
-        await self._executor_ready()
+        executor = await self._executor_ready()
+        for spec in self._catalog:
+            await executor.backend.ready(spec)
 
     async def _executor_ready(self) -> Executor:
         if not self._started:
@@ -248,9 +253,9 @@ class Orchestra:
     async def _load_backend(self) -> Backend:
         backend = self._given_backend
         if backend is None:
-            from orchestra.execution.litellm_backend import LiteLLMBackend
+            from orchestra.execution.routing_backend import RoutingBackend
 
-            backend = await asyncio.to_thread(LiteLLMBackend)
+            backend = RoutingBackend(preload=self._preload_backend)
         await backend.prepare(list(self._catalog))
         return backend
 
@@ -329,8 +334,8 @@ class Orchestra:
         summary = await store.spend_summary()
         budget = self.config.budget
         return {
-            "degraded": False,
             **summary,
+            "degraded": summary.get("degraded", False),  # where `orchestra spend` puts it
             "daily_budget_usd": budget.daily_usd,
             "monthly_budget_usd": budget.monthly_usd,
         }

@@ -47,6 +47,10 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for key in PROVIDER_KEYS:
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("STUB_API_KEY", STUB_KEY)
+    # The CLI never reaches a developer's own `orchestra serve` on 127.0.0.1:8787 (tests of the
+    # CLI as a client name their server).
+    monkeypatch.setenv("ORCHESTRA_URL", "off")
+    monkeypatch.delenv("ORCHESTRA_TOKEN", raising=False)
     monkeypatch.chdir(tmp_path)
     return home
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from conftest import model_toml
 
-from orchestra.testing import StubProvider
+from orchestra.testing import Behaviour, StubProvider
 
 VERDICT_FIELDS = {"agent", "target", "allowed", "confidence", "state", "reason", "metrics"}
 
@@ -157,3 +157,26 @@ def test_run_explain_prints_the_whole_decision(
     tried = "tried in this order (balancing, health): stub-cloud"
     for part in (*parts, "1. stub-cloud (cloud)", tried, "attempts:", "reason:"):
         assert part in done.stderr, part
+
+
+def test_a_reader_that_leaves_stops_the_answer_and_it_is_recorded(
+    write_config: Callable[..., Path],
+) -> None:
+    """`orchestra run --stream … | head -c1`: the call is abandoned at once (not left to time
+    out), recorded as cancelled, and the exit is quiet (120, as Python's own for a lost stdout)."""
+    with StubProvider(Behaviour(reply_words=40_000)) as stub:  # more than a pipe holds
+        config = str(write_config(model_toml("stub-cloud", stub.url)))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "orchestra.cli.main", "--config", config, "run", "--stream",
+             "Count"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy(),
+        )  # fmt: skip
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.read(1) == b"w"
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=60) == 120, err
+    assert "internal error" not in err
+    history = orchestra("--config", config, "history", "--json")
+    (entry,) = [json.loads(line) for line in history.stdout.splitlines()]
+    assert entry["status"] == "error" and entry["error_kind"] == "cancelled"

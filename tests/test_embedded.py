@@ -1,4 +1,4 @@
-"""The embedded SmolLM2 model, for real: llama.cpp in this process, called through LiteLLM."""
+"""The embedded SmolLM2 model, for real: llama.cpp in this process, called over plain HTTP."""
 
 from __future__ import annotations
 
@@ -52,3 +52,18 @@ def test_cli_run_answers_offline() -> None:
     assert done.returncode == 0, done.stderr
     assert "Paris" in done.stdout
     assert "smollm2-135m (local)" in done.stderr
+
+
+def test_a_local_only_run_never_imports_litellm() -> None:
+    """The embedded model answers without LiteLLM (seconds to import, ~2 s to tear down)."""
+    code = (
+        "import sys\nfrom orchestra.cli.main import main\n"
+        "assert main(['run', '--tier', 'local', 'What is the capital of France?']) == 0\n"
+        "assert 'litellm' not in sys.modules, 'litellm imported'\n"
+    )
+    env = {**os.environ, "ORCHESTRA_URL": "off"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=180, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Paris" in done.stdout and "smollm2-135m (local)" in done.stderr

@@ -447,6 +447,21 @@ def test_import_orchestra_imports_nothing_heavy() -> None:
     assert not eager, f"`import orchestra` imported {eager}: its exports are lazy"
 
 
+def test_help_imports_nothing_heavy() -> None:
+    """`orchestra --help` stays within a few times `python -c pass` (bench/cold_start.py)."""
+    code = (
+        "import json, sys\nfrom orchestra.cli.main import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    loaded = json.loads(done.stdout.splitlines()[-1])
+    heavy = sorted({m.split(".")[0] for m in loaded} & {*HEAVY, "asyncio", "typing"})
+    assert not heavy, f"`orchestra --help` imported {heavy}"
+
+
 def test_all_is_the_lazy_export_table() -> None:
     exports: dict[str, str] = orchestra._EXPORTS
     assert len(set(orchestra.__all__)) == len(orchestra.__all__), "a name twice in __all__"

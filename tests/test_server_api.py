@@ -303,6 +303,13 @@ def test_models_health_status_feedback_and_history(server: ServerThread) -> None
         history = http.get("/v1/history", params={"limit": 5}).json()["data"]
         assert history[0]["request_id"] == rid
         assert history[0]["feedback"]["note"] == "wrong city"
+        # What `orchestra agents` and `orchestra spend` show, for the CLI as a client.
+        verdicts = http.post("/v1/verdicts", json={"prompt": "prove that P != NP"}).json()
+        complexity = next(v for v in verdicts["data"] if v["agent"] == "complexity")
+        assert complexity["metrics"] and verdicts["object"] == "list"
+        assert http.post("/v1/verdicts", json={"prompt": 3}).status_code == 400
+        spend = http.get("/v1/spend").json()
+        assert spend["answered_requests"] == 1 and "daily_budget_usd" in spend
 
 
 @pytest.mark.slow

@@ -36,10 +36,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
-
-import httpx
 
 from orchestra.agents.base import Agent
 from orchestra.agents.context import AgentContext
@@ -47,6 +45,9 @@ from orchestra.core.model_spec import ModelSpec
 from orchestra.core.request import Request
 from orchestra.core.tier import ALL_TIERS, Tier
 from orchestra.core.verdict import Verdict
+
+if TYPE_CHECKING:  # httpx is imported with the first endpoint to probe: none when all is local
+    import httpx
 
 log = logging.getLogger("orchestra.agents.connectivity")
 
@@ -208,6 +209,8 @@ class ConnectivityAgent(Agent):
             self._client = await asyncio.to_thread(self._new_client)
 
     def _new_client(self) -> httpx.AsyncClient:
+        import httpx
+
         # No keep-alive: a pooled connection could outlive a network change and hang, and a
         # fresh one measures what a new request costs. No proxies from the environment.
         return httpx.AsyncClient(
@@ -239,6 +242,8 @@ class ConnectivityAgent(Agent):
 
     async def probe(self, probe: Probe) -> ProbeResult:
         """DNS, TCP connect and (when due) HTTP for one endpoint, all under one hard deadline."""
+        import httpx
+
         self._rounds[probe] = round_no = self._rounds.get(probe, 0) + 1
         due = probe.scheme is not None and (
             probe in self._http_failed

@@ -10,7 +10,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestra.cli import render
 from orchestra.config import Config, load_config
@@ -22,12 +22,18 @@ from orchestra.core.errors import (
     RequestError,
     StoreUnavailable,
 )
-from orchestra.runtime import Orchestra
+
+if TYPE_CHECKING:
+    from orchestra.cli.client import Server
+    from orchestra.execution.embedded import EmbeddedModel
+
+log = logging.getLogger("orchestra.cli")
 
 EXIT_FAILED = 1  # no model could answer, or the store failed once open
 EXIT_USAGE = 2  # bad config, bad input, or a store that cannot be opened
 EXIT_INTERNAL = 70  # a bug: EX_SOFTWARE
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 120  # what Python itself exits with when stdout is gone at the end
 # The user's (or their machine's) to fix, not Orchestra's and not a provider's.
 USER_ERRORS = (ConfigError, RequestError, PolicyError, StoreUnavailable)
 
@@ -44,6 +50,10 @@ def dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(done) if asyncio.iscoroutine(done) else done
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader left (`| head`): nothing more to say, and nowhere to
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the final flush fails no more
+        return EXIT_BROKEN_PIPE
     except Exception as exc:
         return _report(args, exc)
 
@@ -75,7 +85,8 @@ def _report(args: argparse.Namespace, exc: Exception) -> int:
     if code == EXIT_USAGE:
         print(f"orchestra: error: {exc}", file=sys.stderr)
     elif code == EXIT_FAILED:
-        print(f"orchestra: {type(exc).__name__}: {exc}", file=sys.stderr)
+        name = getattr(exc, "shown_as", None) or type(exc).__name__  # a server's: as in-process
+        print(f"orchestra: {name}: {exc}", file=sys.stderr)
     else:
         if args.verbose >= 2:
             traceback.print_exception(exc)
@@ -139,13 +150,43 @@ def _read_stdin() -> str:
         raise RequestError(f"standard input is not UTF-8 text ({where})") from None
 
 
+def _server(args: argparse.Namespace, config: Config) -> Server | None:
+    """The running server to answer this command, if one answers at once (see `--server`);
+    with `--config` or `--home` (these files, not the server's) only one named by `--server`."""
+    if args.server is None and (args.config or args.home):
+        return None
+    from orchestra.cli.client import find_server
+
+    server = find_server(args.server, config.server.port)
+    if server is not None:
+        log.info("answering through the server at %s", server.url)
+    else:
+        log.info("no server answers: running in-process")
+    return server
+
+
 async def run(args: argparse.Namespace, config: Config) -> int:
     prompt = _prompt(args.prompt)
-    async with Orchestra(config, warm_embedded=True) as orc:
+    if (server := _server(args, config)) is not None:
+        from orchestra.cli import remote
+
+        return remote.run(args, server, prompt)
+    elsewhere = _remote_hinted(args, config)
+    # The embedded model first (loading it holds the GIL ~0.4 s: what follows waits anyway), so
+    # that importing and starting the rest overlaps llama.cpp reading the prompt. LiteLLM
+    # (seconds to import) loads while Orchestra starts only when the hints rule out the embedded
+    # model; otherwise only if the decision reaches another model (most runs: never).
+    embedded = None if elsewhere else _warm_embedded(config, prompt)
+    await asyncio.sleep(0)  # the warm-up task hands llama.cpp's loading to its thread
+    from orchestra.runtime import Orchestra
+
+    async with Orchestra(config, embedded=embedded, preload_backend=elsewhere) as orc:
         if args.stream and not args.json:
-            stream = orc.stream(prompt, **_hints(args))
-            async for text in stream:
-                print(text, end="", flush=True)
+            # Closed however the reading ends (a reader gone: a broken pipe): the call stops now,
+            # and is recorded while the runtime is still open.
+            async with orc.stream(prompt, **_hints(args)) as stream:
+                async for text in stream:
+                    print(text, end="", flush=True)
             print()
             assert stream.result is not None
             render.result_footer(stream.result)
@@ -166,11 +207,36 @@ async def run(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def _warm_embedded(config: Config, prompt: str) -> EmbeddedModel | None:
+    """The embedded model, starting in the background and then reading `prompt` ahead."""
+    if not config.embedded.enabled:
+        return None
+    from orchestra.core.request import Message
+    from orchestra.execution.embedded import EmbeddedModel
+
+    model = EmbeddedModel(config.embedded)
+    model.warm_soon((Message(role="user", content=prompt),))
+    return model
+
+
+def _remote_hinted(args: argparse.Namespace, config: Config) -> bool:
+    """Whether `--model` or `--tier` rules out the embedded model."""
+    if args.model is not None:
+        return not (config.embedded.enabled and args.model == config.embedded.name)
+    return args.tier in ("edge", "cloud")
+
+
 async def chat(args: argparse.Namespace, config: Config) -> int:
     from orchestra.core.request import Message
 
     if sys.stdin is None:  # started with standard input closed: the conversation is over
         return 0
+    if (server := _server(args, config)) is not None:
+        from orchestra.cli import remote
+
+        return remote.chat(args, server)
+    from orchestra.runtime import Orchestra
+
     history: list[Message] = []
     print("orchestra chat: an empty line or Ctrl-D ends it.", file=sys.stderr)
     async with Orchestra(config, warm_embedded=True) as orc:
@@ -182,11 +248,11 @@ async def chat(args: argparse.Namespace, config: Config) -> int:
             if not line.strip():
                 break
             history.append(Message(role="user", content=line))
-            stream = orc.stream(tuple(history), **_hints(args))
             print("ai> ", end="", flush=True)
             try:
-                async for text in stream:
-                    print(text, end="", flush=True)
+                async with orc.stream(tuple(history), **_hints(args)) as stream:
+                    async for text in stream:
+                        print(text, end="", flush=True)
             except OrchestraError as exc:
                 print(f"\n[error: {exc}]")
                 history.pop()
@@ -199,6 +265,12 @@ async def chat(args: argparse.Namespace, config: Config) -> int:
 
 
 async def agents(args: argparse.Namespace, config: Config) -> int:
+    if (server := _server(args, config)) is not None:
+        from orchestra.cli import remote
+
+        return remote.agents(args, server)
+    from orchestra.runtime import Orchestra
+
     if args.watch:
         return await _watch_agents(args, config)
     async with Orchestra(config, preload_backend=False) as orc:
@@ -215,8 +287,12 @@ async def _watch_agents(args: argparse.Namespace, config: Config) -> int:
     """A live table: ambient agents as sampled in the background, per-request ones re-checked."""
     from rich.live import Live
 
+    from orchestra.runtime import Orchestra
+
     async with Orchestra(config, preload_backend=False) as orc:
-        with Live(render.verdict_grid(await orc.verdicts(args.prompt)), console=render.out) as live:
+        with Live(
+            render.verdict_grid(await orc.verdicts(args.prompt)), console=render.out()
+        ) as live:
             shown = 1
             while args.count is None or shown < args.count:
                 await asyncio.sleep(args.every)
@@ -226,6 +302,14 @@ async def _watch_agents(args: argparse.Namespace, config: Config) -> int:
 
 
 async def models(args: argparse.Namespace, config: Config) -> int:
+    if (server := _server(args, config)) is not None:
+        from orchestra.cli import remote
+        from orchestra.cli.client import TOKEN_ENV
+
+        if os.environ.get(TOKEN_ENV):  # the full catalog is an admin route
+            return remote.models(args, server, _key_present)
+        log.info("the server's catalog needs %s: listing this config's models", TOKEN_ENV)
+        server.close()
     from orchestra.discovery import discover_catalog
     from orchestra.execution.embedded import EmbeddedModel
 
@@ -245,6 +329,11 @@ async def models(args: argparse.Namespace, config: Config) -> int:
 
 
 async def history(args: argparse.Namespace, config: Config) -> int:
+    # More than the server gives at once (1,000) is read from the store here.
+    if args.limit <= 1000 and (server := _server(args, config)) is not None:
+        from orchestra.cli import remote
+
+        return remote.history(args, server)
     async with _store(config) as store:
         entries = await store.history(limit=args.limit)
     if args.json:
@@ -256,6 +345,10 @@ async def history(args: argparse.Namespace, config: Config) -> int:
 
 
 async def spend(args: argparse.Namespace, config: Config) -> int:
+    if (server := _server(args, config)) is not None:
+        from orchestra.cli import remote
+
+        return remote.spend(args, server)
     async with _store(config) as store:
         summary = await store.spend_summary()
     summary.setdefault("degraded", False)
@@ -344,7 +437,7 @@ async def replay(args: argparse.Namespace, config: Config) -> int:
         else:
             from rich.progress import Progress
 
-            with Progress(console=render.err, transient=True) as bar:
+            with Progress(console=render.err(), transient=True) as bar:
                 task = bar.add_task("replaying", total=None)
                 reports = await run_replay(
                     store,
@@ -364,7 +457,7 @@ async def replay(args: argparse.Namespace, config: Config) -> int:
             )
         )
     else:
-        render_replay(reports, render.out)
+        render_replay(reports, render.out())
     return 0
 
 
@@ -395,7 +488,7 @@ async def experiment(args: argparse.Namespace, config: Config) -> int:
         fallback = await discover_catalog(config, embedded)
     result = run_experiment(scenario, policies, scenario_catalog(scenario, fallback))
     files, skipped = write_outputs(result, Path(args.out), plots=not args.no_plots)
-    render_summary(result, render.out)
+    render_summary(result, render.out())
     for path in files:
         print(f"wrote {path}")
     if skipped:

@@ -6,39 +6,58 @@ import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
+if TYPE_CHECKING:  # rich is imported at the first table, after a streamed answer's first token
+    from rich.console import Console
+    from rich.table import Table
 
-from orchestra.core.decision import Decision
-from orchestra.core.model_spec import ModelSpec
-from orchestra.core.result import Attempt, Result
-from orchestra.core.verdict import Verdict
+    from orchestra.core.decision import Decision
+    from orchestra.core.model_spec import ModelSpec
+    from orchestra.core.result import Attempt, Result
+    from orchestra.core.verdict import Verdict
 
 
 def _tty(fd: int) -> bool:
     return os.isatty(fd)
 
 
-# Piped output is not wrapped at 80 columns: tables stay one line per row.
-out = Console(highlight=False, width=None if _tty(1) else 160)
-err = Console(stderr=True, highlight=False, width=None if _tty(2) else 160)
+@cache
+def out() -> Console:
+    """The console for stdout. Piped output is not wrapped at 80 columns: one line per row."""
+    from rich.console import Console
+
+    return Console(highlight=False, width=None if _tty(1) else 160)
+
+
+@cache
+def err() -> Console:
+    """The console for stderr (footers, explanations, progress)."""
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, width=None if _tty(2) else 160)
+
+
+def _table(**options: Any) -> Table:
+    from rich.table import Table
+
+    return Table(show_edge=False, pad_edge=False, **options)
 
 
 def result_footer(result: Result) -> None:
     """Who answered, what it cost, the agents' verdicts and the policy's reason (on stderr)."""
-    err.print(
+    err().print(
         f"\n[bold]{result.model}[/] ({result.tier}) answered in {result.latency_ms:.0f} ms, "
         f"{result.prompt_tokens}+{result.completion_tokens} tokens, ${result.cost_usd:.6f}"
     )
     failed = [a for a in result.attempts if not a.ok]
     for attempt in failed:
-        err.print(f"  failed over from {attempt.model}: {attempt.error_kind} ({attempt.error})")
-    verdict_table(result.verdicts, title=None, console=err)
-    err.print(f"[dim]policy {result.decision.policy}:[/] {result.decision.reason}")
+        err().print(f"  failed over from {attempt.model}: {attempt.error_kind} ({attempt.error})")
+    verdict_table(result.verdicts, title=None, console=err())
+    err().print(f"[dim]policy {result.decision.policy}:[/] {result.decision.reason}")
     short = result.request_id[:12]
-    err.print(f"[dim]request {short}; a bad answer? orchestra feedback {short} --bad[/]")
+    err().print(f"[dim]request {short}; a bad answer? orchestra feedback {short} --bad[/]")
 
 
 def explain(
@@ -46,45 +65,45 @@ def explain(
 ) -> None:
     """The decision in full (on stderr): constraints, votes, winner, the chain as the policy
     ranked it, the order the executor really tried (after balancing and health), what happened."""
-    err.print(f"\n[bold]Decision[/] by policy {decision.policy}")
+    err().print(f"\n[bold]Decision[/] by policy {decision.policy}")
     if decision.excluded:
-        err.print("constraints:")
+        err().print("constraints:")
         for e in decision.excluded:
             what = f"tier {e.tier}" if e.tier else f"model {e.model}"
-            err.print(f"  - {what} removed by {e.by}: {e.reason}")
+            err().print(f"  - {what} removed by {e.by}: {e.reason}")
     else:
-        err.print("constraints: none")
+        err().print("constraints: none")
     votes = ", ".join(f"{t} {w:.2f}" for t, w in sorted(decision.votes.items())) or "none"
-    err.print(f"votes: {votes}")
-    err.print(f"target tier: {decision.target or '-'}")
-    err.print("candidates (as the policy ranked them):")
+    err().print(f"votes: {votes}")
+    err().print(f"target tier: {decision.target or '-'}")
+    err().print("candidates (as the policy ranked them):")
     for i, c in enumerate(decision.candidates, 1):
-        err.print(f"  {i}. {c.model} ({c.tier}): {c.reason}")
+        err().print(f"  {i}. {c.model} ({c.tier}): {c.reason}")
     if order:
-        err.print(f"tried in this order (balancing, health): {', '.join(order)}")
+        err().print(f"tried in this order (balancing, health): {', '.join(order)}")
     if attempts:
-        err.print("attempts:")
+        err().print("attempts:")
         for a in attempts:
             outcome = "cached" if a.cached else "ok" if a.ok else f"{a.error_kind}: {a.error}"
-            err.print(f"  - {a.model}: {outcome} ({a.latency_ms:.0f} ms)")
-    err.print(f"reason: {decision.reason}")
+            err().print(f"  - {a.model}: {outcome} ({a.latency_ms:.0f} ms)")
+    err().print(f"reason: {decision.reason}")
 
 
 def chat_footer(result: Result) -> None:
-    err.print(f"[dim]  {result.model} ({result.tier}), {result.latency_ms:.0f} ms[/]")
+    err().print(f"[dim]  {result.model} ({result.tier}), {result.latency_ms:.0f} ms[/]")
 
 
 def verdict_table(
     verdicts: Sequence[Verdict], title: str | None, console: Console | None = None
 ) -> None:
-    (console or out).print(verdict_grid(verdicts, title=title, metrics=False))
+    (console or out()).print(verdict_grid(verdicts, title=title, metrics=False))
 
 
 def verdict_grid(
     verdicts: Sequence[Verdict], title: str | None = None, metrics: bool = True
 ) -> Table:
     """The agents' verdicts as a table; with `metrics`, each agent's key readings too."""
-    table = Table(title=title, show_edge=False, pad_edge=False)
+    table = _table(title=title)
     columns = ["agent", "state", "target", "allowed", "conf", "reason"]
     for column in [*columns, "metrics"] if metrics else columns:
         table.add_column(column)
@@ -113,7 +132,7 @@ def model_table(
     key_present: Callable[[Any], bool | None],
     breakers: dict[str, str],
 ) -> None:
-    table = Table(show_edge=False, pad_edge=False)
+    table = _table()
     for column in ("name", "tier", "litellm model", "endpoint", "$/Mtok in/out", "key", "breaker"):
         table.add_column(column)
     for s in specs:
@@ -126,11 +145,11 @@ def model_table(
         endpoint = "embedded (llama.cpp)" if s.embedded else (s.api_base or "provider default")
         breaker = breakers.get(s.name, "closed")
         table.add_row(s.name, str(s.tier), s.litellm_model, endpoint, price, key, breaker)
-    out.print(table)
+    out().print(table)
 
 
 def history_table(entries: Sequence[dict[str, Any]]) -> None:
-    table = Table(show_edge=False, pad_edge=False)
+    table = _table()
     for column in ("when", "request", "status", "model", "tier", "ms", "cost $", "fb", "reason"):
         table.add_column(column)
     for e in entries:
@@ -147,7 +166,7 @@ def history_table(entries: Sequence[dict[str, Any]]) -> None:
             _feedback_mark(e.get("feedback")),
             (reason or "")[:80],
         )
-    out.print(table)
+    out().print(table)
 
 
 def _feedback_mark(feedback: dict[str, Any] | None) -> str:
@@ -159,65 +178,69 @@ def _feedback_mark(feedback: dict[str, Any] | None) -> str:
 def training_report(training: Any, written: Any) -> None:
     """What `orchestra train-complexity` learned from, how it measured, and where it wrote."""
     found, report = training.feedback, training.report
-    out.print(
+    out().print(
         f"feedback: {found.judged} judged request(s), {len(found.rows)} used "
         f"({found.positives} where the local tier failed, {len(found.rows) - found.positives} "
         f"where it was enough; {found.from_prompt} recomputed from kept prompts)"
     )
     for reason, n in found.skipped.most_common():
-        out.print(f"  skipped {n}: {reason}")
-    out.print(
+        out().print(f"  skipped {n}: {reason}")
+    out().print(
         f"its say: {report['share']:.2f} of one shipped data source "
         f"(weight {report['weight']:g} x n / (n + {report['pseudo_count']:g}))"
     )
     means = report.get("mean_score", {})
     if "feedback_rows" in means:
         fb, shipped = means["feedback_rows"], means["shipped_rows"]
-        out.print(
+        out().print(
             f"mean score: your prompts {fb['base']:.3f} -> {fb['retrained']:.3f}, "
             f"shipped data {shipped['base']:.3f} -> {shipped['retrained']:.3f}"
         )
     if "cv" in report:
         cv = report["cv"]
-        out.print(
+        out().print(
             f"held-out check ({cv['folds']}-fold) AUC on your judged prompts: "
             f"base {cv['auc_base']:.3f} -> retrained {cv['auc_retrained']:.3f}"
         )
     elif "cv_skipped" in report:
-        out.print(f"held-out check skipped: {report['cv_skipped']}")
+        out().print(f"held-out check skipped: {report['cv_skipped']}")
     changes = report.get("weight_changes", {})
     if changes:
         moved = ", ".join(f"{k} {v['retrained'] - v['base']:+.3f}" for k, v in changes.items())
-        out.print(f"biggest weight changes: {moved}")
+        out().print(f"biggest weight changes: {moved}")
     if written is None:
-        out.print("dry run: nothing written")
+        out().print("dry run: nothing written")
     else:
-        out.print(f"wrote {written}; the complexity agent uses it from its next start")
+        out().print(f"wrote {written}; the complexity agent uses it from its next start")
 
 
 def migrate_report(source: Any, report: dict[str, Any]) -> None:
     """What `orchestra store migrate` copied, table by table."""
     if report["source"] is None:
-        out.print(f"{source}: nothing to copy (the store is empty)")
+        out().print(f"{source}: nothing to copy (the store is empty)")
         return
     if report["already_copied"]:
-        out.print(f"{source}: already copied to this database; nothing copied again")
+        out().print(f"{source}: already copied to this database; nothing copied again")
         return
-    table = Table(show_edge=False, pad_edge=False, title=f"copied from {source}")
+    table = _table(title=f"copied from {source}")
     table.add_column("table")
     table.add_column("rows", justify="right")
     for name, count in report["copied"].items():
         table.add_row(name, str(count))
-    out.print(table)
+    out().print(table)
 
 
 def spend_table(summary: dict[str, Any]) -> None:
     def budget(value: float | None) -> str:
         return "no limit" if value is None else f"${value:.2f}"
 
-    out.print(f"today      ${summary['today_usd']:.6f} of {budget(summary['daily_budget_usd'])}")
-    out.print(f"this month ${summary['month_usd']:.6f} of {budget(summary['monthly_budget_usd'])}")
-    out.print(f"all time   ${summary['total_usd']:.6f} over {summary['answered_requests']} answers")
+    out().print(f"today      ${summary['today_usd']:.6f} of {budget(summary['daily_budget_usd'])}")
+    out().print(
+        f"this month ${summary['month_usd']:.6f} of {budget(summary['monthly_budget_usd'])}"
+    )
+    out().print(
+        f"all time   ${summary['total_usd']:.6f} over {summary['answered_requests']} answers"
+    )
     if summary.get("degraded"):
         at = summary.get("known_at")
         known = (
@@ -225,12 +248,12 @@ def spend_table(summary: dict[str, Any]) -> None:
             if at
             else "no shared totals read yet"
         )
-        out.print(
+        out().print(
             f"degraded   the database is unreachable: {known}, plus "
             f"{summary.get('spill_pending', 0)} writes waiting in the spill file"
         )
     if summary["month_by_model"]:
-        table = Table(show_edge=False, pad_edge=False, title="this month by model")
+        table = _table(title="this month by model")
         for column in ("model", "tier", "requests", "tokens in/out", "cost $"):
             table.add_column(column)
         for row in summary["month_by_model"]:
@@ -241,4 +264,4 @@ def spend_table(summary: dict[str, Any]) -> None:
                 f"{row['prompt_tokens']}/{row['completion_tokens']}",
                 f"{row['cost_usd']:.6f}",
             )
-        out.print(table)
+        out().print(table)

@@ -16,8 +16,9 @@
      │                            `kind` says how
      └── AllCandidatesFailed      every candidate failed; `attempts` holds each failure
 
-Provider failures are mapped from LiteLLM's exceptions in exactly one place
-(`orchestra.execution.litellm_backend`); nothing above the backend sees LiteLLM's types.
+Provider failures are mapped to `ProviderError` kinds by the backends only
+(`orchestra.execution.litellm_backend` from LiteLLM's exceptions, `embedded_backend` from HTTP),
+both by HTTP status first through `status_kind`; nothing above a backend sees a client's types.
 """
 
 from __future__ import annotations
@@ -45,6 +46,28 @@ ProviderErrorKind = Literal[
 ]
 
 RateLimitReason = Literal["limited", "queue_full", "deadline", "too_large"]
+
+# What an HTTP status says about a failed call; other 5xx are "server" (see `status_kind`).
+_STATUS_KINDS: dict[int, ProviderErrorKind] = {
+    400: "bad_request",
+    401: "auth",
+    403: "auth",
+    404: "not_found",
+    408: "timeout",
+    409: "server",
+    413: "context_window",
+    422: "bad_request",
+    429: "rate_limit",
+}
+
+
+def status_kind(status: int) -> ProviderErrorKind | None:
+    """The kind of failure an HTTP status means, or None when the status alone does not say."""
+    kind = _STATUS_KINDS.get(status)
+    if kind is None and status >= 500:
+        return "server"
+    return kind
+
 
 # Worth trying the same model again. A timeout is not: the attempt used its share of the
 # deadline, and the next candidate is the better use of what is left.

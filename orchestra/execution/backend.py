@@ -44,6 +44,15 @@ class StreamPiece:
     usage: Usage | None = None
 
 
+def chat_messages(messages: Sequence[Message], system_prompt: str | None) -> list[dict[str, str]]:
+    """The messages as sent to an OpenAI-compatible API, the model's own system prompt first
+    unless the caller gave one."""
+    payload = [{"role": m.role, "content": m.content} for m in messages]
+    if system_prompt and not any(m.role == "system" for m in messages):
+        payload.insert(0, {"role": "system", "content": system_prompt})
+    return payload
+
+
 class Backend(ABC):
     """Calls one model. Implementations raise `ProviderError` (and nothing else) on failure.
 
@@ -64,4 +73,9 @@ class Backend(ABC):
         yield StreamPiece(usage=completion.usage)
 
     async def prepare(self, specs: Sequence[ModelSpec]) -> None:  # noqa: B027 - optional hook
-        """Called once with the catalog before the first call (and off the request path)."""
+        """Called with the catalog before the first call (and off the request path)."""
+
+    async def ready(self, spec: ModelSpec) -> None:  # noqa: B027 - optional hook
+        """Return once `spec` can be called at once; a backend that loads lazily (LiteLLM takes
+        seconds to import) loads here. The executor awaits it before an attempt's clock starts:
+        the backend's loading is not the model's latency, nor its fault."""

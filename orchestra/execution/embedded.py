@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import logging
 import os
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from orchestra.core.errors import EmbeddedModelError
 from orchestra.core.model_spec import ModelSpec
+from orchestra.core.request import Message
 from orchestra.core.tier import Tier
-from orchestra.execution.backend import Endpoint
+from orchestra.execution.backend import Endpoint, chat_messages
 
 log = logging.getLogger("orchestra.embedded")
 
@@ -60,8 +63,8 @@ def find_gguf() -> Path | None:
 class EmbeddedModel:
     """Starts llama.cpp's server in this process on a free 127.0.0.1 port, lazily, once.
 
-    The server is OpenAI-compatible, so the executor calls it through LiteLLM like any other
-    model. A random API key keeps other local processes out. `stop()` shuts it down.
+    The server is OpenAI-compatible; the executor calls it over plain HTTP (`EmbeddedBackend`).
+    A random API key keeps other local processes out. `stop()` shuts it down.
     """
 
     def __init__(self, config: EmbeddedConfig) -> None:
@@ -69,6 +72,8 @@ class EmbeddedModel:
         self._server: Any = None
         self._endpoint: Endpoint | None = None
         self._lock = asyncio.Lock()
+        self._warming: asyncio.Task[Endpoint] | None = None
+        self._read_ahead: tuple[Message, ...] = ()
 
     def spec(self) -> ModelSpec:
         path = find_gguf()
@@ -91,14 +96,32 @@ class EmbeddedModel:
 
     async def endpoint(self) -> Endpoint:
         """The server's endpoint, starting it on first use (in a thread: loading takes ~0.5 s)."""
-        if self._endpoint is not None:
-            return self._endpoint
-        async with self._lock:
-            if self._endpoint is None:
-                self._endpoint = await asyncio.to_thread(self._start)
+        if self._endpoint is None:
+            async with self._lock:
+                if self._endpoint is None:
+                    self._endpoint = await asyncio.to_thread(self._start)
         return self._endpoint
 
+    def warm_soon(self, read_ahead: Sequence[Message] = ()) -> None:
+        """Start the server in the background, and have it read a prompt ahead.
+
+        Reading ahead puts the prompt in llama.cpp's cache, in its own threads, while Orchestra
+        does the rest of its work (imports, agents, policy, store): a call with the same
+        messages then starts answering at once. The CLI knows its prompt before anything else;
+        reading it ahead takes ~70 ms off a cold `orchestra run`, and costs nothing if another
+        model answers. The first `endpoint()` waits for it: a call made meanwhile would read the
+        prompt again, beside it. A failure to start surfaces at the first `endpoint()`.
+        """
+        if self._warming is None and self._endpoint is None:
+            self._read_ahead = tuple(read_ahead)
+            self._warming = asyncio.create_task(self.endpoint())
+            self._warming.add_done_callback(_seen)
+
     async def stop(self) -> None:
+        if self._warming is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.shield(self._warming)  # the start (and read-ahead) ends first
+            self._warming = None
         async with self._lock:
             holder, self._server, self._endpoint = [self._server], None, None
             if holder[0] is not None:
@@ -138,4 +161,25 @@ class EmbeddedModel:
             raise EmbeddedModelError(f"the embedded model failed to start: {exc}") from exc
         base = f"{self._server.listening_address}/v1"
         log.info("embedded model %s serving on %s (%d threads)", self.config.name, base, threads)
+        if self._read_ahead:
+            self._read(self._server, self._read_ahead)
         return Endpoint(api_base=base, api_key=key)
+
+    def _read(self, server: Any, messages: Sequence[Message]) -> None:
+        """Read `messages` into llama.cpp's cache (see `warm_soon`), through xllamacpp's
+        in-process API: no HTTP client needed yet, and the GIL is free meanwhile."""
+        body = {
+            "model": self.config.name,
+            "messages": chat_messages(messages, self.config.system_prompt),
+            "max_tokens": 0,  # read the prompt, answer nothing: llama.cpp keeps what it read
+        }
+        try:
+            server.handle_chat_completions(body)
+        except Exception as exc:  # only an optimisation: the call itself will say what is wrong
+            log.debug("embedded model: reading ahead failed: %s", exc)
+
+
+def _seen(task: asyncio.Task[Any]) -> None:
+    """Mark a background warm-up's failure as seen: the first call reports it."""
+    if not task.cancelled():
+        task.exception()

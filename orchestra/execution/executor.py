@@ -1,8 +1,9 @@
 """The executor: walks a decision's candidates through the backend until one answers.
 
 Per candidate: skip it if its breaker is open (or its window is too small after a context-window
-error), book its worst-case cost in the ledger, wait for its rate limit, and call it within its
-share of the request's deadline: at most half of what is left while other candidates wait behind
+error), wait until the backend can call it (LiteLLM's import, off the model's clock), book its
+worst-case cost in the ledger, wait for its rate limit, and call it within its share of the
+request's deadline: at most half of what is left while other candidates wait behind
 it, so a model that hangs cannot starve them. A retryable failure (5xx, 429, a refused
 connection) is retried with backoff, honouring Retry-After, while the deadline allows; a timeout
 moves on. A stream must start within the model's first-chunk timeout and never go quiet for
@@ -244,6 +245,19 @@ class Executor:
         limit = spec.first_chunk_timeout_s if stream else spec.timeout_s
         return max(0.001, min(limit, share))
 
+    async def _backend_ready(self, walk: _Walk, spec: ModelSpec) -> None:
+        """Wait, within the request's deadline, until the backend can call `spec` at once (the
+        first call to a cloud model waits here for LiteLLM's import, off the model's clock)."""
+        try:
+            async with asyncio.timeout(walk.deadline.remaining()):
+                await self.backend.ready(spec)
+        except TimeoutError:
+            raise ProviderError(
+                f"{spec.name}: its backend was still loading when the deadline passed",
+                kind="unavailable",
+                model=spec.name,
+            ) from None
+
     async def _admit(self, walk: _Walk, t: _Try, stream: bool) -> Booking | None:
         """Book budget and pass the model's rate limit (both may refuse: a ProviderError)."""
         guard, spec = self.safeguards.guard, t.spec
@@ -431,8 +445,11 @@ class _Try:
         self.meter = AnswerMeter(None)
 
     async def admit(self, *, stream: bool) -> tuple[Endpoint, CallParams]:
-        """Book budget, pass the rate limit, resolve the endpoint: ready to call."""
+        """Wait for the backend, book budget, pass the rate limit, resolve the endpoint: ready to
+        call."""
         ex, walk, spec = self.executor, self.walk, self.spec
+        await ex._backend_ready(walk, spec)
+        self.started = time.perf_counter()  # the backend's loading is not this model's latency
         self.booking = await ex._admit(walk, self, stream)
         endpoint = await ex.endpoints.resolve(spec)
         self.timeout_s = ex._attempt_timeout(walk, spec, self.last, stream)

@@ -13,14 +13,17 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from orchestra.core.model_spec import ModelSpec
 from orchestra.core.tier import Tier
 from orchestra.execution.balancing import LatencyTracker
+
+if TYPE_CHECKING:  # httpx is imported at the first check: a local-only run never needs it
+    import httpx
 
 log = logging.getLogger("orchestra.health")
 
@@ -117,6 +120,8 @@ class HealthChecker:
         specs = self.specs  # `watch` may change them during the round
         if not specs:
             return {}
+        import httpx
+
         # trust_env=False: a LAN or localhost probe must not go through a proxy from the env.
         async with httpx.AsyncClient(
             trust_env=False, timeout=self.timeout_s, follow_redirects=False
@@ -176,6 +181,8 @@ class HealthChecker:
         self, client: httpx.AsyncClient, urls: Sequence[str]
     ) -> tuple[float | None, str | None]:
         """(latency of the first 2xx GET, None), or (None, why the last URL failed)."""
+        import httpx
+
         error = "no probe URL"
         for url in urls:
             started = time.perf_counter()

@@ -10,27 +10,22 @@ from contextvars import ContextVar, Token
 from functools import cache
 from typing import Any
 
-from orchestra.core.errors import ProviderError, ProviderErrorKind
+from orchestra.core.errors import ProviderError, ProviderErrorKind, status_kind
 from orchestra.core.model_spec import ModelSpec
 from orchestra.core.request import Message
 from orchestra.core.result import Usage
 from orchestra.core.tier import Tier
-from orchestra.execution.backend import Backend, CallParams, Completion, Endpoint, StreamPiece
+from orchestra.execution.backend import (
+    Backend,
+    CallParams,
+    Completion,
+    Endpoint,
+    StreamPiece,
+    chat_messages,
+)
 from orchestra.spend.estimate import count_tokens
 
 log = logging.getLogger("orchestra.litellm")
-
-_STATUS_KINDS: dict[int, ProviderErrorKind] = {
-    400: "bad_request",
-    401: "auth",
-    403: "auth",
-    404: "not_found",
-    408: "timeout",
-    409: "server",
-    413: "context_window",
-    422: "bad_request",
-    429: "rate_limit",
-}
 
 
 @cache
@@ -145,12 +140,9 @@ class LiteLLMBackend(Backend):
     def _kwargs(
         self, spec: ModelSpec, endpoint: Endpoint, messages: Sequence[Message], params: CallParams
     ) -> dict[str, Any]:
-        payload = [m.model_dump() for m in messages]
-        if spec.system_prompt and not any(m.role == "system" for m in messages):
-            payload.insert(0, {"role": "system", "content": spec.system_prompt})
         kwargs: dict[str, Any] = {
             "model": spec.litellm_model,
-            "messages": payload,
+            "messages": chat_messages(messages, spec.system_prompt),
             "timeout": params.timeout_s,
             "max_retries": 0,
         }
@@ -246,11 +238,8 @@ def _kind(exc: BaseException, status: int | None) -> ProviderErrorKind:
         return "timeout"
     if name == "APIConnectionError" or "connection error" in text or "connection refused" in text:
         return "connection"
-    if status is not None:
-        if status in _STATUS_KINDS:
-            return _STATUS_KINDS[status]
-        if status >= 500:
-            return "server"
+    if status is not None and (by_status := status_kind(status)) is not None:
+        return by_status
     by_name: dict[str, ProviderErrorKind] = {
         "RateLimitError": "rate_limit",
         "AuthenticationError": "auth",

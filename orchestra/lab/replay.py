@@ -275,8 +275,10 @@ class _Builder:
     def decision(self, detail: dict[str, Any], shared: dict[str, str]) -> dict[str, Any] | None:
         """The live decision (its candidates and target) of a stored request."""
         d = detail.get("d")
-        if isinstance(d, dict) and "ref" in d:
+        if isinstance(d, dict) and "ref" in d:  # format 1: the whole decision shared
             return self.parsed(d["ref"], shared)
+        if isinstance(d, dict) and isinstance(c := d.get("candidates"), dict) and "ref" in c:
+            return {**d, "candidates": self.parsed(c["ref"], shared) or []}
         return d
 
     def verdict(self, v: dict[str, Any]) -> Verdict:

@@ -72,6 +72,8 @@ def create_app(
             Route("/v1/models/{name:path}", routes.get_model, methods=["GET"]),
             Route("/v1/feedback", routes.feedback, methods=["POST"]),
             Route("/v1/history", routes.history, methods=["GET"]),
+            Route("/v1/verdicts", routes.verdicts, methods=["POST"]),
+            Route("/v1/spend", routes.spend, methods=["GET"]),
             Route("/health", routes.health, methods=["GET"]),
             Route("/status", routes.status, methods=["GET"]),
             Route("/metrics", routes.metrics, methods=["GET"]),

@@ -126,6 +126,31 @@ async def feedback(request: Request) -> Response:
     return JSONResponse({"object": "feedback", **given.model_dump(mode="json")})
 
 
+async def verdicts(request: Request) -> Response:
+    """Every agent's verdict for `{"prompt": ...}` (default "hello"), no model called: what
+    `orchestra agents` shows."""
+    state = state_of(request)
+    body = await read_json(request, state.config.server.max_body_bytes)
+    prompt = body.get("prompt", "hello")
+    if not isinstance(prompt, str) or not prompt:
+        raise bad_request("prompt must be a non-empty string", "prompt")
+    try:
+        found = await state.orc.verdicts(prompt)
+    except OrchestraError as exc:
+        raise api_error(exc) from None
+    return JSONResponse({"object": "list", "data": [v.model_dump(mode="json") for v in found]})
+
+
+async def spend(request: Request) -> Response:
+    """Spend today, this month and in all, by model, with the budget: what `orchestra spend`
+    shows."""
+    try:
+        summary = await state_of(request).orc.spend_summary()
+    except OrchestraError as exc:
+        raise api_error(exc) from None
+    return JSONResponse(summary)
+
+
 async def history(request: Request) -> Response:
     """Recorded requests, newest first (`?limit=N`, at most 1000; `?since=UNIX_TIME`)."""
     params = request.query_params

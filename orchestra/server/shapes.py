@@ -216,6 +216,7 @@ def decision_info(
             "cost_usd": result.cost_usd,
             "latency_ms": round(result.latency_ms, 3),
             "order": list(result.order),
+            "created_at": result.created_at,
         }
     info["reason"] = decision.reason if decision is not None else None
     info["decision"] = decision.model_dump(mode="json") if decision is not None else None

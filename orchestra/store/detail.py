@@ -37,7 +37,25 @@ _ZDICT = (
     b'"ok":true,"latency_ms":"error_kind":"error":"status_code":"retry_in_s":"cached":false,'
     b'"skipped":false,"kinds":[],"simple","moderate","complex","no_budget","clean","sensitive"'
 )
-_FORMAT = 1
+# 1: the decision inline or shared whole; 2: the decision inline, its candidate list inline or
+# shared on its own (a long catalog's list repeats while the decision's reason and votes vary).
+_FORMAT = 2
+# Format 2 starts with this byte (its low bits, 111, can start no raw deflate stream, so a format
+# 1 value, which has no marker, is told apart) and uses `_ZDICT_2`, which adds the names every
+# complexity verdict and decision repeats.
+_MARK_2 = b"\xff"
+_ZDICT_2 = _ZDICT + (
+    b'"log_chars":"log_words":"log_sentences":"words_per_sentence":"mean_word_len":'
+    b'"long_word_frac":"capital_frac":"log_lines":"question_marks":"log_numbers":'
+    b'"number_density":"decimals":"big_numbers":"percent":"scientific":"math_ops":"latex":'
+    b'"units":"variables":"code_marks":"symbols":"symbol_density":"compute_words":'
+    b'"explain_words":"sequence_words":"relation_words":"rate_words":"condition_words":'
+    b'"constraint_words":"negation_words":"pronouns":"math_words":"science_words":"code_words":'
+    b'"complexity score ","vote for edge (local ","vote for cloud (local "," step(s) from '
+    b'"target tier, #1 in tier"}{"model":"m0","tier":"cloud","reason":"#1: '
+)
+# A candidate list this long is shared from the first time it is seen.
+_SHARE_CANDIDATES_FROM = 8
 _LEVEL = 6
 # Verdict fields left out of a stored verdict when they hold their default.
 _VERDICT_DEFAULTS: dict[str, Any] = {
@@ -120,10 +138,14 @@ def encode(
         stored_verdicts.append(held)
     held_decision: Any = None
     if decision is not None:
-        dtext = decision.model_dump_json(exclude_defaults=True)
-        held_decision, key = interner.place(orjson.loads(dtext), dtext)
-        if key is not None:
-            new.append((key, dtext))
+        held_decision = orjson.loads(decision.model_dump_json(exclude_defaults=True))
+        candidates = held_decision.get("candidates")
+        if candidates:
+            ctext = orjson.dumps(candidates).decode()
+            always = len(candidates) >= _SHARE_CANDIDATES_FROM
+            held_decision["candidates"], key = interner.place(candidates, ctext, always=always)
+            if key is not None:
+                new.append((key, ctext))
     body = {
         "f": _FORMAT,
         "d": held_decision,
@@ -131,14 +153,18 @@ def encode(
         "a": [a.model_dump(mode="json", exclude_defaults=True) for a in attempts],
     }
     raw = orjson.dumps(body, default=str)
-    packer = zlib.compressobj(_LEVEL, zlib.DEFLATED, -15, zdict=_ZDICT)
-    return packer.compress(raw) + packer.flush(), new
+    packer = zlib.compressobj(_LEVEL, zlib.DEFLATED, -15, zdict=_ZDICT_2)
+    return _MARK_2 + packer.compress(raw) + packer.flush(), new
 
 
 def decode(blob: bytes) -> dict[str, Any]:
     """The detail's JSON: `d` the decision, `v` the verdicts, `a` the attempts, each inline or
     `{"ref": key}` (a shared value; a verdict's `at` stays inline); defaults are left out."""
-    unpacker = zlib.decompressobj(-15, zdict=_ZDICT)
+    if blob[:1] == _MARK_2:
+        blob, zdict = blob[1:], _ZDICT_2
+    else:
+        zdict = _ZDICT
+    unpacker = zlib.decompressobj(-15, zdict=zdict)
     data: dict[str, Any] = orjson.loads(unpacker.decompress(blob) + unpacker.flush())
     return data
 
@@ -147,8 +173,10 @@ def refs_of(data: Mapping[str, Any]) -> list[str]:
     """The keys of the shared values a detail refers to."""
     keys = [v["ref"] for v in data.get("v", ()) if "ref" in v]
     d = data.get("d")
-    if isinstance(d, dict) and "ref" in d:
+    if isinstance(d, dict) and "ref" in d:  # format 1: the whole decision shared
         keys.append(d["ref"])
+    elif isinstance(d, dict) and isinstance(c := d.get("candidates"), dict) and "ref" in c:
+        keys.append(c["ref"])
     return keys
 
 
@@ -175,7 +203,13 @@ def verdicts_of(data: Mapping[str, Any], shared: Mapping[str, str]) -> list[dict
 
 def decision_of(data: Mapping[str, Any], shared: Mapping[str, str]) -> dict[str, Any] | None:
     d = resolved(data.get("d"), shared)
-    return None if d is None else Decision.model_validate(d).model_dump(mode="json")
+    if d is None:
+        return None
+    candidates = d.get("candidates")
+    if isinstance(candidates, dict) and "ref" in candidates:
+        text = shared.get(candidates["ref"])
+        d = {**d, "candidates": [] if text is None else orjson.loads(text)}
+    return Decision.model_validate(d).model_dump(mode="json")
 
 
 def attempts_of(data: Mapping[str, Any]) -> list[dict[str, Any]]:
