@@ -504,5 +504,10 @@ def test_the_wheel_holds_orchestra_only(tmp_path: Path) -> None:
     shipped = {n for n in names if n.startswith("orchestra/") and n.endswith(".py")}
     in_tree = {p.relative_to(ROOT).as_posix() for p in MODULES.values()}
     assert shipped == in_tree, f"not shipped: {sorted(in_tree - shipped)}"
-    for data in ("py.typed", "agents/complexity/model.json", "agents/complexity/data.csv.gz"):
+    for data in (
+        *("py.typed", "agents/complexity/model.json", "agents/complexity/data.csv.gz"),
+        *("server/static/index.html", "server/static/dashboard.js", "server/static/dashboard.css"),
+        *("server/static/vendor/uplot/uPlot.iife.min.js", "server/static/vendor/uplot/LICENSE"),
+        "server/static/vendor/uplot/VERSION",
+    ):
         assert f"orchestra/{data}" in names, data

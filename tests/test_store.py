@@ -393,6 +393,31 @@ async def test_spend_totals_today_and_month(store: SqliteStore, now: float) -> N
     assert 32.0 > month - today >= 0  # 40 days ago is never this month
 
 
+async def test_spend_series_per_day_and_hour_with_gaps_as_zero(store: SqliteStore) -> None:
+    now = datetime(2026, 5, 20, 15, 30).timestamp()
+    store.record(make_record(created_at=now, cost=0.5))
+    store.record(make_record(created_at=now - 600, cost=0.25, model="c2"))
+    store.record(make_record(created_at=now - 3600, cost=1.0))  # 14:30, the hour before
+    store.record(make_record(created_at=now - 2 * 86400, cost=2.0))
+    store.record(make_record(created_at=now - 40 * 86400, cost=8.0))  # before the window
+    store.record(make_record(created_at=now + 86400, cost=4.0))  # a clock stepped back: today
+    store.record(make_record(created_at=now, ok=False))
+    await store.flush()
+    series = await store.spend_series(days=7, now=now)
+    days = [(d["day"], d["cost_usd"], d["answers"]) for d in series["days"]]
+    assert [d[0] for d in days] == [f"2026-05-{n}" for n in range(14, 21)]
+    assert days[-1] == ("2026-05-20", pytest.approx(5.75), 4)
+    assert days[-3] == ("2026-05-18", pytest.approx(2.0), 1)
+    assert sum(d[1] for d in days) == pytest.approx(7.75)
+    hours = series["hours"]
+    assert len(hours) == 48 and (hours[-1]["day"], hours[-1]["hour"]) == ("2026-05-20", 15)
+    assert (hours[0]["day"], hours[0]["hour"]) == ("2026-05-18", 16)
+    assert hours[-1]["cost_usd"] == pytest.approx(0.75)
+    assert hours[-2]["cost_usd"] == pytest.approx(1.0)
+    assert sum(h["cost_usd"] for h in hours) == pytest.approx(1.75)
+    assert (await store.spend_totals(now)).today_usd == pytest.approx(days[-1][1])
+
+
 async def test_spend_summary(store: SqliteStore) -> None:
     now = datetime(2026, 5, 20, 15, 0).timestamp()
     store.record(make_record(created_at=now, cost=0.5, model="c1"))

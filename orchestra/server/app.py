@@ -17,12 +17,12 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestra.config import Config, load_config
 from orchestra.runtime import Orchestra
-from orchestra.server import admin, routes
+from orchestra.server import admin, dashboard, routes
 from orchestra.server.auth import TokenAuth
 from orchestra.server.chat import chat_completions
 from orchestra.server.errors import ApiError, api_error
@@ -48,6 +48,7 @@ def create_app(
 ) -> Starlette:
     """The service for `config` (default: the usual file lookup). With `token`, every route but
     `/health` needs `Authorization: Bearer <token>`; without one, admin routes are refused.
+    The dashboard page (`/`) and its static files load without the token; its data does not.
     `runtime` builds the process's `Orchestra` from the config (tests pass a test backend)."""
     state = ServerState(config=config or load_config(), token=token or None)
 
@@ -80,6 +81,10 @@ def create_app(
             Route("/admin/models", admin.add_model, methods=["POST"]),
             Route("/admin/models/{name:path}", admin.update_model, methods=["PATCH"]),
             Route("/admin/models/{name:path}", admin.delete_model, methods=["DELETE"]),
+            Route(dashboard.PAGE_PATH, dashboard.page, methods=["GET"]),
+            Route("/dashboard/spend", dashboard.spend, methods=["GET"]),
+            Route("/dashboard/models", dashboard.models, methods=["GET"]),
+            Mount(dashboard.STATIC_PREFIX.rstrip("/"), dashboard.static_files(), name="static"),
         ],
         middleware=[
             Middleware(CatchAll),

@@ -1,4 +1,5 @@
-"""The bearer token: with one set, every route but `/health` needs it; admin routes always do.
+"""The bearer token: with one set, every route but `/health` and the dashboard's page and static
+files (which hold no data) needs it; admin routes always do.
 
 The comparison is `hmac.compare_digest` on bytes, so how long a wrong token takes to refuse says
 nothing of how much of it was right.
@@ -12,7 +13,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orchestra.server.errors import ApiError
 
-OPEN_PATHS = frozenset({"/health"})
+OPEN_PATHS = frozenset({"/health", "/"})
+OPEN_PREFIX = "/static/"
 ADMIN_PREFIX = "/admin/"
 
 
@@ -35,10 +37,11 @@ class TokenAuth:
         self.token = token.encode() if token else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path in OPEN_PATHS or path.startswith(OPEN_PREFIX):
             await self.app(scope, receive, send)
             return
-        admin = scope["path"].startswith(ADMIN_PREFIX) or scope["path"] == ADMIN_PREFIX[:-1]
+        admin = path.startswith(ADMIN_PREFIX) or path == ADMIN_PREFIX[:-1]
         if self.token is None and admin:
             await _refuse(403, scope, receive, send)
             return

@@ -51,8 +51,8 @@ async def status(request: Request) -> Response:
     orc = state.orc
     now = time.time()
     verdicts = await orc.verdicts()
-    breakers = _breakers(state)
-    health = _health(state)
+    breakers = breakers_of(state)
+    health = health_of(state)
     totals = await orc.store.spend_totals()  # the ledger now, every worker's spend in it
     summary = await orc.spend_summary()
     budget = orc.config.budget
@@ -88,7 +88,7 @@ async def metrics(request: Request) -> Response:
     state = state_of(request)
     orc = state.orc
     budget = orc.config.budget
-    breakers = _breakers(state)
+    breakers = breakers_of(state)
     totals = await orc.store.spend_totals()  # the ledger now, every worker's spend in it
     snapshot = Snapshot(
         spend_today_usd=totals.today_usd,
@@ -99,7 +99,7 @@ async def metrics(request: Request) -> Response:
         breakers=breakers,
         tiers={m.name: m.tier.value for m in orc.catalog},
         healthy={
-            name: h["healthy"] for name, h in _health(state).items() if h["healthy"] is not None
+            name: h["healthy"] for name, h in health_of(state).items() if h["healthy"] is not None
         },
         agents=await orc.verdicts(),
     )
@@ -168,7 +168,7 @@ async def history(request: Request) -> Response:
     return JSONResponse({"object": "list", "data": entries})
 
 
-def _breakers(state: ServerState) -> dict[str, str]:
+def breakers_of(state: ServerState) -> dict[str, str]:
     """Every catalog model's breaker in this process (closed until the executor is built)."""
     executor = state.orc.executor
     board = executor.safeguards.breakers if executor is not None else None
@@ -177,7 +177,7 @@ def _breakers(state: ServerState) -> dict[str, str]:
     return {m.name: board.get(m.name).state for m in state.orc.catalog}
 
 
-def _health(state: ServerState) -> dict[str, dict[str, Any]]:
+def health_of(state: ServerState) -> dict[str, dict[str, Any]]:
     executor = state.orc.executor
     checker = executor.safeguards.health if executor is not None else None
     if checker is None:

@@ -37,6 +37,10 @@ class Calendar:
         d = self._at(ts).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
         return d.timestamp()
 
+    def days_back(self, ts: float, n: int) -> str:
+        """The key of the day `n` calendar days before `ts`'s."""
+        return (self._at(ts).date() - timedelta(days=n)).isoformat()
+
     def previous_hour(self, ts: float) -> tuple[str, int]:
         """(day, hour) of the hour before `ts`'s."""
         before = self._at(ts) - timedelta(hours=1)

@@ -120,6 +120,11 @@ class Store(Ledger, ABC):
     async def spend_summary(self, now: float | None = None) -> dict[str, Any]:
         """Today, this month, all time, and this month by model."""
 
+    @abstractmethod
+    async def spend_series(self, days: int = 30, now: float | None = None) -> dict[str, Any]:
+        """Spend over time from the running sums (never the ledger): per day for the last `days`
+        days (cost and answers) and per hour for the last 48 hours, oldest first, gaps as 0."""
+
     # -- feedback --------------------------------------------------------------------------------
 
     @abstractmethod

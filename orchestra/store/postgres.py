@@ -590,6 +590,12 @@ class PostgresStore(Store):
                     raise
         return await self._offline_summary(at, waiting)
 
+    async def spend_series(self, days: int = 30, now: float | None = None) -> dict[str, Any]:
+        """A `StoreError` while degraded: the spill file holds no running sums to draw."""
+        await self.flush()
+        at = time.time() if now is None else now
+        return await self._run(lambda c: pg_ledger.series(c, self.calendar, at, days))
+
     async def _offline_summary(self, now: float, waiting: int) -> dict[str, Any]:
         """Spend as far as this host can tell: the shared totals last read, plus what the spill
         file holds (not yet in the database)."""

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from orchestra.spend.calendar import Calendar
 from orchestra.spend.ledger import Ask, Charge, Hold, Refusal, SpendTotals
 from orchestra.store.postgres_db import BUDGET_LOCK, Conn
+from orchestra.store.series import first_keys, shape
 
 _INSERT_LEDGER = (
     "INSERT INTO ledger (at, request_id, model, tier, prompt_tokens, completion_tokens,"
@@ -265,3 +266,16 @@ async def summary(conn: Conn, cal: Calendar, now: float) -> dict[str, object]:
             for m, tier, n, pt, ct, c in by_model
         ],
     }
+
+
+async def series(conn: Conn, cal: Calendar, now: float, days: int) -> dict[str, object]:
+    """Spend per day and per hour (see `orchestra.store.series`), from the running sums."""
+    first_day, first_hour_day = first_keys(cal, now, days)
+    by_day = await conn.fetch(
+        "SELECT day, SUM(cost_usd), SUM(answers) FROM spend_day WHERE day >= $1 GROUP BY day",
+        first_day,
+    )
+    by_hour = await conn.fetch(
+        "SELECT day, hour, cost_usd FROM spend_hour WHERE day >= $1", first_hour_day
+    )
+    return shape(cal, now, days, [tuple(r) for r in by_day], [tuple(r) for r in by_hour])

@@ -9,6 +9,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 from typing import Any, Self
 
@@ -265,6 +266,12 @@ class SqliteStore(Store):
         await self.flush()
         at = time.time() if now is None else now
         return await self._writer.run(lambda: self._writer.read(sqlite_ledger.summary, at))  # type: ignore[no-any-return]
+
+    async def spend_series(self, days: int = 30, now: float | None = None) -> dict[str, Any]:
+        await self.flush()
+        at = time.time() if now is None else now
+        read = partial(sqlite_ledger.series, days=days)
+        return await self._writer.run(lambda: self._writer.read(read, at))  # type: ignore[no-any-return]
 
     async def history(self, limit: int = 20, since: float | None = None) -> list[dict[str, Any]]:
         rows = await self._fetch(

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from orchestra.spend.calendar import Calendar
 from orchestra.spend.ledger import Ask, Charge, Hold, Refusal, SpendTotals
+from orchestra.store.series import first_keys, shape
 
 _INSERT_LEDGER = (
     "INSERT INTO ledger (at, request_id, model, tier, prompt_tokens, completion_tokens,"
@@ -199,3 +200,17 @@ def summary(conn: sqlite3.Connection, cal: Calendar, now: float) -> dict[str, ob
             for m, tier, n, pt, ct, c in by_model
         ],
     }
+
+
+def series(conn: sqlite3.Connection, cal: Calendar, now: float, days: int) -> dict[str, object]:
+    """Spend per day and per hour (see `orchestra.store.series`): a range of the running sums'
+    primary keys, as cheap on a year of history as on a day of it."""
+    first_day, first_hour_day = first_keys(cal, now, days)
+    by_day = conn.execute(
+        "SELECT day, SUM(cost_usd), SUM(answers) FROM spend_day WHERE day >= ? GROUP BY day",
+        (first_day,),
+    ).fetchall()
+    by_hour = conn.execute(
+        "SELECT day, hour, cost_usd FROM spend_hour WHERE day >= ?", (first_hour_day,)
+    ).fetchall()
+    return shape(cal, now, days, by_day, by_hour)
