@@ -1,9 +1,10 @@
 """What `orchestra serve` adds over an in-process `complete()`, and how it compares with LiteLLM's
-own proxy, measured side by side in one run.
+own proxy and Portkey's AI gateway, measured side by side in one run.
 
     python bench/serve.py [--calls 500] [--turns 8] [--concurrency 50] [--litellm PATH]
+                          [--portkey DIR]
 
-Three paths to one OpenAI-compatible stub on 127.0.0.1 (in its own process, so it shares no GIL
+Four paths to one OpenAI-compatible stub on 127.0.0.1 (in its own process, so it shares no GIL
 with what is measured):
 
     in-process  `Orchestra.complete()` in this process (agents, policy, LiteLLM, SQLite record)
@@ -12,10 +13,16 @@ with what is measured):
                 pool alone adds a tail of a second at 50 connections)
     proxy       LiteLLM's proxy (`litellm --config ...`, from `litellm[proxy]`) in a subprocess,
                 called the same way; skipped, saying why, when it cannot run here
+    portkey     Portkey's AI gateway (npm `@portkey-ai/gateway`, on node) in a subprocess,
+                pointed at the stub with its `x-portkey-provider` / `x-portkey-custom-host`
+                headers; it routes only (no agents, no record), and checks no token of its own
 
 Concurrency C: C callers, each starting its next call when its last one ends (a closed loop),
 in turns of 5 x C calls (10 at concurrency 1), the paths taking turns. Prints requests per
 second, p50/p99 latency, what the server adds over in-process, and the ratios.
+
+`--portkey` names a folder where `npm install @portkey-ai/gateway` was run (default:
+`$PORTKEY_DIR`); without one, that path is skipped, saying so.
 
 `--litellm` names the `litellm` command of an environment with `litellm[proxy]` installed
 (default: `litellm` on PATH). It pins `rich<14` while Orchestra needs `rich>=14`, so it is best
@@ -164,9 +171,11 @@ class Servers:
     serve_url: str = ""
     proxy_url: str = ""
     why_no_proxy: str = ""
+    portkey_url: str = ""
+    why_no_portkey: str = ""
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
-    def start(self, litellm: str | None) -> None:
+    def start(self, litellm: str | None, portkey: str | None) -> None:
         env = {**os.environ, "BENCH_KEY": KEY, "ORCHESTRA_HOME": str(self.work / "serve-home")}
         stub = self._spawn([sys.executable, "-c", STUB], None, env, stdin=subprocess.PIPE)
         assert stub.stdout is not None
@@ -180,7 +189,29 @@ class Servers:
         )  # fmt: skip
         self.serve_url = f"http://127.0.0.1:{port}"
         self._start_proxy(litellm, env)
+        self._start_portkey(portkey, env)
         wait_up(f"{self.serve_url}/health", server, 120, self.work / "serve.log")
+
+    def _start_portkey(self, folder: str | None, env: dict[str, str]) -> None:
+        folder = folder or os.environ.get("PORTKEY_DIR")
+        script = Path(folder or ".") / "node_modules/@portkey-ai/gateway/build/start-server.js"
+        node = shutil.which("node")
+        if folder is None or not script.exists() or node is None:
+            self.why_no_portkey = (
+                "no gateway (run `npm install @portkey-ai/gateway` in a folder and pass "
+                "--portkey FOLDER)"
+                if node
+                else "no `node` command"
+            )
+            return
+        port, log = free_port(), self.work / "portkey.log"
+        gateway = self._spawn([node, str(script), f"--port={port}", "--headless"], log, env)
+        try:
+            wait_up(f"http://127.0.0.1:{port}/", gateway, 60, log)
+        except RuntimeError as exc:
+            self.why_no_portkey = f"Portkey's gateway did not start: {exc}"
+            return
+        self.portkey_url = f"http://127.0.0.1:{port}"
 
     def _start_proxy(self, litellm: str | None, env: dict[str, str]) -> None:
         exe = litellm or shutil.which("litellm")
@@ -242,11 +273,17 @@ def wait_up(url: str, proc: subprocess.Popen[bytes], timeout_s: float, log: Path
         time.sleep(0.2)
 
 
-def http_path(name: str, client: aiohttp.ClientSession, url: str, model: str) -> Path_:
+def http_path(
+    name: str,
+    client: aiohttp.ClientSession,
+    url: str,
+    model: str,
+    headers: dict[str, str] | None = None,
+) -> Path_:
     body = {"model": model, "messages": [{"role": "user", "content": PROMPT}]}
 
     async def call() -> None:
-        async with client.post(url, json=body) as response:
+        async with client.post(url, json=body, headers=headers) as response:
             response.raise_for_status()
             answer = await response.json()
         assert answer["choices"][0]["message"]["content"] == "Paris"
@@ -277,6 +314,12 @@ async def measure(args: argparse.Namespace, servers: Servers) -> list[Path_]:
         ]
         if servers.proxy_url:
             paths.append(http_path("litellm proxy", client, servers.proxy_url + chat, "stub"))
+        if servers.portkey_url:
+            to_stub = {"x-portkey-provider": "openai", "x-portkey-custom-host": servers.stub_url,
+                       "authorization": f"Bearer {KEY}"}  # fmt: skip
+            paths.append(
+                http_path("portkey gateway", client, servers.portkey_url + chat, "stub", to_stub)
+            )
         for _ in range(30):  # warm every path: pools, caches, lazy imports
             for p in paths:
                 await p.call()
@@ -289,11 +332,13 @@ async def measure(args: argparse.Namespace, servers: Servers) -> list[Path_]:
     return paths
 
 
-def report(paths: list[Path_], levels: list[int], args: argparse.Namespace, why: str) -> None:
+def report(
+    paths: list[Path_], levels: list[int], args: argparse.Namespace, why: dict[str, str]
+) -> None:
     print(f"per path: {args.calls} calls at concurrency 1, in turns of 10; "
           f"{args.turns * args.concurrency * 5} at concurrency {args.concurrency}, in turns of "
           f"{args.concurrency * 5}; the paths take turns; one loopback stub")  # fmt: skip
-    print(f"(machine: {os.cpu_count()} cores; stub, server and proxy each in its own process)")
+    print(f"(machine: {os.cpu_count()} cores; stub, server and peers each in its own process)")
     base, serve = paths[0], paths[1]
     for c in levels:
         print(f"\nconcurrency {c}")
@@ -307,13 +352,13 @@ def report(paths: list[Path_], levels: list[int], args: argparse.Namespace, why:
               f"p50 {serve.pct(c, 0.5) / base.pct(c, 0.5):.2f}, "
               f"p99 {serve.pct(c, 0.99) / base.pct(c, 0.99):.2f}, "
               f"req/s {serve.rps(c) / base.rps(c):.2f}")  # fmt: skip
-        if len(paths) > 2:
-            proxy = paths[2]
-            print(f"ratios serve/litellm proxy: p50 {serve.pct(c, 0.5) / proxy.pct(c, 0.5):.2f}, "
-                  f"p99 {serve.pct(c, 0.99) / proxy.pct(c, 0.99):.2f}, "
-                  f"req/s {serve.rps(c) / proxy.rps(c):.2f}")  # fmt: skip
-    if why:
-        print(f"\nlitellm proxy: not measured: {why}")
+        for peer in paths[2:]:
+            print(f"ratios serve/{peer.name}: p50 {serve.pct(c, 0.5) / peer.pct(c, 0.5):.2f}, "
+                  f"p99 {serve.pct(c, 0.99) / peer.pct(c, 0.99):.2f}, "
+                  f"req/s {serve.rps(c) / peer.rps(c):.2f}")  # fmt: skip
+    for name, reason in why.items():
+        if reason:
+            print(f"\n{name}: not measured: {reason}")
 
 
 def main() -> None:
@@ -324,14 +369,16 @@ def main() -> None:
     )
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--litellm", help="the `litellm` command of a litellm[proxy] install")
+    parser.add_argument("--portkey", help="a folder with @portkey-ai/gateway installed by npm")
     args = parser.parse_args()
     servers = Servers(Path(tempfile.mkdtemp(prefix="orchestra-bench-serve-")))
     try:
-        servers.start(args.litellm)
+        servers.start(args.litellm, args.portkey)
         paths = asyncio.run(measure(args, servers))
     finally:
         servers.stop()
-    report(paths, [1, args.concurrency], args, servers.why_no_proxy)
+    why = {"litellm proxy": servers.why_no_proxy, "portkey gateway": servers.why_no_portkey}
+    report(paths, [1, args.concurrency], args, why)
 
 
 if __name__ == "__main__":

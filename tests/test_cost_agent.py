@@ -80,6 +80,9 @@ async def test_a_spike_votes_local() -> None:
     agent = await agent_with(Budget(daily_usd=100.0, monthly_usd=1000.0))
     spike = agent.judge(today=5.0, month=10.0, last_hour=4.0, hours_this_month=100.0)
     assert (spike.state, spike.target) == ("spike", Tier.LOCAL)
+    # All of the month's spend in its last hour (a first day of use): no baseline, no spike.
+    first = agent.judge(today=0.0001, month=0.0001, last_hour=0.0001, hours_this_month=100.0)
+    assert first.state == "ok"
 
 
 @given(st.floats(0, 10), st.floats(0, 10))

@@ -126,12 +126,17 @@ class CostAgent(Agent):
     ) -> tuple[str, str] | None:
         """(state, reason) when spend is within budget but calls for caution: a spike in the
         last hour, or past `alert_share` of a budget; None when neither."""
-        hourly = month / hours_this_month
-        if last_hour > 0 and hours_this_month > 1 and last_hour > self.spike_factor * hourly:
-            return (
-                "spike",
-                f"last hour ${last_hour:.4f} > {self.spike_factor:g}x the hourly average",
-            )
+        # The baseline is the month before the last hour: spend that all arrived in the last
+        # hour (a first day of use) has nothing to be a spike against.
+        earlier, hours_before = month - last_hour, hours_this_month - 1
+        if last_hour > 0 and earlier > 0 and hours_before >= 1:
+            hourly = earlier / hours_before
+            if last_hour > self.spike_factor * hourly:
+                return (
+                    "spike",
+                    f"last hour ${last_hour:.3g} > {self.spike_factor:g}x the hourly average "
+                    f"before it (${hourly:.3g})",
+                )
         if share >= self._budget.alert_share:
             return "alert", f"{share:.0%} of a budget spent"
         return None

@@ -22,7 +22,7 @@ from typing import Any
 
 from orchestra.config import Config
 from orchestra.core.errors import ConfigError
-from orchestra.core.paths import CONFIG_ENV, default_db_path
+from orchestra.core.paths import CONFIG_ENV
 
 APP = "orchestra.server.app:app_from_env"
 TOKEN_ENV = "ORCHESTRA_TOKEN"
@@ -80,9 +80,10 @@ def is_loopback(host: str) -> bool:
 
 
 async def _check_store(config: Config) -> None:
-    from orchestra.store import open_store
+    """Open and close the configured store (SQLite or PostgreSQL) before any worker starts."""
+    from orchestra.runtime import build_store
 
-    async with open_store(config.store.path or default_db_path(), config.budget.timezone):
+    async with build_store(config):
         pass
 
 

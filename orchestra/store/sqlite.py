@@ -30,8 +30,6 @@ from orchestra.spend.tracker import SpendTracker
 from orchestra.store.base import ReplayBatch, Store, StoredModel
 from orchestra.store.detail import (
     Interner,
-    attempts_of,
-    decision_of,
     decode,
     refs_of,
     verdicts_of,
@@ -39,7 +37,7 @@ from orchestra.store.detail import (
 from orchestra.store.record import (
     INSERT_SAMPLE,
     RequestRecord,
-    features_of,
+    history_entry,
     record_rows,
     sample_row,
 )
@@ -285,7 +283,7 @@ class SqliteStore(Store):
         shared = await self._shared({k for d in details for k in refs_of(d)})
         feedback = await self._latest_feedback([r[0] for r in rows])
         return [
-            {**_history_entry(r, d, shared), "feedback": feedback.get(r[0])}
+            {**history_entry(r, d, shared), "feedback": feedback.get(r[0])}
             for r, d in zip(rows, details, strict=True)
         ]
 
@@ -435,30 +433,3 @@ class SqliteStore(Store):
         if self._db is None:
             raise StoreError("the store is not open")
         return self._db
-
-
-def _history_entry(
-    row: tuple[Any, ...], detail: dict[str, Any], shared: dict[str, str]
-) -> dict[str, Any]:
-    (rid, created, status, model, tier, cost, latency, pt, ct, features, forced_model,
-     forced_tier, stream, error_kind, error, _) = row  # fmt: skip
-    return {
-        "request_id": rid,
-        "created_at": created,
-        "status": status,
-        "model": model,
-        "tier": tier,
-        "cost_usd": cost,
-        "latency_ms": latency,
-        "prompt_tokens": pt,
-        "completion_tokens": ct,
-        "features": features_of(features),
-        "forced_model": forced_model,
-        "forced_tier": forced_tier,
-        "stream": bool(stream),
-        "decision": decision_of(detail, shared),
-        "verdicts": verdicts_of(detail, shared),
-        "attempts": attempts_of(detail),
-        "error_kind": error_kind,
-        "error": error,
-    }
