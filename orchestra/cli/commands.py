@@ -197,13 +197,7 @@ async def run(args: argparse.Namespace, config: Config) -> int:
             if not args.json:
                 print(exc.result.text.strip())
             raise
-    if args.json:
-        print(json.dumps(result.model_dump(mode="json"), ensure_ascii=False))
-    else:
-        print(result.text.strip())
-        render.result_footer(result)
-    if args.explain:
-        render.explain(result.decision, result.attempts, result.order)
+    render.answer(result, as_json=args.json, explained=args.explain)
     return 0
 
 
@@ -318,13 +312,7 @@ async def models(args: argparse.Namespace, config: Config) -> int:
     async with _store(config) as store:  # breakers remember dead providers across restarts
         records = await store.breaker_records()
     breakers = {model: record.state for model, record in records.items()}
-    if args.json:
-        for spec in specs:
-            entry = spec.model_dump(mode="json")
-            entry.update(key_present=_key_present(spec), breaker=breakers.get(spec.name, "closed"))
-            print(json.dumps(entry))
-    else:
-        render.model_table(specs, _key_present, breakers)
+    render.models(specs, _key_present, breakers, as_json=args.json)
     return 0
 
 

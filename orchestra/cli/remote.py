@@ -39,13 +39,7 @@ def run(args: argparse.Namespace, server: Server, prompt: str) -> int:
     answer = server.post(CHAT, body)
     result = result_of(answer["choices"][0]["message"]["content"] or "", answer["orchestra"],
                        answer["usage"])  # fmt: skip
-    if args.json:
-        print(json.dumps(result.model_dump(mode="json"), ensure_ascii=False))
-    else:
-        print(result.text.strip())
-        render.result_footer(result)
-    if args.explain:
-        render.explain(result.decision, result.attempts, result.order)
+    render.answer(result, as_json=args.json, explained=args.explain)
     return 0
 
 
@@ -126,13 +120,7 @@ def models(args: argparse.Namespace, server: Server, key_present: Any) -> int:
     specs = [ModelSpec.model_validate({k: v for k, v in m.items() if k not in ("id", "object")})
              for m in listed]  # fmt: skip
     breakers = {m["name"]: m["breaker"] for m in server.get("/status")["models"]}
-    if args.json:
-        for spec in specs:
-            entry = spec.model_dump(mode="json")
-            entry.update(key_present=key_present(spec), breaker=breakers.get(spec.name, "closed"))
-            print(json.dumps(entry))
-    else:
-        render.model_table(specs, key_present, breakers)
+    render.models(specs, key_present, breakers, as_json=args.json)
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -43,6 +44,18 @@ def _table(**options: Any) -> Table:
     from rich.table import Table
 
     return Table(show_edge=False, pad_edge=False, **options)
+
+
+def answer(result: Result, *, as_json: bool, explained: bool) -> None:
+    """A whole answer as `orchestra run` prints it: the JSON object, or the text on stdout and
+    who answered on stderr; then, if asked, the decision explained."""
+    if as_json:
+        print(json.dumps(result.model_dump(mode="json"), ensure_ascii=False))
+    else:
+        print(result.text.strip())
+        result_footer(result)
+    if explained:
+        explain(result.decision, result.attempts, result.order)
 
 
 def result_footer(result: Result) -> None:
@@ -125,6 +138,23 @@ def verdict_grid(
 def _key_metrics(metrics: dict[str, Any], limit: int = 4) -> str:
     flat = [(k, v) for k, v in metrics.items() if isinstance(v, int | float | str)]
     return " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in flat[:limit])
+
+
+def models(
+    specs: Sequence[ModelSpec],
+    key_present: Callable[[ModelSpec], bool | None],
+    breakers: dict[str, str],
+    *,
+    as_json: bool,
+) -> None:
+    """`orchestra models`: one JSON object per model, or the table."""
+    if not as_json:
+        model_table(specs, key_present, breakers)
+        return
+    for spec in specs:
+        entry = spec.model_dump(mode="json")
+        entry.update(key_present=key_present(spec), breaker=breakers.get(spec.name, "closed"))
+        print(json.dumps(entry))
 
 
 def model_table(

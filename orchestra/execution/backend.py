@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
+from orchestra.core.errors import ProviderError
 from orchestra.core.model_spec import ModelSpec
 from orchestra.core.request import Message
 from orchestra.core.result import Usage
+from orchestra.spend.estimate import TOKENS_PER_MESSAGE, count_tokens
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,3 +81,35 @@ class Backend(ABC):
         """Return once `spec` can be called at once; a backend that loads lazily (LiteLLM takes
         seconds to import) loads here. The executor awaits it before an attempt's clock starts:
         the backend's loading is not the model's latency, nor its fault."""
+
+
+def answer_usage(
+    prompt: int,
+    completion: int,
+    messages: Sequence[Message],
+    text: str,
+    price: Callable[[int, int], float],
+) -> Usage:
+    """A provider's token counts for an answer, or (where it reports none) local counts that
+    err high, priced by `price(prompt, completion)`. (The executor then checks them against the
+    text: `orchestra.spend.settle`.)"""
+    estimated = prompt <= 0 or (completion <= 0 and bool(text))
+    if estimated:
+        counted = sum(count_tokens(m.content) + TOKENS_PER_MESSAGE for m in messages)
+        prompt, completion = max(prompt, counted), max(completion, count_tokens(text))
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cost_usd=price(prompt, completion),
+        estimated=estimated,
+    )
+
+
+def empty_answer(spec: ModelSpec) -> ProviderError:
+    """An answer with no text (an empty or malformed body): the provider's failure, worth
+    failing over."""
+    return ProviderError(
+        f"{spec.name}: the answer was empty (no text: an empty or malformed body)",
+        kind="server",
+        model=spec.name,
+    )

@@ -29,9 +29,11 @@ from orchestra.execution.backend import (
     Completion,
     Endpoint,
     StreamPiece,
+    answer_usage,
     chat_messages,
+    empty_answer,
 )
-from orchestra.spend.estimate import TOKENS_PER_MESSAGE, cost_usd, count_tokens
+from orchestra.spend.estimate import cost_usd
 
 # llama.cpp's error type for a prompt longer than its context.
 _CONTEXT_ERROR_TYPE = "exceed_context_size_error"
@@ -64,7 +66,7 @@ class EmbeddedBackend(Backend):
         except Exception as exc:
             raise _provider_error(exc, spec) from exc
         if not text:
-            raise _empty(spec)
+            raise empty_answer(spec)
         return Completion(text=text, usage=_usage(spec, payload.get("usage"), messages, text))
 
     async def stream(
@@ -107,7 +109,7 @@ class EmbeddedBackend(Backend):
                 f"{spec.name}: the stream ended before the answer did", kind=kind, model=spec.name
             )
         if not parts:
-            raise _empty(spec)
+            raise empty_answer(spec)
         yield StreamPiece(usage=_usage(spec, usage, messages, "".join(parts)))
 
 
@@ -309,33 +311,6 @@ def _error_kind(status: int, error: dict[str, Any]) -> ProviderErrorKind:
     return status_kind(status) or "unknown"
 
 
-def _usage(
-    spec: ModelSpec, usage: dict[str, Any] | None, messages: Sequence[Message], text: str
-) -> Usage:
-    """The server's token counts, or (where it reports none) local counts that err high."""
-    reported = usage if isinstance(usage, dict) else {}
-    prompt = _int(reported.get("prompt_tokens"))
-    completion = _int(reported.get("completion_tokens"))
-    estimated = prompt <= 0 or (completion <= 0 and bool(text))
-    if estimated:
-        counted = sum(count_tokens(m.content) + TOKENS_PER_MESSAGE for m in messages)
-        prompt, completion = max(prompt, counted), max(completion, count_tokens(text))
-    return Usage(
-        prompt_tokens=prompt,
-        completion_tokens=completion,
-        cost_usd=cost_usd(spec, prompt, completion) or 0.0,
-        estimated=estimated,
-    )
-
-
-def _empty(spec: ModelSpec) -> ProviderError:
-    return ProviderError(
-        f"{spec.name}: the answer was empty (no text: an empty or malformed body)",
-        kind="server",
-        model=spec.name,
-    )
-
-
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
@@ -350,3 +325,13 @@ def _retry_after(value: str | None) -> float | None:
 def _first_line(exc: object) -> str:
     lines = str(exc).strip().splitlines()
     return (lines[0] if lines else "")[:300]
+
+
+def _usage(
+    spec: ModelSpec, usage: dict[str, Any] | None, messages: Sequence[Message], text: str
+) -> Usage:
+    reported = usage if isinstance(usage, dict) else {}
+    return answer_usage(
+        _int(reported.get("prompt_tokens")), _int(reported.get("completion_tokens")), messages,
+        text, lambda p, c: cost_usd(spec, p, c) or 0.0,
+    )  # fmt: skip

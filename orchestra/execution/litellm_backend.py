@@ -21,9 +21,10 @@ from orchestra.execution.backend import (
     Completion,
     Endpoint,
     StreamPiece,
+    answer_usage,
     chat_messages,
+    empty_answer,
 )
-from orchestra.spend.estimate import count_tokens
 
 log = logging.getLogger("orchestra.litellm")
 
@@ -103,7 +104,7 @@ class LiteLLMBackend(Backend):
         choices = getattr(response, "choices", None)
         text = (choices[0].message.content or "") if choices else ""
         if not text:
-            raise _empty(spec)
+            raise empty_answer(spec)
         usage = getattr(response, "usage", None)
         return Completion(text=text, usage=self._usage(spec, usage, messages, text))
 
@@ -125,7 +126,7 @@ class LiteLLMBackend(Backend):
         except Exception as exc:
             raise provider_error(exc, spec, started=bool(parts)) from exc
         if not parts:
-            raise _empty(spec)
+            raise empty_answer(spec)
         yield StreamPiece(usage=self._usage(spec, usage, messages, "".join(parts)))
 
     def _quiet(self) -> Token[bool] | None:
@@ -159,18 +160,11 @@ class LiteLLMBackend(Backend):
         return kwargs
 
     def _usage(self, spec: ModelSpec, usage: Any, messages: Sequence[Message], text: str) -> Usage:
-        prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
-        completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
-        estimated = prompt_tokens <= 0 or (completion_tokens <= 0 and bool(text))
-        if estimated:  # the provider reported none: count them here, erring high
-            prompt_tokens = max(prompt_tokens, sum(count_tokens(m.content) + 4 for m in messages))
-            completion_tokens = max(completion_tokens, count_tokens(text))
-        return Usage(
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            cost_usd=self._cost(spec, prompt_tokens, completion_tokens),
-            estimated=estimated,
-        )
+        return answer_usage(
+            int(getattr(usage, "prompt_tokens", 0) or 0),
+            int(getattr(usage, "completion_tokens", 0) or 0),
+            messages, text, lambda p, c: self._cost(spec, p, c),
+        )  # fmt: skip
 
     def _cost(self, spec: ModelSpec, prompt_tokens: int, completion_tokens: int) -> float:
         if spec.input_cost_per_mtok is not None and spec.output_cost_per_mtok is not None:
@@ -254,16 +248,6 @@ def _kind(exc: BaseException, status: int | None) -> ProviderErrorKind:
         "MidStreamFallbackError": "stream_broken",
     }
     return by_name.get(name, "unknown")
-
-
-def _empty(spec: ModelSpec) -> ProviderError:
-    # LiteLLM turns a body it cannot read (no choices, an SSE stream with no event) into an
-    # empty answer that "finished"; an empty answer is a provider failure, worth failing over.
-    return ProviderError(
-        f"{spec.name}: the answer was empty (no text: an empty or malformed body)",
-        kind="server",
-        model=spec.name,
-    )
 
 
 def _never_sent(exc: BaseException) -> bool:
