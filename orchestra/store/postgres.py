@@ -39,6 +39,7 @@ from orchestra.spend.ledger import Ask, Hold, Refusal, SpendTotals
 from orchestra.spend.tracker import SpendTracker
 from orchestra.store.base import ReplayBatch, Store, StoredModel
 from orchestra.store.detail import Interner, decode, encode, refs_of, verdicts_of
+from orchestra.store.ledger_rules import summary as spend_summary
 from orchestra.store.offline_ledger import OfflineLedger
 from orchestra.store.postgres_db import (
     MODELS_LOCK,
@@ -553,23 +554,16 @@ class PostgresStore(Store):
                     for i, x in enumerate((int(c.kind == "answer"), c.prompt_tokens,
                                            c.completion_tokens, c.cost_usd)):  # fmt: skip
                         row[i] += x
+        shared = SpendTotals(
+            today_usd=float(known.get("today_usd", 0.0)) + add["today"],
+            month_usd=float(known.get("month_usd", 0.0)) + add["month"],
+            reserved_usd=float(known.get("reserved_usd", 0.0)),
+        )
+        most_first = sorted(by_model.items(), key=lambda kv: (-kv[1][3], kv[0]))
+        total = float(known.get("total_usd", 0.0)) + add["total"]
+        answered = int(known.get("answered", 0)) + int(add["answers"])
         return {
-            "today_usd": float(known.get("today_usd", 0.0)) + add["today"],
-            "month_usd": float(known.get("month_usd", 0.0)) + add["month"],
-            "reserved_usd": float(known.get("reserved_usd", 0.0)),
-            "total_usd": float(known.get("total_usd", 0.0)) + add["total"],
-            "answered_requests": int(known.get("answered", 0)) + int(add["answers"]),
-            "month_by_model": [
-                {
-                    "model": m,
-                    "tier": t,
-                    "requests": int(r[0]),
-                    "prompt_tokens": int(r[1]),
-                    "completion_tokens": int(r[2]),
-                    "cost_usd": float(r[3]),
-                }
-                for (m, t), r in sorted(by_model.items(), key=lambda kv: (-kv[1][3], kv[0]))
-            ],
+            **spend_summary(shared, total, answered, [(*key, *r) for key, r in most_first]),
             "degraded": True,
             "known_at": known.get("at"),
             "spill_pending": waiting,

@@ -26,6 +26,7 @@ from orchestra.core.tier import Tier
 from orchestra.spend.calendar import Calendar
 from orchestra.spend.ledger import Charge, SpendTotals
 from orchestra.store.postgres_db import DRAIN_LOCK, Conn, retryable, unreachable
+from orchestra.store.settle import settle
 from orchestra.store.spill import Spill
 
 log = logging.getLogger("orchestra.store")
@@ -223,7 +224,7 @@ class PgWriter:
                 log.exception("store: a batch failed")
                 for w in writes:
                     w.error = w.error or exc
-            self._settle(writes)
+            self._unreported = settle(writes, self._unreported)
             if any(w is None for w in batch):
                 return
 
@@ -355,31 +356,6 @@ class PgWriter:
                     raise
                 await asyncio.sleep(0.01 * (attempt + 1))
 
-    def _settle(self, batch: list[PgWrite]) -> None:
-        """Tell each waiter how its write went; a failure nobody waits for is kept for the next
-        flush (or logged, for best-effort writes)."""
-        for w in batch:
-            if w.marker:
-                continue
-            error = None if w.error is None else _store_error(w.error)
-            if w.done is not None and not w.done.done():
-                if error is None:
-                    w.done.set_result(w.result)
-                else:
-                    w.done.set_exception(error)
-                    w.done.exception()  # a caller that gave up waiting must not leave it unseen
-            elif error is not None and w.quiet:
-                log.warning("store: a write failed and is dropped: %s", error)
-            elif error is not None:
-                self._unreported = error
-        for w in batch:
-            if w.marker and w.done is not None and not w.done.done():
-                failed, self._unreported = self._unreported, None
-                if failed is None:
-                    w.done.set_result(None)
-                else:
-                    w.done.set_exception(failed)
-
 
 class Link:
     """Whether the database answers, as the writer and the reserver see it."""
@@ -392,9 +368,3 @@ class Link:
         if not self.degraded:
             self.degraded = True
             self._on_lost(exc)
-
-
-def _store_error(exc: BaseException) -> StoreError:
-    if isinstance(exc, StoreError):
-        return exc
-    return StoreError(f"a write to the store failed: {type(exc).__name__}: {exc}")
