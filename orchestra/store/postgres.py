@@ -46,7 +46,7 @@ from orchestra.store.postgres_db import (
     create_pool,
     migrate,
     records,
-    retryable,
+    retrying,
     unreachable,
 )
 from orchestra.store.postgres_options import PostgresOptions
@@ -473,7 +473,7 @@ class PostgresStore(Store):
             for attempt in range(2):  # a connection the server closed is replaced once
                 try:
                     async with self._pool.acquire(timeout=self.options.timeouts.connect_s) as c:
-                        return await _retrying(lambda: self._reserve_in(c, asks, releases))
+                        return await retrying(lambda: self._reserve_in(c, asks, releases))
                 except Exception as exc:
                     if not unreachable(exc):
                         raise
@@ -699,15 +699,3 @@ class PostgresStore(Store):
 
 async def _fetch_rows(conn: Conn, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
     return records(await conn.fetch(sql, *args))
-
-
-async def _retrying(fn: Callable[[], Awaitable[T]]) -> T:
-    """Run a transaction again after a deadlock or serialisation failure (another host won)."""
-    for attempt in range(5):
-        try:
-            return await fn()
-        except Exception as exc:
-            if not retryable(exc) or attempt == 4:
-                raise
-            await asyncio.sleep(0.01 * (attempt + 1))
-    raise AssertionError("unreachable")

@@ -25,7 +25,7 @@ from orchestra.core.errors import StoreError
 from orchestra.core.tier import Tier
 from orchestra.spend.calendar import Calendar
 from orchestra.spend.ledger import Charge, SpendTotals
-from orchestra.store.postgres_db import DRAIN_LOCK, Conn, retryable, unreachable
+from orchestra.store.postgres_db import DRAIN_LOCK, Conn, retrying, unreachable
 from orchestra.store.settle import settle
 from orchestra.store.spill import Spill
 
@@ -278,15 +278,11 @@ class PgWriter:
                     self._on_totals(await pg_ledger.totals(conn, self.calendar, now))
 
     async def _transaction(self, conn: Conn, payloads: list[Payload]) -> None:
-        for attempt in range(5):
-            try:
-                async with conn.transaction():
-                    await apply_payloads(conn, self.calendar, payloads)
-                return
-            except Exception as exc:
-                if not retryable(exc) or attempt == 4:
-                    raise
-                await asyncio.sleep(0.01 * (attempt + 1))
+        async def once() -> None:
+            async with conn.transaction():
+                await apply_payloads(conn, self.calendar, payloads)
+
+        await retrying(once)
 
     async def _to_spill(self, writes: list[PgWrite]) -> None:
         """Keep a batch the database could not take in the spill file."""
@@ -344,17 +340,13 @@ class PgWriter:
         await asyncio.to_thread(self.spill.delete, [i for i, _, _ in entries])
 
     async def _drain_transaction(self, conn: Conn, payloads: list[Payload]) -> None:
-        for attempt in range(5):
-            try:
-                async with conn.transaction():
-                    # One drainer at a time across hosts, so "already there?" is answered right.
-                    await conn.execute("SELECT pg_advisory_xact_lock($1)", DRAIN_LOCK)
-                    await apply_payloads(conn, self.calendar, payloads, drain=True)
-                return
-            except Exception as exc:
-                if not retryable(exc) or attempt == 4:
-                    raise
-                await asyncio.sleep(0.01 * (attempt + 1))
+        async def once() -> None:
+            async with conn.transaction():
+                # One drainer at a time across hosts, so "already there?" is answered right.
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", DRAIN_LOCK)
+                await apply_payloads(conn, self.calendar, payloads, drain=True)
+
+        await retrying(once)
 
 
 class Link:
