@@ -6,8 +6,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-import orchestra.store.postgres_ledger as pg_ledger
 from orchestra.spend.ledger import Ask, Hold, Refusal, SpendTotals
+from orchestra.store.ledger_rules import grant
 from orchestra.store.postgres_writer import Payload, charge_of
 
 
@@ -45,7 +45,7 @@ class OfflineLedger:
             monthly_usd=share(ask.monthly_usd, k.month_usd),
         )
         mine = SpendTotals(today_usd=self.spent, month_usd=self.spent)
-        got = pg_ledger.grant(scaled, mine, sum(self.held.values()))
+        got = grant(scaled, mine, sum(self.held.values()))
         if isinstance(got, Refusal):
             return got
         hold_id, self.next_id = self.next_id, self.next_id - 1

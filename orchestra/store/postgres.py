@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import re
@@ -24,13 +23,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Self, TypeVar
 
 import asyncpg
-from pydantic import ValidationError
 
 import orchestra.store.postgres_ledger as pg_ledger
+import orchestra.store.reads as reads
+import orchestra.store.shaping as shaping
 from orchestra.core.errors import StoreError, StoreUnavailable
 from orchestra.core.feedback import Judged, RequestRef
 from orchestra.core.model_spec import ModelSpec
-from orchestra.core.tier import Tier
 from orchestra.core.verdict import Verdict
 from orchestra.execution.breaker.storage import BreakerRecord
 from orchestra.execution.cache import CachedAnswer
@@ -38,7 +37,8 @@ from orchestra.spend.calendar import Calendar, calendar
 from orchestra.spend.ledger import Ask, Hold, Refusal, SpendTotals
 from orchestra.spend.tracker import SpendTracker
 from orchestra.store.base import ReplayBatch, Store, StoredModel
-from orchestra.store.detail import Interner, decode, encode, refs_of, verdicts_of
+from orchestra.store.detail import Interner, encode
+from orchestra.store.ledger_rules import summary as spend_summary
 from orchestra.store.offline_ledger import OfflineLedger
 from orchestra.store.postgres_db import (
     MODELS_LOCK,
@@ -46,7 +46,7 @@ from orchestra.store.postgres_db import (
     create_pool,
     migrate,
     records,
-    retryable,
+    retrying,
     unreachable,
 )
 from orchestra.store.postgres_options import PostgresOptions
@@ -58,7 +58,7 @@ from orchestra.store.postgres_writer import (
     charge_json,
     charge_of,
 )
-from orchestra.store.record import RequestRecord, history_entry, request_row, sample_row
+from orchestra.store.record import RequestRecord, request_row, sample_row
 from orchestra.store.spill import Spill
 
 log = logging.getLogger("orchestra.store")
@@ -473,7 +473,7 @@ class PostgresStore(Store):
             for attempt in range(2):  # a connection the server closed is replaced once
                 try:
                     async with self._pool.acquire(timeout=self.options.timeouts.connect_s) as c:
-                        return await _retrying(lambda: self._reserve_in(c, asks, releases))
+                        return await retrying(lambda: self._reserve_in(c, asks, releases))
                 except Exception as exc:
                     if not unreachable(exc):
                         raise
@@ -553,23 +553,16 @@ class PostgresStore(Store):
                     for i, x in enumerate((int(c.kind == "answer"), c.prompt_tokens,
                                            c.completion_tokens, c.cost_usd)):  # fmt: skip
                         row[i] += x
+        shared = SpendTotals(
+            today_usd=float(known.get("today_usd", 0.0)) + add["today"],
+            month_usd=float(known.get("month_usd", 0.0)) + add["month"],
+            reserved_usd=float(known.get("reserved_usd", 0.0)),
+        )
+        most_first = sorted(by_model.items(), key=lambda kv: (-kv[1][3], kv[0]))
+        total = float(known.get("total_usd", 0.0)) + add["total"]
+        answered = int(known.get("answered", 0)) + int(add["answers"])
         return {
-            "today_usd": float(known.get("today_usd", 0.0)) + add["today"],
-            "month_usd": float(known.get("month_usd", 0.0)) + add["month"],
-            "reserved_usd": float(known.get("reserved_usd", 0.0)),
-            "total_usd": float(known.get("total_usd", 0.0)) + add["total"],
-            "answered_requests": int(known.get("answered", 0)) + int(add["answers"]),
-            "month_by_model": [
-                {
-                    "model": m,
-                    "tier": t,
-                    "requests": int(r[0]),
-                    "prompt_tokens": int(r[1]),
-                    "completion_tokens": int(r[2]),
-                    "cost_usd": float(r[3]),
-                }
-                for (m, t), r in sorted(by_model.items(), key=lambda kv: (-kv[1][3], kv[0]))
-            ],
+            **spend_summary(shared, total, answered, [(*key, *r) for key, r in most_first]),
             "degraded": True,
             "known_at": known.get("at"),
             "spill_pending": waiting,
@@ -606,13 +599,7 @@ class PostgresStore(Store):
 
     async def history(self, limit: int = 20, since: float | None = None) -> list[dict[str, Any]]:
         rows = await self._fetch(_HISTORY, since or 0.0, limit)
-        details = [decode(r[-1]) if r[-1] is not None else {} for r in rows]
-        shared = await self._shared({k for d in details for k in refs_of(d)})
-        feedback = await self._latest_feedback([r[0] for r in rows])
-        return [
-            {**history_entry(r, d, shared), "feedback": feedback.get(r[0])}
-            for r, d in zip(rows, details, strict=True)
-        ]
+        return await reads.history(rows, self._shared, self._latest_feedback)
 
     async def _shared(self, keys: set[str]) -> dict[str, str]:
         if not keys:
@@ -631,7 +618,7 @@ class PostgresStore(Store):
             " GROUP BY request_id)",
             ids,
         )
-        return {rid: {"good": bool(good), "at": at, "note": note} for rid, good, at, note in rows}
+        return shaping.latest_feedback(rows)
 
     async def samples(self, agent: str | None = None, limit: int = 100) -> list[Verdict]:
         if agent is None:
@@ -644,7 +631,7 @@ class PostgresStore(Store):
                 agent,
                 limit,
             )
-        return [Verdict.model_validate_json(r[0]) for r in rows]
+        return shaping.samples(rows)
 
     async def find_request(self, ref: str, min_prefix: int) -> list[RequestRef]:
         rows = await self._fetch("SELECT id, model, tier FROM requests WHERE id = $1", ref)
@@ -654,32 +641,16 @@ class PostgresStore(Store):
                 len(ref),
                 ref,
             )
-        return [RequestRef(str(rid), model, tier) for rid, model, tier in rows]
+        return shaping.request_refs(rows)
 
     async def judged_requests(self) -> list[Judged]:
-        out = []
-        for rid, status, tier, prompt, good, blob in await self._fetch(_JUDGED):
-            metrics = None
-            if blob is not None:
-                detail = decode(blob)
-                shared = await self._shared(set(refs_of(detail)))
-                for verdict in verdicts_of(detail, shared):
-                    if verdict["agent"] == "complexity":
-                        metrics = json.dumps(verdict["metrics"])
-                        break
-            out.append(Judged(rid, status, tier, prompt, bool(good), metrics))
-        return out
+        return await reads.judged(await self._fetch(_JUDGED), self._shared)
 
     async def breaker_records(self) -> dict[str, BreakerRecord]:
         rows = await self._fetch(
             "SELECT model, state, failures, opened_at, updated_at FROM breaker_state"
         )
-        return {
-            model: BreakerRecord(
-                state=state, failures=int(failures), opened_at=opened_at, updated_at=updated_at
-            )
-            for model, state, failures, opened_at, updated_at in rows
-        }
+        return shaping.breaker_records(rows)
 
     async def cached_answer(self, key: str, now: float) -> tuple[CachedAnswer, float] | None:
         rows = await self._fetch(
@@ -688,18 +659,7 @@ class PostgresStore(Store):
             key,
             now,
         )
-        if not rows:
-            return None
-        model, tier, text, prompt_tokens, completion_tokens, created_at, expires_at = rows[0]
-        answer = CachedAnswer(
-            model=model,
-            tier=Tier(tier),
-            text=text,
-            prompt_tokens=int(prompt_tokens),
-            completion_tokens=int(completion_tokens),
-            created_at=float(created_at),
-        )
-        return answer, float(expires_at)
+        return shaping.cached_answer(rows)
 
     async def stored_models(self, after_version: int = 0) -> list[StoredModel]:
         rows = await self._fetch(
@@ -707,15 +667,7 @@ class PostgresStore(Store):
             " ORDER BY version",
             after_version,
         )
-        out: list[StoredModel] = []
-        for name, spec, version, at in rows:
-            try:
-                model = ModelSpec.model_validate_json(spec) if spec is not None else None
-            except ValidationError as exc:  # written by another version of Orchestra
-                log.warning("store: stored model %r is not valid here; ignored: %s", name, exc)
-                continue
-            out.append(StoredModel(name, model, int(version), float(at)))
-        return out
+        return shaping.stored_models(rows)
 
     async def count_requests(self, since: float | None = None) -> int:
         since_ = since if since is not None else float("-inf")
@@ -725,43 +677,25 @@ class PostgresStore(Store):
     async def replay_batches(
         self, since: float | None, limit: int | None, batch: int
     ) -> AsyncIterator[ReplayBatch]:
-        since_ = since if since is not None else float("-inf")
-        left = limit if limit is not None else -1
-        cursor: tuple[float, int] | None = None
         select = f"SELECT {_REPLAY_COLUMNS} FROM requests WHERE created_at >= $1"
         order = " ORDER BY created_at DESC, seq DESC LIMIT "
-        while left != 0:
-            size = batch if left < 0 else min(batch, left)
+
+        async def page(
+            since_: float, cursor: tuple[float, int] | None, size: int
+        ) -> list[tuple[Any, ...]]:
             if cursor is None:
-                rows = await self._fetch(select + order + "$2", since_, size)
-            else:  # keyset pagination: the next page starts after the last row seen
-                rows = await self._fetch(
-                    select + " AND (created_at, seq) < ($2, $3)" + order + "$4",
-                    since_,
-                    cursor[0],
-                    cursor[1],
-                    size,
-                )
-            if not rows:
-                return
-            cursor = (rows[-1][2], rows[-1][0])
-            left = left - len(rows) if left > 0 else left
-            details = [decode(r[-1]) if r[-1] is not None else {} for r in rows]
-            keys = {k for d in details for k in refs_of(d)}
-            yield ReplayBatch(rows, details, await self._shared(keys))
+                return await self._fetch(select + order + "$2", since_, size)
+            return await self._fetch(  # keyset pagination: the page after the last row seen
+                select + " AND (created_at, seq) < ($2, $3)" + order + "$4",
+                since_,
+                cursor[0],
+                cursor[1],
+                size,
+            )
+
+        async for page_ in reads.replay(page, self._shared, since, limit, batch):
+            yield page_
 
 
 async def _fetch_rows(conn: Conn, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
     return records(await conn.fetch(sql, *args))
-
-
-async def _retrying(fn: Callable[[], Awaitable[T]]) -> T:
-    """Run a transaction again after a deadlock or serialisation failure (another host won)."""
-    for attempt in range(5):
-        try:
-            return await fn()
-        except Exception as exc:
-            if not retryable(exc) or attempt == 4:
-                raise
-            await asyncio.sleep(0.01 * (attempt + 1))
-    raise AssertionError("unreachable")

@@ -10,7 +10,8 @@ neither).
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -18,6 +19,8 @@ from orchestra.core.errors import StoreUnavailable
 from orchestra.store.postgres_options import Timeouts
 from orchestra.store.postgres_schema import VERSION_TABLE
 from orchestra.store.schema import SCHEMA_VERSION, STEPS
+
+T = TypeVar("T")
 
 # What statements run on: a connection, or the pool's proxy of one.
 Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
@@ -72,6 +75,18 @@ def unreachable(exc: BaseException) -> bool:
 
 def retryable(exc: BaseException) -> bool:
     return str(getattr(exc, "sqlstate", "") or "") in RETRY_STATES
+
+
+async def retrying(fn: Callable[[], Awaitable[T]]) -> T:
+    """Run a transaction again after a deadlock or serialisation failure (another host won)."""
+    for attempt in range(5):
+        try:
+            return await fn()
+        except Exception as exc:
+            if not retryable(exc) or attempt == 4:
+                raise
+            await asyncio.sleep(0.01 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 async def migrate(conn: Conn) -> int:

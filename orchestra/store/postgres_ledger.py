@@ -16,9 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from orchestra.spend.calendar import Calendar
 from orchestra.spend.ledger import Ask, Charge, Hold, Refusal, SpendTotals
+from orchestra.store.ledger_rules import charge_row, grant_in_turn, lost_row, spend_totals
+from orchestra.store.ledger_rules import summary as summary_of
 from orchestra.store.postgres_db import BUDGET_LOCK, Conn
 from orchestra.store.series import first_keys, shape
 
@@ -115,9 +118,7 @@ async def write_charges(
     for request_id, c, at in charges:
         hold = c.hold_id if c.hold_id is not None and c.hold_id > 0 else None
         if c.cost_usd or hold is not None:
-            rows.append((at, request_id, c.model, str(c.tier), c.prompt_tokens,
-                         c.completion_tokens, float(c.cost_usd), c.kind, hold,
-                         int(not c.usage_reported)))  # fmt: skip
+            rows.append(charge_row(at, request_id, c, hold))
         sums.add(at, c.model, str(c.tier), int(c.kind == "answer"), c.prompt_tokens,
                  c.completion_tokens, float(c.cost_usd))  # fmt: skip
     if rows:
@@ -139,9 +140,8 @@ async def expire(conn: Conn, cal: Calendar, now: float) -> int:
     sums = Sums(cal)
     await conn.executemany(
         _INSERT_LEDGER,
-        [(now, rid, model, tier, 0, 0, usd, "lost", hid, 1)
-         for hid, rid, model, tier, usd in rows],
-    )  # fmt: skip
+        [lost_row(now, rid, model, tier, usd, hid) for hid, rid, model, tier, usd in rows],
+    )
     for _, _, model, tier, usd in rows:
         sums.add(now, model, tier, 0, 0, 0, usd)
     await sums.apply(conn)
@@ -156,31 +156,7 @@ async def totals(conn: Conn, cal: Calendar, now: float) -> SpendTotals:
     )
     assert row is not None
     today, month, reserved, hour = row
-    return SpendTotals(
-        today_usd=float(today),
-        month_usd=float(month),
-        reserved_usd=float(reserved),
-        last_hour_usd=float(hour),
-        at=now,
-    )
-
-
-def grant(ask: Ask, t: SpendTotals, held: float) -> float | Refusal:
-    """What `ask` gets against totals `t` with `held` already reserved: an amount, or a refusal
-    naming the tightest limit (the rule of `sqlite_ledger.reserve`)."""
-    lefts = [
-        (name, limit - spent - held)
-        for name, limit, spent in (
-            ("daily", ask.daily_usd, t.today_usd),
-            ("monthly", ask.monthly_usd, t.month_usd),
-        )
-        if limit is not None
-    ]
-    tightest = min(lefts, key=lambda x: x[1]) if lefts else None
-    if tightest is not None and ask.min_usd > tightest[1] + 1e-12:
-        return Refusal(limit=tightest[0], left_usd=tightest[1])
-    usd = ask.want_usd if tightest is None else min(ask.want_usd, tightest[1])
-    return max(usd, ask.min_usd)
+    return spend_totals(today, month, reserved, hour, now)
 
 
 async def reserve(
@@ -201,13 +177,7 @@ async def reserve(
         await conn.execute("SELECT pg_advisory_xact_lock($1)", BUDGET_LOCK)
         await expire(conn, cal, now)
         t = await totals(conn, cal, now)  # after the lock: its snapshot sees every grant before
-        held = t.reserved_usd
-        decided: list[float | Refusal] = []
-        for ask in asks:
-            got = grant(ask, t, held)
-            if not isinstance(got, Refusal):
-                held += got
-            decided.append(got)
+        decided = grant_in_turn(asks, t)
         granted = [(ask, usd) for ask, usd in zip(asks, decided, strict=True)
                    if not isinstance(usd, Refusal)]  # fmt: skip
         ids: list[int] = []
@@ -236,7 +206,7 @@ async def reserve(
     return out
 
 
-async def summary(conn: Conn, cal: Calendar, now: float) -> dict[str, object]:
+async def summary(conn: Conn, cal: Calendar, now: float) -> dict[str, Any]:
     """What `orchestra spend` shows: today, this month, all time, this month by model."""
     t = await totals(conn, cal, now)
     total, answered = await conn.fetchrow(
@@ -248,24 +218,7 @@ async def summary(conn: Conn, cal: Calendar, now: float) -> dict[str, object]:
         " ORDER BY 6 DESC, 1",
         cal.month_first(now),
     )
-    return {
-        "today_usd": t.today_usd,
-        "month_usd": t.month_usd,
-        "reserved_usd": t.reserved_usd,
-        "total_usd": float(total),
-        "answered_requests": int(answered),
-        "month_by_model": [
-            {
-                "model": m,
-                "tier": tier,
-                "requests": int(n),
-                "prompt_tokens": int(pt),
-                "completion_tokens": int(ct),
-                "cost_usd": float(c),
-            }
-            for m, tier, n, pt, ct, c in by_model
-        ],
-    }
+    return summary_of(t, total, answered, by_model)
 
 
 async def series(conn: Conn, cal: Calendar, now: float, days: int) -> dict[str, object]:

@@ -25,7 +25,8 @@ from orchestra.core.errors import StoreError
 from orchestra.core.tier import Tier
 from orchestra.spend.calendar import Calendar
 from orchestra.spend.ledger import Charge, SpendTotals
-from orchestra.store.postgres_db import DRAIN_LOCK, Conn, retryable, unreachable
+from orchestra.store.postgres_db import DRAIN_LOCK, Conn, retrying, unreachable
+from orchestra.store.settle import settle
 from orchestra.store.spill import Spill
 
 log = logging.getLogger("orchestra.store")
@@ -223,7 +224,7 @@ class PgWriter:
                 log.exception("store: a batch failed")
                 for w in writes:
                     w.error = w.error or exc
-            self._settle(writes)
+            self._unreported = settle(writes, self._unreported)
             if any(w is None for w in batch):
                 return
 
@@ -277,15 +278,11 @@ class PgWriter:
                     self._on_totals(await pg_ledger.totals(conn, self.calendar, now))
 
     async def _transaction(self, conn: Conn, payloads: list[Payload]) -> None:
-        for attempt in range(5):
-            try:
-                async with conn.transaction():
-                    await apply_payloads(conn, self.calendar, payloads)
-                return
-            except Exception as exc:
-                if not retryable(exc) or attempt == 4:
-                    raise
-                await asyncio.sleep(0.01 * (attempt + 1))
+        async def once() -> None:
+            async with conn.transaction():
+                await apply_payloads(conn, self.calendar, payloads)
+
+        await retrying(once)
 
     async def _to_spill(self, writes: list[PgWrite]) -> None:
         """Keep a batch the database could not take in the spill file."""
@@ -343,42 +340,13 @@ class PgWriter:
         await asyncio.to_thread(self.spill.delete, [i for i, _, _ in entries])
 
     async def _drain_transaction(self, conn: Conn, payloads: list[Payload]) -> None:
-        for attempt in range(5):
-            try:
-                async with conn.transaction():
-                    # One drainer at a time across hosts, so "already there?" is answered right.
-                    await conn.execute("SELECT pg_advisory_xact_lock($1)", DRAIN_LOCK)
-                    await apply_payloads(conn, self.calendar, payloads, drain=True)
-                return
-            except Exception as exc:
-                if not retryable(exc) or attempt == 4:
-                    raise
-                await asyncio.sleep(0.01 * (attempt + 1))
+        async def once() -> None:
+            async with conn.transaction():
+                # One drainer at a time across hosts, so "already there?" is answered right.
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", DRAIN_LOCK)
+                await apply_payloads(conn, self.calendar, payloads, drain=True)
 
-    def _settle(self, batch: list[PgWrite]) -> None:
-        """Tell each waiter how its write went; a failure nobody waits for is kept for the next
-        flush (or logged, for best-effort writes)."""
-        for w in batch:
-            if w.marker:
-                continue
-            error = None if w.error is None else _store_error(w.error)
-            if w.done is not None and not w.done.done():
-                if error is None:
-                    w.done.set_result(w.result)
-                else:
-                    w.done.set_exception(error)
-                    w.done.exception()  # a caller that gave up waiting must not leave it unseen
-            elif error is not None and w.quiet:
-                log.warning("store: a write failed and is dropped: %s", error)
-            elif error is not None:
-                self._unreported = error
-        for w in batch:
-            if w.marker and w.done is not None and not w.done.done():
-                failed, self._unreported = self._unreported, None
-                if failed is None:
-                    w.done.set_result(None)
-                else:
-                    w.done.set_exception(failed)
+        await retrying(once)
 
 
 class Link:
@@ -392,9 +360,3 @@ class Link:
         if not self.degraded:
             self.degraded = True
             self._on_lost(exc)
-
-
-def _store_error(exc: BaseException) -> StoreError:
-    if isinstance(exc, StoreError):
-        return exc
-    return StoreError(f"a write to the store failed: {type(exc).__name__}: {exc}")

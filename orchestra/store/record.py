@@ -13,7 +13,7 @@ from orchestra.core.request import Request
 from orchestra.core.result import Attempt, Result
 from orchestra.core.verdict import Verdict
 from orchestra.spend.ledger import Charge
-from orchestra.store.detail import Interner, attempts_of, decision_of, encode, verdicts_of
+from orchestra.store.detail import Interner, encode
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -124,31 +124,3 @@ def sample_row(verdict: Verdict) -> tuple[Any, ...]:
     """A sample of an ambient agent, for the agents' time series."""
     # `fallback=str`: an agent's metrics may hold values JSON does not know; keep their text.
     return (verdict.agent, verdict.at, verdict.state, verdict.model_dump_json(fallback=str))
-
-
-def history_entry(
-    row: tuple[Any, ...], detail: dict[str, Any], shared: dict[str, str]
-) -> dict[str, Any]:
-    """A stored request as `history()` gives it: its row and its decoded detail."""
-    (rid, created, status, model, tier, cost, latency, pt, ct, features, forced_model,
-     forced_tier, stream, error_kind, error, _) = row  # fmt: skip
-    return {
-        "request_id": rid,
-        "created_at": created,
-        "status": status,
-        "model": model,
-        "tier": tier,
-        "cost_usd": cost,
-        "latency_ms": latency,
-        "prompt_tokens": pt,
-        "completion_tokens": ct,
-        "features": features_of(features),
-        "forced_model": forced_model,
-        "forced_tier": forced_tier,
-        "stream": bool(stream),
-        "decision": decision_of(detail, shared),
-        "verdicts": verdicts_of(detail, shared),
-        "attempts": attempts_of(detail),
-        "error_kind": error_kind,
-        "error": error,
-    }

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import sqlite3
 import time
@@ -14,13 +13,13 @@ from pathlib import Path
 from typing import Any, Self
 
 import aiosqlite
-from pydantic import ValidationError
 
+import orchestra.store.reads as reads
+import orchestra.store.shaping as shaping
 import orchestra.store.sqlite_ledger as sqlite_ledger
 from orchestra.core.errors import StoreError, StoreUnavailable
 from orchestra.core.feedback import Judged, RequestRef
 from orchestra.core.model_spec import ModelSpec
-from orchestra.core.tier import Tier
 from orchestra.core.verdict import Verdict
 from orchestra.execution.breaker.storage import BreakerRecord
 from orchestra.execution.cache import CachedAnswer
@@ -28,16 +27,10 @@ from orchestra.spend.calendar import Calendar, calendar
 from orchestra.spend.ledger import Ask, Hold, Refusal, SpendTotals
 from orchestra.spend.tracker import SpendTracker
 from orchestra.store.base import ReplayBatch, Store, StoredModel
-from orchestra.store.detail import (
-    Interner,
-    decode,
-    refs_of,
-    verdicts_of,
-)
+from orchestra.store.detail import Interner
 from orchestra.store.record import (
     INSERT_SAMPLE,
     RequestRecord,
-    history_entry,
     record_rows,
     sample_row,
 )
@@ -279,13 +272,7 @@ class SqliteStore(Store):
             " ORDER BY created_at DESC, rowid DESC LIMIT ?",
             (since or 0.0, limit),
         )
-        details = [decode(r[-1]) if r[-1] is not None else {} for r in rows]
-        shared = await self._shared({k for d in details for k in refs_of(d)})
-        feedback = await self._latest_feedback([r[0] for r in rows])
-        return [
-            {**history_entry(r, d, shared), "feedback": feedback.get(r[0])}
-            for r, d in zip(rows, details, strict=True)
-        ]
+        return await reads.history(rows, self._shared, self._latest_feedback)
 
     async def _shared(self, keys: set[str]) -> dict[str, str]:
         """Shared values (JSON) by key (see `orchestra.store.detail`)."""
@@ -304,7 +291,7 @@ class SqliteStore(Store):
         if agent is not None:
             sql, params = sql + " WHERE agent = ?", (agent,)
         rows = await self._fetch(sql + " ORDER BY at DESC, id DESC LIMIT ?", (*params, limit))
-        return [Verdict.model_validate_json(r[0]) for r in rows]
+        return shaping.samples(rows)
 
     async def find_request(self, ref: str, min_prefix: int) -> list[RequestRef]:
         rows = await self._fetch("SELECT id, model, tier FROM requests WHERE id = ?", (ref,))
@@ -313,32 +300,16 @@ class SqliteStore(Store):
                 "SELECT id, model, tier FROM requests WHERE substr(id, 1, ?) = ? LIMIT 3",
                 (len(ref), ref),
             )
-        return [RequestRef(str(rid), model, tier) for rid, model, tier in rows]
+        return shaping.request_refs(rows)
 
     async def judged_requests(self) -> list[Judged]:
-        out = []
-        for rid, status, tier, prompt, good, blob in await self._fetch(_JUDGED):
-            metrics = None
-            if blob is not None:
-                detail = decode(blob)
-                shared = await self._shared(set(refs_of(detail)))
-                for verdict in verdicts_of(detail, shared):
-                    if verdict["agent"] == "complexity":
-                        metrics = json.dumps(verdict["metrics"])
-                        break
-            out.append(Judged(rid, status, tier, prompt, bool(good), metrics))
-        return out
+        return await reads.judged(await self._fetch(_JUDGED), self._shared)
 
     async def breaker_records(self) -> dict[str, BreakerRecord]:
         rows = await self._fetch(
             "SELECT model, state, failures, opened_at, updated_at FROM breaker_state"
         )
-        return {
-            model: BreakerRecord(
-                state=state, failures=int(failures), opened_at=opened_at, updated_at=updated_at
-            )
-            for model, state, failures, opened_at, updated_at in rows
-        }
+        return shaping.breaker_records(rows)
 
     async def cached_answer(self, key: str, now: float) -> tuple[CachedAnswer, float] | None:
         rows = await self._fetch(
@@ -346,33 +317,14 @@ class SqliteStore(Store):
             " FROM response_cache WHERE key = ? AND expires_at > ?",
             (key, now),
         )
-        if not rows:
-            return None
-        model, tier, text, prompt_tokens, completion_tokens, created_at, expires_at = rows[0]
-        answer = CachedAnswer(
-            model=model,
-            tier=Tier(tier),
-            text=text,
-            prompt_tokens=int(prompt_tokens),
-            completion_tokens=int(completion_tokens),
-            created_at=float(created_at),
-        )
-        return answer, float(expires_at)
+        return shaping.cached_answer(rows)
 
     async def stored_models(self, after_version: int = 0) -> list[StoredModel]:
         rows = await self._fetch(
             "SELECT name, spec, version, updated_at FROM models WHERE version > ? ORDER BY version",
             (after_version,),
         )
-        out: list[StoredModel] = []
-        for name, spec, version, at in rows:
-            try:
-                model = ModelSpec.model_validate_json(spec) if spec is not None else None
-            except ValidationError as exc:  # written by another version of Orchestra
-                log.warning("store: stored model %r is not valid here; ignored: %s", name, exc)
-                continue
-            out.append(StoredModel(name, model, int(version), float(at)))
-        return out
+        return shaping.stored_models(rows)
 
     async def count_requests(self, since: float | None = None) -> int:
         since_ = since if since is not None else float("-inf")
@@ -382,28 +334,22 @@ class SqliteStore(Store):
     async def replay_batches(
         self, since: float | None, limit: int | None, batch: int
     ) -> AsyncIterator[ReplayBatch]:
-        since_ = since if since is not None else float("-inf")
-        left = limit if limit is not None else -1
-        cursor: tuple[float, int] | None = None
         order = " ORDER BY created_at DESC, rowid DESC LIMIT ?"
-        while left != 0:
-            size = batch if left < 0 else min(batch, left)
+
+        async def page(
+            since_: float, cursor: tuple[float, int] | None, size: int
+        ) -> list[tuple[Any, ...]]:
             if cursor is None:
-                rows = await self._fetch(_REPLAY_REQUESTS + order, (since_, size))
-            else:  # keyset pagination: the next page starts after the last row seen
-                rows = await self._fetch(
-                    _REPLAY_REQUESTS
-                    + " AND created_at <= ? AND NOT (created_at = ? AND rowid >= ?)"
-                    + order,
-                    (since_, cursor[0], cursor[0], cursor[1], size),
-                )
-            if not rows:
-                return
-            cursor = (rows[-1][2], rows[-1][0])
-            left = left - len(rows) if left > 0 else left
-            details = [decode(r[-1]) if r[-1] is not None else {} for r in rows]
-            keys = {k for d in details for k in refs_of(d)}
-            yield ReplayBatch(rows, details, await self._shared(keys))
+                return await self._fetch(_REPLAY_REQUESTS + order, (since_, size))
+            return await self._fetch(  # keyset pagination: the page after the last row seen
+                _REPLAY_REQUESTS
+                + " AND created_at <= ? AND NOT (created_at = ? AND rowid >= ?)"
+                + order,
+                (since_, cursor[0], cursor[0], cursor[1], size),
+            )
+
+        async for page_ in reads.replay(page, self._shared, since, limit, batch):
+            yield page_
 
     async def fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Run any read query: for tests and debugging (SQLite only; not part of `Store`)."""
@@ -419,7 +365,7 @@ class SqliteStore(Store):
             f" (SELECT MAX(id) FROM feedback WHERE request_id IN ({marks}) GROUP BY request_id)",
             tuple(ids),
         )
-        return {rid: {"good": bool(good), "at": at, "note": note} for rid, good, at, note in rows}
+        return shaping.latest_feedback(rows)
 
     async def _fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         db = self._require_db()

@@ -13,9 +13,12 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from orchestra.spend.calendar import Calendar
 from orchestra.spend.ledger import Ask, Charge, Hold, Refusal, SpendTotals
+from orchestra.store.ledger_rules import charge_row, grant_in_turn, lost_row, spend_totals
+from orchestra.store.ledger_rules import summary as summary_of
 from orchestra.store.series import first_keys, shape
 
 _INSERT_LEDGER = (
@@ -66,11 +69,7 @@ def charge(
     if c.hold_id is not None:
         _settle(conn, cal, c.hold_id)
     if c.cost_usd or c.hold_id is not None:
-        conn.execute(
-            _INSERT_LEDGER,
-            (at, request_id, c.model, str(c.tier), c.prompt_tokens, c.completion_tokens,
-             c.cost_usd, c.kind, c.hold_id, int(not c.usage_reported)),
-        )  # fmt: skip
+        conn.execute(_INSERT_LEDGER, charge_row(at, request_id, c, c.hold_id))
     row = _Row(at, c.model, str(c.tier), c.prompt_tokens, c.completion_tokens, c.cost_usd,
                c.kind == "answer")  # fmt: skip
     _add(conn, cal, row)
@@ -105,7 +104,7 @@ def expire(conn: sqlite3.Connection, cal: Calendar, now: float) -> int:
     ).fetchall()
     for hold_id, request_id, model, tier, usd in rows:
         conn.execute("DELETE FROM reservations WHERE id = ?", (hold_id,))
-        conn.execute(_INSERT_LEDGER, (now, request_id, model, tier, 0, 0, usd, "lost", hold_id, 1))
+        conn.execute(_INSERT_LEDGER, lost_row(now, request_id, model, tier, usd, hold_id))
         _add(conn, cal, _Row(now, model, tier, 0, 0, usd, False))
     return len(rows)
 
@@ -126,13 +125,7 @@ def totals(conn: sqlite3.Connection, cal: Calendar, now: float) -> SpendTotals:
         " WHERE day > ? OR (day = ? AND hour >= ?)",
         (before_day, before_day, before_hour),
     ).fetchone()
-    return SpendTotals(
-        today_usd=float(today),
-        month_usd=float(month),
-        reserved_usd=float(reserved),
-        last_hour_usd=float(hour),
-        at=now,
-    )
+    return spend_totals(today, month, reserved, hour, now)
 
 
 def reserve(
@@ -142,35 +135,22 @@ def reserve(
     now = time.time()
     expire(conn, cal, now)
     t = totals(conn, cal, now)
-    held = t.reserved_usd
     out: list[Hold | Refusal] = []
-    for ask in asks:
-        lefts = [
-            (name, limit - spent - held)
-            for name, limit, spent in (
-                ("daily", ask.daily_usd, t.today_usd),
-                ("monthly", ask.monthly_usd, t.month_usd),
-            )
-            if limit is not None
-        ]
-        tightest = min(lefts, key=lambda x: x[1]) if lefts else None
-        if tightest is not None and ask.min_usd > tightest[1] + 1e-12:
-            out.append(Refusal(limit=tightest[0], left_usd=tightest[1]))
+    for ask, usd in zip(asks, grant_in_turn(asks, t), strict=True):
+        if isinstance(usd, Refusal):
+            out.append(usd)
             continue
-        usd = ask.want_usd if tightest is None else min(ask.want_usd, tightest[1])
-        usd = max(usd, ask.min_usd)
         cursor = conn.execute(
             "INSERT INTO reservations (request_id, model, tier, usd, created_at, expires_at, owner)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (ask.request_id, ask.model, str(ask.tier), usd, now, now + ask.lease_s, owner),
         )
         assert cursor.lastrowid is not None
-        held += usd
         out.append(Hold(id=cursor.lastrowid, usd=usd))
     return out
 
 
-def summary(conn: sqlite3.Connection, cal: Calendar, now: float) -> dict[str, object]:
+def summary(conn: sqlite3.Connection, cal: Calendar, now: float) -> dict[str, Any]:
     """What `orchestra spend` shows: today, this month, all time, this month by model."""
     t = totals(conn, cal, now)
     total, answered = conn.execute(
@@ -182,24 +162,7 @@ def summary(conn: sqlite3.Connection, cal: Calendar, now: float) -> dict[str, ob
         " ORDER BY 6 DESC, 1",
         (cal.month_first(now),),
     ).fetchall()
-    return {
-        "today_usd": t.today_usd,
-        "month_usd": t.month_usd,
-        "reserved_usd": t.reserved_usd,
-        "total_usd": float(total),
-        "answered_requests": int(answered),
-        "month_by_model": [
-            {
-                "model": m,
-                "tier": tier,
-                "requests": int(n),
-                "prompt_tokens": int(pt),
-                "completion_tokens": int(ct),
-                "cost_usd": float(c),
-            }
-            for m, tier, n, pt, ct, c in by_model
-        ],
-    }
+    return summary_of(t, total, answered, by_model)
 
 
 def series(conn: sqlite3.Connection, cal: Calendar, now: float, days: int) -> dict[str, object]:

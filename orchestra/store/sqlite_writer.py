@@ -27,6 +27,7 @@ from orchestra.core.errors import StoreError
 from orchestra.spend.calendar import Calendar
 from orchestra.spend.ledger import Ask, SpendTotals
 from orchestra.store.schema import migrate
+from orchestra.store.settle import settle
 
 log = logging.getLogger("orchestra.store")
 
@@ -199,38 +200,17 @@ class Writer:
             return None
 
     def _settle(self, batch: list[Write], totals: SpendTotals | None) -> None:
-        """(Event loop) Tell each waiter how its write went; a failure nobody waits for is kept
-        for the next flush (or logged, for best-effort writes such as samples)."""
+        """(Event loop) Pass on the totals, answer the calls (their errors as raised), then
+        settle the writes (see `orchestra.store.settle`)."""
         if totals is not None:
             self._on_totals(totals)
         for w in batch:
-            if w.marker:
-                continue
-            if w.call is not None:
-                if w.done is not None and not w.done.done():
-                    if w.error is None:
-                        w.done.set_result(w.result)
-                    else:
-                        w.done.set_exception(w.error)
-                continue
-            error = None if w.error is None else _store_error(w.error)
-            if w.done is not None and not w.done.done():
-                if error is None:
+            if w.call is not None and w.done is not None and not w.done.done():
+                if w.error is None:
                     w.done.set_result(w.result)
                 else:
-                    w.done.set_exception(error)
-                    w.done.exception()  # a caller that gave up waiting must not leave it unseen
-            elif error is not None and w.quiet:
-                log.warning("store: a write failed and is dropped: %s", error)
-            elif error is not None:
-                self._unreported = error
-        for w in batch:
-            if w.marker and w.done is not None and not w.done.done():
-                failed, self._unreported = self._unreported, None
-                if failed is None:
-                    w.done.set_result(None)
-                else:
-                    w.done.set_exception(failed)
+                    w.done.set_exception(w.error)
+        self._unreported = settle([w for w in batch if w.call is None], self._unreported)
 
     # -- the writer thread -----------------------------------------------------------------------
 
@@ -343,12 +323,6 @@ def _grouped(statement_lists: Iterable[Statements]) -> Statements:
         for sql, rows in statements:
             merged.setdefault(sql, []).extend(rows)
     return list(merged.items())
-
-
-def _store_error(exc: BaseException) -> StoreError:
-    if isinstance(exc, StoreError):
-        return exc
-    return StoreError(f"a write to the store failed: {type(exc).__name__}: {exc}")
 
 
 def retry_locked(fn: Callable[[], object], attempts: int = 50) -> None:
