@@ -26,7 +26,7 @@ from orchestra.core.tier import Tier
 from orchestra.spend.calendar import Calendar
 from orchestra.spend.ledger import Charge, SpendTotals
 from orchestra.store.postgres_db import DRAIN_LOCK, Conn, retrying, unreachable
-from orchestra.store.settle import settle
+from orchestra.store.write_outcomes import settle
 from orchestra.store.spill import Spill
 
 log = logging.getLogger("orchestra.store")

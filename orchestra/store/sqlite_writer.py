@@ -27,7 +27,7 @@ from orchestra.core.errors import StoreError
 from orchestra.spend.calendar import Calendar
 from orchestra.spend.ledger import Ask, SpendTotals
 from orchestra.store.schema import migrate
-from orchestra.store.settle import settle
+from orchestra.store.write_outcomes import settle
 
 log = logging.getLogger("orchestra.store")
 
@@ -201,7 +201,7 @@ class Writer:
 
     def _settle(self, batch: list[Write], totals: SpendTotals | None) -> None:
         """(Event loop) Pass on the totals, answer the calls (their errors as raised), then
-        settle the writes (see `orchestra.store.settle`)."""
+        settle the writes (see `orchestra.store.write_outcomes`)."""
         if totals is not None:
             self._on_totals(totals)
         for w in batch:
