@@ -41,8 +41,8 @@ PROMPT = "What is the capital of France?"
 GOAL_HELP = 3.0  # `orchestra --help` / `python -c pass`
 GOAL_SERVER_S = 1.5  # (c) first token with a server up, seconds
 
-# (a): the embedded model's server as orchestra/execution/embedded.py starts it (its settings come
-# in as JSON), then one streamed answer; the first token goes to stdout at once.
+# (a): the embedded model's server as orchestra/execution/embedded_server.py starts it (its
+# settings come in as JSON), then one streamed answer; the first token goes to stdout at once.
 LLAMA_ALONE = r"""
 import json, os, sys
 import xllamacpp

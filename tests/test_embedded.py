@@ -1,15 +1,25 @@
-"""The embedded SmolLM2 model, for real: llama.cpp in this process, called over plain HTTP."""
+"""The embedded SmolLM2 model, for real: llama.cpp in this process or a child, over plain HTTP."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
-from orchestra import Orchestra, Tier
-from orchestra.execution.embedded import EmbeddedConfig, EmbeddedModel, find_gguf
+from orchestra import EmbeddedModelError, Orchestra, Tier
+from orchestra.execution.embedded import (
+    GGUF_PACKAGE,
+    INSTALL_HINT,
+    EmbeddedConfig,
+    EmbeddedModel,
+    find_gguf,
+)
+from orchestra.execution.embedded_child import EmbeddedChild
 
 pytestmark = [
     pytest.mark.slow,
@@ -55,10 +65,11 @@ def test_cli_run_answers_offline() -> None:
 
 
 def test_a_local_only_run_never_imports_litellm() -> None:
-    """The embedded model answers without LiteLLM (seconds to import, ~2 s to tear down)."""
+    """The embedded model answers without LiteLLM (seconds to import, ~2 s to tear down), from
+    the child process `run` starts first."""
     code = (
         "import sys\nfrom orchestra.cli.main import main\n"
-        "assert main(['run', '--tier', 'local', 'What is the capital of France?']) == 0\n"
+        "assert main(['-v', 'run', '--tier', 'local', 'What is the capital of France?']) == 0\n"
         "assert 'litellm' not in sys.modules, 'litellm imported'\n"
     )
     env = {**os.environ, "ORCHESTRA_URL": "off"}
@@ -67,3 +78,62 @@ def test_a_local_only_run_never_imports_litellm() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "Paris" in done.stdout and "smollm2-135m (local)" in done.stderr
+    assert "from a child process" in done.stderr
+
+
+async def test_a_child_process_serves_the_config_and_ends_with_stop() -> None:
+    # Not the defaults the child starts with: it starts again with these.
+    child = EmbeddedChild.spawn()
+    model = EmbeddedModel(EmbeddedConfig(n_ctx=1024), child=child)
+    endpoint = await model.endpoint()
+    assert endpoint.api_base and endpoint.api_base.startswith("http://127.0.0.1:")
+    async with Orchestra(embedded=model) as orc:
+        result = await orc.complete("What is the capital of France?")
+    assert "Paris" in result.text
+    assert not model.running and not _alive(child.pid)
+
+
+async def test_a_child_without_the_model_file_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / GGUF_PACKAGE).mkdir()
+    (tmp_path / GGUF_PACKAGE / "__init__.py").write_text("")  # found first, and no model file
+    path = os.environ.get("PYTHONPATH")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), path])))
+    model = EmbeddedModel(EmbeddedConfig(), child=EmbeddedChild.spawn())
+    with pytest.raises(EmbeddedModelError, match=re.escape(INSTALL_HINT)):
+        await model.endpoint()
+    await model.stop()
+
+
+def test_the_child_ends_when_its_parent_is_killed() -> None:
+    """However the parent dies (here SIGKILL: no cleanup at all), its child does not outlive it."""
+    code = (
+        "import sys, time\n"
+        "from orchestra.execution.embedded_child import EmbeddedChild\n"
+        "from orchestra.execution.embedded_server import DEFAULT_SETTINGS\n"
+        "child = EmbeddedChild.spawn()\n"
+        "child.serve(DEFAULT_SETTINGS, None)\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    pid = int(parent.stdout.readline())
+    assert _alive(pid)
+    parent.kill()
+    parent.wait()
+    for _ in range(600):  # the child notices at once; this only bounds a broken test
+        if not _alive(pid):
+            break
+        time.sleep(0.05)
+    assert not _alive(pid)
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie waiting for init to reap it has ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -26,6 +26,7 @@ from orchestra.core.errors import (
 if TYPE_CHECKING:
     from orchestra.cli.client import Server
     from orchestra.execution.embedded import EmbeddedModel
+    from orchestra.execution.embedded_child import EmbeddedChild
 
 log = logging.getLogger("orchestra.cli")
 
@@ -166,18 +167,24 @@ def _server(args: argparse.Namespace, config: Config) -> Server | None:
 
 
 async def run(args: argparse.Namespace, config: Config) -> int:
+    child: EmbeddedChild | None = getattr(args, "embedded_child", None)
     prompt = _prompt(args.prompt)
     if (server := _server(args, config)) is not None:
         from orchestra.cli import remote
 
+        if child is not None:
+            child.stop()  # the server's model answers
         return remote.run(args, server, prompt)
     elsewhere = _remote_hinted(args, config)
-    # The embedded model first (loading it holds the GIL ~0.4 s: what follows waits anyway), so
-    # that importing and starting the rest overlaps llama.cpp reading the prompt. LiteLLM
-    # (seconds to import) loads while Orchestra starts only when the hints rule out the embedded
-    # model; otherwise only if the decision reaches another model (most runs: never).
-    embedded = None if elsewhere else _warm_embedded(config, prompt)
-    await asyncio.sleep(0)  # the warm-up task hands llama.cpp's loading to its thread
+    # The embedded model is loading in a child process since `main` began (in-process, loading
+    # holds the GIL ~0.3 s); here it is told the config and reads the prompt ahead while the rest
+    # of Orchestra imports and starts. LiteLLM (seconds to import) loads while Orchestra starts
+    # only when the hints rule out the embedded model; otherwise only if the decision reaches
+    # another model (most runs: never).
+    embedded = None if elsewhere else _warm_embedded(config, prompt, child)
+    if embedded is None and child is not None:
+        child.stop()
+    await asyncio.sleep(0)  # the warm-up task hands the wait for the child to its thread
     from orchestra.runtime import Orchestra
 
     async with Orchestra(config, embedded=embedded, preload_backend=elsewhere) as orc:
@@ -201,14 +208,17 @@ async def run(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-def _warm_embedded(config: Config, prompt: str) -> EmbeddedModel | None:
-    """The embedded model, starting in the background and then reading `prompt` ahead."""
+def _warm_embedded(
+    config: Config, prompt: str, child: EmbeddedChild | None
+) -> EmbeddedModel | None:
+    """The embedded model (in `child` when there is one), starting in the background and then
+    reading `prompt` ahead."""
     if not config.embedded.enabled:
         return None
     from orchestra.core.request import Message
     from orchestra.execution.embedded import EmbeddedModel
 
-    model = EmbeddedModel(config.embedded)
+    model = EmbeddedModel(config.embedded, child=child)
     model.warm_soon((Message(role="user", content=prompt),))
     return model
 

