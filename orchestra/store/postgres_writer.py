@@ -26,8 +26,8 @@ from orchestra.core.tier import Tier
 from orchestra.spend.calendar import Calendar
 from orchestra.spend.ledger import Charge, SpendTotals
 from orchestra.store.postgres_db import DRAIN_LOCK, Conn, retrying, unreachable
-from orchestra.store.write_outcomes import settle
 from orchestra.store.spill import Spill
+from orchestra.store.write_outcomes import settle
 
 log = logging.getLogger("orchestra.store")
 
