@@ -75,9 +75,15 @@ def scope(
             allowed.discard(limit.tier)
             excluded.append(limit)
     denied = denied_models(verdicts, excluded)
+    hinted = bool(request.capabilities) or request.min_context is not None or (
+        request.latency_ms is not None
+    )
     usable: dict[Tier, tuple[ModelSpec, ...]] = {}
     for tier in TIERS:
         if tier not in allowed or (request.tier is not None and tier is not request.tier):
+            continue
+        if not hinted and not denied:  # the usual case: the catalog's own tuple, as it is
+            usable[tier] = catalog.in_tier(tier)
             continue
         keep: list[ModelSpec] = []
         for spec in catalog.in_tier(tier):
@@ -219,13 +225,28 @@ _WHERE = {
 
 def by_tier(sc: Scope, order: Sequence[Tier], target: Tier) -> tuple[Candidate, ...]:
     """Candidates tier by tier in `order`, catalog order within a tier."""
-    # `trusted`: names and tiers come from the catalog, already valid (and a catalog of
-    # hundreds of models would otherwise validate hundreds of candidates per request).
-    return tuple(
+    tiers = tuple(order)
+    lists = tuple(sc.usable[t] for t in tiers)
+    # The same usable lists (most often the catalog's own tuples) in the same order give the
+    # same candidates: built once. Keyed by identity; the entry keeps the lists alive, so an
+    # identity is never reused while it is cached.
+    key = (tiers, target, tuple(map(id, lists)))
+    found = _BY_TIER.get(key)
+    if found is not None:
+        return found[1]
+    built = tuple(
         candidate(spec.name, t, place(t, target, i))
-        for t in order
-        for i, spec in enumerate(sc.usable[t])
+        for t, specs in zip(tiers, lists, strict=True)
+        for i, spec in enumerate(specs)
     )
+    if len(_BY_TIER) >= _MAX_BY_TIER:
+        _BY_TIER.clear()
+    _BY_TIER[key] = (lists, built)
+    return built
+
+
+_BY_TIER: dict[tuple[Any, ...], tuple[tuple[Any, ...], tuple[Candidate, ...]]] = {}
+_MAX_BY_TIER = 1024
 
 
 _CANDIDATE_FIELDS = frozenset(("model", "tier", "reason"))
