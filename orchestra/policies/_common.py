@@ -75,8 +75,10 @@ def scope(
             allowed.discard(limit.tier)
             excluded.append(limit)
     denied = denied_models(verdicts, excluded)
-    hinted = bool(request.capabilities) or request.min_context is not None or (
-        request.latency_ms is not None
+    hinted = (
+        bool(request.capabilities)
+        or request.min_context is not None
+        or (request.latency_ms is not None)
     )
     usable: dict[Tier, tuple[ModelSpec, ...]] = {}
     for tier in TIERS:

