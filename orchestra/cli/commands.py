@@ -334,11 +334,7 @@ async def history(args: argparse.Namespace, config: Config) -> int:
         return remote.history(args, server)
     async with _store(config) as store:
         entries = await store.history(limit=args.limit)
-    if args.json:
-        for entry in entries:
-            print(json.dumps(entry, ensure_ascii=False))
-    else:
-        render.history_table(entries)
+    render.history(entries, as_json=args.json)
     return 0
 
 
@@ -352,10 +348,7 @@ async def spend(args: argparse.Namespace, config: Config) -> int:
     summary.setdefault("degraded", False)
     summary["daily_budget_usd"] = config.budget.daily_usd
     summary["monthly_budget_usd"] = config.budget.monthly_usd
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        render.spend_table(summary)
+    render.spend(summary, as_json=args.json)
     return 0
 
 

@@ -8,7 +8,6 @@ render functions take) is imported after a streamed answer's text is printed.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -96,20 +95,13 @@ def agents(args: argparse.Namespace, server: Server) -> int:
 
 def history(args: argparse.Namespace, server: Server) -> int:
     entries = server.get(f"/v1/history?limit={args.limit}")["data"]
-    if args.json:
-        for entry in entries:
-            print(json.dumps(entry, ensure_ascii=False))
-    else:
-        render.history_table(entries)
+    render.history(entries, as_json=args.json)
     return 0
 
 
 def spend(args: argparse.Namespace, server: Server) -> int:
     summary = server.get("/v1/spend")
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        render.spend_table(summary)
+    render.spend(summary, as_json=args.json)
     return 0
 
 

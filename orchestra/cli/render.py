@@ -260,6 +260,23 @@ def migrate_report(source: Any, report: dict[str, Any]) -> None:
     out().print(table)
 
 
+def history(entries: Sequence[dict[str, Any]], *, as_json: bool) -> None:
+    """`orchestra history`: one JSON object per request, or the table."""
+    if not as_json:
+        history_table(entries)
+        return
+    for entry in entries:
+        print(json.dumps(entry, ensure_ascii=False))
+
+
+def spend(summary: dict[str, Any], *, as_json: bool) -> None:
+    """`orchestra spend`: one JSON object, or the table."""
+    if as_json:
+        print(json.dumps(summary))
+    else:
+        spend_table(summary)
+
+
 def spend_table(summary: dict[str, Any]) -> None:
     def budget(value: float | None) -> str:
         return "no limit" if value is None else f"${value:.2f}"
