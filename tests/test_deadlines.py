@@ -12,6 +12,7 @@ from conftest import STUB_KEY, model_toml
 from test_cli import orchestra
 
 from orchestra import Orchestra, RequestError, StreamBroken
+from orchestra.execution.litellm_backend import client_timeout, import_litellm
 from orchestra.testing import Behaviour, StubProvider
 
 
@@ -187,3 +188,36 @@ def test_a_key_and_prompt_echoed_by_a_provider_reach_neither_the_database_nor_st
         data = path.read_bytes()
         assert STUB_KEY.encode() not in data, path
         assert b"zebra-quokka" not in data, path
+
+
+async def test_attempts_with_different_deadlines_reuse_one_client(
+    stub: StubProvider, stub2: StubProvider, write_config: Callable[..., Path]
+) -> None:
+    # With a candidate behind it, each attempt's timeout is half of what is left of its own
+    # deadline: a new value every call. LiteLLM keeps one client per timeout, so passing it
+    # unrounded built (and cached, up to 200) a new client on every call (~0.85 ms each).
+    litellm = import_litellm()
+    clients = getattr(getattr(litellm, "in_memory_llm_clients_cache", None), "cache_dict", None)
+    if not isinstance(clients, dict):
+        pytest.skip("this LiteLLM keeps its clients elsewhere")
+
+    def ours() -> set[str]:
+        return {k for k in clients if stub.url in str(k) and "timeout=" in str(k)}
+
+    config = write_config(
+        model_toml("first", stub.url, timeout_s=60.0), model_toml("second", stub2.url)
+    )
+    async with Orchestra(config=config, agents=[]) as orc:
+        await orc.ready()
+        before = ours()
+        for i in range(6):
+            result = await orc.complete("hello", timeout_s=20.0 + i * 1.37)
+            assert result.model == "first"
+        made = ours() - before
+    assert len(made) <= 1, f"a client per call: {len(made)}"
+
+
+def test_the_client_timeout_is_rounded_up_to_a_few_values() -> None:
+    assert [client_timeout(s) for s in (0.01, 1.0, 1.5, 29.999, 30.0, 59.9, 60.0, 61.0)] == [
+        1.0, 1.0, 2.0, 32.0, 32.0, 64.0, 64.0, 64.0,
+    ]  # fmt: skip

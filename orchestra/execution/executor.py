@@ -205,10 +205,10 @@ class Executor:
             yield spec, i == len(walk.plan) - 1
 
     async def _within(self, seconds: float, call: Awaitable[Completion]) -> Completion:
-        """The whole call within `seconds` (plus a hair for the backend's own timeout to speak
-        first), however slowly a server trickles its answer."""
+        """The whole call within `seconds`, however slowly a server trickles its answer (the
+        backend's own timeout may be rounded up: this one is exact)."""
         try:
-            async with asyncio.timeout(seconds + 0.25):
+            async with asyncio.timeout(seconds):
                 return await call
         except TimeoutError:
             raise ProviderError(f"no answer within {seconds:.1f} s", kind="timeout") from None

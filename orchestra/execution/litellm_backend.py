@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 from collections.abc import AsyncIterator, Sequence
 from contextvars import ContextVar, Token
@@ -55,7 +56,9 @@ class LiteLLMBackend(Backend):
     """Calls every model through `litellm.acompletion`, streaming or not.
 
     Each call passes `timeout` and `max_retries=0` (LiteLLM's SDK would otherwise retry by itself
-    and wait up to 6,000 s): retries and failover are the executor's job.
+    and wait up to 6,000 s): retries and failover are the executor's job. The timeout passed is
+    the attempt's, rounded up (see `client_timeout`): the executor holds each attempt to its
+    exact time itself.
     """
 
     def __init__(self) -> None:
@@ -144,7 +147,7 @@ class LiteLLMBackend(Backend):
         kwargs: dict[str, Any] = {
             "model": spec.litellm_model,
             "messages": chat_messages(messages, spec.system_prompt),
-            "timeout": params.timeout_s,
+            "timeout": client_timeout(params.timeout_s),
             "max_retries": 0,
         }
         if endpoint.api_base:
@@ -184,6 +187,17 @@ class LiteLLMBackend(Backend):
                 log.warning("no price known for %s: its spend is recorded as 0", spec.name)
             return 0.0
         return float(prompt_cost + completion_cost)
+
+
+def client_timeout(seconds: float) -> float:
+    """`seconds` rounded up to a power of two (at least 1 s).
+
+    LiteLLM keeps one HTTP client per (endpoint, key, timeout, ...): an attempt's timeout, a
+    share of what is left of its request's deadline, differs on every call, and each new value
+    builds a new client and a new connection (~0.85 ms on loopback, a TLS handshake on the
+    internet). Rounded, a few values cover every deadline and the clients are reused; the
+    executor's own timer stops the attempt at its exact time."""
+    return float(2 ** max(0, math.ceil(math.log2(max(seconds, 1e-9)))))
 
 
 def _internal_call_flag() -> ContextVar[bool] | None:
