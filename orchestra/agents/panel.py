@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 
 from orchestra.agents.base import Agent
 from orchestra.agents.context import AgentContext
+from orchestra.agents.eager import within
 from orchestra.core.request import Request
 from orchestra.core.tier import Tier
 from orchestra.core.verdict import STATE_ERROR, STATE_PENDING, STATE_TIMEOUT, Verdict
@@ -178,8 +179,7 @@ class AgentPanel:
         name = agent.agent_name
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(agent.timeout_s):
-                verdict = await agent.check(request)
+            verdict = await within(agent.check(request), agent.timeout_s)
         except TimeoutError:
             return _failed(agent, STATE_TIMEOUT, f"overran its {agent.timeout_s}s budget")
         except Exception as exc:
