@@ -11,6 +11,7 @@ from orchestra import (
     Agent,
     Candidate,
     Decision,
+    ModelSpec,
     NoAllowedModelError,
     Orchestra,
     Request,
@@ -19,7 +20,7 @@ from orchestra import (
 )
 from orchestra.config import parse_config
 from orchestra.core.catalog import Catalog
-from orchestra.policies.base import FunctionPolicy
+from orchestra.policies.base import FunctionPolicy, decide_checked
 from orchestra.testing import FunctionBackend
 
 CONFIG = parse_config(
@@ -113,3 +114,25 @@ async def test_a_policy_cannot_relabel_a_cloud_model_as_local() -> None:
     assert len(backend.calls) == 1, "the flagged prompt never left"
     assert relabelled.decision.candidates[0].tier is Tier.CLOUD
     assert history[1]["status"] == "error" and history[1]["error_kind"] == "NoAllowedModelError"
+
+
+def test_a_list_found_right_once_is_checked_again_against_a_changed_catalog() -> None:
+    specs = [ModelSpec(name=f"m{i}", tier=Tier.CLOUD, litellm_model=f"openai/m{i}")
+             for i in range(50)]  # fmt: skip
+    before = Catalog(specs)
+    candidates = tuple(Candidate(model=s.name, tier=Tier.CLOUD) for s in specs)
+
+    def same_list(request: Request, verdicts: Sequence[Verdict], catalog: Catalog) -> Decision:
+        return Decision(policy="same", candidates=candidates, reason="")
+
+    policy = FunctionPolicy(same_list)
+    request = Request.of("hi")
+    assert decide_checked(policy, request, (), before).candidates == candidates
+    assert decide_checked(policy, request, (), before).candidates == candidates
+    # m0 moves on device: the same list is now wrong about it, and is corrected.
+    moved = before.replacing(specs[0].model_copy(update={"tier": Tier.LOCAL}))
+    first = decide_checked(policy, request, (), moved).candidates[0]
+    assert (first.model, first.tier) == ("m0", Tier.LOCAL)
+    # m1 leaves the catalog: the list is refused, not waved through from memory.
+    with pytest.raises(Exception, match="m1"):
+        decide_checked(policy, request, (), before.removing("m1"))

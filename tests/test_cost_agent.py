@@ -23,6 +23,7 @@ from orchestra import (
     Tier,
 )
 from orchestra.agents.cost import CostAgent
+from orchestra.spend.estimate import completion_tokens, cost_usd, prompt_tokens
 from orchestra.spend.tracker import SpendTracker
 from orchestra.testing import Behaviour, StubProvider
 
@@ -83,6 +84,36 @@ async def test_a_spike_votes_local() -> None:
     # All of the month's spend in its last hour (a first day of use): no baseline, no spike.
     first = agent.judge(today=0.0001, month=0.0001, last_hour=0.0001, hours_this_month=100.0)
     assert first.state == "ok"
+
+
+@given(
+    prices=st.lists(
+        st.tuples(st.none() | st.floats(0, 50), st.none() | st.floats(0, 50)),
+        min_size=1,
+        max_size=6,
+    ),
+    spent=st.floats(0, 1.2),
+    chars=st.integers(1, 40_000),
+    cap=st.none() | st.integers(1, 8000),
+)
+def test_skipping_the_estimates_when_the_dearest_fits_changes_no_verdict(
+    prices: list[tuple[float | None, float | None]], spent: float, chars: int, cap: int | None
+) -> None:
+    models = [
+        ModelSpec(name=f"m{i}", tier=Tier.CLOUD, litellm_model=f"openai/m{i}",
+                  input_cost_per_mtok=p_in, output_cost_per_mtok=p_out)
+        for i, (p_in, p_out) in enumerate(prices)
+    ]  # fmt: skip
+    agent = CostAgent()
+    agent._budget = Budget(daily_usd=1.0)
+    agent._catalog = Catalog(models)
+    agent._spend = SpendTracker.seeded(spent, spent)
+    request = Request.of("x" * chars, max_tokens=cap)
+    fast = asyncio.run(agent.check(request))
+    prompt, answer = prompt_tokens(request), completion_tokens(request, agent.expected_completion)
+    every = {m.name: cost_usd(m, prompt, answer) for m in models}
+    full = agent.judge(today=spent, month=spent, estimates=every)
+    assert fast.model_dump(exclude={"at"}) == full.model_dump(exclude={"at"})
 
 
 @given(st.floats(0, 10), st.floats(0, 10))

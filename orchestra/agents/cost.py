@@ -40,6 +40,8 @@ class CostAgent(Agent):
         self._budget = Budget()
         self._spend = SpendTracker.seeded(0.0, 0.0)
         self._catalog = Catalog(())
+        self._top_for: Catalog | None = None
+        self._top = (0.0, 0.0)
 
     async def start(self, context: AgentContext) -> None:
         self._budget = context.budget
@@ -51,20 +53,43 @@ class CostAgent(Agent):
 
     async def check(self, request: Request | None) -> Verdict:
         now = time.time()
-        limited = self._budget.daily_usd is not None or self._budget.monthly_usd is not None
+        today, month = self._spend.today(now), self._spend.this_month(now)
+        reserved = self._spend.reserved_usd
+        left = _left(self._budget, today + reserved, month + reserved)
         estimates: dict[str, float | None] = {}
-        if request is not None and limited:  # no budget: nothing to weigh estimates against
-            prompt = prompt_tokens(request)
-            answer = completion_tokens(request, self.expected_completion)
-            estimates = {m.name: cost_usd(m, prompt, answer) for m in self._catalog}
+        if request is not None and left is not None:  # no budget: nothing to weigh them against
+            estimates = self._estimates(request, left)
         return self.judge(
-            today=self._spend.today(now),
-            month=self._spend.this_month(now),
-            reserved=self._spend.reserved_usd,
+            today=today,
+            month=month,
+            reserved=reserved,
             last_hour=self._spend.last_hour(now),
             hours_this_month=max(1.0, (now - month_start(now)) / 3600),
             estimates=estimates,
         )
+
+    def _estimates(self, request: Request, left: float) -> dict[str, float | None]:
+        """Each model's estimated cost, or none at all when even the dearest prices (input and
+        output, maybe of two models) fit in what is left: then no model is denied, and a long
+        catalog is not priced one model at a time on every request."""
+        prompt = prompt_tokens(request)
+        answer = completion_tokens(request, self.expected_completion)
+        top_in, top_out = self._top_prices
+        if (prompt * top_in + answer * top_out) / 1e6 <= left:
+            return {}
+        return {m.name: cost_usd(m, prompt, answer) for m in self._catalog}
+
+    @property
+    def _top_prices(self) -> tuple[float, float]:
+        """The highest input and output price per million tokens in the catalog (cached)."""
+        catalog = self._catalog
+        if self._top_for is not catalog:
+            self._top = (
+                max((m.input_cost_per_mtok or 0.0 for m in catalog), default=0.0),
+                max((m.output_cost_per_mtok or 0.0 for m in catalog), default=0.0),
+            )
+            self._top_for = catalog
+        return self._top
 
     def judge(
         self,

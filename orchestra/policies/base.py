@@ -10,7 +10,7 @@ from orchestra.core.decision import Decision
 from orchestra.core.errors import OrchestraError, PolicyError
 from orchestra.core.request import Request
 from orchestra.core.verdict import Verdict
-from orchestra.policies.constraints import enforce
+from orchestra.policies.constraints import enforce, labelled_right
 
 
 @runtime_checkable
@@ -60,6 +60,8 @@ def decide_checked(
         )
     if not decision.candidates:
         raise PolicyError(f"policy {policy.name!r} returned no candidates")
+    if labelled_right(decision, catalog):
+        return enforce(decision, verdicts, catalog)
     for candidate in decision.candidates:
         if candidate.model not in catalog:
             raise PolicyError(

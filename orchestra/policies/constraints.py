@@ -48,6 +48,8 @@ def enforce(decision: Decision, verdicts: Sequence[Verdict], catalog: Catalog) -
     allowed, tier_vetoes = constraints(verdicts)
     model_vetoes: list[Exclusion] = []
     denied = denied_models(verdicts, model_vetoes)
+    if not denied and len(allowed) == len(ALL_TIERS) and labelled_right(decision, catalog):
+        return decision  # no veto, and every candidate is what the catalog says it is
     kept: list[Candidate] = []
     removed: list[Exclusion] = []
     relabelled = False
@@ -78,3 +80,29 @@ def enforce(decision: Decision, verdicts: Sequence[Verdict], catalog: Catalog) -
 
 def _removed(model: str, tier: Tier, reason: str) -> Exclusion:
     return Exclusion(model=model, tier=tier, by=RUNTIME, reason=f"{model}: {reason}")
+
+
+# Candidate lists found right against a catalog, by (first candidate's id, length): the built-in
+# policies hand out the same candidate objects for the same lists, so a long catalog is walked
+# once per list, not on every request. Each entry holds its candidates (their ids stay theirs),
+# and a hit is confirmed by comparing the lists (item by item, identity first: C speed).
+_RIGHT: dict[tuple[int, int], tuple[tuple[Candidate, ...], Catalog]] = {}
+_RIGHT_MAX = 256
+
+
+def labelled_right(decision: Decision, catalog: Catalog) -> bool:
+    """Every candidate of `decision` is a model of `catalog`, labelled with its catalog tier."""
+    candidates = decision.candidates
+    if not candidates:
+        return True
+    key = (id(candidates[0]), len(candidates))
+    seen = _RIGHT.get(key)
+    if seen is not None and seen[1] is catalog and seen[0] == candidates:
+        return True
+    for c in candidates:
+        if c.model not in catalog or catalog.get(c.model).tier is not c.tier:
+            return False
+    if len(_RIGHT) >= _RIGHT_MAX:
+        _RIGHT.clear()
+    _RIGHT[key] = (tuple(candidates), catalog)
+    return True
