@@ -14,6 +14,7 @@ from orchestra.core.result import Attempt, Result
 from orchestra.core.verdict import Verdict
 from orchestra.spend.ledger import Charge
 from orchestra.store.detail import Interner, encode
+from orchestra.store.forms import transcript
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,7 +77,7 @@ def prompt_features(request: Request) -> dict[str, int]:
 
 def request_row(rec: RequestRecord, detail: bytes) -> tuple[Any, ...]:
     req, res, dec = rec.request, rec.result, rec.decision
-    transcript = json.dumps([m.model_dump() for m in req.messages], ensure_ascii=False)
+    text = transcript(req.messages)
     return (
         req.id,
         rec.created_at,
@@ -87,9 +88,9 @@ def request_row(rec: RequestRecord, detail: bytes) -> tuple[Any, ...]:
         rec.latency_ms,
         res.prompt_tokens if res else 0,
         res.completion_tokens if res else 0,
-        hashlib.sha256(transcript.encode()).hexdigest(),
+        hashlib.sha256(text.encode()).hexdigest(),
         json.dumps(list(prompt_features(req).values()), separators=(",", ":")),
-        transcript if rec.keep_text else None,
+        text if rec.keep_text else None,
         res.text if (res and rec.keep_text) else None,
         req.model,
         req.tier.value if req.tier else None,
