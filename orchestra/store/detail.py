@@ -22,10 +22,10 @@ from typing import Any
 
 import orjson
 
+import orchestra.store.complexity_form as complexity
 from orchestra.core.decision import Candidate, Decision
 from orchestra.core.result import Attempt
 from orchestra.core.verdict import Verdict
-from orchestra.store import complexity_form as complexity
 from orchestra.store.forms import attempt_form, candidates_form, decision_form, dumps, verdict_json
 
 # Words that recur in every detail; zlib starts from them as if it had seen them (changing this

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from orchestra.core.decision import Decision
 from orchestra.core.request import Request
 from orchestra.core.result import Attempt, Result
@@ -89,7 +91,7 @@ def request_row(rec: RequestRecord, detail: bytes) -> tuple[Any, ...]:
         res.prompt_tokens if res else 0,
         res.completion_tokens if res else 0,
         hashlib.sha256(text.encode()).hexdigest(),
-        json.dumps(list(prompt_features(req).values()), separators=(",", ":")),
+        orjson.dumps(list(prompt_features(req).values())).decode(),
         text if rec.keep_text else None,
         res.text if (res and rec.keep_text) else None,
         req.model,
