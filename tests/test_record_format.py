@@ -251,3 +251,39 @@ def test_what_the_list_cannot_hold_stays_a_dict() -> None:
     other = {**base, "agent": "mine"}
     for refused in (unknown, whole, extra, stale, other):
         assert cf.pack(refused, 1.0) is None
+
+
+async def test_an_older_database_reads_with_new_records_beside(tmp_path: Path) -> None:
+    """A format 2 row referring to values by content key, and format 3 rows written after it."""
+    db = tmp_path / "o.db"
+    async with SqliteStore(db) as store:
+        await store.record(records(1)[0])
+    shared = [
+        ("14b25821afcb12be6d2aef2e908f3e94", '{"agent":"resource","confidence":0.2,"metrics":'
+         '{"cores":2},"reason":"headroom","target":"local"}'),
+        ("a27a618130acd8fe25ef64e1329c11ff", '{"agent":"complexity","confidence":0.331,'
+         '"metrics":{"score":0.5205,"signals":{"latex":0.693,"log_chars":5.338}},"reason":'
+         '"complexity score 0.52","state":"moderate","target":"edge"}'),
+        ("6b543778b542e72beef82cddfa31806b", '[{"model":"m1","tier":"edge","reason":"#1"}]'),
+    ]  # fmt: skip
+    conn = sqlite3.connect(db)
+    try:
+        conn.execute(
+            "INSERT INTO requests (id, created_at, status, prompt_sha256, features, detail)"
+            " VALUES ('old', 1.0, 'error', '', '[1,1,1,1]', ?)",
+            (FORMAT_2_BLOB,),
+        )
+        conn.executemany("INSERT INTO shared (key, json) VALUES (?, ?)", shared)
+        conn.commit()
+    finally:
+        conn.close()
+    async with SqliteStore(db) as store:
+        await store.record(records(2)[1])
+        history = await store.history(limit=10)
+    assert [h["request_id"] for h in history][-1] == "old" and len(history) == 3
+    old = history[-1]
+    assert [v["agent"] for v in old["verdicts"]] == ["resource", "complexity"]
+    assert old["verdicts"][1]["metrics"]["signals"] == {"latex": 0.693, "log_chars": 5.338}
+    assert old["verdicts"][0]["at"] == 10.0
+    assert old["decision"]["candidates"] == [{"model": "m1", "tier": "edge", "reason": "#1"}]
+    assert all(len(h["verdicts"]) == 6 for h in history[:2])
