@@ -104,6 +104,34 @@ async def test_a_new_database_gets_the_whole_schema_and_its_own_version_table(
         await conn.close()
 
 
+async def test_a_version_9_database_keeps_its_prompt_hashes_as_16_bytes(
+    empty_pg: str, tmp_path: Path
+) -> None:
+    """Schema 10: `prompt_sha256` becomes BYTEA, the first 16 bytes of each stored hex digest."""
+    from orchestra.store.postgres_schema import BASELINE
+
+    conn = await asyncpg.connect(empty_pg)
+    try:
+        await conn.execute(BASELINE)
+        await conn.execute("CREATE TABLE orchestra_schema (version INTEGER NOT NULL)")
+        await conn.execute("INSERT INTO orchestra_schema VALUES (9)")
+        await conn.execute(
+            "INSERT INTO requests (id, created_at, status, prompt_sha256, features)"
+            " VALUES ('old', 1.0, 'error', $1, '[1,1,1,1]')",
+            "ab" * 32,
+        )
+    finally:
+        await conn.close()
+    async with PostgresStore(empty_pg, options(tmp_path)) as store:
+        await store.record(make_record(created_at=time.time()))
+        history = await store.history()
+    assert [h["request_id"] for h in history][-1] == "old"
+    assert await rows(empty_pg, "SELECT version FROM orchestra_schema") == [(SCHEMA_VERSION,)]
+    hashes = await rows(empty_pg, "SELECT id, prompt_sha256 FROM requests ORDER BY created_at")
+    assert hashes[0] == ("old", b"\xab" * 16)
+    assert isinstance(hashes[1][1], bytes) and len(hashes[1][1]) == 16
+
+
 async def test_many_stores_opening_a_fresh_database_together_migrate_it_once(
     empty_pg: str, tmp_path: Path
 ) -> None:

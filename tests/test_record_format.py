@@ -4,6 +4,7 @@ pydantic's; the complexity verdict's list form holds it exactly or is not used."
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 import zlib
@@ -47,6 +48,15 @@ FORMAT_2_DATA = {
           {"ref": "a27a618130acd8fe25ef64e1329c11ff", "at": 11.5}],
     "a": [{"model": "m1", "tier": "edge", "ok": True, "latency_ms": 2.5}],
 }  # fmt: skip
+# The shared values `FORMAT_2_BLOB` refers to.
+SHARED_2 = [
+    ("14b25821afcb12be6d2aef2e908f3e94", '{"agent":"resource","confidence":0.2,"metrics":'
+     '{"cores":2},"reason":"headroom","target":"local"}'),
+    ("a27a618130acd8fe25ef64e1329c11ff", '{"agent":"complexity","confidence":0.331,'
+     '"metrics":{"score":0.5205,"signals":{"latex":0.693,"log_chars":5.338}},"reason":'
+     '"complexity score 0.52","state":"moderate","target":"edge"}'),
+    ("6b543778b542e72beef82cddfa31806b", '[{"model":"m1","tier":"edge","reason":"#1"}]'),
+]  # fmt: skip
 _DEFAULTS: dict[str, Any] = {
     "target": None, "allowed": ["local", "edge", "cloud"], "denied_models": [],
     "confidence": 0.5, "state": "ok", "reason": "", "metrics": {}, "stale": False,
@@ -258,14 +268,6 @@ async def test_an_older_database_reads_with_new_records_beside(tmp_path: Path) -
     db = tmp_path / "o.db"
     async with SqliteStore(db) as store:
         await store.record(records(1)[0])
-    shared = [
-        ("14b25821afcb12be6d2aef2e908f3e94", '{"agent":"resource","confidence":0.2,"metrics":'
-         '{"cores":2},"reason":"headroom","target":"local"}'),
-        ("a27a618130acd8fe25ef64e1329c11ff", '{"agent":"complexity","confidence":0.331,'
-         '"metrics":{"score":0.5205,"signals":{"latex":0.693,"log_chars":5.338}},"reason":'
-         '"complexity score 0.52","state":"moderate","target":"edge"}'),
-        ("6b543778b542e72beef82cddfa31806b", '[{"model":"m1","tier":"edge","reason":"#1"}]'),
-    ]  # fmt: skip
     conn = sqlite3.connect(db)
     try:
         conn.execute(
@@ -273,7 +275,7 @@ async def test_an_older_database_reads_with_new_records_beside(tmp_path: Path) -
             " VALUES ('old', 1.0, 'error', '', '[1,1,1,1]', ?)",
             (FORMAT_2_BLOB,),
         )
-        conn.executemany("INSERT INTO shared (key, json) VALUES (?, ?)", shared)
+        conn.executemany("INSERT INTO shared (key, json) VALUES (?, ?)", SHARED_2)
         conn.commit()
     finally:
         conn.close()
@@ -287,3 +289,43 @@ async def test_an_older_database_reads_with_new_records_beside(tmp_path: Path) -
     assert old["verdicts"][0]["at"] == 10.0
     assert old["decision"]["candidates"] == [{"model": "m1", "tier": "edge", "reason": "#1"}]
     assert all(len(h["verdicts"]) == 6 for h in history[:2])
+
+
+def test_a_version_9_database_keeps_its_prompt_hashes_as_16_bytes(tmp_path: Path) -> None:
+    """Schema 10 turns each stored hex digest into its first 16 bytes; the rest reads as before."""
+    from orchestra.store.schema import MIGRATIONS, SCHEMA_VERSION, statements
+
+    db = tmp_path / "o.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        for step in MIGRATIONS[:9]:
+            if callable(step):
+                step(conn)
+            else:
+                for statement in statements(step):
+                    conn.execute(statement)
+        conn.execute("PRAGMA user_version = 9")
+        conn.execute(
+            "INSERT INTO requests (id, created_at, status, prompt_sha256, features, detail)"
+            " VALUES ('old', 1.0, 'error', ?, '[1,1,1,1]', ?)",
+            ("ab" * 32, FORMAT_2_BLOB),
+        )
+        conn.executemany("INSERT INTO shared (key, json) VALUES (?, ?)", SHARED_2)
+    finally:
+        conn.close()
+
+    async def read() -> list[dict[str, Any]]:
+        async with SqliteStore(db) as store:
+            await store.record(records(1)[0])
+            return await store.history()
+
+    history = asyncio.run(read())
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        hashes = conn.execute("SELECT prompt_sha256 FROM requests ORDER BY rowid").fetchall()
+    finally:
+        conn.close()
+    assert hashes[0] == (b"\xab" * 16,)
+    assert isinstance(hashes[1][0], bytes) and len(hashes[1][0]) == 16
+    assert history[-1]["verdicts"][1]["metrics"]["signals"] == {"latex": 0.693, "log_chars": 5.338}

@@ -58,6 +58,8 @@ class RequestRecord:
 
 
 FEATURES = ("chars", "words", "lines", "messages")
+# The prompt's hash as stored (`prompt_sha256`, schema 10): the first bytes of its SHA-256.
+PROMPT_HASH_BYTES = 16
 
 
 def features_of(text: str) -> dict[str, int]:
@@ -90,7 +92,7 @@ def request_row(rec: RequestRecord, detail: bytes) -> tuple[Any, ...]:
         rec.latency_ms,
         res.prompt_tokens if res else 0,
         res.completion_tokens if res else 0,
-        hashlib.sha256(text.encode()).hexdigest(),
+        hashlib.sha256(text.encode()).digest()[:PROMPT_HASH_BYTES],
         orjson.dumps(list(prompt_features(req).values())).decode(),
         text if rec.keep_text else None,
         res.text if (res and rec.keep_text) else None,
