@@ -132,6 +132,27 @@ async def test_a_version_9_database_keeps_its_prompt_hashes_as_16_bytes(
     assert isinstance(hashes[1][1], bytes) and len(hashes[1][1]) == 16
 
 
+async def test_a_record_spilled_before_schema_10_is_written_with_its_hash_as_bytes(
+    pg_url: str,
+) -> None:
+    from orchestra.spend.calendar import calendar
+    from orchestra.store.postgres_writer import apply_payloads
+    from orchestra.store.record import request_row
+
+    rec = make_record(created_at=time.time())
+    row = list(request_row(rec, b""))
+    row[9] = "cd" * 32  # as a version before schema 10 spilled it
+    conn = await asyncpg.connect(pg_url)
+    try:
+        async with conn.transaction():
+            payload = {"request": rec.request.id, "rows": {"request": [row]}}
+            assert await apply_payloads(conn, calendar(), [payload], drain=True) == 1
+    finally:
+        await conn.close()
+    found = await rows(pg_url, "SELECT prompt_sha256 FROM requests WHERE id = $1", rec.request.id)
+    assert found == [(b"\xcd" * 16,)]
+
+
 async def test_many_stores_opening_a_fresh_database_together_migrate_it_once(
     empty_pg: str, tmp_path: Path
 ) -> None:

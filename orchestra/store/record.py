@@ -107,6 +107,18 @@ def request_row(rec: RequestRecord, detail: bytes) -> tuple[Any, ...]:
     )
 
 
+_HASH_AT = 9  # the prompt hash's place in a request row
+
+
+def current_request_row(row: Sequence[Any]) -> tuple[Any, ...]:
+    """A request row as schema 10 keeps it: one spilled by an earlier version (PostgreSQL's
+    spill file outlives an upgrade) holds the prompt hash as 64 hex digits."""
+    digest = row[_HASH_AT]
+    if not isinstance(digest, str):
+        return tuple(row)
+    return (*row[:_HASH_AT], bytes.fromhex(digest[: 2 * PROMPT_HASH_BYTES]), *row[_HASH_AT + 1 :])
+
+
 _INSERT_REQUEST = f"INSERT OR REPLACE INTO requests VALUES ({', '.join('?' * 21)})"
 INSERT_SAMPLE = "INSERT INTO samples (agent, at, state, verdict) VALUES (?, ?, ?, ?)"
 
