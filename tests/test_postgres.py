@@ -104,6 +104,55 @@ async def test_a_new_database_gets_the_whole_schema_and_its_own_version_table(
         await conn.close()
 
 
+async def test_a_version_9_database_keeps_its_prompt_hashes_as_16_bytes(
+    empty_pg: str, tmp_path: Path
+) -> None:
+    """Schema 10: `prompt_sha256` becomes BYTEA, the first 16 bytes of each stored hex digest."""
+    from orchestra.store.postgres_schema import BASELINE
+
+    conn = await asyncpg.connect(empty_pg)
+    try:
+        await conn.execute(BASELINE)
+        await conn.execute("CREATE TABLE orchestra_schema (version INTEGER NOT NULL)")
+        await conn.execute("INSERT INTO orchestra_schema VALUES (9)")
+        await conn.execute(
+            "INSERT INTO requests (id, created_at, status, prompt_sha256, features)"
+            " VALUES ('old', 1.0, 'error', $1, '[1,1,1,1]')",
+            "ab" * 32,
+        )
+    finally:
+        await conn.close()
+    async with PostgresStore(empty_pg, options(tmp_path)) as store:
+        await store.record(make_record(created_at=time.time()))
+        history = await store.history()
+    assert [h["request_id"] for h in history][-1] == "old"
+    assert await rows(empty_pg, "SELECT version FROM orchestra_schema") == [(SCHEMA_VERSION,)]
+    hashes = await rows(empty_pg, "SELECT id, prompt_sha256 FROM requests ORDER BY created_at")
+    assert hashes[0] == ("old", b"\xab" * 16)
+    assert isinstance(hashes[1][1], bytes) and len(hashes[1][1]) == 16
+
+
+async def test_a_record_spilled_before_schema_10_is_written_with_its_hash_as_bytes(
+    pg_url: str,
+) -> None:
+    from orchestra.spend.calendar import calendar
+    from orchestra.store.postgres_writer import apply_payloads
+    from orchestra.store.record import request_row
+
+    rec = make_record(created_at=time.time())
+    row = list(request_row(rec, b""))
+    row[9] = "cd" * 32  # as a version before schema 10 spilled it
+    conn = await asyncpg.connect(pg_url)
+    try:
+        async with conn.transaction():
+            payload = {"request": rec.request.id, "rows": {"request": [row]}}
+            assert await apply_payloads(conn, calendar(), [payload], drain=True) == 1
+    finally:
+        await conn.close()
+    found = await rows(pg_url, "SELECT prompt_sha256 FROM requests WHERE id = $1", rec.request.id)
+    assert found == [(b"\xcd" * 16,)]
+
+
 async def test_many_stores_opening_a_fresh_database_together_migrate_it_once(
     empty_pg: str, tmp_path: Path
 ) -> None:

@@ -456,7 +456,7 @@ async def test_prompt_not_stored_by_default(db_path: Path) -> None:
     )
     assert prompt is None and response is None
     transcript = json.dumps([m.model_dump() for m in rec.request.messages], ensure_ascii=False)
-    assert digest == hashlib.sha256(transcript.encode()).hexdigest()
+    assert digest == hashlib.sha256(transcript.encode()).digest()[:16]
     expected_features = {"chars": len(PROMPT), "words": 7, "lines": 1, "messages": 1}
     assert features_of(features) == expected_features
     assert entry["features"] == expected_features

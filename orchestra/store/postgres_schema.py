@@ -2,7 +2,8 @@
 
 `BASELINE` is step 9's PostgreSQL form in `orchestra.store.schema.STEPS`: a new database gets
 the whole schema of that version at once (steps 1-8 have no PostgreSQL form), then every later
-step's PostgreSQL form. Differences from SQLite, and why:
+step's PostgreSQL form (10: `requests.prompt_sha256` becomes BYTEA). Differences from SQLite,
+and why:
 
 - `REAL` is `DOUBLE PRECISION` (SQLite's REAL is 8 bytes too), `BLOB` is `BYTEA`, rowid
   tables get `BIGINT ... IDENTITY` ids, and `requests.seq` plays SQLite's rowid (history and

@@ -26,6 +26,7 @@ from orchestra.core.tier import Tier
 from orchestra.spend.calendar import Calendar
 from orchestra.spend.ledger import Charge, SpendTotals
 from orchestra.store.postgres_db import DRAIN_LOCK, Conn, retrying, unreachable
+from orchestra.store.record import current_request_row
 from orchestra.store.spill import Spill
 from orchestra.store.write_outcomes import settle
 
@@ -109,7 +110,8 @@ async def apply_payloads(
     releases: list[int] = []
     for p in payloads:
         for key, rows in p.get("rows", {}).items():
-            merged.setdefault(key, []).extend(tuple(r) for r in rows)
+            fit = current_request_row if key == "request" else tuple
+            merged.setdefault(key, []).extend(fit(r) for r in rows)
         charges.extend(charge_of(c) for c in p.get("charges", ()))
         releases.extend(p.get("releases", ()))
     for key, sql in STATEMENTS.items():

@@ -8,12 +8,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from orchestra.core.decision import Decision
 from orchestra.core.request import Request
 from orchestra.core.result import Attempt, Result
 from orchestra.core.verdict import Verdict
 from orchestra.spend.ledger import Charge
 from orchestra.store.detail import Interner, encode
+from orchestra.store.forms import transcript
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,6 +58,8 @@ class RequestRecord:
 
 
 FEATURES = ("chars", "words", "lines", "messages")
+# The prompt's hash as stored (`prompt_sha256`, schema 10): the first bytes of its SHA-256.
+PROMPT_HASH_BYTES = 16
 
 
 def features_of(text: str) -> dict[str, int]:
@@ -76,7 +81,7 @@ def prompt_features(request: Request) -> dict[str, int]:
 
 def request_row(rec: RequestRecord, detail: bytes) -> tuple[Any, ...]:
     req, res, dec = rec.request, rec.result, rec.decision
-    transcript = json.dumps([m.model_dump() for m in req.messages], ensure_ascii=False)
+    text = transcript(req.messages)
     return (
         req.id,
         rec.created_at,
@@ -87,9 +92,9 @@ def request_row(rec: RequestRecord, detail: bytes) -> tuple[Any, ...]:
         rec.latency_ms,
         res.prompt_tokens if res else 0,
         res.completion_tokens if res else 0,
-        hashlib.sha256(transcript.encode()).hexdigest(),
-        json.dumps(list(prompt_features(req).values()), separators=(",", ":")),
-        transcript if rec.keep_text else None,
+        hashlib.sha256(text.encode()).digest()[:PROMPT_HASH_BYTES],
+        orjson.dumps(list(prompt_features(req).values())).decode(),
+        text if rec.keep_text else None,
         res.text if (res and rec.keep_text) else None,
         req.model,
         req.tier.value if req.tier else None,
@@ -100,6 +105,18 @@ def request_row(rec: RequestRecord, detail: bytes) -> tuple[Any, ...]:
         rec.error,
         detail,
     )
+
+
+_HASH_AT = 9  # the prompt hash's place in a request row
+
+
+def current_request_row(row: Sequence[Any]) -> tuple[Any, ...]:
+    """A request row as schema 10 keeps it: one spilled by an earlier version (PostgreSQL's
+    spill file outlives an upgrade) holds the prompt hash as 64 hex digits."""
+    digest = row[_HASH_AT]
+    if not isinstance(digest, str):
+        return tuple(row)
+    return (*row[:_HASH_AT], bytes.fromhex(digest[: 2 * PROMPT_HASH_BYTES]), *row[_HASH_AT + 1 :])
 
 
 _INSERT_REQUEST = f"INSERT OR REPLACE INTO requests VALUES ({', '.join('?' * 21)})"

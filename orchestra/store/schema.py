@@ -259,6 +259,24 @@ def _v9_compact_records(db: sqlite3.Connection) -> None:
     db.execute("DROP TABLE attempts")
 
 
+def _v10_prompt_hash_bytes(db: sqlite3.Connection) -> None:
+    """10: `prompt_sha256` holds the hash's first 16 bytes, not its 64 hex digits (the column
+    keeps its declared type: a SQLite column holds any value; PostgreSQL's becomes BYTEA)."""
+    db.create_function("orchestra_unhex16", 1, _unhex16, deterministic=True)
+    db.execute(
+        "UPDATE requests SET prompt_sha256 = orchestra_unhex16(prompt_sha256)"
+        " WHERE typeof(prompt_sha256) = 'text'"
+    )
+
+
+def _unhex16(text: str) -> bytes | str:
+    """The first 16 bytes of a hex digest (a value that is not one is kept)."""
+    try:
+        return bytes.fromhex(text[:32])
+    except ValueError:
+        return text
+
+
 def _json_or_empty(text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
@@ -284,6 +302,11 @@ class Step:
 STEPS: tuple[Step, ...] = (
     *(Step(sqlite=script) for script in _SQL_MIGRATIONS),
     Step(sqlite=_v9_compact_records, postgres=BASELINE),
+    Step(
+        sqlite=_v10_prompt_hash_bytes,
+        postgres="ALTER TABLE requests ALTER COLUMN prompt_sha256 TYPE BYTEA"
+        " USING decode(left(prompt_sha256, 32), 'hex')",
+    ),
 )
 MIGRATIONS: tuple[Migration, ...] = tuple(step.sqlite for step in STEPS)
 SCHEMA_VERSION = len(STEPS)
