@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from orchestra.core.catalog import Catalog
 from orchestra.core.decision import Candidate, Decision, Exclusion
@@ -19,7 +19,7 @@ from orchestra.core.request import Request
 from orchestra.core.tier import TIERS, Tier
 from orchestra.core.trusted import trusted
 from orchestra.core.verdict import Verdict
-from orchestra.policies.constraints import constraints, denied_models
+from orchestra.policies.constraints import constraints, denied_models, exclusion
 
 STALE_WEIGHT = 0.5
 REQUEST = "request"  # `Exclusion.by` for models the caller's hints rule out
@@ -84,8 +84,9 @@ def scope(
     for tier in TIERS:
         if tier not in allowed or (request.tier is not None and tier is not request.tier):
             continue
-        if not hinted and not denied:  # the usual case: the catalog's own tuple, as it is
-            usable[tier] = catalog.in_tier(tier)
+        if not hinted:  # the usual case: the catalog's own tuple, or one shared per denial set
+            specs = catalog.in_tier(tier)
+            usable[tier] = _without(specs, denied) if denied else specs
             continue
         keep: list[ModelSpec] = []
         for spec in catalog.in_tier(tier):
@@ -95,24 +96,50 @@ def scope(
             if why is None:
                 keep.append(spec)
             else:
-                excluded.append(Exclusion(model=spec.name, by=REQUEST, reason=why))
+                excluded.append(exclusion(None, spec.name, REQUEST, why))
         usable[tier] = tuple(keep)
     return Scope(frozenset(allowed), frozenset(denied), tuple(excluded), usable)
 
 
+def _without(specs: tuple[ModelSpec, ...], denied: set[str]) -> tuple[ModelSpec, ...]:
+    """`specs` less the denied models: the same tuple object for the same (specs, denial set), so
+    what is built from it once (`by_tier`) is found again. Keyed by identity; the entry keeps
+    `specs` alive, so an identity is never reused while it is cached."""
+    key = (id(specs), frozenset(denied))
+    found = _WITHOUT.get(key)
+    if found is not None:
+        return found[1]
+    kept = tuple(s for s in specs if s.name not in denied)
+    if len(_WITHOUT) >= _MAX_WITHOUT:
+        _WITHOUT.clear()
+    _WITHOUT[key] = (specs, kept)
+    return kept
+
+
+_WITHOUT: dict[tuple[int, frozenset[str]], tuple[tuple[ModelSpec, ...], tuple[ModelSpec, ...]]] = {}
+_MAX_WITHOUT = 1024
+
+
+class Route(NamedTuple):
+    """A decision before it is explained: the target tier and the failover chain, as `decide`
+    would give them (what replay needs, without the reason, votes and exclusions)."""
+
+    target: Tier | None
+    candidates: tuple[Candidate, ...]
+
+
 def opening(
-    policy: str,
     weights: Mapping[str, float],
     request: Request,
     verdicts: Sequence[Verdict],
     catalog: Catalog,
-) -> tuple[Scope, dict[Tier, float], Decision | None]:
+) -> tuple[Scope, dict[Tier, float], ModelSpec | None]:
     """What every built-in policy does first: the scope left by constraints and hints, the
-    weighted votes, and the decision already taken when the request forces a model."""
+    weighted votes, and the model the request forces, if it does and may (see `forced_spec`)."""
     sc = scope(request, verdicts, catalog)
     votes = tally(verdicts, weights)
     if request.model is not None:
-        return sc, votes, forced_model(policy, request, catalog, sc, votes)
+        return sc, votes, forced_spec(request, catalog, sc)
     return sc, votes, None
 
 
@@ -137,10 +164,9 @@ def nothing_left(request: Request, catalog: Catalog, excluded: Sequence[Exclusio
 # -- the model override ------------------------------------------------------------------------
 
 
-def forced_model(
-    policy: str, request: Request, catalog: Catalog, sc: Scope, votes: dict[Tier, float]
-) -> Decision:
-    """Honour `request.model` unless a constraint forbids it; the refusal names who forbids it."""
+def forced_spec(request: Request, catalog: Catalog, sc: Scope) -> ModelSpec:
+    """The model `request.model` forces, unless a constraint forbids it; the refusal
+    (`NoAllowedModelError`) names who forbids it."""
     name = request.model
     assert name is not None
     spec = catalog.get(name)  # UnknownModelError lists the catalog
@@ -161,14 +187,45 @@ def forced_model(
     unmet = unmet_hint(spec, request, latency=False)
     if unmet is not None:
         raise NoAllowedModelError(f"model {name!r} was requested but {unmet} ({REQUEST})")
-    return Decision(
-        policy=policy,
-        candidates=(Candidate(model=name, tier=spec.tier, reason="requested by the caller"),),
-        reason=f"model {name!r} requested by the caller",
-        target=spec.tier,
-        votes=votes,
-        excluded=sc.excluded,
+    return spec
+
+
+def forced_route(spec: ModelSpec) -> Route:
+    """The route to a model the caller forced (`forced_spec`)."""
+    return Route(spec.tier, (candidate(spec.name, spec.tier, REQUESTED),))
+
+
+def forced_decision(policy: str, spec: ModelSpec, sc: Scope, votes: dict[Tier, float]) -> Decision:
+    """The decision for a model the caller forced (`forced_spec`)."""
+    return decision(
+        policy, forced_route(spec), f"model {spec.name!r} requested by the caller", votes, sc
     )
+
+
+def forced_model(
+    policy: str, request: Request, catalog: Catalog, sc: Scope, votes: dict[Tier, float]
+) -> Decision:
+    """Honour `request.model` unless a constraint forbids it; the refusal names who forbids it."""
+    return forced_decision(policy, forced_spec(request, catalog, sc), sc, votes)
+
+
+REQUESTED = "requested by the caller"
+_DECISION_FIELDS = frozenset(Decision.model_fields)
+
+
+def decision(
+    policy: str, route: Route, reason: str, votes: dict[Tier, float], sc: Scope
+) -> Decision:
+    """A built-in policy's decision (of known-valid parts: built without validation)."""
+    values = {
+        "policy": policy,
+        "candidates": route.candidates,
+        "reason": reason,
+        "target": route.target,
+        "votes": votes,
+        "excluded": sc.excluded,
+    }
+    return trusted(Decision, values, _DECISION_FIELDS)
 
 
 # -- votes and ordering ------------------------------------------------------------------------
