@@ -191,8 +191,17 @@ def forced_spec(request: Request, catalog: Catalog, sc: Scope) -> ModelSpec:
 
 
 def forced_route(spec: ModelSpec) -> Route:
-    """The route to a model the caller forced (`forced_spec`)."""
-    return Route(spec.tier, (candidate(spec.name, spec.tier, REQUESTED),))
+    """The route to a model the caller forced (`forced_spec`); built once per model."""
+    key = (spec.name, spec.tier)
+    found = _FORCED.get(key)
+    if found is None:
+        if len(_FORCED) >= _MAX_CANDIDATES:
+            _FORCED.clear()
+        found = _FORCED[key] = Route(spec.tier, (candidate(spec.name, spec.tier, REQUESTED),))
+    return found
+
+
+_FORCED: dict[tuple[str, Tier], Route] = {}
 
 
 def forced_decision(policy: str, spec: ModelSpec, sc: Scope, votes: dict[Tier, float]) -> Decision:
