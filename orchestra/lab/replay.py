@@ -18,6 +18,7 @@ import orjson
 from orchestra.core.catalog import Catalog
 from orchestra.core.decision import Candidate
 from orchestra.core.errors import NoAllowedModelError, OrchestraError
+from orchestra.core.paused_gc import paused_gc
 from orchestra.core.request import Message, Request
 from orchestra.core.tier import ALL_TIERS, TIERS, Tier
 from orchestra.core.trusted import trusted
@@ -139,11 +140,12 @@ async def replay(
         progress(0, total)
     async for batch in store.replay_batches(since, total, BATCH):
         shared = batch.shared
-        for row, detail in zip(batch.requests, batch.details, strict=True):
-            request = builder.request(row) if tally.exact else builder.shape(row)
-            verdicts = builder.verdicts(detail, shared)
-            live = builder.decision(detail, shared)
-            tally.count(reports, row, request, verdicts, live)
+        with paused_gc():
+            for row, detail in zip(batch.requests, batch.details, strict=True):
+                request = builder.request(row) if tally.exact else builder.shape(row)
+                verdicts = builder.verdicts(detail, shared)
+                live = builder.decision(detail, shared)
+                tally.count(reports, row, request, verdicts, live)
         done += len(batch.requests)
         if progress is not None:
             progress(done, total)
