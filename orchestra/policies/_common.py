@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, NamedTuple
 
 from orchestra.core.catalog import Catalog
@@ -34,7 +35,7 @@ class Scope:
     excluded: tuple[Exclusion, ...]
     usable: Mapping[Tier, tuple[ModelSpec, ...]]
 
-    @property
+    @cached_property
     def tiers(self) -> list[Tier]:
         """Tiers that still hold a usable model, cheapest first."""
         return [t for t in TIERS if self.usable.get(t)]
@@ -277,7 +278,16 @@ def winner(votes: Mapping[Tier, float]) -> Tier:
 
 def nearest_first(tiers: Iterable[Tier], target: Tier) -> list[Tier]:
     """Tiers nearest `target` first, the cheaper of two equally near tiers first."""
-    return sorted(tiers, key=lambda t: (t.distance(target), t.rank))
+    key = (tuple(tiers), target)
+    found = _NEAREST.get(key)
+    if found is None:
+        found = tuple(sorted(key[0], key=lambda t: (t.distance(target), t.rank)))
+        if len(_NEAREST) < 256:  # 3 targets x the ordered subsets of three tiers
+            _NEAREST[key] = found
+    return list(found)
+
+
+_NEAREST: dict[tuple[tuple[Tier, ...], Tier], tuple[Tier, ...]] = {}
 
 
 def place(tier: Tier, target: Tier, index: int) -> str:
