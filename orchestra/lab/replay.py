@@ -138,17 +138,17 @@ async def replay(
     done = 0
     if progress is not None:
         progress(0, total)
-    async for batch in store.replay_batches(since, total, BATCH):
-        shared = batch.shared
-        with paused_gc():
+    with paused_gc():  # a batch job: see `paused_gc`
+        async for batch in store.replay_batches(since, total, BATCH):
+            shared = batch.shared
             for row, detail in zip(batch.requests, batch.details, strict=True):
                 request = builder.request(row) if tally.exact else builder.shape(row)
                 verdicts = builder.verdicts(detail, shared)
                 live = builder.decision(detail, shared)
                 tally.count(reports, row, request, verdicts, live)
-        done += len(batch.requests)
-        if progress is not None:
-            progress(done, total)
+            done += len(batch.requests)
+            if progress is not None:
+                progress(done, total)
     return reports
 
 
