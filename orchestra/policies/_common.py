@@ -17,7 +17,7 @@ from orchestra.core.decision import Candidate, Decision, Exclusion
 from orchestra.core.errors import NoAllowedModelError
 from orchestra.core.model_spec import ModelSpec
 from orchestra.core.request import Request
-from orchestra.core.tier import TIERS, Tier
+from orchestra.core.tier import ALL_TIERS, TIERS, Tier
 from orchestra.core.trusted import trusted
 from orchestra.core.verdict import Verdict
 from orchestra.policies.constraints import constraints, denied_models, exclusion
@@ -69,7 +69,38 @@ def scope(
     catalog: Catalog,
     limits: Iterable[Exclusion] = (),
 ) -> Scope:
-    """Apply verdict constraints, a policy's own tier `limits`, then the request's hints."""
+    """Apply verdict constraints, a policy's own tier `limits`, then the request's hints.
+
+    Without hints (the usual case), a scope depends only on the catalog, the tier hint, the
+    limits and what the constraining verdicts say (agent, allowed tiers, denied models, reason):
+    such scopes are built once and shared (they are immutable)."""
+    if request.capabilities or request.min_context is not None or request.latency_ms is not None:
+        return _scope(request, verdicts, catalog, limits)
+    says = []
+    for v in verdicts:
+        if not v.neutral and (v.denied_models or v.allowed != ALL_TIERS):
+            says.append((v.agent, v.allowed, v.denied_models, v.reason or v.state))
+    key = (id(catalog), request.tier, tuple(limits), tuple(says))
+    found = _SCOPES.get(key)
+    if found is not None:
+        return found[1]
+    built = _scope(request, verdicts, catalog, key[2])
+    if len(_SCOPES) >= _MAX_SCOPES:
+        _SCOPES.clear()
+    _SCOPES[key] = (catalog, built)  # keeps the catalog alive: its identity is not reused
+    return built
+
+
+_SCOPES: dict[tuple[Any, ...], tuple[Catalog, Scope]] = {}
+_MAX_SCOPES = 4096
+
+
+def _scope(
+    request: Request,
+    verdicts: Sequence[Verdict],
+    catalog: Catalog,
+    limits: Iterable[Exclusion],
+) -> Scope:
     allowed, excluded = constraints(verdicts)
     for limit in limits:
         if limit.tier is not None and limit.tier in allowed:
