@@ -291,12 +291,16 @@ def tally(verdicts: Sequence[Verdict], weights: Mapping[str, float]) -> dict[Tie
     """Confidence x weight per target tier; stale verdicts count half, neutral ones not at all."""
     votes: dict[Tier, float] = {}
     for v in verdicts:
-        if v.neutral or v.target is None:
+        target = v.target
+        if target is None or v.neutral:
             continue
-        weight = weights.get(v.agent, 1.0) * (STALE_WEIGHT if v.stale else 1.0)
-        if v.confidence * weight <= 0:
+        weight = weights.get(v.agent, 1.0)
+        if v.stale:
+            weight *= STALE_WEIGHT
+        vote = v.confidence * weight
+        if vote <= 0:
             continue  # a zero-weight vote is no vote: it must not break the cheaper-tier tie
-        votes[v.target] = round(votes.get(v.target, 0.0) + v.confidence * weight, 6)
+        votes[target] = round(votes.get(target, 0.0) + vote, 6)
     return votes
 
 
