@@ -16,13 +16,15 @@ from typing import Any
 import orjson
 
 from orchestra.core.catalog import Catalog
-from orchestra.core.decision import Decision
+from orchestra.core.decision import Candidate
 from orchestra.core.errors import NoAllowedModelError, OrchestraError
+from orchestra.core.paused_gc import paused_gc
 from orchestra.core.request import Message, Request
 from orchestra.core.tier import ALL_TIERS, TIERS, Tier
 from orchestra.core.trusted import trusted
 from orchestra.core.verdict import Verdict
 from orchestra.policies.base import Policy, decide_checked
+from orchestra.policies.routing import router
 from orchestra.store import Store
 from orchestra.store.record import features_of
 
@@ -121,98 +123,136 @@ async def replay(
     progress: Callable[[int, int], None] | None = None,
 ) -> list[PolicyReport]:
     """Decide the stored requests (newest first: `limit` of them, created at or after `since`)
-    again under each policy; `progress(done, total)` is called after each batch."""
+    again under each policy; `progress(done, total)` is called after each batch.
+
+    A built-in policy is asked for its route alone (`orchestra.policies.routing`): the same
+    candidates and target as `decide`, without the explanation. Only when some policy is not a
+    built-in are whole requests (messages, features) and verdicts (each with its own time) built.
+    """
     await store.flush()
     count = await store.count_requests(since)
     total = count if limit is None else min(count, limit)
     reports = [PolicyReport(policy=p.name) for p in policies]
-    prices = {s.name: (s.input_cost_per_mtok, s.output_cost_per_mtok) for s in catalog}
-    builder = _Builder()
+    tally = _Tally(catalog, policies)
+    builder = _Builder(exact=tally.exact)
     done = 0
     if progress is not None:
         progress(0, total)
-    async for batch in store.replay_batches(since, total, BATCH):
-        for row, detail in zip(batch.requests, batch.details, strict=True):
-            request = builder.request(row)
-            verdicts = builder.verdicts(detail, batch.shared)
-            live = builder.decision(detail, batch.shared)
-            _tally(reports, policies, catalog, prices, row, request, verdicts, live)
-        done += len(batch.requests)
-        if progress is not None:
-            progress(done, total)
+    with paused_gc():  # a batch job: see `paused_gc`
+        async for batch in store.replay_batches(since, total, BATCH):
+            shared = batch.shared
+            for row, detail in zip(batch.requests, batch.details, strict=True):
+                request = builder.request(row) if tally.exact else builder.shape(row)
+                verdicts = builder.verdicts(detail, shared)
+                live = builder.decision(detail, shared)
+                tally.count(reports, row, request, verdicts, live)
+            done += len(batch.requests)
+            if progress is not None:
+                progress(done, total)
     return reports
 
 
-def _tally(
-    reports: list[PolicyReport],
-    policies: Sequence[Policy],
-    catalog: Catalog,
-    prices: dict[str, tuple[float | None, float | None]],
-    row: tuple[Any, ...],
-    request: Request,
-    verdicts: list[Verdict],
-    live: dict[str, Any] | None,
-) -> None:
-    """Count one stored request into each policy's report: what happened live, then the policy's
-    decision replayed."""
-    (_, _, _, status, model, tier, cost, pt, ct, _, _, _, _, error_kind, _) = row  # fmt: skip
-    answered = status == "ok" and model is not None
-    answered_by = model if answered else None
-    refused = error_kind == REFUSED
-    live_key = _live_key(live) if live is not None else None
-    for policy, rep in zip(policies, reports, strict=True):
-        rep.requests += 1
-        rep.actual_cost_usd += cost or 0.0
-        if answered:
-            rep.answered += 1
-            rep.actual_tier_counts[tier] = rep.actual_tier_counts.get(tier, 0) + 1
-        if refused:
-            rep.refused_live += 1
-        if live_key is not None:
-            rep.live_decisions += 1
-        try:
-            decision = decide_checked(policy, request, verdicts, catalog)
-        except NoAllowedModelError:
-            rep.no_allowed_model += 1
-            rep.refused_again += refused
-            continue
-        except OrchestraError:
-            rep.errors += 1
-            continue
-        _score(rep, decision, prices, pt, ct, answered_by, tier, live_key)
+class _Tally:
+    """Counts stored requests into the policies' reports."""
+
+    def __init__(self, catalog: Catalog, policies: Sequence[Policy]) -> None:
+        self.catalog = catalog
+        self.policies = policies
+        self.routers = [router(p) for p in policies]
+        self.exact = any(r is None for r in self.routers)
+        self.prices = {s.name: (s.input_cost_per_mtok, s.output_cost_per_mtok) for s in catalog}
+        # (target, candidates) -> (candidates, their key): candidates are mostly built once by
+        # the policies, so the key is too; the entry keeps the tuple alive (keyed by identity).
+        self._keys: dict[tuple[Tier | None, int], tuple[Any, tuple[Any, ...]]] = {}
+
+    def count(
+        self,
+        reports: list[PolicyReport],
+        row: tuple[Any, ...],
+        request: Request,
+        verdicts: list[Verdict],
+        live: dict[str, Any] | None,
+    ) -> None:
+        """Count one stored request into each policy's report: what happened live, then the
+        policy's decision replayed."""
+        (_, _, _, status, model, tier, cost, pt, ct, _, _, _, _, error_kind, _) = row  # fmt: skip
+        answered = status == "ok" and model is not None
+        answered_by = model if answered else None
+        refused = error_kind == REFUSED
+        live_key = _live_key(live) if live is not None else None
+        for policy, route, rep in zip(self.policies, self.routers, reports, strict=True):
+            rep.requests += 1
+            rep.actual_cost_usd += cost or 0.0
+            if answered:
+                rep.answered += 1
+                rep.actual_tier_counts[tier] = rep.actual_tier_counts.get(tier, 0) + 1
+            if refused:
+                rep.refused_live += 1
+            if live_key is not None:
+                rep.live_decisions += 1
+            try:
+                if route is None:
+                    decision = decide_checked(policy, request, verdicts, self.catalog)
+                    target, candidates = decision.target, decision.candidates
+                else:
+                    target, candidates = route(request, verdicts, self.catalog)
+            except NoAllowedModelError:
+                rep.no_allowed_model += 1
+                rep.refused_again += refused
+                continue
+            except OrchestraError:
+                rep.errors += 1
+                continue
+            except Exception:  # as decide_checked would say: a PolicyError
+                if route is None:
+                    raise
+                rep.errors += 1
+                continue
+            first = candidates[0]
+            self._score(rep, first.model, first.tier.value, pt, ct, answered_by, tier)
+            if live_key is not None:
+                rep.decision_agreement += self._key(target, candidates) == live_key
+
+    def _score(
+        self,
+        rep: PolicyReport,
+        first: str,
+        ftier: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        answered_by: str | None,
+        answered_tier: str | None,
+    ) -> None:
+        """Count one replayed decision (its first candidate's model and tier) into `rep`: its
+        tier, estimated cost and agreement with what happened live (`answered_by`: the model
+        that answered, None when none did)."""
+        rep.decided += 1
+        rep.tier_counts[ftier] = rep.tier_counts.get(ftier, 0) + 1
+        pin, pout = self.prices.get(first, (None, None))
+        if pin is None or pout is None:
+            rep.unpriced += 1
+        else:
+            rep.estimated_cost_usd += (prompt_tokens * pin + completion_tokens * pout) / 1e6
+        if answered_by is not None:
+            rep.model_agreement += first == answered_by
+            rep.tier_agreement += ftier == answered_tier
+
+    def _key(self, target: Tier | None, candidates: tuple[Candidate, ...]) -> tuple[Any, ...]:
+        """The decision's target and (model, tier) chain, comparable with `_live_key`."""
+        memo = (target, id(candidates))
+        found = self._keys.get(memo)
+        if found is not None:
+            return found[1]
+        key = _decision_key(target, candidates)
+        if len(self._keys) >= 4096:
+            self._keys.clear()
+        self._keys[memo] = (candidates, key)
+        return key
 
 
-def _score(
-    rep: PolicyReport,
-    decision: Decision,
-    prices: dict[str, tuple[float | None, float | None]],
-    prompt_tokens: int,
-    completion_tokens: int,
-    answered_by: str | None,
-    answered_tier: str | None,
-    live_key: tuple[Any, ...] | None,
-) -> None:
-    """Count one replayed decision into `rep`: its tier, estimated cost and agreement with what
-    happened live (`answered_by`: the model that answered, None when none did)."""
-    rep.decided += 1
-    first = decision.candidates[0]
-    ftier = first.tier.value
-    rep.tier_counts[ftier] = rep.tier_counts.get(ftier, 0) + 1
-    pin, pout = prices.get(first.model, (None, None))
-    if pin is None or pout is None:
-        rep.unpriced += 1
-    else:
-        rep.estimated_cost_usd += (prompt_tokens * pin + completion_tokens * pout) / 1e6
-    if answered_by is not None:
-        rep.model_agreement += first.model == answered_by
-        rep.tier_agreement += ftier == answered_tier
-    if live_key is not None:
-        rep.decision_agreement += _decision_key(decision) == live_key
-
-
-def _decision_key(decision: Decision) -> tuple[Any, ...]:
-    target = decision.target.value if decision.target is not None else None
-    return (target, *((c.model, c.tier.value) for c in decision.candidates))
+def _decision_key(target: Tier | None, candidates: Sequence[Candidate]) -> tuple[Any, ...]:
+    t = target.value if target is not None else None
+    return (t, *((c.model, c.tier.value) for c in candidates))
 
 
 def _live_key(decision: dict[str, Any]) -> tuple[Any, ...]:
@@ -229,7 +269,9 @@ class _Builder:
     constructed without validation; repeated values (allowed tiers, features, shared verdicts)
     are built once."""
 
-    def __init__(self) -> None:
+    def __init__(self, exact: bool = True) -> None:
+        self._exact = exact
+        self._shapes: dict[tuple[str | None, str | None], Request] = {}
         self._allowed: dict[tuple[str, ...], frozenset[Tier]] = {}
         self._shared: dict[tuple[str, float], Verdict] = {}
         self._parsed: dict[str, dict[str, Any]] = {}
@@ -248,7 +290,8 @@ class _Builder:
                 out.append(self.verdict(v))
                 continue
             at = v.get("at", 0.0)
-            key = (ref, at)
+            # Built-in routes never read a verdict's time: then one verdict per shared value.
+            key = (ref, at) if self._exact else (ref, 0.0)
             built = self._shared.get(key)
             if built is None:
                 parsed = self.parsed(ref, shared)
@@ -334,6 +377,20 @@ class _Builder:
             self._request_defaults = {**valid.__dict__}
             return valid
         return trusted(ReplayedRequest, {**self._request_defaults, **fields}, _REQUEST_FIELDS)
+
+    def shape(self, row: tuple[Any, ...]) -> Request:
+        """A stored request's hints alone (forced model and tier), one request per distinct
+        pair: enough for a built-in policy's route, which reads nothing else."""
+        key = (row[11], row[12])
+        found = self._shapes.get(key)
+        if found is None:
+            forced_model, forced_tier = key
+            found = self._shapes[key] = ReplayedRequest(
+                messages=(PLACEHOLDER,),
+                model=forced_model,
+                tier=Tier(forced_tier) if forced_tier else None,
+            )
+        return found
 
     def _parse_features(self, text: str) -> dict[str, int]:
         value = features_of(text)

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from functools import cached_property
+from typing import Any, NamedTuple
 
 from orchestra.core.catalog import Catalog
 from orchestra.core.decision import Candidate, Decision, Exclusion
 from orchestra.core.errors import NoAllowedModelError
 from orchestra.core.model_spec import ModelSpec
 from orchestra.core.request import Request
-from orchestra.core.tier import TIERS, Tier
+from orchestra.core.tier import ALL_TIERS, TIERS, Tier
 from orchestra.core.trusted import trusted
 from orchestra.core.verdict import Verdict
-from orchestra.policies.constraints import constraints, denied_models
+from orchestra.policies.constraints import constraints, denied_models, exclusion
 
 STALE_WEIGHT = 0.5
 REQUEST = "request"  # `Exclusion.by` for models the caller's hints rule out
@@ -34,7 +35,7 @@ class Scope:
     excluded: tuple[Exclusion, ...]
     usable: Mapping[Tier, tuple[ModelSpec, ...]]
 
-    @property
+    @cached_property
     def tiers(self) -> list[Tier]:
         """Tiers that still hold a usable model, cheapest first."""
         return [t for t in TIERS if self.usable.get(t)]
@@ -68,7 +69,38 @@ def scope(
     catalog: Catalog,
     limits: Iterable[Exclusion] = (),
 ) -> Scope:
-    """Apply verdict constraints, a policy's own tier `limits`, then the request's hints."""
+    """Apply verdict constraints, a policy's own tier `limits`, then the request's hints.
+
+    Without hints (the usual case), a scope depends only on the catalog, the tier hint, the
+    limits and what the constraining verdicts say (agent, allowed tiers, denied models, reason):
+    such scopes are built once and shared (they are immutable)."""
+    if request.capabilities or request.min_context is not None or request.latency_ms is not None:
+        return _scope(request, verdicts, catalog, limits)
+    says = []
+    for v in verdicts:
+        if not v.neutral and (v.denied_models or v.allowed != ALL_TIERS):
+            says.append((v.agent, v.allowed, v.denied_models, v.reason or v.state))
+    key = (id(catalog), request.tier, tuple(limits), tuple(says))
+    found = _SCOPES.get(key)
+    if found is not None:
+        return found[1]
+    built = _scope(request, verdicts, catalog, key[2])
+    if len(_SCOPES) >= _MAX_SCOPES:
+        _SCOPES.clear()
+    _SCOPES[key] = (catalog, built)  # keeps the catalog alive: its identity is not reused
+    return built
+
+
+_SCOPES: dict[tuple[Any, ...], tuple[Catalog, Scope]] = {}
+_MAX_SCOPES = 4096
+
+
+def _scope(
+    request: Request,
+    verdicts: Sequence[Verdict],
+    catalog: Catalog,
+    limits: Iterable[Exclusion],
+) -> Scope:
     allowed, excluded = constraints(verdicts)
     for limit in limits:
         if limit.tier is not None and limit.tier in allowed:
@@ -84,8 +116,9 @@ def scope(
     for tier in TIERS:
         if tier not in allowed or (request.tier is not None and tier is not request.tier):
             continue
-        if not hinted and not denied:  # the usual case: the catalog's own tuple, as it is
-            usable[tier] = catalog.in_tier(tier)
+        if not hinted:  # the usual case: the catalog's own tuple, or one shared per denial set
+            specs = catalog.in_tier(tier)
+            usable[tier] = _without(specs, denied) if denied else specs
             continue
         keep: list[ModelSpec] = []
         for spec in catalog.in_tier(tier):
@@ -95,24 +128,50 @@ def scope(
             if why is None:
                 keep.append(spec)
             else:
-                excluded.append(Exclusion(model=spec.name, by=REQUEST, reason=why))
+                excluded.append(exclusion(None, spec.name, REQUEST, why))
         usable[tier] = tuple(keep)
     return Scope(frozenset(allowed), frozenset(denied), tuple(excluded), usable)
 
 
+def _without(specs: tuple[ModelSpec, ...], denied: set[str]) -> tuple[ModelSpec, ...]:
+    """`specs` less the denied models: the same tuple object for the same (specs, denial set), so
+    what is built from it once (`by_tier`) is found again. Keyed by identity; the entry keeps
+    `specs` alive, so an identity is never reused while it is cached."""
+    key = (id(specs), frozenset(denied))
+    found = _WITHOUT.get(key)
+    if found is not None:
+        return found[1]
+    kept = tuple(s for s in specs if s.name not in denied)
+    if len(_WITHOUT) >= _MAX_WITHOUT:
+        _WITHOUT.clear()
+    _WITHOUT[key] = (specs, kept)
+    return kept
+
+
+_WITHOUT: dict[tuple[int, frozenset[str]], tuple[tuple[ModelSpec, ...], tuple[ModelSpec, ...]]] = {}
+_MAX_WITHOUT = 1024
+
+
+class Route(NamedTuple):
+    """A decision before it is explained: the target tier and the failover chain, as `decide`
+    would give them (what replay needs, without the reason, votes and exclusions)."""
+
+    target: Tier | None
+    candidates: tuple[Candidate, ...]
+
+
 def opening(
-    policy: str,
     weights: Mapping[str, float],
     request: Request,
     verdicts: Sequence[Verdict],
     catalog: Catalog,
-) -> tuple[Scope, dict[Tier, float], Decision | None]:
+) -> tuple[Scope, dict[Tier, float], ModelSpec | None]:
     """What every built-in policy does first: the scope left by constraints and hints, the
-    weighted votes, and the decision already taken when the request forces a model."""
+    weighted votes, and the model the request forces, if it does and may (see `forced_spec`)."""
     sc = scope(request, verdicts, catalog)
     votes = tally(verdicts, weights)
     if request.model is not None:
-        return sc, votes, forced_model(policy, request, catalog, sc, votes)
+        return sc, votes, forced_spec(request, catalog, sc)
     return sc, votes, None
 
 
@@ -137,10 +196,9 @@ def nothing_left(request: Request, catalog: Catalog, excluded: Sequence[Exclusio
 # -- the model override ------------------------------------------------------------------------
 
 
-def forced_model(
-    policy: str, request: Request, catalog: Catalog, sc: Scope, votes: dict[Tier, float]
-) -> Decision:
-    """Honour `request.model` unless a constraint forbids it; the refusal names who forbids it."""
+def forced_spec(request: Request, catalog: Catalog, sc: Scope) -> ModelSpec:
+    """The model `request.model` forces, unless a constraint forbids it; the refusal
+    (`NoAllowedModelError`) names who forbids it."""
     name = request.model
     assert name is not None
     spec = catalog.get(name)  # UnknownModelError lists the catalog
@@ -161,14 +219,54 @@ def forced_model(
     unmet = unmet_hint(spec, request, latency=False)
     if unmet is not None:
         raise NoAllowedModelError(f"model {name!r} was requested but {unmet} ({REQUEST})")
-    return Decision(
-        policy=policy,
-        candidates=(Candidate(model=name, tier=spec.tier, reason="requested by the caller"),),
-        reason=f"model {name!r} requested by the caller",
-        target=spec.tier,
-        votes=votes,
-        excluded=sc.excluded,
+    return spec
+
+
+def forced_route(spec: ModelSpec) -> Route:
+    """The route to a model the caller forced (`forced_spec`); built once per model."""
+    key = (spec.name, spec.tier)
+    found = _FORCED.get(key)
+    if found is None:
+        if len(_FORCED) >= _MAX_CANDIDATES:
+            _FORCED.clear()
+        found = _FORCED[key] = Route(spec.tier, (candidate(spec.name, spec.tier, REQUESTED),))
+    return found
+
+
+_FORCED: dict[tuple[str, Tier], Route] = {}
+
+
+def forced_decision(policy: str, spec: ModelSpec, sc: Scope, votes: dict[Tier, float]) -> Decision:
+    """The decision for a model the caller forced (`forced_spec`)."""
+    return decision(
+        policy, forced_route(spec), f"model {spec.name!r} requested by the caller", votes, sc
     )
+
+
+def forced_model(
+    policy: str, request: Request, catalog: Catalog, sc: Scope, votes: dict[Tier, float]
+) -> Decision:
+    """Honour `request.model` unless a constraint forbids it; the refusal names who forbids it."""
+    return forced_decision(policy, forced_spec(request, catalog, sc), sc, votes)
+
+
+REQUESTED = "requested by the caller"
+_DECISION_FIELDS = frozenset(Decision.model_fields)
+
+
+def decision(
+    policy: str, route: Route, reason: str, votes: dict[Tier, float], sc: Scope
+) -> Decision:
+    """A built-in policy's decision (of known-valid parts: built without validation)."""
+    values = {
+        "policy": policy,
+        "candidates": route.candidates,
+        "reason": reason,
+        "target": route.target,
+        "votes": votes,
+        "excluded": sc.excluded,
+    }
+    return trusted(Decision, values, _DECISION_FIELDS)
 
 
 # -- votes and ordering ------------------------------------------------------------------------
@@ -193,12 +291,16 @@ def tally(verdicts: Sequence[Verdict], weights: Mapping[str, float]) -> dict[Tie
     """Confidence x weight per target tier; stale verdicts count half, neutral ones not at all."""
     votes: dict[Tier, float] = {}
     for v in verdicts:
-        if v.neutral or v.target is None:
+        target = v.target
+        if target is None or v.neutral:
             continue
-        weight = weights.get(v.agent, 1.0) * (STALE_WEIGHT if v.stale else 1.0)
-        if v.confidence * weight <= 0:
+        weight = weights.get(v.agent, 1.0)
+        if v.stale:
+            weight *= STALE_WEIGHT
+        vote = v.confidence * weight
+        if vote <= 0:
             continue  # a zero-weight vote is no vote: it must not break the cheaper-tier tie
-        votes[v.target] = round(votes.get(v.target, 0.0) + v.confidence * weight, 6)
+        votes[target] = round(votes.get(target, 0.0) + vote, 6)
     return votes
 
 
@@ -211,7 +313,16 @@ def winner(votes: Mapping[Tier, float]) -> Tier:
 
 def nearest_first(tiers: Iterable[Tier], target: Tier) -> list[Tier]:
     """Tiers nearest `target` first, the cheaper of two equally near tiers first."""
-    return sorted(tiers, key=lambda t: (t.distance(target), t.rank))
+    key = (tuple(tiers), target)
+    found = _NEAREST.get(key)
+    if found is None:
+        found = tuple(sorted(key[0], key=lambda t: (t.distance(target), t.rank)))
+        if len(_NEAREST) < 256:  # 3 targets x the ordered subsets of three tiers
+            _NEAREST[key] = found
+    return list(found)
+
+
+_NEAREST: dict[tuple[tuple[Tier, ...], Tier], tuple[Tier, ...]] = {}
 
 
 def place(tier: Tier, target: Tier, index: int) -> str:

@@ -8,10 +8,39 @@ from collections.abc import Sequence
 from orchestra.core.catalog import Catalog
 from orchestra.core.decision import Candidate, Decision, Exclusion
 from orchestra.core.errors import NoAllowedModelError
-from orchestra.core.tier import ALL_TIERS, Tier
+from orchestra.core.tier import ALL_TIERS, TIERS, Tier
+from orchestra.core.trusted import trusted
 from orchestra.core.verdict import Verdict
 
 RUNTIME = "runtime"
+_EXCLUSION_FIELDS = frozenset(("tier", "model", "by", "reason"))
+# Exclusions are immutable and the same few (agent, tier, reason) repeat on every request: each
+# is built once. Bounded: cleared when it grows past what any set of agents says.
+_EXCLUSIONS: dict[tuple[Tier | None, str | None, str, str], Exclusion] = {}
+_MAX_EXCLUSIONS = 100_000
+# The tiers a verdict's `allowed` leaves out, in tier order, per distinct `allowed`.
+_OUTSIDE: dict[frozenset[Tier], tuple[Tier, ...]] = {}
+
+
+def exclusion(tier: Tier | None, model: str | None, by: str, reason: str) -> Exclusion:
+    """An exclusion (of known-valid parts: built without validation, once)."""
+    key = (tier, model, by, reason)
+    found = _EXCLUSIONS.get(key)
+    if found is None:
+        if len(_EXCLUSIONS) >= _MAX_EXCLUSIONS:
+            _EXCLUSIONS.clear()
+        values = {"tier": tier, "model": model, "by": by, "reason": reason}
+        found = _EXCLUSIONS[key] = trusted(Exclusion, values, _EXCLUSION_FIELDS)
+    return found
+
+
+def _outside(allowed: frozenset[Tier]) -> tuple[Tier, ...]:
+    found = _OUTSIDE.get(allowed)
+    if found is None:
+        found = tuple(t for t in TIERS if t not in allowed)
+        if len(_OUTSIDE) < 64:  # at most 8 subsets of the three tiers; anything else is odd
+            _OUTSIDE[allowed] = found
+    return found
 
 
 def constraints(verdicts: Sequence[Verdict]) -> tuple[set[Tier], list[Exclusion]]:
@@ -21,9 +50,9 @@ def constraints(verdicts: Sequence[Verdict]) -> tuple[set[Tier], list[Exclusion]
     for v in verdicts:
         if v.neutral or v.allowed == ALL_TIERS:
             continue
-        for tier in sorted(ALL_TIERS - v.allowed):
+        for tier in _outside(v.allowed):
             allowed.discard(tier)
-            excluded.append(Exclusion(tier=tier, by=v.agent, reason=v.reason or v.state))
+            excluded.append(exclusion(tier, None, v.agent, v.reason or v.state))
     return allowed, excluded
 
 
@@ -35,7 +64,7 @@ def denied_models(verdicts: Sequence[Verdict], excluded: list[Exclusion]) -> set
             continue
         for name in sorted(v.denied_models):
             denied.add(name)
-            excluded.append(Exclusion(model=name, by=v.agent, reason=v.reason or v.state))
+            excluded.append(exclusion(None, name, v.agent, v.reason or v.state))
     return denied
 
 

@@ -9,6 +9,7 @@ from orchestra.core.model_spec import ModelSpec
 from orchestra.core.tier import TIERS
 from orchestra.policies._common import parse_tier
 from orchestra.policies._ranking import RankingPolicy
+from orchestra.policies.constraints import exclusion
 
 
 def price(spec: ModelSpec) -> float | None:
@@ -27,6 +28,7 @@ class CostSaverPolicy(RankingPolicy):
 
     name = "cost_saver"
     headline = "cheapest first"
+    pure_ranking = True
 
     def __init__(
         self, max_tier: str | None = None, weights: Mapping[str, float] | None = None
@@ -50,7 +52,7 @@ class CostSaverPolicy(RankingPolicy):
         if cap is None:
             return []
         why = f"above max_tier {cap}"
-        return [Exclusion(tier=t, by=self.name, reason=why) for t in TIERS if t > cap]
+        return [exclusion(t, None, self.name, why) for t in TIERS if t > cap]
 
 
 __all__ = ["CostSaverPolicy", "price"]

@@ -11,10 +11,15 @@ from orchestra.core.tier import Tier
 from orchestra.core.verdict import Verdict
 from orchestra.policies._common import (
     STALE_WEIGHT,
+    Route,
+    Scope,
     by_tier,
     check_weights,
+    decision,
     describe_votes,
     explain,
+    forced_decision,
+    forced_route,
     nearest_first,
     opening,
     require_models,
@@ -45,20 +50,27 @@ class DefaultPolicy:
         self.weights = check_weights(weights)
 
     def decide(self, request: Request, verdicts: Sequence[Verdict], catalog: Catalog) -> Decision:
-        sc, votes, forced = opening(self.name, self.weights, request, verdicts, catalog)
+        sc, votes, forced = opening(self.weights, request, verdicts, catalog)
         if forced is not None:
-            return forced
-        require_models(request, catalog, sc)
-        target = winner(votes)
-        ordered = nearest_first(sc.tiers, target)
-        return Decision(
-            policy=self.name,
-            candidates=by_tier(sc, ordered, target),
-            reason=explain(_story(votes, target, ordered[0]), request, sc.excluded),
-            target=target,
-            votes=votes,
-            excluded=sc.excluded,
-        )
+            return forced_decision(self.name, forced, sc, votes)
+        route = _route(request, catalog, sc, votes)
+        first = route.candidates[0].tier
+        assert route.target is not None
+        reason = explain(_story(votes, route.target, first), request, sc.excluded)
+        return decision(self.name, route, reason, votes, sc)
+
+    def route(self, request: Request, verdicts: Sequence[Verdict], catalog: Catalog) -> Route:
+        """`decide`'s target and candidates, without its explanation."""
+        sc, votes, forced = opening(self.weights, request, verdicts, catalog)
+        if forced is not None:
+            return forced_route(forced)
+        return _route(request, catalog, sc, votes)
+
+
+def _route(request: Request, catalog: Catalog, sc: Scope, votes: dict[Tier, float]) -> Route:
+    require_models(request, catalog, sc)
+    target = winner(votes)
+    return Route(target, by_tier(sc, nearest_first(sc.tiers, target), target))
 
 
 def _story(votes: dict[Tier, float], target: Tier, first: Tier) -> list[str]:

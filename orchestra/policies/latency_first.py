@@ -16,6 +16,7 @@ class LatencyFirstPolicy(RankingPolicy):
 
     name = "latency_first"
     headline = "fastest first"
+    pure_ranking = True
 
     def key(self, spec: ModelSpec) -> tuple[bool, float, int]:
         ms = spec.typical_latency_ms

@@ -10,10 +10,16 @@ from orchestra.core.request import Request
 from orchestra.core.tier import Tier
 from orchestra.core.verdict import Verdict
 from orchestra.policies._common import (
+    Route,
+    Scope,
     by_tier,
+    candidate,
     check_weights,
+    decision,
     describe_votes,
     explain,
+    forced_decision,
+    forced_route,
     opening,
     require_models,
 )
@@ -40,23 +46,32 @@ class LocalFirstPolicy:
         self.weights = check_weights(weights)
 
     def decide(self, request: Request, verdicts: Sequence[Verdict], catalog: Catalog) -> Decision:
-        sc, votes, forced = opening(self.name, self.weights, request, verdicts, catalog)
+        sc, votes, forced = opening(self.weights, request, verdicts, catalog)
         if forced is not None:
-            return forced
+            return forced_decision(self.name, forced, sc, votes)
+        route, exhausted = self._route(request, verdicts, catalog, sc)
+        assert route.target is not None
+        first = _why_first(route.target, exhausted, Tier.LOCAL in sc.allowed)
+        reason = explain([first, describe_votes(votes)], request, sc.excluded)
+        return decision(self.name, route, reason, votes, sc)
+
+    def route(self, request: Request, verdicts: Sequence[Verdict], catalog: Catalog) -> Route:
+        """`decide`'s target and candidates, without its explanation."""
+        sc, _, forced = opening(self.weights, request, verdicts, catalog)
+        if forced is not None:
+            return forced_route(forced)
+        return self._route(request, verdicts, catalog, sc)[0]
+
+    def _route(
+        self, request: Request, verdicts: Sequence[Verdict], catalog: Catalog, sc: Scope
+    ) -> tuple[Route, Verdict | None]:
+        """The route, and the resource verdict that demoted LOCAL (None if none did)."""
         require_models(request, catalog, sc)
         exhausted = self._exhausted(verdicts)
         tiers = sc.tiers
         if exhausted is not None:
             tiers = sorted(tiers, key=lambda t: t is Tier.LOCAL)  # stable: local moves last
-        story = [_why_first(tiers[0], exhausted, Tier.LOCAL in sc.allowed), describe_votes(votes)]
-        return Decision(
-            policy=self.name,
-            candidates=_demote(by_tier(sc, tiers, tiers[0]), exhausted),
-            reason=explain(story, request, sc.excluded),
-            target=tiers[0],
-            votes=votes,
-            excluded=sc.excluded,
-        )
+        return Route(tiers[0], _demote(by_tier(sc, tiers, tiers[0]), exhausted)), exhausted
 
     def _exhausted(self, verdicts: Sequence[Verdict]) -> Verdict | None:
         for v in verdicts:
@@ -71,7 +86,7 @@ def _demote(candidates: tuple[Candidate, ...], exhausted: Verdict | None) -> tup
         return candidates
     last = f"local last: resources exhausted ({exhausted.state})"
     return tuple(
-        c.model_copy(update={"reason": last}) if c.tier is Tier.LOCAL else c for c in candidates
+        candidate(c.model, c.tier, last) if c.tier is Tier.LOCAL else c for c in candidates
     )
 
 

@@ -19,22 +19,27 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestra.core.catalog import Catalog
-from orchestra.core.decision import Decision, Exclusion
+from orchestra.core.decision import Decision
 from orchestra.core.request import Request
 from orchestra.core.tier import Tier
 from orchestra.core.verdict import Verdict
 from orchestra.policies._common import (
+    Route,
     Scope,
     by_tier,
     check_weights,
+    decision,
     describe_votes,
     explain,
+    forced_decision,
+    forced_route,
     is_number,
     nearest_first,
     opening,
     parse_tier,
     require_models,
 )
+from orchestra.policies.constraints import exclusion
 
 # The condition vocabulary: each key and the values a rule may ask for.
 CONDITIONS: dict[str, tuple[str, ...]] = {
@@ -139,31 +144,43 @@ class MatrixPolicy:
         self.weights = check_weights(weights)
 
     def decide(self, request: Request, verdicts: Sequence[Verdict], catalog: Catalog) -> Decision:
-        sc, votes, forced = opening(self.name, self.weights, request, verdicts, catalog)
+        sc, votes, forced = opening(self.weights, request, verdicts, catalog)
         if forced is not None:
-            return forced
+            return forced_decision(self.name, forced, sc, votes)
         facts = self.facts(request, verdicts)
-        rule = next((r for r in self.rules if _matches(r, facts)), None)
-        target = Tier.LOCAL if rule is None else rule.tier
-        if rule is not None and rule.max_size_mb is not None:
-            sc = self._cap_size(sc, rule)
-        require_models(request, catalog, sc)
-        ordered = nearest_first(sc.tiers, target)
+        rule = self.rule(facts)
+        route, sc = self._route(request, catalog, sc, rule)
+        target = route.target
         known = ", ".join(f"{k}={v}" for k, v in facts.items())
         story = [
             f"{known}: " + (rule.describe() if rule else f"no rule matched -> {target}"),
             describe_votes(votes),
         ]
-        if ordered[0] is not target:
-            story.append(f"{target} unavailable, nearest is {ordered[0]}")
-        return Decision(
-            policy=self.name,
-            candidates=by_tier(sc, ordered, target),
-            reason=explain(story, request, sc.excluded),
-            target=target,
-            votes=votes,
-            excluded=sc.excluded,
-        )
+        if route.candidates[0].tier is not target:
+            story.append(f"{target} unavailable, nearest is {route.candidates[0].tier}")
+        return decision(self.name, route, explain(story, request, sc.excluded), votes, sc)
+
+    def route(self, request: Request, verdicts: Sequence[Verdict], catalog: Catalog) -> Route:
+        """`decide`'s target and candidates, without its explanation."""
+        sc, _, forced = opening(self.weights, request, verdicts, catalog)
+        if forced is not None:
+            return forced_route(forced)
+        rule = self.rule(self.facts(request, verdicts))
+        return self._route(request, catalog, sc, rule)[0]
+
+    def rule(self, facts: Mapping[str, str]) -> Rule | None:
+        """The first rule whose conditions `facts` meet (None: no rule matches)."""
+        return next((r for r in self.rules if _matches(r, facts)), None)
+
+    def _route(
+        self, request: Request, catalog: Catalog, sc: Scope, rule: Rule | None
+    ) -> tuple[Route, Scope]:
+        """The route `rule` gives, and the scope left once its size cap applies."""
+        target = Tier.LOCAL if rule is None else rule.tier
+        if rule is not None and rule.max_size_mb is not None:
+            sc = self._cap_size(sc, rule)
+        require_models(request, catalog, sc)
+        return Route(target, by_tier(sc, nearest_first(sc.tiers, target), target)), sc
 
     def facts(self, request: Request, verdicts: Sequence[Verdict]) -> dict[str, str]:
         """The condition values for this request (pure; 'unknown' when no agent says)."""
@@ -191,7 +208,7 @@ class MatrixPolicy:
         if not too_big:
             return sc
         why = f"size over {cap:g} MB ({rule.describe()})"
-        extra = tuple(Exclusion(model=n, by=self.name, reason=why) for n in sorted(too_big))
+        extra = tuple(exclusion(None, n, self.name, why) for n in sorted(too_big))
         usable = {t: tuple(m for m in ms if m.name not in too_big) for t, ms in sc.usable.items()}
         return Scope(sc.allowed, sc.denied, sc.excluded + extra, usable)
 

@@ -23,6 +23,7 @@ class QualityFirstPolicy(RankingPolicy):
 
     name = "quality_first"
     headline = "best quality first"
+    pure_ranking = True
 
     def __init__(
         self,

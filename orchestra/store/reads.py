@@ -8,6 +8,7 @@ from typing import Any
 
 import orchestra.store.shaping as shaping
 from orchestra.core.feedback import Judged
+from orchestra.core.paused_gc import paused_gc
 from orchestra.store.base import ReplayBatch
 from orchestra.store.detail import decode, refs_of
 
@@ -56,5 +57,6 @@ async def replay(
             return
         cursor = (rows[-1][2], rows[-1][0])
         left = left - len(rows) if left > 0 else left
-        details = shaping.details(rows)
+        with paused_gc():  # thousands of small dicts, all kept: see `paused_gc`
+            details = shaping.details(rows)
         yield ReplayBatch(rows, details, await shared(shaping.refs(details)))
