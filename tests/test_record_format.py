@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
-from orchestra import Candidate, Decision, Request, Tier, Verdict
+from orchestra import Candidate, Decision, Request, StoreError, Tier, Verdict
 from orchestra.agents.complexity.agent import ComplexityAgent
 from orchestra.agents.complexity.scorer import SIGNAL_NAMES, signals
 from orchestra.core.decision import Exclusion
@@ -329,3 +329,33 @@ def test_a_version_9_database_keeps_its_prompt_hashes_as_16_bytes(tmp_path: Path
     assert hashes[0] == (b"\xab" * 16,)
     assert isinstance(hashes[1][0], bytes) and len(hashes[1][0]) == 16
     assert history[-1]["verdicts"][1]["metrics"]["signals"] == {"latex": 0.693, "log_chars": 5.338}
+
+
+async def test_a_value_a_failed_write_was_to_share_is_written_again(tmp_path: Path) -> None:
+    """An ambient verdict is shared from its first record; when that record's write fails, the
+    value is not in `shared`, and the next record must write it, not refer to it in vain."""
+    db = tmp_path / "f.db"
+    sample = Verdict(agent="resource", target=Tier.LOCAL, confidence=0.2, reason="headroom",
+                     metrics={"cores": 2}, at=5.0)  # fmt: skip
+
+    def record(prompt: str) -> RequestRecord:
+        return RequestRecord(request=Request.of(prompt), verdicts=(sample,), decision=None,
+                             result=None, created_at=time.time(), latency_ms=1.0,
+                             ambient=frozenset({"resource"}))  # fmt: skip
+
+    refused, kept = record("refused"), record("kept")
+    async with SqliteStore(db) as store:
+        conn = sqlite3.connect(db)
+        conn.execute(  # a trigger takes no parameters; the id is our own hex
+            f"CREATE TRIGGER refuse BEFORE INSERT ON requests WHEN NEW.id = '{refused.request.id}'"
+            " BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+        conn.commit()
+        conn.close()
+        with pytest.raises(StoreError):
+            await store.record(refused)
+        await store.record(kept)
+        history = await store.history(limit=10)
+    assert [h["request_id"] for h in history] == [kept.request.id]
+    verdicts = history[0]["verdicts"]
+    assert [(v["agent"], v["reason"]) for v in verdicts] == [("resource", "headroom")]

@@ -94,7 +94,7 @@ class SqliteStore(Store):
         self.calendar: Calendar = calendar(timezone)
         self._spend = SpendTracker()
         self._db: aiosqlite.Connection | None = None
-        self._writer = Writer(self.path, self.calendar, self._spend.update)
+        self._writer = Writer(self.path, self.calendar, self._spend.update, self._forget_shared)
         self._interner = Interner()  # used on the writer's thread only
         self._refresher: asyncio.Task[None] | None = None
 
@@ -173,6 +173,11 @@ class SqliteStore(Store):
         done = self._writer.submit(write, wait=True)
         assert done is not None
         return done
+
+    def _forget_shared(self) -> None:
+        """(Writer thread) A write failed: the shared values it was to store may not be there,
+        so none is taken as stored any more (each is written again when next seen)."""
+        self._interner = Interner()
 
     def record_sample(self, verdict: Verdict) -> None:
         write = Write(make=lambda: [(INSERT_SAMPLE, [sample_row(verdict)])])

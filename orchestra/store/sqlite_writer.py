@@ -64,17 +64,23 @@ class Writer:
 
     `on_totals` receives the spend totals, read after commits that moved money (at most every
     `TOTALS_EVERY_S`: the budget itself is enforced inside the transactions, not by them).
+    `on_failure` is called (on the writer's thread) after a batch in which a write failed.
     """
 
     TOTALS_EVERY_S = 0.2
 
     def __init__(
-        self, path: Path, calendar: Calendar, on_totals: Callable[[SpendTotals], None]
+        self,
+        path: Path,
+        calendar: Calendar,
+        on_totals: Callable[[SpendTotals], None],
+        on_failure: Callable[[], None] = lambda: None,
     ) -> None:
         self.path = path
         self.calendar = calendar
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self._on_totals = on_totals
+        self._on_failure = on_failure
         self._conn: sqlite3.Connection | None = None
         self._inbox: queue.SimpleQueue[Write | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -198,6 +204,9 @@ class Writer:
             for w in writes:
                 w.error = w.error or exc
             return None
+        finally:
+            if any(w.error is not None for w in writes):
+                self._on_failure()
 
     def _settle(self, batch: list[Write], totals: SpendTotals | None) -> None:
         """(Event loop) Pass on the totals, answer the calls (their errors as raised), then
