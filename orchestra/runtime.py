@@ -52,7 +52,6 @@ from orchestra.spend.guard import BudgetGuard
 from orchestra.spend.tracker import SpendTracker
 from orchestra.store import PostgresOptions, RequestRecord, Store, Timeouts, is_url, open_store
 from orchestra.store.breaker_storage import StoreBreakerStorage
-from orchestra.store.record import Prepared
 
 log = logging.getLogger("orchestra")
 
@@ -310,18 +309,15 @@ class Orchestra:
         executor = await self._executor_ready()
         flight = Flight(self._request(prompt, hints))
         await self._route(flight)
-        store = self._require_store()
-        prepared = store.prepare(flight.request, flight.verdicts, flight.decision,
-                                 self._panel.ambient)  # fmt: skip
         try:
             result = await executor.complete(flight)
         except (AllCandidatesFailed, RejectedRequest) as exc:
-            await self._fail(flight, exc, prepared=prepared)
+            await self._fail(flight, exc)
             raise
         except BaseException as exc:  # cancelled: what it cost is still recorded
-            await asyncio.shield(self._fail(flight, exc, kind="cancelled", prepared=prepared))
+            await asyncio.shield(self._fail(flight, exc, kind="cancelled"))
             raise
-        return await self._finish(flight, result, prepared)
+        return await self._finish(flight, result)
 
     def stream(self, prompt: Prompt, **hints: Any) -> ResponseStream:
         """Stream an answer: `async for text in orc.stream(...)`; `.result` is set at the end."""
@@ -419,12 +415,10 @@ class Orchestra:
             raise
         return flight.decision
 
-    async def _finish(
-        self, flight: Flight, result: Result, prepared: Prepared | None = None
-    ) -> Result:
+    async def _finish(self, flight: Flight, result: Result) -> Result:
         """Record an answer; it is returned only once its record (and ledger rows) are on disk."""
         try:
-            await self._record(flight, result=result, prepared=prepared)
+            await self._record(flight, result=result)
         except StoreError as exc:
             raise NotRecorded(
                 f"request {result.request_id} was answered by {result.model} but its record "
@@ -433,18 +427,12 @@ class Orchestra:
             ) from exc
         return result
 
-    async def _fail(
-        self,
-        flight: Flight,
-        exc: BaseException,
-        kind: str | None = None,
-        prepared: Prepared | None = None,
-    ) -> None:
+    async def _fail(self, flight: Flight, exc: BaseException, kind: str | None = None) -> None:
         """Record a request that ended without an answer (its attempts and charges too)."""
         kind = kind or getattr(exc, "kind", None) or type(exc).__name__
         error = self._mask(str(exc), flight.request)[:1000]
         try:
-            await self._record(flight, result=None, error_kind=kind, error=error, prepared=prepared)
+            await self._record(flight, result=None, error_kind=kind, error=error)
         except StoreError as store_exc:
             log.error("request %s: its failure could not be recorded: %s", flight.request.id,
                       store_exc)  # fmt: skip
@@ -456,7 +444,6 @@ class Orchestra:
         result: Result | None,
         error_kind: str | None = None,
         error: str | None = None,
-        prepared: Prepared | None = None,
     ) -> asyncio.Future[None]:
         """The one place a request becomes a record; the future resolves once it is on disk."""
         return self._require_store().record(
@@ -474,7 +461,6 @@ class Orchestra:
                 keep_text=self.config.store.keep_prompts,
                 ambient=self._panel.ambient,
                 charges=tuple(flight.charges),
-                prepared=prepared,
             )
         )
 

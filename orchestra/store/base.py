@@ -13,18 +13,16 @@ from __future__ import annotations
 import asyncio
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any, NamedTuple, Self
 
-from orchestra.core.decision import Decision
 from orchestra.core.feedback import Judged, RequestRef
 from orchestra.core.model_spec import ModelSpec
-from orchestra.core.request import Request
 from orchestra.core.verdict import Verdict
 from orchestra.execution.breaker.storage import BreakerRecord
 from orchestra.execution.cache import CachedAnswer
 from orchestra.spend.ledger import Ledger, SpendTotals
-from orchestra.store.record import Prepared, RequestRecord
+from orchestra.store.record import RequestRecord
 
 
 class ReplayBatch(NamedTuple):
@@ -93,18 +91,6 @@ class Store(Ledger, ABC):
     def record(self, record: RequestRecord) -> asyncio.Future[None]:
         """Queue a finished request (with its verdicts, attempts and ledger row); the future
         resolves once it is committed, or fails with `StoreError`."""
-
-    def prepare(
-        self,
-        request: Request,
-        verdicts: Sequence[Verdict],
-        decision: Decision | None,
-        ambient: frozenset[str],
-    ) -> Prepared | None:
-        """Start encoding a decided request's record while it is out, so that less is left to
-        do between its answer and its commit; pass what it returns to its `RequestRecord`.
-        Optional: None (the default) encodes it all at `record`."""
-        return None
 
     @abstractmethod
     def record_sample(self, verdict: Verdict) -> None:

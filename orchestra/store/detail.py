@@ -18,7 +18,7 @@ import secrets
 import zlib
 from collections import OrderedDict
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 
@@ -146,42 +146,20 @@ def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any) -> None:
         cache.popitem(last=False)
 
 
-class Head(NamedTuple):
-    """What a detail holds of a request before it is answered: its decision and verdicts as
-    stored, and the shared values to store with it as (key, JSON). Made by `interner`."""
-
-    decision: dict[str, Any] | None
-    verdicts: list[Any]
-    new: list[tuple[str, str]]
-    interner: Interner
-
-
 def encode(
     decision: Decision | None,
     verdicts: Sequence[Verdict],
     attempts: Sequence[Attempt],
     ambient: Collection[str],
     interner: Interner,
-    head: Head | None = None,
 ) -> tuple[bytes, list[tuple[str, str]]]:
-    """The compressed detail, and the shared values to store with it as (key, JSON); from
-    `head` when it was made beforehand (by this `interner`) for the same decision and verdicts."""
-    if head is None or head.interner is not interner:
-        head = encode_head(decision, verdicts, ambient, interner)
-    body = [head.decision, head.verdicts, [attempt_form(a) for a in attempts]]
-    packer = zlib.compressobj(_LEVEL, zlib.DEFLATED, -15, zdict=_ZDICT_3)
-    return _MARK_3 + packer.compress(dumps(body)) + packer.flush(), head.new
-
-
-def encode_head(
-    decision: Decision | None, verdicts: Sequence[Verdict], ambient: Collection[str],
-    interner: Interner,
-) -> Head:  # fmt: skip
-    """The part of a detail known once a request is decided (most of the encoding's work)."""
+    """The compressed detail, and the shared values to store with it as (key, JSON)."""
     new: list[tuple[str, str]] = []
     held_verdicts = [_verdict(v, v.agent in ambient, interner, new) for v in verdicts]
     held_decision = _decision(decision, interner, new) if decision is not None else None
-    return Head(held_decision, held_verdicts, new, interner)
+    body = [held_decision, held_verdicts, [attempt_form(a) for a in attempts]]
+    packer = zlib.compressobj(_LEVEL, zlib.DEFLATED, -15, zdict=_ZDICT_3)
+    return _MARK_3 + packer.compress(dumps(body)) + packer.flush(), new
 
 
 def _verdict(v: Verdict, ambient: bool, interner: Interner, new: list[tuple[str, str]]) -> Any:

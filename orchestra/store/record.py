@@ -15,18 +15,8 @@ from orchestra.core.request import Request
 from orchestra.core.result import Attempt, Result
 from orchestra.core.verdict import Verdict
 from orchestra.spend.ledger import Charge
-from orchestra.store.detail import Head, Interner, encode
+from orchestra.store.detail import Interner, encode
 from orchestra.store.forms import transcript
-
-
-class Prepared:
-    """The head of a decided request's detail (`Head`), made on the store's writer thread while
-    the request is out; None until made, or when it could not be."""
-
-    __slots__ = ("head",)
-
-    def __init__(self) -> None:
-        self.head: Head | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,8 +38,6 @@ class RequestRecord:
     ambient: frozenset[str] = frozenset()
     # What the calls cost, for the ledger; None: one answer charge taken from `result`.
     charges: Sequence[Charge] | None = None
-    # Its detail's head, made while the request was out (see `Store.prepare`).
-    prepared: Prepared | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -142,8 +130,7 @@ def record_rows(rec: RequestRecord, interner: Interner) -> list[tuple[str, list[
     """The statements that store one request: its row (the decision, verdicts and attempts in
     its compressed `detail`) and the shared values it refers to for the first time (its charges
     go to the ledger separately, see `sqlite_ledger.charge`)."""
-    head = rec.prepared.head if rec.prepared is not None else None
-    blob, new = encode(rec.decision, rec.verdicts, rec.attempts, rec.ambient, interner, head)
+    blob, new = encode(rec.decision, rec.verdicts, rec.attempts, rec.ambient, interner)
     out = [(_INSERT_REQUEST, [request_row(rec, blob)])]
     if new:
         out.append((INSERT_SHARED, new))

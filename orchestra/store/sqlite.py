@@ -7,7 +7,7 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
 from typing import Any, Self
@@ -17,11 +17,9 @@ import aiosqlite
 import orchestra.store.reads as reads
 import orchestra.store.shaping as shaping
 import orchestra.store.sqlite_ledger as sqlite_ledger
-from orchestra.core.decision import Decision
 from orchestra.core.errors import StoreError, StoreUnavailable
 from orchestra.core.feedback import Judged, RequestRef
 from orchestra.core.model_spec import ModelSpec
-from orchestra.core.request import Request
 from orchestra.core.verdict import Verdict
 from orchestra.execution.breaker.storage import BreakerRecord
 from orchestra.execution.cache import CachedAnswer
@@ -29,11 +27,9 @@ from orchestra.spend.calendar import Calendar, calendar
 from orchestra.spend.ledger import Ask, Hold, Refusal, SpendTotals
 from orchestra.spend.tracker import SpendTracker
 from orchestra.store.base import ReplayBatch, Store, StoredModel
-from orchestra.store.detail import Interner, encode_head
+from orchestra.store.detail import Interner
 from orchestra.store.record import (
     INSERT_SAMPLE,
-    INSERT_SHARED,
-    Prepared,
     RequestRecord,
     record_rows,
     sample_row,
@@ -177,26 +173,6 @@ class SqliteStore(Store):
         done = self._writer.submit(write, wait=True)
         assert done is not None
         return done
-
-    def prepare(
-        self,
-        request: Request,
-        verdicts: Sequence[Verdict],
-        decision: Decision | None,
-        ambient: frozenset[str],
-    ) -> Prepared:
-        """Make the record's detail head on the writer's thread now, while the request is out
-        (that thread is idle then); the shared values it finds new are written at once, so
-        records of other requests that refer to them meanwhile never refer in vain."""
-        prepared = Prepared()
-
-        def make() -> Statements:
-            head = encode_head(decision, verdicts, ambient, self._interner)
-            prepared.head = head._replace(new=[])
-            return [(INSERT_SHARED, head.new)] if head.new else []
-
-        self._writer.submit(Write(make=make, quiet=True), wait=False)
-        return prepared
 
     def _forget_shared(self) -> None:
         """(Writer thread) A write failed: the shared values it was to store may not be there,
