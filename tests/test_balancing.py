@@ -8,6 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from orchestra import Candidate, Decision
+from orchestra.core.catalog import Catalog
 from orchestra.core.model_spec import ModelSpec
 from orchestra.core.tier import Tier
 from orchestra.execution.balancing import (
@@ -17,6 +19,10 @@ from orchestra.execution.balancing import (
     Strategy,
     price_per_mtok,
 )
+from orchestra.execution.endpoints import Endpoints
+from orchestra.execution.executor import Executor
+from orchestra.execution.safeguards import Safeguards
+from orchestra.testing import FunctionBackend
 
 
 def spec(name: str, inp: float | None = None, out: float | None = None) -> ModelSpec:
@@ -208,3 +214,40 @@ def test_round_robin_is_a_rotation(models: list[ModelSpec], turns: int) -> None:
     if models:
         start = turns % len(models)
         assert ordered == models[start:] + models[:start]
+
+
+# -- the executor's plan -------------------------------------------------------------------
+
+
+def _executor(catalog: Catalog, balancer: Balancer | None) -> Executor:
+    return Executor(
+        FunctionBackend(lambda *_: "unused"), catalog, Endpoints(),
+        safeguards=Safeguards(balancer=balancer),
+    )  # fmt: skip
+
+
+def _decision(models: list[ModelSpec]) -> Decision:
+    candidates = tuple(Candidate(model=m.name, tier=m.tier) for m in models)
+    return Decision(policy="p", reason="", candidates=candidates)
+
+
+def test_a_planned_order_is_reused_only_for_the_same_candidates_and_catalog() -> None:
+    local = ModelSpec(name="l", tier=Tier.LOCAL, litellm_model="openai/l")
+    before = Catalog([*ABC, local])
+    decision = _decision([*ABC, local])
+    executor = _executor(before, Balancer())
+    assert names(executor.plan(decision)) == ["a", "b", "c", "l"]
+    assert names(executor.plan(decision)) == ["a", "b", "c", "l"]
+    # b moves on device: the same candidates (now wrong about b's tier) against the new
+    # catalog group b with the local model, as planned from scratch.
+    moved = before.replacing(ABC[1].model_copy(update={"tier": Tier.LOCAL}))
+    assert names(executor.plan(decision, moved)) == ["a", "c", "b", "l"]
+    assert names(executor.plan(_decision([ABC[2], *ABC[:2]]), before)) == ["c", "a", "b"]
+
+
+def test_a_moving_strategy_is_planned_every_time() -> None:
+    executor = _executor(Catalog(ABC), Balancer({Tier.CLOUD: "round_robin"}))
+    decision = _decision(ABC)
+    assert [names(executor.plan(decision)) for _ in range(3)] == [
+        ["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"],
+    ]  # fmt: skip

@@ -12,11 +12,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from orchestra import Candidate, Decision
+from orchestra.core.catalog import Catalog
 from orchestra.core.model_spec import ModelSpec
 from orchestra.core.tier import Tier
 from orchestra.execution.balancing import LatencyTracker
+from orchestra.execution.endpoints import Endpoints
+from orchestra.execution.executor import Executor
 from orchestra.execution.health import HealthChecker, HealthStatus, is_probed, probe_urls
-from orchestra.testing import StubProvider, refused_url
+from orchestra.execution.safeguards import Safeguards
+from orchestra.testing import FunctionBackend, StubProvider, refused_url
 
 
 def spec(name: str, api_base: str | None, tier: Tier = Tier.LOCAL, **extra: object) -> ModelSpec:
@@ -230,3 +235,25 @@ async def _wait_for_check(checker: HealthChecker, after: float | None) -> float:
             if checked_at is not None and (after is None or checked_at > after):
                 return checked_at
             await asyncio.sleep(0.01)
+
+
+async def test_a_model_found_down_is_planned_last(stub: StubProvider) -> None:
+    models = [spec("first", stub.url), spec("second", refused_url()), spec("third", stub.url)]
+    checker = HealthChecker(models, timeout_s=1)
+    executor = Executor(
+        FunctionBackend(lambda *_: "unused"), Catalog(models), Endpoints(),
+        safeguards=Safeguards(health=checker),
+    )  # fmt: skip
+    decision = Decision(
+        policy="p",
+        reason="",
+        candidates=tuple(Candidate(model=m.name, tier=m.tier) for m in models),
+    )
+    assert [s.name for s in executor.plan(decision)] == ["first", "second", "third"]
+    await checker.check_once()
+    assert checker.down == {"second"}
+    assert [s.name for s in executor.plan(decision)] == ["first", "third", "second"]
+    stub.stop()  # every model down: the decision's order stands
+    await checker.check_once()
+    assert checker.down == {"first", "second", "third"}
+    assert [s.name for s in executor.plan(decision)] == ["first", "second", "third"]

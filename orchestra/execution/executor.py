@@ -20,6 +20,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from contextlib import aclosing
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 from orchestra.core.catalog import Catalog
 from orchestra.core.decision import Decision
@@ -35,6 +36,7 @@ from orchestra.core.request import Request
 from orchestra.core.result import Attempt, Result, Usage
 from orchestra.core.tier import Tier
 from orchestra.execution.backend import Backend, CallParams, Completion, Endpoint, StreamPiece
+from orchestra.execution.balancing import Balancer
 from orchestra.execution.cache import cache_key
 from orchestra.execution.endpoints import Endpoints
 from orchestra.execution.flight import Flight
@@ -94,6 +96,9 @@ class Executor:
         self.endpoints = endpoints
         self.mask = mask
         self.safeguards = safeguards or Safeguards()
+        # Planned orders by (first candidate's id, length): (candidates, catalog, order).
+        self._orders: dict[tuple[int, int], tuple[tuple[Any, ...], Catalog, tuple[ModelSpec, ...]]]
+        self._orders = {}
 
     def use_catalog(self, catalog: Catalog) -> None:
         """Call the models of `catalog` from now on (a request in flight keeps the catalog its
@@ -107,18 +112,39 @@ class Executor:
         will be tried: each tier ordered by the balancer, a model the health checks found down
         last."""
         catalog = catalog or self.catalog
-        specs = [catalog.get(c.model) for c in decision.candidates]
         balancer = self.safeguards.balancer
-        if balancer is not None:
-            ordered: list[ModelSpec] = []
-            for tier in dict.fromkeys(s.tier for s in specs):  # tiers in the decision's order
-                ordered += balancer.order(tier, [s for s in specs if s.tier is tier])
-            specs = ordered
+        fixed = balancer is None or all(v == "priority" for v in balancer.strategies.values())
+        specs = self._fixed_order(decision, catalog) if fixed else None
+        if specs is None:
+            specs = [catalog.get(c.model) for c in decision.candidates]
+            if balancer is not None:
+                specs = _by_tier(balancer, specs)
+            if fixed:
+                self._remember_order(decision, catalog, specs)
         health = self.safeguards.health
-        if health is None or not health.specs:
+        if health is None or not health.down:
             return specs
         # A model the health checks found down goes last rather than out: a check can be stale.
-        return sorted(specs, key=lambda s: health.status(s.name).healthy is False)
+        down = health.down
+        return sorted(specs, key=lambda s: s.name in down)
+
+    def _fixed_order(self, decision: Decision, catalog: Catalog) -> list[ModelSpec] | None:
+        """The order planned before for the same candidates and catalog, when no balancer
+        strategy moves it (the built-in policies hand out the same candidate objects for the
+        same lists: a long catalog is walked once per list)."""
+        cs = decision.candidates
+        seen = self._orders.get((id(cs[0]), len(cs))) if cs else None
+        if seen is None or seen[1] is not catalog or seen[0] != cs:
+            return None
+        return list(seen[2])
+
+    def _remember_order(self, decision: Decision, catalog: Catalog, specs: list[ModelSpec]) -> None:
+        cs = decision.candidates
+        if not cs:
+            return
+        if len(self._orders) >= 256:
+            self._orders.clear()
+        self._orders[(id(cs[0]), len(cs))] = (tuple(cs), catalog, tuple(specs))
 
     async def complete(self, flight: Flight) -> Result:
         """Answer `flight` (whose decision is taken) with the first candidate that succeeds."""
@@ -508,6 +534,15 @@ class _Try:
             self.walk.flight.charges.append(_charge(self.spec, usage, self.booking, "partial"))
         elif guard is not None:
             guard.release(self.booking)
+
+
+def _by_tier(balancer: Balancer, specs: list[ModelSpec]) -> list[ModelSpec]:
+    """`specs` grouped by tier in the order the tiers first appear, each tier as the balancer
+    orders it."""
+    ordered: list[ModelSpec] = []
+    for tier in dict.fromkeys(s.tier for s in specs):
+        ordered += balancer.order(tier, [s for s in specs if s.tier is tier])
+    return ordered
 
 
 def _charge(spec: ModelSpec, usage: Usage, booking: Booking | None, kind: str = "answer") -> Charge:

@@ -96,6 +96,7 @@ class HealthChecker:
         self.latency = latency
         self._clock = clock
         self._status: dict[str, HealthStatus] = {}
+        self._down: frozenset[str] = frozenset()
         self._task: asyncio.Task[None] | None = None
 
     def watch(self, specs: Iterable[ModelSpec]) -> None:
@@ -104,9 +105,18 @@ class HealthChecker:
         self.specs = tuple(s for s in specs if is_probed(s))
         names = {s.name for s in self.specs}
         self._status = {n: st for n, st in self._status.items() if n in names}
+        self._note_down()
 
     def status(self, model: str) -> HealthStatus:
         return self._status.get(model, UNCHECKED)
+
+    @property
+    def down(self) -> frozenset[str]:
+        """The models whose last check failed."""
+        return self._down
+
+    def _note_down(self) -> None:
+        self._down = frozenset(n for n, st in self._status.items() if st.healthy is False)
 
     def statuses(self) -> dict[str, HealthStatus]:
         return dict(self._status)
@@ -130,6 +140,7 @@ class HealthChecker:
         fresh = {spec.name: status for spec, status in zip(specs, results, strict=True)}
         watched = {s.name for s in self.specs}
         self._status.update({n: st for n, st in fresh.items() if n in watched})
+        self._note_down()
         return fresh
 
     async def start(self) -> None:
