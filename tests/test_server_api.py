@@ -3,6 +3,7 @@ stub providers called through LiteLLM."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sqlite3
@@ -15,8 +16,10 @@ import pytest
 from conftest import STUB_KEY, model_toml
 from server_helpers import ServerThread, serve
 
+from orchestra.config import load_config
 from orchestra.execution.embedded import find_gguf
 from orchestra.runtime import Orchestra
+from orchestra.server.app import create_app
 from orchestra.testing import Behaviour, Call, FunctionBackend, StubProvider
 
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
@@ -353,3 +356,20 @@ def test_a_bug_is_a_500_in_openais_shape_with_its_traceback_only_in_the_log(
     )
     assert "Traceback" not in response.text
     assert "Traceback" in caplog.text and "ZeroDivisionError: a bug" in caplog.text
+
+
+@pytest.mark.parametrize("own_process", [False, True])
+def test_only_a_process_of_its_own_has_its_start_up_heap_frozen(
+    write_config: Callable[..., Path], own_process: bool
+) -> None:
+    config = load_config(write_config(model_toml("stub-cloud", "http://127.0.0.1:9/v1")))
+    runtime = lambda c: Orchestra(c, backend=FunctionBackend(lambda call: "ok"), agents=[])  # noqa: E731
+    app = create_app(config, runtime=runtime, own_process=own_process)
+    before = gc.get_freeze_count()
+    try:
+        with ServerThread(app) as server, server.http() as http:
+            assert http.get("/health").status_code == 200
+            frozen = gc.get_freeze_count()
+    finally:
+        gc.unfreeze()  # the test session is not a server's process
+    assert (frozen > before) is own_process
