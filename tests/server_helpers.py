@@ -125,3 +125,11 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+def wait_for_model(client: OpenAI, name: str, within_s: float = 5.0) -> None:
+    """Wait until the server behind `client` lists model `name` (another server added it)."""
+    deadline = time.monotonic() + within_s
+    while name not in [m.id for m in client.models.list()]:
+        assert time.monotonic() < deadline, f"the server never saw model {name!r}"
+        time.sleep(0.05)

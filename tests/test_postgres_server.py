@@ -3,12 +3,11 @@ models changed while running, the history and the spend."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 from conftest import model_toml
-from server_helpers import serve
+from server_helpers import serve, wait_for_model
 from test_server_admin import ASK, TOKEN, new_model
 
 from orchestra.testing import StubProvider
@@ -23,10 +22,7 @@ def test_two_servers_on_one_database_share_models_history_and_spend(
         with first.http(TOKEN) as http:
             assert http.post("/admin/models", json=new_model(stub2.url)).status_code == 201
         client = second.client(TOKEN)
-        deadline = time.monotonic() + 5
-        while "added" not in [m.id for m in client.models.list()]:
-            assert time.monotonic() < deadline, "the second server never saw the new model"
-            time.sleep(0.05)
+        wait_for_model(client, "added")
         one = client.chat.completions.create(model="added", messages=ASK)
         two = first.client(TOKEN).chat.completions.create(model="stub-cloud", messages=ASK)
         with first.http(TOKEN) as http:
