@@ -22,7 +22,16 @@ from orchestra.core.result import Attempt
 from orchestra.lab.replay import _Builder
 from orchestra.store import RequestRecord, SqliteStore, forms
 from orchestra.store import complexity_form as cf
-from orchestra.store.detail import _MARK_2, _ZDICT_2, Interner, decode, encode
+from orchestra.store.detail import (
+    _MARK_2,
+    _ZDICT_2,
+    Interner,
+    decode,
+    decode_lean,
+    encode,
+    lean_refs,
+    refs_of,
+)
 
 PROMPTS = (
     "What is 2 + 2?",
@@ -359,3 +368,14 @@ async def test_a_value_a_failed_write_was_to_share_is_written_again(tmp_path: Pa
     assert [h["request_id"] for h in history] == [kept.request.id]
     verdicts = history[0]["verdicts"]
     assert [(v["agent"], v["reason"]) for v in verdicts] == [("resource", "headroom")]
+
+
+def test_the_lean_reading_refers_to_the_same_shared_values_in_every_format() -> None:
+    recs = records(4)
+    interner = Interner()
+    blobs = [encode(r.decision, r.verdicts, r.attempts, r.ambient, interner)[0] for r in recs]
+    blobs += [format_2(r) for r in recs]
+    for blob in blobs:
+        assert lean_refs([decode_lean(blob)]) == set(refs_of(decode(blob)))
+    assert any(lean_refs([decode_lean(b)]) for b in blobs[:4]), "format 3 refers to some"
+    assert decode_lean(blobs[5]) == decode(blobs[5]), "older formats read as `decode` reads"

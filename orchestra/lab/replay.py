@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+import orchestra.store.complexity_form as complexity_form
 from orchestra.core.catalog import Catalog
 from orchestra.core.decision import Candidate
 from orchestra.core.errors import NoAllowedModelError, OrchestraError
@@ -144,8 +145,7 @@ async def replay(
             for row, detail in zip(batch.requests, batch.details, strict=True):
                 request = builder.request(row) if tally.exact else builder.shape(row)
                 verdicts = builder.verdicts(detail, shared)
-                live = builder.decision(detail, shared)
-                tally.count(reports, row, request, verdicts, live)
+                tally.count(reports, row, request, verdicts, builder.live_key(detail, shared))
             done += len(batch.requests)
             if progress is not None:
                 progress(done, total)
@@ -171,15 +171,14 @@ class _Tally:
         row: tuple[Any, ...],
         request: Request,
         verdicts: list[Verdict],
-        live: dict[str, Any] | None,
+        live_key: tuple[Any, ...] | None,
     ) -> None:
-        """Count one stored request into each policy's report: what happened live, then the
-        policy's decision replayed."""
+        """Count one stored request into each policy's report: what happened live (`live_key`:
+        its decision's, see `_live_key`), then the policy's decision replayed."""
         (_, _, _, status, model, tier, cost, pt, ct, _, _, _, _, error_kind, _) = row  # fmt: skip
         answered = status == "ok" and model is not None
         answered_by = model if answered else None
         refused = error_kind == REFUSED
-        live_key = _live_key(live) if live is not None else None
         for policy, route, rep in zip(self.policies, self.routers, reports, strict=True):
             rep.requests += 1
             rep.actual_cost_usd += cost or 0.0
@@ -273,9 +272,12 @@ class _Builder:
         self._exact = exact
         self._shapes: dict[tuple[str | None, str | None], Request] = {}
         self._allowed: dict[tuple[str, ...], frozenset[Tier]] = {}
-        self._shared: dict[tuple[str, float], Verdict] = {}
+        self._shared: dict[tuple[str, float], Verdict] = {}  # exact: one per (ref, time)
+        self._by_ref: dict[str, Verdict] = {}  # else one per ref
         self._parsed: dict[str, dict[str, Any]] = {}
         self._features: dict[str, dict[str, int]] = {}
+        self._complexity: dict[tuple[Any, ...], Verdict] = {}
+        self._live: dict[tuple[Any, str], tuple[Any, ...]] = {}
         self._checked_verdict = False
         self._checked_request = False
         self._request_defaults: dict[str, Any] = {}
@@ -284,21 +286,33 @@ class _Builder:
         """A stored request's verdicts: inline ones built, ambient ones (references to a stored
         sample) built once per sample and shared by every request that saw it."""
         out: list[Verdict] = []
+        known = self._by_ref  # built-in routes never read a verdict's time: one per ref
         for v in detail.get("v", ()):
-            ref = v.get("ref")
-            if ref is None:
-                out.append(self.verdict(v))
-                continue
-            at = v.get("at", 0.0)
-            # Built-in routes never read a verdict's time: then one verdict per shared value.
-            key = (ref, at) if self._exact else (ref, 0.0)
-            built = self._shared.get(key)
+            if type(v) is list:  # format 3's own forms (see `decode_lean`)
+                ref = v[0]
+                if type(ref) is not str:
+                    out.append(self.packed(v))
+                    continue
+                if (built := known.get(ref)) is not None:
+                    out.append(built)
+                    continue
+                at = v[1]
+            else:
+                ref = v.get("ref")
+                if ref is None:
+                    out.append(self.verdict(v))
+                    continue
+                at = v.get("at", 0.0)
+            key = (ref, at)
+            built = known.get(ref) if not self._exact else self._shared.get(key)
             if built is None:
                 parsed = self.parsed(ref, shared)
                 if parsed is None:
                     continue  # a value lost with its file: the request is replayed without it
                 built = self.verdict({**parsed, "at": at})
-                if len(self._shared) < 10_000:
+                if not self._exact and len(known) < 10_000:
+                    known[ref] = built
+                elif self._exact and len(self._shared) < 10_000:
                     self._shared[key] = built
             out.append(built)
         return out
@@ -315,14 +329,47 @@ class _Builder:
                 self._parsed[ref] = value
         return value
 
+    def packed(self, packed: list[Any]) -> Verdict:
+        """A complexity verdict stored packed (see `complexity_form`). Built-in routes read
+        its score, never its signals nor its time: then one verdict per distinct rest."""
+        if self._exact:
+            return self.verdict(complexity_form.unpack(packed))
+        key = (*packed[1:5], packed[6] if len(packed) > 6 else None)
+        found = self._complexity.get(key)
+        if found is None:
+            found = self.verdict(complexity_form.unpack([0.0, *packed[1:5], None, *packed[6:]]))
+            if len(self._complexity) < 10_000:
+                self._complexity[key] = found
+        return found
+
     def decision(self, detail: dict[str, Any], shared: dict[str, str]) -> dict[str, Any] | None:
         """The live decision (its candidates and target) of a stored request."""
         d = detail.get("d")
-        if isinstance(d, dict) and "ref" in d:  # format 1: the whole decision shared
+        if not isinstance(d, dict):
+            return d
+        c = d.get("candidates")
+        if "ref" in d:  # format 1: the whole decision shared
             return self.parsed(d["ref"], shared)
-        if isinstance(d, dict) and isinstance(c := d.get("candidates"), dict) and "ref" in c:
+        if isinstance(c, str):  # format 3's shared candidate list (see `decode_lean`)
+            return {**d, "candidates": self.parsed(c, shared) or []}
+        if isinstance(c, dict) and "ref" in c:
             return {**d, "candidates": self.parsed(c["ref"], shared) or []}
         return d
+
+    def live_key(self, detail: dict[str, Any], shared: dict[str, str]) -> tuple[Any, ...] | None:
+        """The live decision's `_live_key` (None when none was stored); one per distinct
+        shared candidate list and target."""
+        d = detail.get("d")
+        if isinstance(d, dict) and isinstance(c := d.get("candidates"), str):
+            memo = (d.get("target"), c)
+            found = self._live.get(memo)
+            if found is None:
+                found = _live_key({"target": memo[0], "candidates": self.parsed(c, shared) or []})
+                if len(self._live) < 10_000:
+                    self._live[memo] = found
+            return found
+        live = self.decision(detail, shared)
+        return _live_key(live) if live is not None else None
 
     def verdict(self, v: dict[str, Any]) -> Verdict:
         allowed, denied = v.get("allowed"), v.get("denied_models")

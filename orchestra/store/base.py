@@ -27,8 +27,8 @@ from orchestra.store.record import RequestRecord
 
 class ReplayBatch(NamedTuple):
     """Stored requests, for `orchestra replay`: their rows (columns `REPLAY_REQUEST_COLUMNS`),
-    each one's decoded detail (see `orchestra.store.detail`), and the shared values the details
-    refer to (key -> JSON)."""
+    each one's detail as `orchestra.store.detail.decode_lean` gives it, and the shared values
+    the details refer to (key -> JSON)."""
 
     requests: list[tuple[Any, ...]]
     details: list[dict[str, Any]]

@@ -10,7 +10,7 @@ import orchestra.store.shaping as shaping
 from orchestra.core.feedback import Judged
 from orchestra.core.paused_gc import paused_gc
 from orchestra.store.base import ReplayBatch
-from orchestra.store.detail import decode, refs_of
+from orchestra.store.detail import decode, decode_lean, lean_refs, refs_of
 
 Rows = list[tuple[Any, ...]]
 Shared = Callable[[set[str]], Awaitable[dict[str, str]]]
@@ -57,6 +57,7 @@ async def replay(
             return
         cursor = (rows[-1][2], rows[-1][0])
         left = left - len(rows) if left > 0 else left
-        with paused_gc():  # thousands of small dicts, all kept: see `paused_gc`
-            details = shaping.details(rows)
-        yield ReplayBatch(rows, details, await shared(shaping.refs(details)))
+        with paused_gc():  # thousands of small objects, all kept: see `paused_gc`
+            details = [decode_lean(r[-1]) if r[-1] is not None else {} for r in rows]
+            refs = lean_refs(details)
+        yield ReplayBatch(rows, details, await shared(refs))
