@@ -5,7 +5,8 @@
 Writes N requests through the store's own record path, as a runtime with the default agents
 leaves them (resource and connectivity samples that change every few seconds, a cost verdict, a
 complexity verdict with its signals for each prompt, a privacy verdict, the default policy's
-decision, an attempt and a charge), then times `replay()` with one policy and with two, and
+decision, an attempt and a charge), then times `replay()` with one policy and with two, in
+one process and split between a process per CPU (the default for a history this long), and
 prints requests per second beside the goal (50,000 a second with one policy).
 """
 
@@ -118,14 +119,15 @@ async def bench(n: int) -> None:
         muted = resolve_policy(PolicyConfig(name="default", weights={"complexity": 0.0}))
         async with SqliteStore(db) as store:
             for policies in ([default], [default, muted]):
-                t0 = time.perf_counter()
-                reports = await replay(store, catalog, policies)
-                dt = time.perf_counter() - t0
-                agree = reports[0].decision_agreement_rate or 0.0
-                rate = n / dt
-                print(f"{len(policies)} polic{'y' if len(policies) == 1 else 'ies'}: {dt:.2f} s, "
-                      f"{rate:,.0f} requests/s ({rate / GOAL:.2f}x the goal of {GOAL:,}/s); "
-                      f"live decisions reproduced: {agree:.1%}")  # fmt: skip
+                for workers, how in ((1, "one process"), (None, "default: a process per CPU")):
+                    t0 = time.perf_counter()
+                    reports = await replay(store, catalog, policies, workers=workers)
+                    dt = time.perf_counter() - t0
+                    agree = reports[0].decision_agreement_rate or 0.0
+                    rate = n / dt
+                    print(f"{len(policies)} polic{'y' if len(policies) == 1 else 'ies'}, {how}: "
+                          f"{dt:.2f} s, {rate:,.0f} requests/s ({rate / GOAL:.2f}x the goal of "
+                          f"{GOAL:,}/s); live decisions reproduced: {agree:.1%}")  # fmt: skip
 
 
 if __name__ == "__main__":

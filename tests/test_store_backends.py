@@ -110,6 +110,24 @@ async def test_replay_reads_newest_first_in_batches(store: Store) -> None:
         assert all(d["v"] for d in b.details), "each with its verdicts"
 
 
+async def test_replay_parts_split_the_requests_between_them(store: Store) -> None:
+    now = time.time()
+    records = [make_record(created_at=now - 100 + i) for i in range(11)]
+    for rec in records:
+        await store.record(rec)
+    everyone = [row[1] async for b in store.replay_batches(None, None, 4) for row in b.requests]
+    parts = [
+        [row[1] async for b in store.replay_batches(None, None, 2, (k, 3)) for row in b.requests]
+        for k in range(3)
+    ]
+    assert sorted(everyone) == sorted(i for p in parts for i in p), "each request in one part"
+    assert all(parts), "each part has some of 11 requests"
+    for part in parts:  # newest first within a part, too
+        assert part == [i for i in everyone if i in part]
+    with pytest.raises(ValueError, match="part"):
+        [b async for b in store.replay_batches(None, None, 2, (3, 3))]
+
+
 async def test_reservations_hold_settle_and_release(store: Store, other: Store) -> None:
     holds = [await store.reserve(ask(0.3)) for _ in range(3)]
     assert all(isinstance(h, Hold) for h in holds)

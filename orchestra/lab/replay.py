@@ -9,8 +9,9 @@ how many requests no model could have answered.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import orjson
@@ -89,6 +90,16 @@ class PolicyReport:
     def decision_agreement_rate(self) -> float | None:
         return self.decision_agreement / self.live_decisions if self.live_decisions else None
 
+    def add(self, other: PolicyReport) -> None:
+        """Count `other` (the same policy's report on other requests) into this one."""
+        for f in fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(mine, dict):
+                for k, n in theirs.items():
+                    mine[k] = mine.get(k, 0) + n
+            elif f.name != "policy":
+                setattr(self, f.name, mine + theirs)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "policy": self.policy,
@@ -115,6 +126,11 @@ def _shares(counts: dict[str, int], total: int) -> dict[str, float]:
     return {t.value: counts.get(t.value, 0) / total if total else 0.0 for t in TIERS}
 
 
+# Below this many requests, another process's start-up (~0.2 s) does not pay for itself.
+PARALLEL_FROM = 20_000
+MAX_WORKERS = 4
+
+
 async def replay(
     store: Store,
     catalog: Catalog,
@@ -122,6 +138,7 @@ async def replay(
     since: float | None = None,
     limit: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    workers: int | None = None,
 ) -> list[PolicyReport]:
     """Decide the stored requests (newest first: `limit` of them, created at or after `since`)
     again under each policy; `progress(done, total)` is called after each batch.
@@ -129,26 +146,78 @@ async def replay(
     A built-in policy is asked for its route alone (`orchestra.policies.routing`): the same
     candidates and target as `decide`, without the explanation. Only when some policy is not a
     built-in are whole requests (messages, features) and verdicts (each with its own time) built.
+
+    A long history replayed under built-in policies is split between `workers` processes (by
+    default one per CPU, up to 4; see `orchestra.lab.replay_parallel`), when the store can be
+    opened by another process and every request since `since` is replayed (no `limit` below
+    their number). The reports are the same, but for the order their costs are summed in.
     """
     await store.flush()
     count = await store.count_requests(since)
     total = count if limit is None else min(count, limit)
+    parts = _parts(store, policies, total, limit is None or limit >= count, workers)
+    if progress is not None:
+        progress(0, total)
+    if parts > 1:
+        from orchestra.lab.replay_parallel import replay_parallel
+
+        return await replay_parallel(store, catalog, policies, since, total, parts, progress)
+    done = 0
+
+    def counted(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress is not None:
+            progress(done, total)
+
+    return await replay_part(store, catalog, policies, since, total, (0, 1), counted)
+
+
+def _parts(
+    store: Store, policies: Sequence[Policy], total: int, whole: bool, workers: int | None
+) -> int:
+    """How many processes share the replay: 1 unless it can be split and pays."""
+    if workers is None:
+        workers = min(_cpus(), MAX_WORKERS) if total >= PARALLEL_FROM else 1
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    if workers == 1 or not whole or store.opener() is None:
+        return 1
+    if any(router(p) is None for p in policies):
+        return 1  # a policy of the caller's own may hold state a copy in another process lacks
+    return workers
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+async def replay_part(
+    store: Store,
+    catalog: Catalog,
+    policies: Sequence[Policy],
+    since: float | None,
+    limit: int | None,
+    part: tuple[int, int],
+    counted: Callable[[int], None] | None = None,
+) -> list[PolicyReport]:
+    """`replay` of one part of the stored requests (see `Store.replay_batches`), in this
+    process; `counted(n)` after each batch of `n`."""
     reports = [PolicyReport(policy=p.name) for p in policies]
     tally = _Tally(catalog, policies)
     builder = _Builder(exact=tally.exact)
-    done = 0
-    if progress is not None:
-        progress(0, total)
     with paused_gc():  # a batch job: see `paused_gc`
-        async for batch in store.replay_batches(since, total, BATCH):
+        async for batch in store.replay_batches(since, limit, BATCH, part):
             shared = batch.shared
             for row, detail in zip(batch.requests, batch.details, strict=True):
                 request = builder.request(row) if tally.exact else builder.shape(row)
                 verdicts = builder.verdicts(detail, shared)
                 tally.count(reports, row, request, verdicts, builder.live_key(detail, shared))
-            done += len(batch.requests)
-            if progress is not None:
-                progress(done, total)
+            if counted is not None:
+                counted(len(batch.requests))
     return reports
 
 

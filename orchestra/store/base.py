@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, NamedTuple, Self
 
 from orchestra.core.feedback import Judged, RequestRef
@@ -33,6 +33,14 @@ class ReplayBatch(NamedTuple):
     requests: list[tuple[Any, ...]]
     details: list[dict[str, Any]]
     shared: dict[str, str]
+
+
+def checked_part(part: tuple[int, int]) -> tuple[int, int]:
+    """`part` (k, n) of `Store.replay_batches`, or ValueError: n parts, 0 <= k < n."""
+    k, n = part
+    if type(k) is not int or type(n) is not int or n < 1 or not 0 <= k < n:
+        raise ValueError(f"part must be (k, n) with 0 <= k < n, got {part!r}")
+    return k, n
 
 
 class StoredModel(NamedTuple):
@@ -193,7 +201,13 @@ class Store(Ledger, ABC):
 
     @abstractmethod
     def replay_batches(
-        self, since: float | None, limit: int | None, batch: int
+        self, since: float | None, limit: int | None, batch: int, part: tuple[int, int] = (0, 1)
     ) -> AsyncIterator[ReplayBatch]:
         """Stored requests created at or after `since`, newest first (`limit` of them), in
-        batches of `batch`, each with its verdicts."""
+        batches of `batch`, each with its verdicts. `part` (k, n): only the requests of the k-th
+        of n disjoint parts (by their row key), for replaying in n processes at once."""
+
+    def opener(self) -> Callable[[], Store] | None:
+        """A picklable callable giving a new, unopened store on the same data, for another
+        process (a parallel replay's); None when this store cannot be shared so."""
+        return None

@@ -36,7 +36,7 @@ from orchestra.execution.cache import CachedAnswer
 from orchestra.spend.calendar import Calendar, calendar
 from orchestra.spend.ledger import Ask, Hold, Refusal, SpendTotals
 from orchestra.spend.tracker import SpendTracker
-from orchestra.store.base import ReplayBatch, Store, StoredModel
+from orchestra.store.base import ReplayBatch, Store, StoredModel, checked_part
 from orchestra.store.detail import Interner, encode
 from orchestra.store.ledger_rules import summary as spend_summary
 from orchestra.store.offline_ledger import OfflineLedger
@@ -675,9 +675,12 @@ class PostgresStore(Store):
         return int(rows[0][0])
 
     async def replay_batches(
-        self, since: float | None, limit: int | None, batch: int
+        self, since: float | None, limit: int | None, batch: int, part: tuple[int, int] = (0, 1)
     ) -> AsyncIterator[ReplayBatch]:
+        k, n = checked_part(part)
         select = f"SELECT {_REPLAY_COLUMNS} FROM requests WHERE created_at >= $1"
+        if n > 1:  # constants: checked integers
+            select += f" AND seq % {n} = {k}"
         order = " ORDER BY created_at DESC, seq DESC LIMIT "
 
         async def page(

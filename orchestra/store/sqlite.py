@@ -7,7 +7,7 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from functools import partial
 from pathlib import Path
 from typing import Any, Self
@@ -26,7 +26,7 @@ from orchestra.execution.cache import CachedAnswer
 from orchestra.spend.calendar import Calendar, calendar
 from orchestra.spend.ledger import Ask, Hold, Refusal, SpendTotals
 from orchestra.spend.tracker import SpendTracker
-from orchestra.store.base import ReplayBatch, Store, StoredModel
+from orchestra.store.base import ReplayBatch, Store, StoredModel, checked_part
 from orchestra.store.detail import Interner
 from orchestra.store.record import (
     INSERT_SAMPLE,
@@ -337,24 +337,30 @@ class SqliteStore(Store):
         return int(rows[0][0])
 
     async def replay_batches(
-        self, since: float | None, limit: int | None, batch: int
+        self, since: float | None, limit: int | None, batch: int, part: tuple[int, int] = (0, 1)
     ) -> AsyncIterator[ReplayBatch]:
         order = " ORDER BY created_at DESC, rowid DESC LIMIT ?"
+        k, n = checked_part(part)
+        where: tuple[int, ...]
+        select, where = _REPLAY_REQUESTS, ()
+        if n > 1:  # only the part's rows
+            select, where = select + " AND rowid % ? = ?", (n, k)
 
         async def page(
             since_: float, cursor: tuple[float, int] | None, size: int
         ) -> list[tuple[Any, ...]]:
             if cursor is None:
-                return await self._fetch(_REPLAY_REQUESTS + order, (since_, size))
+                return await self._fetch(select + order, (since_, *where, size))
             return await self._fetch(  # keyset pagination: the page after the last row seen
-                _REPLAY_REQUESTS
-                + " AND created_at <= ? AND NOT (created_at = ? AND rowid >= ?)"
-                + order,
-                (since_, cursor[0], cursor[0], cursor[1], size),
+                select + " AND created_at <= ? AND NOT (created_at = ? AND rowid >= ?)" + order,
+                (since_, *where, cursor[0], cursor[0], cursor[1], size),
             )
 
         async for page_ in reads.replay(page, self._shared, since, limit, batch):
             yield page_
+
+    def opener(self) -> Callable[[], Store]:
+        return partial(SqliteStore, self.path, self.calendar.timezone)
 
     async def fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Run any read query: for tests and debugging (SQLite only; not part of `Store`)."""
