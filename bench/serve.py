@@ -1,16 +1,16 @@
 """What `orchestra serve` adds over an in-process `complete()`, and how it compares with LiteLLM's
 own proxy and Portkey's AI gateway, measured side by side in one run.
 
-    python bench/serve.py [--calls 500] [--turns 8] [--concurrency 50] [--litellm PATH]
-                          [--portkey DIR]
+    python bench/serve.py [--calls 500] [--turns 8] [--concurrency 50] [--workers 1]
+                          [--litellm PATH] [--portkey DIR]
 
 Four paths to one OpenAI-compatible stub on 127.0.0.1 (in its own process, so it shares no GIL
 with what is measured):
 
     in-process  `Orchestra.complete()` in this process (agents, policy, LiteLLM, SQLite record)
-    serve       `orchestra serve` (one worker) in a subprocess: the same, behind HTTP, called
-                with aiohttp (a lean client: the server's cost, not the OpenAI SDK's; httpx's
-                pool alone adds a tail of a second at 50 connections)
+    serve       `orchestra serve` (`--workers` of them, one by default) in a subprocess: the
+                same, behind HTTP, called with aiohttp (a lean client: the server's cost, not
+                the OpenAI SDK's; httpx's pool alone adds a tail of a second at 50 connections)
     proxy       LiteLLM's proxy (`litellm --config ...`, from `litellm[proxy]`) in a subprocess,
                 called the same way; skipped, saying why, when it cannot run here
     portkey     Portkey's AI gateway (npm `@portkey-ai/gateway`, on node) in a subprocess,
@@ -175,7 +175,7 @@ class Servers:
     why_no_portkey: str = ""
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
-    def start(self, litellm: str | None, portkey: str | None) -> None:
+    def start(self, litellm: str | None, portkey: str | None, workers: int = 1) -> None:
         env = {**os.environ, "BENCH_KEY": KEY, "ORCHESTRA_HOME": str(self.work / "serve-home")}
         stub = self._spawn([sys.executable, "-c", STUB], None, env, stdin=subprocess.PIPE)
         assert stub.stdout is not None
@@ -184,7 +184,8 @@ class Servers:
         port = free_port()
         server = self._spawn(
             [sys.executable, "-m", "orchestra.cli.main", "--config",
-             str(self.work / "orchestra.toml"), "serve", "--port", str(port), "--token", TOKEN],
+             str(self.work / "orchestra.toml"), "serve", "--port", str(port), "--token", TOKEN,
+             "--workers", str(workers)],
             self.work / "serve.log", env,
         )  # fmt: skip
         self.serve_url = f"http://127.0.0.1:{port}"
@@ -368,12 +369,13 @@ def main() -> None:
         "--turns", type=int, default=8, help="turns of 5 x --concurrency calls per path"
     )
     parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--workers", type=int, default=1, help="`orchestra serve --workers`")
     parser.add_argument("--litellm", help="the `litellm` command of a litellm[proxy] install")
     parser.add_argument("--portkey", help="a folder with @portkey-ai/gateway installed by npm")
     args = parser.parse_args()
     servers = Servers(Path(tempfile.mkdtemp(prefix="orchestra-bench-serve-")))
     try:
-        servers.start(args.litellm, args.portkey)
+        servers.start(args.litellm, args.portkey, args.workers)
         paths = asyncio.run(measure(args, servers))
     finally:
         servers.stop()

@@ -92,6 +92,17 @@ def test_a_failed_worker_has_its_part_replayed_here(
     assert progress[-1] == (400, 400)
 
 
+def test_a_job_that_cannot_be_pickled_is_replayed_here(
+    history: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    unpicklable = lambda: None  # noqa: E731
+    monkeypatch.setattr(SqliteStore, "opener", lambda self: unpicklable)
+    with caplog.at_level(logging.WARNING, logger="orchestra.lab.replay_parallel"):
+        split = _run(history, 2)
+    _same(split, _run(history, 1))
+    assert "cannot be sent to another process" in caplog.text
+
+
 def test_only_a_whole_history_under_built_in_policies_is_split(history: Path) -> None:
     async def parts() -> list[int]:
         async with SqliteStore(history) as store:

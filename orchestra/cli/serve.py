@@ -47,6 +47,8 @@ def serve(args: argparse.Namespace, config: Config) -> int:
         os.environ[TOKEN_ENV] = token
     import uvicorn
 
+    from orchestra.server.nodelay import NoDelayHttpToolsProtocol
+
     auth = "a bearer token required" if token else "no token: loopback only, admin routes off"
     print(
         f"orchestra: serving the OpenAI API at http://{host}:{port}/v1 with {args.workers} "
@@ -63,6 +65,7 @@ def serve(args: argparse.Namespace, config: Config) -> int:
             log_config=log_config(args.verbose),
             access_log=args.verbose >= 1,  # every request is in the store's history anyway
             loop="asyncio",  # what Orchestra is tested on (uvloop measured no faster here)
+            http=NoDelayHttpToolsProtocol,  # Nagle off with several workers too
             proxy_headers=False,
             server_header=False,
         )

@@ -108,6 +108,10 @@ def _environment() -> dict[str, str]:
 
 async def _worker(job: Job, counted: Callable[[int], None]) -> list[PolicyReport]:
     """Run one worker on `job`: its progress to `counted`, its reports returned."""
+    try:
+        sent = pickle.dumps(job)
+    except (pickle.PicklingError, TypeError, AttributeError) as exc:
+        raise WorkerFailed(f"the job cannot be sent to another process: {exc}") from exc
     proc = await asyncio.create_subprocess_exec(
         *_command(),
         stdin=asyncio.subprocess.PIPE,
@@ -118,7 +122,7 @@ async def _worker(job: Job, counted: Callable[[int], None]) -> list[PolicyReport
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     errors = asyncio.create_task(proc.stderr.read())
     try:
-        proc.stdin.write(pickle.dumps(job))
+        proc.stdin.write(sent)
         with contextlib.suppress(ConnectionError):  # it died: said below
             await proc.stdin.drain()
             proc.stdin.close()
