@@ -4,6 +4,7 @@ the same location plays another process sharing it."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -126,6 +127,32 @@ async def test_replay_parts_split_the_requests_between_them(store: Store) -> Non
         assert part == [i for i in everyone if i in part]
     with pytest.raises(ValueError, match="part"):
         [b async for b in store.replay_batches(None, None, 2, (3, 3))]
+
+
+async def test_a_replay_split_between_processes_reports_what_one_process_does(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    from orchestra import Catalog
+    from orchestra.lab.replay import replay
+    from orchestra.policies.registry import PolicyConfig, resolve_policy
+
+    now = time.time()
+    for i in range(9):
+        await store.record(make_record(created_at=now - 100 + i))
+    catalog = Catalog([
+        ModelSpec(name="e1", tier=Tier.EDGE, litellm_model="openai/e1"),
+        ModelSpec(name="c1", tier=Tier.CLOUD, litellm_model="openai/c1", input_cost_per_mtok=1.0,
+                  output_cost_per_mtok=2.0),
+    ])  # fmt: skip
+    policies = [resolve_policy(PolicyConfig(name="default"))]
+    assert store.opener() is not None, "another process can open it"
+    one = await replay(store, catalog, policies, workers=1)
+    with caplog.at_level(logging.WARNING, logger="orchestra.lab.replay_parallel"):
+        two = await replay(store, catalog, policies, workers=2)
+    assert "failed" not in caplog.text, "the worker replayed its part itself"
+    assert [r.to_dict() for r in two] == [r.to_dict() for r in one]
+    assert one[0].requests == 9 and one[0].decision_agreement == 9
+    assert one[0].actual_cost_usd == pytest.approx(0.09)
 
 
 async def test_reservations_hold_settle_and_release(store: Store, other: Store) -> None:

@@ -20,6 +20,7 @@ import re
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any, Self, TypeVar
 
 import asyncpg
@@ -668,6 +669,9 @@ class PostgresStore(Store):
             after_version,
         )
         return shaping.stored_models(rows)
+
+    def opener(self) -> Callable[[], Store]:
+        return partial(PostgresStore, self.url, self.options, self.calendar.timezone)
 
     async def count_requests(self, since: float | None = None) -> int:
         since_ = since if since is not None else float("-inf")
