@@ -19,7 +19,7 @@ from orchestra.agents.complexity.agent import ComplexityAgent
 from orchestra.agents.complexity.scorer import SIGNAL_NAMES, signals
 from orchestra.core.decision import Exclusion
 from orchestra.core.result import Attempt
-from orchestra.lab.replay import _Builder
+from orchestra.lab.replay_rows import _Builder
 from orchestra.store import RequestRecord, SqliteStore, forms
 from orchestra.store import complexity_form as cf
 from orchestra.store.detail import (

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from replay_history import MODELS, POLICIES, REPLAY_CATALOG, fill
 
-import orchestra.lab.replay as lab
+import orchestra.lab.replay_rows as lab
 from orchestra import Catalog, FunctionPolicy
 from orchestra.lab.replay import PolicyReport, render, replay
 from orchestra.policies.base import Policy

@@ -13,9 +13,9 @@ import pytest
 import uvicorn
 from uvicorn.server import ServerState
 
+from orchestra.cli.nodelay import NoDelayHttpToolsProtocol
 from orchestra.cli.serve import serve
 from orchestra.config import Config
-from orchestra.server.nodelay import NoDelayHttpToolsProtocol
 
 
 async def _accepted_nodelay(protocol: type[asyncio.Protocol]) -> int:

@@ -47,7 +47,7 @@ def serve(args: argparse.Namespace, config: Config) -> int:
         os.environ[TOKEN_ENV] = token
     import uvicorn
 
-    from orchestra.server.nodelay import NoDelayHttpToolsProtocol
+    from orchestra.cli.nodelay import NoDelayHttpToolsProtocol
 
     auth = "a bearer token required" if token else "no token: loopback only, admin routes off"
     print(

@@ -20,9 +20,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import orchestra
 from orchestra.core.catalog import Catalog
-from orchestra.lab.replay import PolicyReport, replay_part
+from orchestra.lab.replay_rows import replay_part
+from orchestra.lab.report import PolicyReport
 from orchestra.policies.base import Policy
 from orchestra.store import Store
 
@@ -78,7 +78,8 @@ async def replay_parallel(
         for k, worker in enumerate(workers, start=1):
             try:
                 theirs = await worker
-            except (WorkerFailed, OSError) as exc:
+            except (WorkerFailed, OSError, NotImplementedError) as exc:  # the last: a loop
+                # without subprocesses (Windows' selector loop)
                 log.warning("replay worker %d of %d failed, replaying its part here: %s",
                             k, parts, exc)  # fmt: skip
                 done[k] = 0
@@ -101,7 +102,7 @@ def _command() -> list[str]:
 
 def _environment() -> dict[str, str]:
     """This environment, with this `orchestra` first on the worker's import path."""
-    here = str(Path(orchestra.__file__).resolve().parents[1])
+    here = str(Path(__file__).resolve().parents[2])  # the folder holding `orchestra/`
     path = os.environ.get("PYTHONPATH")
     return {**os.environ, "PYTHONPATH": here if not path else f"{here}{os.pathsep}{path}"}
 

@@ -12,8 +12,8 @@ import pickle
 import sys
 from typing import BinaryIO
 
-from orchestra.lab.replay import replay_part
 from orchestra.lab.replay_parallel import Job
+from orchestra.lab.replay_rows import replay_part
 
 
 async def work(job: Job, out: BinaryIO) -> None:
