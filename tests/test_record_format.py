@@ -176,6 +176,9 @@ async def test_history_and_replay_read_the_same_as_from_format_2(tmp_path: Path)
         old_replay = await replayed(store)
     assert orjson.dumps(new) == orjson.dumps(old), "the same JSON, keys in the same order"
     assert new_replay == old_replay
+    # Each verdict as it was, its own time too (what a policy of the caller's own may read).
+    as_json = [[v.model_dump(mode="json") for v in vs] for vs, _ in new_replay]
+    assert as_json == [[v.model_dump(mode="json") for v in rec.verdicts] for rec in reversed(recs)]
     assert any(v["agent"] == "complexity" and v["metrics"]["signals"] for v in new[0]["verdicts"])
     assert len(new[0]["verdicts"]) == 6 and new[0]["attempts"] == old[0]["attempts"]
 

@@ -193,6 +193,7 @@ class _Builder:
         self._allowed: dict[tuple[str, ...], frozenset[Tier]] = {}
         self._shared: dict[tuple[str, float], Verdict] = {}  # exact: one per (ref, time)
         self._by_ref: dict[str, Verdict] = {}  # else one per ref
+        self._base: dict[str, Verdict] = {}  # exact: a ref's first, to copy for other times
         self._parsed: dict[str, dict[str, Any]] = {}
         self._features: dict[str, dict[str, int]] = {}
         self._complexity: dict[tuple[Any, ...], Verdict] = {}
@@ -206,6 +207,7 @@ class _Builder:
         sample) built once per sample and shared by every request that saw it."""
         out: list[Verdict] = []
         known = self._by_ref  # built-in routes never read a verdict's time: one per ref
+        # (filled only then)
         for v in detail.get("v", ()):
             if type(v) is list:  # format 3's own forms (see `decode_lean`)
                 ref = v[0]
@@ -222,19 +224,42 @@ class _Builder:
                     out.append(self.verdict(v))
                     continue
                 at = v.get("at", 0.0)
-            key = (ref, at)
-            built = known.get(ref) if not self._exact else self._shared.get(key)
-            if built is None:
-                parsed = self.parsed(ref, shared)
-                if parsed is None:
-                    continue  # a value lost with its file: the request is replayed without it
-                built = self.verdict({**parsed, "at": at})
-                if not self._exact and len(known) < 10_000:
-                    known[ref] = built
-                elif self._exact and len(self._shared) < 10_000:
-                    self._shared[key] = built
-            out.append(built)
+            built = self._timed(ref, at, shared) if self._exact else self._any_time(ref, shared)
+            if built is not None:  # else a value lost with its file: replayed without it
+                out.append(built)
         return out
+
+    def _any_time(self, ref: str, shared: dict[str, str]) -> Verdict | None:
+        """The shared verdict `ref`, built once whatever its time (for built-in routes)."""
+        parsed = self.parsed(ref, shared)
+        if parsed is None:
+            return None
+        built = self._by_ref[ref] = self.verdict(parsed)
+        if len(self._by_ref) > 10_000:
+            self._by_ref.clear()
+        return built
+
+    def _timed(self, ref: str, at: float, shared: dict[str, str]) -> Verdict | None:
+        """The shared verdict `ref` at time `at`: built once per (ref, time), and from the
+        same ref at another time by changing only its time."""
+        key = (ref, at)
+        built = self._shared.get(key)
+        if built is not None:
+            return built
+        base = self._base.get(ref)
+        if base is None:
+            parsed = self.parsed(ref, shared)
+            if parsed is None:
+                return None
+            built = self._base[ref] = self.verdict({**parsed, "at": at})
+        else:
+            built = trusted(Verdict, {**base.__dict__, "at": at}, _VERDICT_FIELDS)
+        if len(self._shared) >= 10_000:  # times rarely recur once their sample is past
+            self._shared.clear()
+        if len(self._base) >= 10_000:
+            self._base.clear()
+        self._shared[key] = built
+        return built
 
     def parsed(self, ref: str, shared: dict[str, str]) -> dict[str, Any] | None:
         """A shared value, parsed once however many requests refer to it."""
