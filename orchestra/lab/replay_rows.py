@@ -269,8 +269,9 @@ class _Builder:
             if text is None:
                 return None
             value = orjson.loads(text)
-            if len(self._parsed) < 100_000:
-                self._parsed[ref] = value
+            if len(self._parsed) >= 100_000:  # full: start again
+                self._parsed.clear()
+            self._parsed[ref] = value
         return value
 
     def packed(self, packed: list[Any]) -> Verdict:
@@ -282,8 +283,9 @@ class _Builder:
         found = self._complexity.get(key)
         if found is None:
             found = self.verdict(complexity_form.unpack([0.0, *packed[1:5], None, *packed[6:]]))
-            if len(self._complexity) < 10_000:
-                self._complexity[key] = found
+            if len(self._complexity) >= 10_000:  # full: start again
+                self._complexity.clear()
+            self._complexity[key] = found
         return found
 
     def decision(self, detail: dict[str, Any], shared: dict[str, str]) -> dict[str, Any] | None:
@@ -309,8 +311,9 @@ class _Builder:
             found = self._live.get(memo)
             if found is None:
                 found = _live_key({"target": memo[0], "candidates": self.parsed(c, shared) or []})
-                if len(self._live) < 10_000:
-                    self._live[memo] = found
+                if len(self._live) >= 10_000:  # full: start again
+                    self._live.clear()
+                self._live[memo] = found
             return found
         live = self.decision(detail, shared)
         return _live_key(live) if live is not None else None
@@ -385,6 +388,7 @@ class _Builder:
 
     def _parse_features(self, text: str) -> dict[str, int]:
         value = features_of(text)
-        if len(self._features) < 10_000:
-            self._features[text] = value
+        if len(self._features) >= 10_000:  # full: start again
+            self._features.clear()
+        self._features[text] = value
         return value
