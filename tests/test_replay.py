@@ -210,6 +210,14 @@ def test_cli_replay_json_parses(
     assert first["model_agreement"] == first["decision_agreement"] == 1.0
     assert first["no_allowed_model"] == 1
 
+    assert main([*args, "--workers", "2"]) == 0  # split between two processes
+    split = json.loads(capsys.readouterr().out)["policies"][0]
+    costs = ("actual_cost_usd", "estimated_cost_usd")  # summed in another order
+    assert split == {**first, **{k: pytest.approx(first[k], rel=1e-12) for k in costs}}
+    with pytest.raises(SystemExit) as bad:
+        main([*args, "--workers", "0"])
+    assert bad.value.code == 2 and "positive integer" in capsys.readouterr().err
+
     assert main(["--config", str(config), "replay", "--limit", "4"]) == 0
     table = capsys.readouterr().out
     assert "Replay of 4 request(s)" in table and "no allowed model" in table

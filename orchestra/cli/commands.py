@@ -424,7 +424,9 @@ async def replay(args: argparse.Namespace, config: Config) -> int:
     catalog = Catalog(await discover_catalog(config, embedded))
     async with _store(config) as store:
         if args.json:
-            reports = await run_replay(store, catalog, policies, since, args.limit)
+            reports = await run_replay(
+                store, catalog, policies, since, args.limit, workers=args.workers
+            )
         else:
             from rich.progress import Progress
 
@@ -437,6 +439,7 @@ async def replay(args: argparse.Namespace, config: Config) -> int:
                     since,
                     args.limit,
                     lambda done, total: bar.update(task, completed=done, total=total),
+                    workers=args.workers,
                 )
     if args.json:
         print(

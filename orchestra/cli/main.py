@@ -168,6 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="only the newest N requests (a positive integer)",
     )
+    replay.add_argument(
+        "--workers",
+        type=positive_int,
+        metavar="N",
+        help="processes to share a long replay between (default: one per CPU, up to 4, from "
+        "20,000 requests; 1: this process alone)",
+    )
     replay.add_argument("--json", action="store_true", help="one JSON object")
 
     store = sub.add_parser("store", help="manage the store (copy a SQLite history to PostgreSQL)")
