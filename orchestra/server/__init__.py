@@ -6,6 +6,7 @@
     body.py     reading a request body within its size limit
     shapes.py   OpenAI's request and response shapes, and Orchestra's `orchestra` object
     errors.py   OpenAI's error shape, and which status each Orchestra error becomes
+    json_text.py  JSON for response bodies and events (orjson, the standard library behind)
     chat.py     POST /v1/chat/completions, as JSON or as server-sent events
     routes.py   models, health, status, feedback and history
     admin.py    models added, changed and removed while running, kept in the store

@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator
 
 from starlette.requests import Request as HttpRequest
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.types import Send
 
 from orchestra.core.request import Request
@@ -21,6 +21,7 @@ from orchestra.response_stream import ResponseStream
 from orchestra.server import shapes
 from orchestra.server.body import read_json
 from orchestra.server.errors import ApiError, api_error
+from orchestra.server.json_text import JsonResponse
 from orchestra.server.metrics import NONE
 from orchestra.server.state import ServerState, state_of
 
@@ -62,7 +63,7 @@ async def _complete(state: ServerState, request: Request) -> Response:
         except Exception as exc:
             raise api_error(exc, request) from None
     _answered(state, result, time.perf_counter() - started, stream=False)
-    return JSONResponse(
+    return JsonResponse(
         shapes.completion(result, request),
         headers=decision_headers(request.id, result.tier.value, result.model),
     )

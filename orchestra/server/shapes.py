@@ -7,7 +7,6 @@ object (`decision_info`).
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -20,6 +19,7 @@ from orchestra.core.result import Attempt, Result
 from orchestra.core.tier import Tier
 from orchestra.core.verdict import Verdict
 from orchestra.server.errors import ApiError, bad_request
+from orchestra.server.json_text import dumps
 
 AUTO = "auto"  # the model name that lets the policy choose
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant",
@@ -66,7 +66,7 @@ class ChatBody(BaseModel):
     max_tokens: int | None = Field(default=None, gt=0)
     max_completion_tokens: int | None = Field(default=None, gt=0)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    orchestra: Hints = Hints()
+    orchestra: Hints = Field(default_factory=Hints)  # not a default copied for every body
     # Accepted, not passed on.
     top_p: float | None = None
     seed: int | None = None
@@ -220,9 +220,26 @@ def decision_info(
         }
     info["reason"] = decision.reason if decision is not None else None
     info["decision"] = decision.model_dump(mode="json") if decision is not None else None
-    info["verdicts"] = [v.model_dump(mode="json") for v in verdicts]
+    info["verdicts"] = [_verdict_json(v) for v in verdicts]
     info["attempts"] = [a.model_dump(mode="json") for a in attempts]
     return info
+
+
+def _verdict_json(v: Verdict) -> dict[str, Any]:
+    """`v.model_dump(mode="json")`, once per verdict object: an ambient agent's verdict is the
+    same object in every request until its next sample (verdicts are frozen). The dict is
+    shared: it is only encoded, never changed."""
+    held = _DUMPED.get(id(v))
+    if held is not None and held[0] is v:
+        return held[1]
+    dumped = v.model_dump(mode="json")
+    if len(_DUMPED) >= 256:
+        _DUMPED.clear()
+    _DUMPED[id(v)] = (v, dumped)  # keeps `v` alive, so its id is not reused while held
+    return dumped
+
+
+_DUMPED: dict[int, tuple[Verdict, dict[str, Any]]] = {}
 
 
 def result_info(result: Result) -> dict[str, Any]:
@@ -283,7 +300,7 @@ def chunk(
 
 
 def event(body: dict[str, Any], name: str | None = None) -> str:
-    data = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    data = dumps(body).decode()
     return f"event: {name}\ndata: {data}\n\n" if name else f"data: {data}\n\n"
 
 
