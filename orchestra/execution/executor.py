@@ -32,7 +32,7 @@ from orchestra.core.errors import (
     StreamBroken,
 )
 from orchestra.core.model_spec import ModelSpec
-from orchestra.core.request import Request
+from orchestra.core.request import Request, as_sent
 from orchestra.core.result import Attempt, Result, Usage
 from orchestra.core.tier import Tier
 from orchestra.execution.backend import Backend, CallParams, Completion, Endpoint, StreamPiece
@@ -523,7 +523,8 @@ class _Try:
         """The usage to charge: the provider's, unless the text proves it too low, and answer
         tokens past the cap only when the provider provably ran past it (`settle_usage`)."""
         cap = self.params.max_tokens if self.params is not None else None
-        return settle_usage(self.spec, usage, text, self.walk.request.messages, cap)
+        sent = as_sent(self.walk.request.messages, self.spec.system_prompt)
+        return settle_usage(self.spec, usage, text, sent, cap)
 
     def _settle_partial(self) -> None:
         """A call that ended without an answer: billed for the text it sent, else released."""
