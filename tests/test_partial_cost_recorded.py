@@ -13,6 +13,7 @@ from orchestra.config import parse_config
 from orchestra.testing import Behaviour, StubProvider
 
 REPLY = " ".join(f"w{i}" for i in range(200))
+PROMPT = "Tell me a story"
 
 
 class WantsCloud(Agent):
@@ -80,3 +81,30 @@ async def test_a_whole_answer_cut_off_mid_body_is_charged(
     assert result.model == "free", "the paid model's answer never arrived whole"
     assert stub.requests, "the paid model was called, and answered"
     assert summary["total_usd"] > 0, "what the provider generated is on the ledger"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_an_empty_answer_the_provider_billed_is_charged(
+    tmp_path: Path, stub: StubProvider, stub2: StubProvider, stream: bool
+) -> None:
+    """200, no text, usage reported (a model that spent its cap thinking, say): the provider
+    billed the prompt; every such call is on the ledger and in the record, the free model
+    answering in the end."""
+    stub.behaviour = Behaviour(reply="")
+    async with Orchestra(config(tmp_path, stub, stub2), agents=[WantsCloud()]) as orc:
+        if stream:
+            async with orc.stream("Tell me a story") as s:
+                text = "".join([piece async for piece in s])
+            result = s.result
+        else:
+            result = await orc.complete("Tell me a story")
+            text = result.text
+        summary = await orc.spend_summary()
+        (entry,) = await orc.history(limit=5)
+    assert result is not None and result.model == "free" and text == "Rome"
+    calls = len(stub.requests)
+    assert calls >= 1
+    billed = calls * len(PROMPT.split()) * 10.0 / 1e6  # the prompt, as reported
+    assert summary["total_usd"] == pytest.approx(billed), "every billed call is charged"
+    assert summary["reserved_usd"] == 0.0
+    assert entry["cost_usd"] == pytest.approx(billed)
