@@ -388,10 +388,13 @@ class Orchestra:
     # -- internals -------------------------------------------------------------------------------
 
     def _request(self, prompt: Prompt, hints: dict[str, Any]) -> Request:
-        if isinstance(prompt, Request):
-            return prompt.model_copy(update=hints) if hints else prompt
+        if isinstance(prompt, Request) and not hints:
+            return prompt
         try:
-            request = Request.of(prompt, **hints)  # type: ignore[arg-type]
+            if isinstance(prompt, Request):  # hints are checked (and typed) like any others
+                request = Request.model_validate({**dict(prompt), **hints})
+            else:
+                request = Request.of(prompt, **hints)  # type: ignore[arg-type]
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc']) or 'request'}: {e['msg']}"

@@ -64,7 +64,8 @@ class AgentPanel:
             raise ValueError(f"an agent named {name!r} is already hooked")
         self._agents.append(agent)
         if agent.interval is not None:
-            self._latest[name] = Verdict.neutral_for(name, STATE_PENDING, "no sample yet")
+            # Until its first sample a fail-closed agent binds as if it had failed.
+            self._latest[name] = _failed(agent, STATE_PENDING, "no sample yet")
 
     async def start(self, context: AgentContext, first_sample_s: float | None = None) -> None:
         """Start every agent, take a first ambient sample (bounded), then sample in background.

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from orchestra.core.result import Attempt, Result
+    from orchestra.core.result import Attempt, Result, Usage
 
 ProviderErrorKind = Literal[
     "timeout",
@@ -140,7 +140,8 @@ class ProviderError(OrchestraError):
     """One call to one model failed.
 
     `kind` classifies the failure (by HTTP status where there is one); `retryable` says whether
-    the same model may succeed if tried again.
+    the same model may succeed if tried again. `billed` is the usage the provider reported for
+    a call that failed all the same (an empty answer): it was paid for, so it is charged.
     """
 
     def __init__(
@@ -151,12 +152,14 @@ class ProviderError(OrchestraError):
         model: str = "",
         status_code: int | None = None,
         retry_after_s: float | None = None,
+        billed: Usage | None = None,
     ) -> None:
         super().__init__(message)
         self.kind = kind
         self.model = model
         self.status_code = status_code
         self.retry_after_s = retry_after_s
+        self.billed = billed
 
     @property
     def retryable(self) -> bool:

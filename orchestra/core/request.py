@@ -19,6 +19,14 @@ class Message(BaseModel):
     content: str
 
 
+def as_sent(messages: tuple[Message, ...], system_prompt: str | None) -> tuple[Message, ...]:
+    """The messages a model is sent: its own system prompt first unless the caller gave one
+    (it is paid for like the rest of the prompt)."""
+    if not system_prompt or any(m.role == "system" for m in messages):
+        return messages
+    return (Message(role="system", content=system_prompt), *messages)
+
+
 def new_request_id() -> str:
     return uuid.uuid4().hex
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from orchestra.core.errors import ProviderError
 from orchestra.core.model_spec import ModelSpec
-from orchestra.core.request import Message
+from orchestra.core.request import Message, as_sent
 from orchestra.core.result import Usage
 from orchestra.spend.estimate import TOKENS_PER_MESSAGE, count_tokens
 
@@ -49,10 +49,7 @@ class StreamPiece:
 def chat_messages(messages: Sequence[Message], system_prompt: str | None) -> list[dict[str, str]]:
     """The messages as sent to an OpenAI-compatible API, the model's own system prompt first
     unless the caller gave one."""
-    payload = [{"role": m.role, "content": m.content} for m in messages]
-    if system_prompt and not any(m.role == "system" for m in messages):
-        payload.insert(0, {"role": "system", "content": system_prompt})
-    return payload
+    return [{"role": m.role, "content": m.content} for m in as_sent(tuple(messages), system_prompt)]
 
 
 class Backend(ABC):
@@ -105,11 +102,12 @@ def answer_usage(
     )
 
 
-def empty_answer(spec: ModelSpec) -> ProviderError:
+def empty_answer(spec: ModelSpec, billed: Usage | None = None) -> ProviderError:
     """An answer with no text (an empty or malformed body): the provider's failure, worth
-    failing over."""
+    failing over; `billed` is the usage it reported for it all the same (charged)."""
     return ProviderError(
         f"{spec.name}: the answer was empty (no text: an empty or malformed body)",
         kind="server",
         model=spec.name,
+        billed=billed,
     )

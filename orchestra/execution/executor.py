@@ -32,7 +32,7 @@ from orchestra.core.errors import (
     StreamBroken,
 )
 from orchestra.core.model_spec import ModelSpec
-from orchestra.core.request import Request
+from orchestra.core.request import Request, as_sent
 from orchestra.core.result import Attempt, Result, Usage
 from orchestra.core.tier import Tier
 from orchestra.execution.backend import Backend, CallParams, Completion, Endpoint, StreamPiece
@@ -404,6 +404,7 @@ class Executor:
             model=exc.model,
             status_code=exc.status_code,
             retry_after_s=exc.retry_after_s,
+            billed=exc.billed,
         )
         clean.__cause__ = None
         return clean
@@ -500,7 +501,7 @@ class _Try:
         ex = self.executor
         if exc is None:
             return False  # the success path charges the answer
-        self._settle_partial()
+        self._settle_partial(exc.billed if isinstance(exc, ProviderError) else None)
         if not isinstance(exc, ProviderError):  # cancelled, or its reader left: kept as is
             ex._abandoned(self.walk, self)
             return False
@@ -523,14 +524,19 @@ class _Try:
         """The usage to charge: the provider's, unless the text proves it too low, and answer
         tokens past the cap only when the provider provably ran past it (`settle_usage`)."""
         cap = self.params.max_tokens if self.params is not None else None
-        return settle_usage(self.spec, usage, text, self.walk.request.messages, cap)
+        sent = as_sent(self.walk.request.messages, self.spec.system_prompt)
+        return settle_usage(self.spec, usage, text, sent, cap)
 
-    def _settle_partial(self) -> None:
-        """A call that ended without an answer: billed for the text it sent, else released."""
+    def _settle_partial(self, billed: Usage | None) -> None:
+        """A call that ended without an answer: billed for the text it sent, or for what the
+        provider reported it billed (`billed`, an empty answer), else released."""
         guard = self.executor.safeguards.guard
         if self.partial:
             prompt = self.booking.prompt_tokens if self.booking else 0
             usage = self.settled(Usage(prompt_tokens=prompt, estimated=True), "".join(self.partial))
+            self.walk.flight.charges.append(_charge(self.spec, usage, self.booking, "partial"))
+        elif billed is not None:
+            usage = self.settled(billed, "")
             self.walk.flight.charges.append(_charge(self.spec, usage, self.booking, "partial"))
         elif guard is not None:
             guard.release(self.booking)

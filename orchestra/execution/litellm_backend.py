@@ -106,9 +106,9 @@ class LiteLLMBackend(Backend):
                 _INTERNAL_CALL.reset(token)  # type: ignore[union-attr]
         choices = getattr(response, "choices", None)
         text = (choices[0].message.content or "") if choices else ""
-        if not text:
-            raise empty_answer(spec)
         usage = getattr(response, "usage", None)
+        if not text:
+            raise empty_answer(spec, self._billed(spec, usage, messages))
         return Completion(text=text, usage=self._usage(spec, usage, messages, text))
 
     async def stream(
@@ -129,7 +129,7 @@ class LiteLLMBackend(Backend):
         except Exception as exc:
             raise provider_error(exc, spec, started=bool(parts)) from exc
         if not parts:
-            raise empty_answer(spec)
+            raise empty_answer(spec, self._billed(spec, usage, messages))
         yield StreamPiece(usage=self._usage(spec, usage, messages, "".join(parts)))
 
     def _quiet(self) -> Token[bool] | None:
@@ -168,6 +168,12 @@ class LiteLLMBackend(Backend):
             int(getattr(usage, "completion_tokens", 0) or 0),
             messages, text, lambda p, c: self._cost(spec, p, c),
         )  # fmt: skip
+
+    def _billed(self, spec: ModelSpec, usage: Any, messages: Sequence[Message]) -> Usage | None:
+        """What a call that gave no text was billed, when the provider reported any usage."""
+        if not (getattr(usage, "prompt_tokens", 0) or getattr(usage, "completion_tokens", 0)):
+            return None
+        return self._usage(spec, usage, messages, "")
 
     def _cost(self, spec: ModelSpec, prompt_tokens: int, completion_tokens: int) -> float:
         if spec.input_cost_per_mtok is not None and spec.output_cost_per_mtok is not None:

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 from orchestra.core.errors import ProviderError
 from orchestra.core.model_spec import ModelSpec
-from orchestra.core.request import Request
+from orchestra.core.request import Request, as_sent
 from orchestra.spend.budget import Budget
-from orchestra.spend.estimate import cost_usd, prompt_tokens
+from orchestra.spend.estimate import cost_usd, messages_tokens
 from orchestra.spend.ledger import Ask, Hold, Ledger, Refusal
 
 log = logging.getLogger("orchestra.spend")
@@ -52,8 +52,9 @@ class BudgetGuard:
         self, spec: ModelSpec, request: Request, lease_s: float, *, stream: bool = False
     ) -> Booking:
         """Reserve for one call to `spec`; raises `ProviderError(kind="budget")` when it would
-        overrun a budget. A stream is booked with `CUT_SLACK_TOKENS` more."""
-        prompt = prompt_tokens(request)
+        overrun a budget. A stream is booked with `CUT_SLACK_TOKENS` more. The prompt counted is
+        the one sent: the model's own system prompt included."""
+        prompt = messages_tokens(as_sent(request.messages, spec.system_prompt))
         if spec.is_free or not self.budget.limited or self.ledger is None:
             return Booking(hold=None, max_tokens=request.max_tokens, prompt_tokens=prompt)
         cap = request.max_tokens or self.budget.max_tokens_per_call

@@ -44,6 +44,14 @@ class RequestRecord:
     def status(self) -> str:
         return "ok" if self.result is not None else "error"
 
+    @property
+    def cost_usd(self) -> float:
+        """What the request cost in all: its answer, and any call billed for what it sent before
+        it broke or was left (a failed request may have cost something too)."""
+        if self.charges is None:
+            return self.result.cost_usd if self.result is not None else 0.0
+        return float(sum(c.cost_usd for c in self.charges))
+
     def ledger_charges(self) -> Sequence[Charge]:
         if self.charges is not None:
             return self.charges
@@ -88,7 +96,7 @@ def request_row(rec: RequestRecord, detail: bytes) -> tuple[Any, ...]:
         rec.status,
         res.model if res else None,
         res.tier.value if res else None,
-        res.cost_usd if res else 0.0,
+        rec.cost_usd,
         rec.latency_ms,
         res.prompt_tokens if res else 0,
         res.completion_tokens if res else 0,
