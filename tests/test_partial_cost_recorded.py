@@ -65,12 +65,6 @@ async def test_a_partial_answers_record_carries_what_it_was_billed(
     assert entry["cost_usd"] == pytest.approx(summary["total_usd"]), "the record says so too"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a whole (non-streamed) answer cut off mid-body was generated, and billed by the "
-    "provider, but its reservation is released, not charged: telling 'never sent' from 'sent "
-    "and answered' needs the backend to say so (a design change, see the audit report)",
-)
 async def test_a_whole_answer_cut_off_mid_body_is_charged(
     tmp_path: Path, stub: StubProvider, stub2: StubProvider
 ) -> None:

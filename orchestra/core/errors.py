@@ -142,6 +142,10 @@ class ProviderError(OrchestraError):
     `kind` classifies the failure (by HTTP status where there is one); `retryable` says whether
     the same model may succeed if tried again. `billed` is the usage the provider reported for
     a call that failed all the same (an empty answer): it was paid for, so it is charged.
+    `sent`: the request reached the provider, which may bill it, but no answer (nor any usage)
+    came back: a body cut off, a read that timed out. Such a call is charged at its reservation
+    (the worst case), as a dead process's is; one that never left, or that the provider refused
+    with an error status, is not.
     """
 
     def __init__(
@@ -153,6 +157,7 @@ class ProviderError(OrchestraError):
         status_code: int | None = None,
         retry_after_s: float | None = None,
         billed: Usage | None = None,
+        sent: bool = False,
     ) -> None:
         super().__init__(message)
         self.kind = kind
@@ -160,6 +165,7 @@ class ProviderError(OrchestraError):
         self.status_code = status_code
         self.retry_after_s = retry_after_s
         self.billed = billed
+        self.sent = sent
 
     @property
     def retryable(self) -> bool:

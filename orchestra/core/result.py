@@ -41,7 +41,11 @@ class Usage(BaseModel):
 
 
 class Result(BaseModel):
-    """An answered request: the text, who answered, what it cost, and the decision behind it."""
+    """An answered request: the text, who answered, what it cost, and the decision behind it.
+
+    `cost_usd` is what the request cost in all: the answer, and any call before it that was
+    billed, or may have been, without answering (see `ProviderError.sent`); the tokens are the
+    answer's."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

@@ -104,10 +104,12 @@ def answer_usage(
 
 def empty_answer(spec: ModelSpec, billed: Usage | None = None) -> ProviderError:
     """An answer with no text (an empty or malformed body): the provider's failure, worth
-    failing over; `billed` is the usage it reported for it all the same (charged)."""
+    failing over; `billed` is the usage it reported for it all the same (charged). Without one,
+    it answered all the same, and may have billed: `sent`."""
     return ProviderError(
         f"{spec.name}: the answer was empty (no text: an empty or malformed body)",
         kind="server",
         model=spec.name,
         billed=billed,
+        sent=billed is None,
     )

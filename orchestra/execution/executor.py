@@ -42,7 +42,7 @@ from orchestra.execution.endpoints import Endpoints
 from orchestra.execution.flight import Flight
 from orchestra.execution.retry import Deadline
 from orchestra.execution.safeguards import Safeguards, limiters_for
-from orchestra.spend.estimate import prompt_tokens
+from orchestra.spend.estimate import cost_usd, messages_tokens, prompt_tokens
 from orchestra.spend.guard import Booking
 from orchestra.spend.ledger import Charge
 from orchestra.spend.settle import AnswerMeter, settle_usage
@@ -236,8 +236,10 @@ class Executor:
         try:
             async with asyncio.timeout(seconds):
                 return await call
-        except TimeoutError:
-            raise ProviderError(f"no answer within {seconds:.1f} s", kind="timeout") from None
+        except TimeoutError:  # it may have been sent, and be billed
+            raise ProviderError(
+                f"no answer within {seconds:.1f} s", kind="timeout", sent=True
+            ) from None
 
     async def _paced(
         self, walk: _Walk, t: _Try, pieces: AsyncIterator[StreamPiece]
@@ -257,7 +259,10 @@ class Executor:
                     return
                 except TimeoutError:
                     raise ProviderError(
-                        f"{spec.name}: {what} within {wait:.1f} s", kind="timeout", model=spec.name
+                        f"{spec.name}: {what} within {wait:.1f} s",
+                        kind="timeout",
+                        model=spec.name,
+                        sent=True,  # it may be generating, and be billed
                     ) from None
                 yield piece
                 if piece.text:
@@ -355,7 +360,7 @@ class Executor:
             text=completion.text,
             model=spec.name,
             tier=spec.tier,
-            cost_usd=usage.cost_usd,
+            cost_usd=float(sum(c.cost_usd for c in flight.charges)),  # every call it took
             latency_ms=flight.elapsed_ms(),
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
@@ -405,6 +410,7 @@ class Executor:
             status_code=exc.status_code,
             retry_after_s=exc.retry_after_s,
             billed=exc.billed,
+            sent=exc.sent,
         )
         clean.__cause__ = None
         return clean
@@ -501,7 +507,10 @@ class _Try:
         ex = self.executor
         if exc is None:
             return False  # the success path charges the answer
-        self._settle_partial(exc.billed if isinstance(exc, ProviderError) else None)
+        if isinstance(exc, ProviderError):
+            self._settle_partial(exc.billed, exc.sent)
+        else:  # cancelled, or its reader left: the call was under way (see `_abandoned`)
+            self._settle_partial(None, True)
         if not isinstance(exc, ProviderError):  # cancelled, or its reader left: kept as is
             ex._abandoned(self.walk, self)
             return False
@@ -527,17 +536,27 @@ class _Try:
         sent = as_sent(self.walk.request.messages, self.spec.system_prompt)
         return settle_usage(self.spec, usage, text, sent, cap)
 
-    def _settle_partial(self, billed: Usage | None) -> None:
+    def _settle_partial(self, billed: Usage | None, sent: bool) -> None:
         """A call that ended without an answer: billed for the text it sent, or for what the
-        provider reported it billed (`billed`, an empty answer), else released."""
+        provider reported it billed (`billed`, an empty answer); one that reached the provider
+        with nothing back (`sent`) at its reservation, the worst case it may have been billed;
+        else released."""
         guard = self.executor.safeguards.guard
+        charges = self.walk.flight.charges
         if self.partial:
             prompt = self.booking.prompt_tokens if self.booking else 0
             usage = self.settled(Usage(prompt_tokens=prompt, estimated=True), "".join(self.partial))
-            self.walk.flight.charges.append(_charge(self.spec, usage, self.booking, "partial"))
+            charges.append(_charge(self.spec, usage, self.booking, "partial"))
         elif billed is not None:
             usage = self.settled(billed, "")
-            self.walk.flight.charges.append(_charge(self.spec, usage, self.booking, "partial"))
+            charges.append(_charge(self.spec, usage, self.booking, "partial"))
+        elif sent and self.params is not None and not self.spec.is_free:
+            prompt = (
+                self.booking.prompt_tokens
+                if self.booking is not None
+                else messages_tokens(as_sent(self.walk.request.messages, self.spec.system_prompt))
+            )
+            charges.append(_lost(self.spec, self.booking, prompt, self.params.max_tokens))
         elif guard is not None:
             guard.release(self.booking)
 
@@ -561,6 +580,25 @@ def _charge(spec: ModelSpec, usage: Usage, booking: Booking | None, kind: str = 
         kind="partial" if kind == "partial" else "answer",
         hold_id=booking.hold.id if booking is not None and booking.hold is not None else None,
         usage_reported=not usage.estimated,
+        at=time.time(),
+    )
+
+
+def _lost(spec: ModelSpec, booking: Booking | None, prompt: int, cap: int | None) -> Charge:
+    """A call that reached the provider and brought nothing back: charged at its reservation
+    (its prompt and its whole answer cap, as a dead process's reservation is), or, with none, at
+    its `prompt` and answer `cap` at the model's price (the prompt alone without a cap)."""
+    held = booking.hold if booking is not None else None
+    usd = held.usd if held is not None else (cost_usd(spec, prompt, cap or 0) or 0.0)
+    return Charge(
+        model=spec.name,
+        tier=spec.tier,
+        prompt_tokens=prompt,
+        completion_tokens=cap or 0,
+        cost_usd=usd,
+        kind="lost",
+        hold_id=held.id if held is not None else None,
+        usage_reported=False,
         at=time.time(),
     )
 

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import math
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextvars import ContextVar, Token
 from functools import cache
 from typing import Any
@@ -239,8 +239,61 @@ def provider_error(exc: BaseException, spec: ModelSpec, *, started: bool = False
         kind = "stream_broken"
     message = f"{spec.name}: {type(exc).__name__}: {_first_line(exc)}"
     return ProviderError(
-        message, kind=kind, model=spec.name, status_code=status, retry_after_s=_retry_after(exc)
+        message,
+        kind=kind,
+        model=spec.name,
+        status_code=status,
+        retry_after_s=_retry_after(exc),
+        sent=not _not_connected(exc) and not _refused(exc),
     )
+
+
+# Failures to connect (no request reached the provider), by class name along the cause chain:
+# httpx's, aiohttp's (which LiteLLM's transport wraps in httpx's), the socket's own.
+_CONNECT_FAILURES = frozenset((
+    "ConnectError", "ConnectTimeout", "ClientConnectorError", "ClientConnectorCertificateError",
+    "ClientConnectorSSLError", "ClientConnectorDNSError", "ClientProxyConnectionError",
+    "ConnectionTimeoutError", "ProxyError", "ConnectionRefusedError", "gaierror",
+))  # fmt: skip
+
+
+# LiteLLM's errors that come only from an error status: the provider refused, billing nothing.
+# (Its InternalServerError and Timeout also stand for a connection or read that failed: those
+# are told apart by what caused them.)
+_REFUSALS = frozenset((
+    "RateLimitError", "AuthenticationError", "PermissionDeniedError", "NotFoundError",
+    "BadRequestError", "UnprocessableEntityError", "ContextWindowExceededError",
+    "ContentPolicyViolationError", "ServiceUnavailableError", "BadGatewayError",
+))  # fmt: skip
+
+
+def _not_connected(exc: BaseException) -> bool:
+    """The call failed while connecting: the provider never saw the request."""
+    return any(type(cause).__name__ in _CONNECT_FAILURES for cause in _causes(exc))
+
+
+def _refused(exc: BaseException) -> bool:
+    """The provider answered with an error status (LiteLLM's own errors carry a status even for
+    a connection that failed: the HTTP client's error, or the OpenAI SDK's, tells)."""
+    for cause in _causes(exc):
+        kind = type(cause)
+        if kind.__name__ == "HTTPStatusError":
+            return True
+        if not kind.__module__.startswith("litellm") and isinstance(
+            getattr(cause, "status_code", None), int
+        ):
+            return True
+    return type(exc).__name__ in _REFUSALS
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc`, then what caused it, and so on."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        yield cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
 
 
 def _kind(exc: BaseException, status: int | None) -> ProviderErrorKind:
@@ -273,13 +326,8 @@ def _kind(exc: BaseException, status: int | None) -> ProviderErrorKind:
 def _never_sent(exc: BaseException) -> bool:
     """The client failed before any byte left: the text could not be encoded (a lone surrogate,
     say). The request's fault: no provider is to blame."""
-    seen: set[int] = set()
-    cause: BaseException | None = exc
-    while cause is not None and id(cause) not in seen:
-        if isinstance(cause, UnicodeError):
-            return True
-        seen.add(id(cause))
-        cause = cause.__cause__ or cause.__context__
+    if any(isinstance(cause, UnicodeError) for cause in _causes(exc)):
+        return True
     return "codec can't encode" in str(exc) or "surrogates not allowed" in str(exc)
 
 
