@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from orchestra.core.errors import ProviderError
 from orchestra.core.model_spec import ModelSpec
 from orchestra.core.request import Request, as_sent
+from orchestra.core.tier import Tier
 from orchestra.spend.budget import Budget
 from orchestra.spend.estimate import cost_usd, messages_tokens
 from orchestra.spend.ledger import Ask, Hold, Ledger, Refusal
@@ -40,7 +41,10 @@ class BudgetGuard:
     A call with no `max_tokens` is capped at `Budget.max_tokens_per_call`, shrunk to what the
     budget has left (but never below `MIN_ANSWER_TOKENS`), and the cap is sent to the provider:
     so no single call can overrun the budget, unless the provider ignores the cap or reports
-    more than it. Free models, unpriced models and runtimes without a budget reserve nothing.
+    more than it. Free models and runtimes without a budget reserve nothing. A cloud model whose
+    price is unknown cannot be held to a budget, so while one is set it is refused (the next
+    candidate answers); a local or LAN model whose price is unknown is taken as self-hosted
+    (free), with a warning.
     """
 
     def __init__(self, budget: Budget, ledger: Ledger | None) -> None:
@@ -64,6 +68,13 @@ class BudgetGuard:
         slack = CUT_SLACK_TOKENS if stream else 0
         want, least = cost_usd(spec, prompt, cap + slack), cost_usd(spec, prompt, floor + slack)
         if want is None or least is None:
+            if spec.tier is Tier.CLOUD:
+                raise ProviderError(
+                    f"{spec.name}: no price known, so it cannot be held to the budget; set its "
+                    "input_cost_per_mtok and output_cost_per_mtok (0 if it is free)",
+                    kind="budget",
+                    model=spec.name,
+                )
             self._warn_unpriced(spec)
             return Booking(hold=None, max_tokens=request.max_tokens, prompt_tokens=prompt)
         b = self.budget
@@ -91,7 +102,8 @@ class BudgetGuard:
     def _warn_unpriced(self, spec: ModelSpec) -> None:
         if spec.name not in self._unpriced:
             self._unpriced.add(spec.name)
-            log.warning("no price known for %s: its calls cannot be held to the budget", spec.name)
+            log.warning("no price known for %s (%s tier): taken as self-hosted, free",
+                        spec.name, spec.tier)  # fmt: skip
 
 
 def _affordable(spec: ModelSpec, prompt: int, cap: int, usd: float) -> int:
