@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import model_toml
 
-from orchestra import AllCandidatesFailed, Orchestra
+from orchestra import Agent, AllCandidatesFailed, Orchestra, Request, Verdict
 from orchestra.testing import Behaviour, StubProvider
 
 FAST_RETRY = "[retry]\nbase_s = 0.01\ncap_s = 0.05\n"
@@ -127,6 +127,38 @@ async def test_the_cache_answers_repeats_for_free(
     assert again.attempts[-1].cached and not other.attempts[-1].cached
     assert len(stub.requests) == 2
     assert [e["attempts"][-1]["cached"] for e in history] == [False, True, False]
+
+
+class DeniesOne(Agent):
+    """Denies one model by name (as a privacy or budget verdict may)."""
+
+    name = "denies-one"
+
+    def __init__(self, model: str) -> None:
+        super().__init__()
+        self.model = model
+
+    async def check(self, request: Request | None) -> Verdict:
+        return self.verdict(denied_models=frozenset({self.model}), reason="not that one")
+
+
+async def test_the_cache_never_answers_with_a_model_the_request_may_not_use(
+    stub: StubProvider, stub2: StubProvider, write_config: Callable[..., Path]
+) -> None:
+    """The cache is keyed by tier: a hit from another model of the tier is refused when a
+    verdict denies that model, or when the request forces another."""
+    config = write_config(
+        model_toml("one", stub.url), model_toml("two", stub2.url),
+        extra="[cache]\nenabled = true\n",
+    )  # fmt: skip
+    async with Orchestra(config=config, agents=[]) as orc:
+        assert (await orc.complete("What is the capital of France?")).model == "one"
+        forced = await orc.complete("What is the capital of France?", model="two")
+    assert forced.model == "two" and not forced.attempts[-1].cached
+    async with Orchestra(config=config, agents=[DeniesOne("one")]) as orc:
+        denied = await orc.complete("What is the capital of France?")
+    assert denied.model == "two" and not any(a.cached and a.model == "one" for a in denied.attempts)
+    assert len(stub.requests) == 1, "model one was asked once, then served from nowhere else"
 
 
 async def test_round_robin_spreads_a_tier(

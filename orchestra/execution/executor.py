@@ -321,6 +321,11 @@ class Executor:
         hit = await cache.get(_key(walk.request, first))
         if hit is None or hit.model not in walk.catalog:
             return None
+        forced = walk.request.model
+        if (forced is not None and hit.model != forced) or all(
+            c.model != hit.model for c in decision.candidates
+        ):  # another model's answer: one this request may not use (a veto), or not the one asked
+            return None
         spec = walk.catalog.get(hit.model)
         walk.flight.attempts.append(
             Attempt(model=spec.name, tier=spec.tier, ok=True, latency_ms=0.0, cached=True)
