@@ -168,3 +168,21 @@ async def test_200_concurrent_requests_cannot_overspend(
     assert spend["today_usd"] == pytest.approx(sum(r.cost_usd for r in answered))
     assert len(stub.requests) == len(answered)  # refused requests never reached the provider
     assert len(history) == 200
+
+
+def test_the_spend_view_starts_a_day_at_the_budgets_midnight_not_the_machines() -> None:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from orchestra.spend.calendar import Calendar
+    from orchestra.spend.ledger import SpendTotals
+    from orchestra.spend.tracker import SpendTracker
+
+    # Midnight in Tokyo is 15:00 in UTC: totals read a second before it, asked a second after.
+    midnight = datetime(2026, 11, 30, tzinfo=ZoneInfo("Asia/Tokyo")).timestamp()
+    totals = SpendTotals(today_usd=2.0, month_usd=9.0, at=midnight - 1)
+    tokyo = SpendTracker(totals, calendar=Calendar("Asia/Tokyo"))
+    assert tokyo.today(midnight + 1) == 0.0, "a new day in the budget's time zone"
+    assert tokyo.this_month(midnight + 1) == 9.0, "the same month there"
+    utc = SpendTracker(totals, calendar=Calendar("UTC"))
+    assert utc.today(midnight + 1) == 2.0, "in UTC the day goes on"

@@ -14,7 +14,7 @@ from orchestra.core.tier import ALL_TIERS, Tier
 from orchestra.core.verdict import Verdict
 from orchestra.spend.budget import Budget
 from orchestra.spend.estimate import completion_tokens, cost_usd, prompt_tokens
-from orchestra.spend.tracker import SpendTracker, month_start
+from orchestra.spend.tracker import SpendTracker
 
 
 class CostAgent(Agent):
@@ -64,7 +64,7 @@ class CostAgent(Agent):
             month=month,
             reserved=reserved,
             last_hour=self._spend.last_hour(now),
-            hours_this_month=max(1.0, (now - month_start(now)) / 3600),
+            hours_this_month=max(1.0, (now - self._spend.calendar.month_start(now)) / 3600),
             estimates=estimates,
         )
 

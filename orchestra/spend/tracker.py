@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 
-from orchestra.spend.calendar import day_start, month_start
+from orchestra.spend.calendar import Calendar, day_start, month_start
+from orchestra.spend.calendar import calendar as local_calendar
 from orchestra.spend.ledger import SpendTotals
 
 __all__ = ["SpendTracker", "day_start", "month_start"]
@@ -18,10 +19,11 @@ class SpendTracker:
     view: the budget itself is enforced by the ledger's reservations, never by this.
     """
 
-    __slots__ = ("_totals",)
+    __slots__ = ("_totals", "calendar")
 
-    def __init__(self, totals: SpendTotals | None = None) -> None:
+    def __init__(self, totals: SpendTotals | None = None, calendar: Calendar | None = None) -> None:
         self._totals = totals or SpendTotals()
+        self.calendar = calendar or local_calendar()  # the budget's days (default: the machine's)
 
     @classmethod
     def seeded(cls, day_usd: float, month_usd: float, now: float | None = None) -> SpendTracker:
@@ -43,12 +45,12 @@ class SpendTracker:
         return self._totals.reserved_usd
 
     def today(self, now: float | None = None) -> float:
-        if now is not None and day_start(now) > self._totals.at:
+        if now is not None and self.calendar.day_start(now) > self._totals.at:
             return 0.0  # a new day began since these totals were read
         return self._totals.today_usd
 
     def this_month(self, now: float | None = None) -> float:
-        if now is not None and month_start(now) > self._totals.at:
+        if now is not None and self.calendar.month_start(now) > self._totals.at:
             return 0.0
         return self._totals.month_usd
 

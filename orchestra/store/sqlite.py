@@ -92,7 +92,7 @@ class SqliteStore(Store):
     def __init__(self, path: str | Path, timezone: str | None = None) -> None:
         self.path = Path(path)
         self.calendar: Calendar = calendar(timezone)
-        self._spend = SpendTracker()
+        self._spend = SpendTracker(calendar=self.calendar)
         self._db: aiosqlite.Connection | None = None
         self._writer = Writer(self.path, self.calendar, self._spend.update, self._forget_shared)
         self._interner = Interner()  # used on the writer's thread only
