@@ -23,7 +23,8 @@ from orchestra import (
     Tier,
 )
 from orchestra.agents.cost import CostAgent
-from orchestra.spend.estimate import completion_tokens, cost_usd, prompt_tokens
+from orchestra.core.request import as_sent
+from orchestra.spend.estimate import completion_tokens, cost_usd, messages_tokens
 from orchestra.spend.tracker import SpendTracker
 from orchestra.testing import Behaviour, StubProvider
 
@@ -95,23 +96,37 @@ async def test_a_spike_votes_local() -> None:
     spent=st.floats(0, 1.2),
     chars=st.integers(1, 40_000),
     cap=st.none() | st.integers(1, 8000),
+    system=st.integers(0, 20_000),  # words of the odd models' own system prompts
+    own_system=st.booleans(),  # the request brings its own (then the models' are not sent)
 )
 def test_skipping_the_estimates_when_the_dearest_fits_changes_no_verdict(
-    prices: list[tuple[float | None, float | None]], spent: float, chars: int, cap: int | None
+    prices: list[tuple[float | None, float | None]],
+    spent: float,
+    chars: int,
+    cap: int | None,
+    system: int,
+    own_system: bool,
 ) -> None:
     models = [
         ModelSpec(name=f"m{i}", tier=Tier.CLOUD, litellm_model=f"openai/m{i}",
-                  input_cost_per_mtok=p_in, output_cost_per_mtok=p_out)
+                  input_cost_per_mtok=p_in, output_cost_per_mtok=p_out,
+                  system_prompt="w " * system if i % 2 and system else None)
         for i, (p_in, p_out) in enumerate(prices)
     ]  # fmt: skip
     agent = CostAgent()
     agent._budget = Budget(daily_usd=1.0)
     agent._catalog = Catalog(models)
     agent._spend = SpendTracker.seeded(spent, spent)
-    request = Request.of("x" * chars, max_tokens=cap)
+    messages = [{"role": "user", "content": "x" * chars}]
+    if own_system:
+        messages.insert(0, {"role": "system", "content": "be brief"})
+    request = Request.of(messages, max_tokens=cap)
     fast = asyncio.run(agent.check(request))
-    prompt, answer = prompt_tokens(request), completion_tokens(request, agent.expected_completion)
-    every = {m.name: cost_usd(m, prompt, answer) for m in models}
+    answer = completion_tokens(request, agent.expected_completion)
+    every = {  # each model priced for the prompt it is sent
+        m.name: cost_usd(m, messages_tokens(as_sent(request.messages, m.system_prompt)), answer)
+        for m in models
+    }
     full = agent.judge(today=spent, month=spent, estimates=every)
     assert fast.model_dump(exclude={"at"}) == full.model_dump(exclude={"at"})
 
@@ -186,3 +201,16 @@ def test_the_spend_view_starts_a_day_at_the_budgets_midnight_not_the_machines() 
     assert tokyo.this_month(midnight + 1) == 9.0, "the same month there"
     utc = SpendTracker(totals, calendar=Calendar("UTC"))
     assert utc.today(midnight + 1) == 2.0, "in UTC the day goes on"
+
+
+def test_a_models_own_system_prompt_counts_in_its_estimate() -> None:
+    wordy = ModelSpec(name="wordy", tier=Tier.CLOUD, litellm_model="openai/wordy",
+                      input_cost_per_mtok=10.0, output_cost_per_mtok=10.0,
+                      system_prompt="rule " * 2000)  # fmt: skip
+    terse = wordy.model_copy(update={"name": "terse", "system_prompt": None})
+    agent = CostAgent()
+    agent._budget = Budget(daily_usd=1.0)
+    agent._catalog = Catalog([wordy, terse])
+    agent._spend = SpendTracker.seeded(0.99, 0.99)  # $0.01 left: 1,000 tokens at $10/M
+    verdict = asyncio.run(agent.check(Request.of("hi", max_tokens=1)))
+    assert verdict.denied_models == frozenset({"wordy"}), "its 2,000-word prompt is sent too"

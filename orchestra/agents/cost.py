@@ -13,7 +13,13 @@ from orchestra.core.request import Request
 from orchestra.core.tier import ALL_TIERS, Tier
 from orchestra.core.verdict import Verdict
 from orchestra.spend.budget import Budget
-from orchestra.spend.estimate import completion_tokens, cost_usd, prompt_tokens
+from orchestra.spend.estimate import (
+    TOKENS_PER_MESSAGE,
+    completion_tokens,
+    cost_usd,
+    count_tokens,
+    prompt_tokens,
+)
 from orchestra.spend.tracker import SpendTracker
 
 
@@ -42,6 +48,7 @@ class CostAgent(Agent):
         self._catalog = Catalog(())
         self._top_for: Catalog | None = None
         self._top = (0.0, 0.0)
+        self._system: dict[str, int] = {}
 
     async def start(self, context: AgentContext) -> None:
         self._budget = context.budget
@@ -75,21 +82,34 @@ class CostAgent(Agent):
         prompt = prompt_tokens(request)
         answer = completion_tokens(request, self.expected_completion)
         top_in, top_out = self._top_prices
-        if (prompt * top_in + answer * top_out) / 1e6 <= left:
+        # A model's own system prompt is sent too, unless the request has one of its own.
+        own = {} if any(m.role == "system" for m in request.messages) else self._system_tokens
+        if ((prompt + max(own.values(), default=0)) * top_in + answer * top_out) / 1e6 <= left:
             return {}
-        return {m.name: cost_usd(m, prompt, answer) for m in self._catalog}
+        return {m.name: cost_usd(m, prompt + own.get(m.name, 0), answer) for m in self._catalog}
 
     @property
     def _top_prices(self) -> tuple[float, float]:
         """The highest input and output price per million tokens in the catalog (cached)."""
+        self._refresh()
+        return self._top
+
+    @property
+    def _system_tokens(self) -> dict[str, int]:
+        """Each model's own system prompt in tokens, for those that have one (cached)."""
+        self._refresh()
+        return self._system
+
+    def _refresh(self) -> None:
         catalog = self._catalog
         if self._top_for is not catalog:
             self._top = (
                 max((m.input_cost_per_mtok or 0.0 for m in catalog), default=0.0),
                 max((m.output_cost_per_mtok or 0.0 for m in catalog), default=0.0),
             )
+            self._system = {m.name: count_tokens(m.system_prompt) + TOKENS_PER_MESSAGE
+                            for m in catalog if m.system_prompt}  # fmt: skip
             self._top_for = catalog
-        return self._top
 
     def judge(
         self,

@@ -42,7 +42,7 @@ from orchestra.execution.endpoints import Endpoints
 from orchestra.execution.flight import Flight
 from orchestra.execution.retry import Deadline
 from orchestra.execution.safeguards import Safeguards, limiters_for
-from orchestra.spend.estimate import cost_usd, messages_tokens, prompt_tokens
+from orchestra.spend.estimate import cost_usd, messages_tokens
 from orchestra.spend.guard import Booking
 from orchestra.spend.ledger import Charge
 from orchestra.spend.settle import AnswerMeter, settle_usage
@@ -300,7 +300,7 @@ class Executor:
         if limiter is not None:
             try:
                 await limiter.acquire(
-                    _booked_tokens(walk.request),
+                    _booked_tokens(walk.request, spec),
                     priority=walk.request.priority,
                     deadline_s=walk.deadline.remaining(),
                 )
@@ -349,7 +349,7 @@ class Executor:
         used = u.prompt_tokens + u.completion_tokens
         limiter = safe.limiters.get(spec.name)
         if limiter is not None and used > 0:  # the real usage replaces the booked estimate
-            limiter.settle(_booked_tokens(walk.request), used)
+            limiter.settle(_booked_tokens(walk.request, spec), used)
         if safe.cache is not None:
             safe.cache.put(
                 _key(walk.request, spec.tier), spec.name, spec.tier.value, completion.text,
@@ -612,6 +612,9 @@ def _key(request: Request, tier: Tier) -> str:
     return cache_key(tier.value, request.messages, request.max_tokens, request.temperature)
 
 
-def _booked_tokens(request: Request) -> int:
-    """What a call is booked at against a tokens-per-minute limit before its usage is known."""
-    return prompt_tokens(request) + (request.max_tokens or 0)
+def _booked_tokens(request: Request, spec: ModelSpec) -> int:
+    """What a call is booked at against a tokens-per-minute limit before its usage is known: the
+    prompt as sent (the model's system prompt too) and the answer cap."""
+    return messages_tokens(as_sent(request.messages, spec.system_prompt)) + (
+        request.max_tokens or 0
+    )
