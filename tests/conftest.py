@@ -14,6 +14,7 @@ os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 
 from postgres_fixture import pg_url, postgres  # noqa: F401  (fixtures)
 
+from orchestra import Orchestra, Result
 from orchestra.store import Store, open_store
 from orchestra.testing import Behaviour, StubProvider
 
@@ -119,3 +120,13 @@ def write_config(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+async def answer(orc: Orchestra, prompt: str, stream: bool) -> tuple[Result | None, str]:
+    """(the result, the text) of one request, streamed or not."""
+    if stream:
+        async with orc.stream(prompt) as s:
+            text = "".join([piece async for piece in s])
+        return s.result, text
+    result = await orc.complete(prompt)
+    return result, result.text

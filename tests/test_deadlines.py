@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import STUB_KEY, model_toml
+from conftest import STUB_KEY, answer, model_toml
 from test_cli import orchestra
 
 from orchestra import Orchestra, RequestError, StreamBroken
@@ -134,13 +134,7 @@ async def test_an_empty_or_malformed_answer_fails_over(
     stub.behaviour = Behaviour(kind=kind)  # type: ignore[arg-type]
     config = write_config(model_toml("broken", stub.url), model_toml("healthy", stub2.url))
     async with Orchestra(config=config, agents=[]) as orc:
-        if stream:
-            s = orc.stream("hello")
-            text = "".join([t async for t in s])
-            result = s.result
-        else:
-            result = await orc.complete("hello")
-            text = result.text
+        result, text = await answer(orc, "hello", stream)
         spend = await orc.spend_summary()
     assert result is not None and (result.model, text) == ("healthy", "Rome")
     assert result.attempts[0].model == "broken" and not result.attempts[0].ok

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import answer
 
 from orchestra import Agent, Orchestra, Request, StreamBroken, Tier, Verdict
 from orchestra.config import parse_config
@@ -86,13 +87,7 @@ async def test_an_empty_answer_the_provider_billed_is_charged(
     answering in the end."""
     stub.behaviour = Behaviour(reply="")
     async with Orchestra(config(tmp_path, stub, stub2), agents=[WantsCloud()]) as orc:
-        if stream:
-            async with orc.stream("Tell me a story") as s:
-                text = "".join([piece async for piece in s])
-            result = s.result
-        else:
-            result = await orc.complete("Tell me a story")
-            text = result.text
+        result, text = await answer(orc, "Tell me a story", stream)
         summary = await orc.spend_summary()
         (entry,) = await orc.history(limit=5)
     assert result is not None and result.model == "free" and text == "Rome"
