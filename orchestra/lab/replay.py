@@ -23,6 +23,7 @@ from orchestra.store import Store
 
 __all__ = ["PolicyReport", "ReplayedRequest", "render", "replay"]
 
+# Below this many requests, another process's start-up (~0.2 s) does not pay for itself.
 PARALLEL_FROM = 20_000
 MAX_WORKERS = 4
 
