@@ -73,3 +73,17 @@ async def test_the_budget_counts_the_system_prompt_before_the_call(
     assert result.model == "free"
     assert stub.requests == [], "the paid model was never called"
     assert summary["total_usd"] <= budget
+
+
+async def test_a_token_limit_counts_the_system_prompt(
+    tmp_path: Path, stub: StubProvider, stub2: StubProvider
+) -> None:
+    """1,000 tokens a minute cannot carry a 2,000-token system prompt: refused before the call
+    (as too large for the limit), and the next model answers."""
+    settings = config(tmp_path, stub, stub2, budget=100.0)
+    paid = settings.models[0].model_copy(update={"tokens_per_minute": 1000})
+    settings = settings.model_copy(update={"models": [paid, *settings.models[1:]]})
+    async with Orchestra(settings, agents=[WantsCloud()]) as orc:
+        result = await orc.complete("hi", max_tokens=10)
+    assert result.model == "free" and not stub.requests
+    assert result.attempts[0].model == "paid" and not result.attempts[0].ok
