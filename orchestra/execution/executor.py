@@ -512,13 +512,11 @@ class _Try:
         ex = self.executor
         if exc is None:
             return False  # the success path charges the answer
-        if isinstance(exc, ProviderError):
-            self._settle_partial(exc.billed, exc.sent)
-        else:  # cancelled, or its reader left: the call was under way (see `_abandoned`)
-            self._settle_partial(None, True)
         if not isinstance(exc, ProviderError):  # cancelled, or its reader left: kept as is
+            self._settle_partial(None, sent=True)  # the call was under way
             ex._abandoned(self.walk, self)
             return False
+        self._settle_partial(exc.billed, exc.sent)
         masked = ex._masked(exc, self.walk.request)
         self.failed = True
         self.wait = ex._failed(self.walk, self, masked)
