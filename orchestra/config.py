@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -38,6 +38,13 @@ class StoreConfig(_Section):
     `path` is a SQLite file; `url` (`postgresql://...`, or `$ORCHESTRA_STORE_URL`, which wins)
     a PostgreSQL database shared by many machines, with its pool, timeouts and the cap of the
     spill file that keeps records while it is unreachable.
+
+    `sync`: "full" (default) syncs each commit to the disk before the answers it holds are
+    returned (one sync per group of requests committed together), so records and spend survive
+    a power cut; "normal" leaves a commit to the operating system, which survives a crash or
+    `kill -9` but may lose the last second of records to a power cut, and saves a disk sync
+    (~0.15 ms here) on a request made alone. PostgreSQL follows its own `synchronous_commit`;
+    its spill file follows `sync`.
     """
 
     path: Path | None = None
@@ -48,6 +55,7 @@ class StoreConfig(_Section):
     connect_timeout_s: float = Field(default=5.0, gt=0)
     statement_timeout_s: float = Field(default=10.0, gt=0)
     spill_max_mb: float = Field(default=256.0, gt=0)
+    sync: Literal["full", "normal"] = "full"
 
 
 class DiscoveryConfig(_Section):

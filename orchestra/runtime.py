@@ -505,10 +505,11 @@ def build_store(config: Config, location: str | Path | None = None) -> Store:
         options = PostgresOptions(
             spill_path=data_dir() / "spill.db",
             spill_max_bytes=int(s.spill_max_mb * 1024 * 1024),
+            spill_sync=s.sync,
             pool_size=s.pool_size,
             timeouts=Timeouts(connect_s=s.connect_timeout_s, statement_s=s.statement_timeout_s),
         )
-    return open_store(where, config.budget.timezone, postgres=options)
+    return open_store(where, config.budget.timezone, postgres=options, sync=s.sync)
 
 
 async def record_feedback(

@@ -12,6 +12,7 @@ from orchestra.store.base import ReplayBatch, Store
 from orchestra.store.postgres_options import PostgresOptions, Timeouts
 from orchestra.store.record import RequestRecord
 from orchestra.store.sqlite import SqliteStore
+from orchestra.store.sync import DEFAULT_SYNC, Sync
 
 SPILL_NAME = "spill.db"
 
@@ -27,18 +28,22 @@ def open_store(
     *,
     home: Path | None = None,
     postgres: PostgresOptions | None = None,
+    sync: Sync = DEFAULT_SYNC,
 ) -> Store:
     """A store (not yet opened): PostgreSQL for a `postgresql://` URL, else a SQLite file path.
     `timezone` is the budget calendar's; `home` holds PostgreSQL's spill file (default: the
-    data directory); `postgres` overrides its pool, timeouts and spill cap."""
+    data directory); `postgres` overrides its pool, timeouts and spill cap; `sync` is how a
+    SQLite commit (or the spill file's) reaches the disk (`orchestra.store.sync`)."""
     if is_url(location):
         # Imported here: SQLite users never load the PostgreSQL driver.
         from orchestra.core.paths import data_dir
         from orchestra.store.postgres import PostgresStore
 
-        options = postgres or PostgresOptions(spill_path=(home or data_dir()) / SPILL_NAME)
+        options = postgres or PostgresOptions(
+            spill_path=(home or data_dir()) / SPILL_NAME, spill_sync=sync
+        )
         return PostgresStore(str(location), options, timezone=timezone)
-    return SqliteStore(location, timezone=timezone)
+    return SqliteStore(location, timezone=timezone, sync=sync)
 
 
 __all__ = [
@@ -47,6 +52,7 @@ __all__ = [
     "RequestRecord",
     "SqliteStore",
     "Store",
+    "Sync",
     "Timeouts",
     "is_url",
     "open_store",

@@ -119,7 +119,7 @@ class PostgresStore(Store):
         self.calendar: Calendar = calendar(timezone)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._spend = SpendTracker(calendar=self.calendar)
-        self._spill = Spill(options.spill_path, options.spill_max_bytes)
+        self._spill = Spill(options.spill_path, options.spill_max_bytes, options.spill_sync)
         self._pool: asyncpg.Pool | None = None
         self._writer: PgWriter | None = None
         self._link = Link(self._lost)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from orchestra.store.sync import DEFAULT_SYNC, Sync
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Timeouts:
@@ -17,9 +19,11 @@ class Timeouts:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class PostgresOptions:
-    """The pool's size, the timeouts, and the spill file (its place and its cap in bytes)."""
+    """The pool's size, the timeouts, and the spill file (its place, its cap in bytes, and how
+    its commits are synced: see `orchestra.store.sync`)."""
 
     spill_path: Path
     spill_max_bytes: int = 256 * 1024 * 1024
+    spill_sync: Sync = DEFAULT_SYNC
     pool_size: int = 5
     timeouts: Timeouts = field(default_factory=Timeouts)

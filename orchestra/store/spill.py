@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 
 from orchestra.core.errors import StoreError
 from orchestra.store.sqlite_writer import retry_locked
+from orchestra.store.sync import DEFAULT_SYNC, Sync, set_sync
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS pending (id INTEGER PRIMARY KEY, kind TEXT NOT NULL,"
@@ -68,9 +69,10 @@ def loads(text: str) -> dict[str, Any]:
 class Spill:
     """The spill file; every method blocks (call it from a worker thread)."""
 
-    def __init__(self, path: Path, max_bytes: int) -> None:
+    def __init__(self, path: Path, max_bytes: int, sync: Sync = DEFAULT_SYNC) -> None:
         self.path = path
         self.max_bytes = max_bytes
+        self.sync = sync
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._drainer: BinaryIO | None = None
@@ -83,7 +85,7 @@ class Spill:
             )
             # Processes opening a new file together: switching it to WAL does not wait.
             retry_locked(lambda: conn.execute("PRAGMA journal_mode=WAL"))
-            conn.execute("PRAGMA synchronous=NORMAL")
+            set_sync(conn, self.sync)
             for statement in _SCHEMA:
                 conn.execute(statement)
             self._conn = conn

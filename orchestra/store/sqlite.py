@@ -35,6 +35,7 @@ from orchestra.store.record import (
     sample_row,
 )
 from orchestra.store.sqlite_writer import Statements, Write, Writer
+from orchestra.store.sync import DEFAULT_SYNC, Sync
 
 log = logging.getLogger("orchestra.store")
 
@@ -86,15 +87,20 @@ class SqliteStore(Store):
     when the future `record()` returns resolves. Reads go through their own connection and see
     only committed rows (`flush()` first to read your own writes). It is also the ledger: budget
     reservations are taken in the writer's transactions, against every process's spend.
-    `timezone` is the budget calendar's (None: this machine's).
+    `timezone` is the budget calendar's (None: this machine's); `sync` whether each commit is
+    synced to the disk before it is reported done (`orchestra.store.sync`).
     """
 
-    def __init__(self, path: str | Path, timezone: str | None = None) -> None:
+    def __init__(
+        self, path: str | Path, timezone: str | None = None, *, sync: Sync = DEFAULT_SYNC
+    ) -> None:
         self.path = Path(path)
         self.calendar: Calendar = calendar(timezone)
         self._spend = SpendTracker(calendar=self.calendar)
         self._db: aiosqlite.Connection | None = None
-        self._writer = Writer(self.path, self.calendar, self._spend.update, self._forget_shared)
+        self._writer = Writer(
+            self.path, self.calendar, self._spend.update, self._forget_shared, sync=sync
+        )
         self._interner = Interner()  # used on the writer's thread only
         self._refresher: asyncio.Task[None] | None = None
 
@@ -360,7 +366,7 @@ class SqliteStore(Store):
             yield page_
 
     def opener(self) -> Callable[[], Store]:
-        return partial(SqliteStore, self.path, self.calendar.timezone)
+        return partial(SqliteStore, self.path, self.calendar.timezone, sync=self._writer.sync)
 
     async def fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Run any read query: for tests and debugging (SQLite only; not part of `Store`)."""

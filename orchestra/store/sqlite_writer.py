@@ -27,6 +27,7 @@ from orchestra.core.errors import StoreError
 from orchestra.spend.calendar import Calendar
 from orchestra.spend.ledger import Ask, SpendTotals
 from orchestra.store.schema import migrate
+from orchestra.store.sync import DEFAULT_SYNC, Sync, set_sync
 from orchestra.store.write_outcomes import settle
 
 log = logging.getLogger("orchestra.store")
@@ -65,6 +66,7 @@ class Writer:
     `on_totals` receives the spend totals, read after commits that moved money (at most every
     `TOTALS_EVERY_S`: the budget itself is enforced inside the transactions, not by them).
     `on_failure` is called (on the writer's thread) after a batch in which a write failed.
+    `sync` says whether a commit is synced to the disk before its waiters hear of it.
     """
 
     TOTALS_EVERY_S = 0.2
@@ -75,8 +77,10 @@ class Writer:
         calendar: Calendar,
         on_totals: Callable[[SpendTotals], None],
         on_failure: Callable[[], None] = lambda: None,
+        sync: Sync = DEFAULT_SYNC,
     ) -> None:
         self.path = path
+        self.sync = sync
         self.calendar = calendar
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self._on_totals = on_totals
@@ -124,7 +128,7 @@ class Writer:
         conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
         try:
             retry_locked(lambda: conn.execute("PRAGMA journal_mode=WAL"))
-            conn.execute("PRAGMA synchronous=NORMAL")
+            set_sync(conn, self.sync)
             # Checkpoints run beside the writer (see SqliteStore), so no commit waits on one.
             conn.execute("PRAGMA wal_autocheckpoint=0")
             conn.execute("PRAGMA foreign_keys=ON")
