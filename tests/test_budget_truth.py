@@ -37,7 +37,7 @@ class Call:
     usage_scale: float  # how much of its answer it owns up to (1.0: honest)
     stream: bool
     abandon: bool  # stop reading after the first piece
-    ignore_cap: bool  # a stream that runs past its max_tokens
+    ignore_cap: bool  # a provider that runs past its max_tokens
 
 
 calls = st.builds(
@@ -96,9 +96,9 @@ async def play(script: list[Call], paid: StubProvider, free: StubProvider) -> No
                     reply=reply(call.words),
                     usage=call.usage,
                     usage_scale=call.usage_scale,
-                    # Only a stream can be cut at its cap: a whole answer past it is charged
-                    # as it is (tests/test_usage_truth.py).
-                    ignore_cap=call.ignore_cap and call.stream,
+                    # A provider that runs past its cap, streamed or not: a stream is cut at
+                    # it; a whole answer is held whole, or streamed and cut when it cannot be.
+                    ignore_cap=call.ignore_cap,
                 )
                 hints = {"max_tokens": call.max_tokens} if call.max_tokens else {}
                 if not call.stream:

@@ -117,13 +117,61 @@ async def test_a_stream_past_its_cap_is_cut_there_and_stays_in_budget(
 async def test_a_whole_answer_past_its_cap_is_charged_as_reported(
     tmp_path: Path, stub: StubProvider, stub2: StubProvider, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Not cut (it arrives whole): the truth is charged, and said."""
+    """With no budget, nothing holds the call to its cap: the truth is charged, and said."""
     stub.behaviour = Behaviour(reply=words(500), ignore_cap=True)
     async with Orchestra(config(tmp_path, stub, stub2, None), agents=[WantsCloud()]) as orc:
         with caplog.at_level(logging.WARNING, logger="orchestra"):
             result = await orc.complete(PROMPT, max_tokens=40)
     assert result.completion_tokens == 500
     assert "ran past its cap of 40" in caplog.text
+
+
+async def test_a_whole_answer_past_its_cap_stays_in_budget_when_held_whole(
+    tmp_path: Path, stub: StubProvider, stub2: StubProvider
+) -> None:
+    """Under a budget with room to spare, a call not streamed is held for the longest answer its
+    model can give (its context window), not only its cap: a provider that ignores the cap is
+    charged its whole answer, and the budget still holds it."""
+    prompt = len(PROMPT.split())
+    budget = 5 * cost(prompt + 20, 8192)  # the whole answer is a small share of it
+    stub.behaviour = Behaviour(reply=words(2000), ignore_cap=True)
+    async with Orchestra(config(tmp_path, stub, stub2, budget), agents=[WantsCloud()]) as orc:
+        result = await orc.complete(PROMPT, max_tokens=40)
+        summary = await orc.spend_summary()
+    assert result.model == "paid" and result.completion_tokens == 2000
+    assert not stub.requests[-1]["body"].get("stream"), "made as asked, not streamed"
+    assert stub.requests[-1]["body"]["max_tokens"] == 40
+    assert summary["total_usd"] == pytest.approx(result.cost_usd)
+    assert summary["total_usd"] <= budget
+    assert summary["reserved_usd"] == 0.0
+
+
+async def test_a_whole_answer_that_could_overrun_the_budget_is_cut_at_its_cap(
+    tmp_path: Path, stub: StubProvider, stub2: StubProvider
+) -> None:
+    """When the budget cannot spare the longest answer, a call not streamed is streamed by
+    Orchestra and cut as soon as its answer reaches its cap: the caller still gets one whole
+    `Result`, and a provider that ignores the cap cannot take the ledger past the budget, call
+    after call."""
+    cap = 40
+    prompt = len(PROMPT.split())
+    budget = 3 * cost(prompt + 20, cap + 20)  # a few capped answers, never one whole one
+    stub.behaviour = Behaviour(reply=words(5000), ignore_cap=True)
+    async with Orchestra(config(tmp_path, stub, stub2, budget), agents=[WantsCloud()]) as orc:
+        results = [await orc.complete(PROMPT, max_tokens=cap) for _ in range(8)]
+        summary = await orc.spend_summary()
+        history = await orc.history(limit=8)
+    paid = [r for r in results if r.model == "paid"]
+    assert paid, "the budget paid for some"
+    assert any(r.model == "free" for r in results), "and then the budget stopped them"
+    for r in paid:
+        assert least_tokens(r.text) == cap, "cut where it reached its cap"
+        assert r.completion_tokens == cap
+    assert all(req["body"].get("stream") for req in stub.requests), "streamed to be cut"
+    assert summary["total_usd"] <= budget
+    assert summary["total_usd"] == pytest.approx(sum(r.cost_usd for r in results))
+    assert summary["reserved_usd"] == 0.0
+    assert sum(e["cost_usd"] for e in history) == pytest.approx(summary["total_usd"])
 
 
 @given(text=st.text(st.sampled_from("ab1 \n\t."), max_size=60), cuts=st.lists(st.integers(0, 60)))

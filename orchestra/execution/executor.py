@@ -155,7 +155,12 @@ class Executor:
             async for t in tries:
                 async with t:
                     endpoint, params = await t.admit(stream=False)
-                    call = self.backend.complete(t.spec, endpoint, walk.request.messages, params)
+                    messages = walk.request.messages
+                    if t.booking is not None and t.booking.cut:  # see `BudgetGuard.admit`
+                        pieces = self.backend.stream(t.spec, endpoint, messages, params)
+                        call = self._gathered(t, pieces)
+                    else:
+                        call = self.backend.complete(t.spec, endpoint, messages, params)
                     completion = await self._within(t.timeout_s, call)
                 if not t.failed:
                     return self._succeeded(walk, t, completion)
@@ -240,6 +245,20 @@ class Executor:
             raise ProviderError(
                 f"no answer within {seconds:.1f} s", kind="timeout", sent=True
             ) from None
+
+    async def _gathered(self, t: _Try, pieces: AsyncIterator[StreamPiece]) -> Completion:
+        """A whole answer read from a stream and cut as soon as it reaches the call's cap (all
+        its reservation pays for: an honest provider stops there anyway). Nothing of it reaches
+        the caller until the end, so a failure mid-way still fails over."""
+        usage: Usage | None = None
+        async with aclosing(pieces) as stream:  # type: ignore[type-var]
+            async for piece in stream:
+                usage = piece.usage or usage
+                if piece.text:
+                    t.received(piece.text)
+                    if t.meter.reached:
+                        break
+        return Completion(text="".join(t.partial), usage=usage or Usage(estimated=True))
 
     async def _paced(
         self, walk: _Walk, t: _Try, pieces: AsyncIterator[StreamPiece]

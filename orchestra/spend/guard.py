@@ -27,11 +27,16 @@ CUT_SLACK_TOKENS = 16
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Booking:
     """A call the guard let through: its reservation (None when nothing needed reserving) and
-    the answer cap to send (the request's own `max_tokens`, or what the budget can pay for)."""
+    the answer cap to send (the request's own `max_tokens`, or what the budget can pay for).
+
+    `cut`: a call not streamed whose reservation covers its answer only up to that cap (a whole
+    answer from a provider that ignores the cap could overrun the budget); it is to be streamed
+    and cut as soon as its answer reaches the cap."""
 
     hold: Hold | None
     max_tokens: int | None
     prompt_tokens: int
+    cut: bool = False
 
 
 class BudgetGuard:
@@ -39,9 +44,9 @@ class BudgetGuard:
     in the ledger, atomically against the budget and every process's reservations.
 
     A call with no `max_tokens` is capped at `Budget.max_tokens_per_call`, shrunk to what the
-    budget has left (but never below `MIN_ANSWER_TOKENS`), and the cap is sent to the provider:
-    so no single call can overrun the budget, unless the provider ignores the cap or reports
-    more than it. Free models and runtimes without a budget reserve nothing. A cloud model whose
+    budget has left (but never below `MIN_ANSWER_TOKENS`), and the cap is sent to the provider;
+    a provider that ignores it is cut at it, or held for its longest answer (see `admit`). Free
+    models and runtimes without a budget reserve nothing. A cloud model whose
     price is unknown cannot be held to a budget, so while one is set it is refused (the next
     candidate answers); a local or LAN model whose price is unknown is taken as self-hosted
     (free), with a warning.
@@ -56,8 +61,16 @@ class BudgetGuard:
         self, spec: ModelSpec, request: Request, lease_s: float, *, stream: bool = False
     ) -> Booking:
         """Reserve for one call to `spec`; raises `ProviderError(kind="budget")` when it would
-        overrun a budget. A stream is booked with `CUT_SLACK_TOKENS` more. The prompt counted is
-        the one sent: the model's own system prompt included."""
+        overrun a budget. The prompt counted is the one sent: the model's own system prompt
+        included.
+
+        A provider may ignore the answer cap it is sent. A stream is then cut at the first piece
+        past the cap (it is booked with `CUT_SLACK_TOKENS` more, for that piece). A whole answer
+        arrives before it can be counted, so a call not streamed also asks for the answer its
+        model could give whatever its cap (its context window). When the ledger grants that, the
+        call is made as asked; when not (it would be a large share of what is left), `Booking.cut`
+        says to stream it and stop as soon as its answer reaches the cap. It is booked at its cap
+        alone, so that every honest call the budget covers is paid, however many run at once."""
         prompt = messages_tokens(as_sent(request.messages, spec.system_prompt))
         if spec.is_free or not self.budget.limited or self.ledger is None:
             return Booking(hold=None, max_tokens=request.max_tokens, prompt_tokens=prompt)
@@ -67,6 +80,7 @@ class BudgetGuard:
         # there, but that piece has arrived (and been billed) by then.
         slack = CUT_SLACK_TOKENS if stream else 0
         want, least = cost_usd(spec, prompt, cap + slack), cost_usd(spec, prompt, floor + slack)
+        whole = None if stream else cost_usd(spec, prompt, max(cap, spec.context_window))
         if want is None or least is None:
             if spec.tier is Tier.CLOUD:
                 raise ProviderError(
@@ -81,7 +95,7 @@ class BudgetGuard:
         granted = await self.ledger.reserve(
             Ask(model=spec.name, tier=spec.tier, request_id=request.id, min_usd=least,
                 want_usd=want, daily_usd=b.daily_usd, monthly_usd=b.monthly_usd,
-                lease_s=lease_s)
+                lease_s=lease_s, whole_usd=whole)
         )  # fmt: skip
         if isinstance(granted, Refusal):
             raise ProviderError(
@@ -91,8 +105,9 @@ class BudgetGuard:
                 model=spec.name,
             )
         affordable = _affordable(spec, prompt, cap + slack, granted.usd)
-        return Booking(hold=granted, max_tokens=max(1, affordable - slack),
-                       prompt_tokens=prompt)  # fmt: skip
+        held_whole = whole is None or granted.usd >= whole - 1e-12
+        return Booking(hold=granted, max_tokens=max(1, affordable - slack), prompt_tokens=prompt,
+                       cut=not held_whole)  # fmt: skip
 
     def release(self, booking: Booking | None) -> None:
         """Give back a reservation whose call was never billed."""

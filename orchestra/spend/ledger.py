@@ -28,7 +28,10 @@ class Ask:
     """A reservation asked for: between `min_usd` and `want_usd` for one call to `model`.
 
     The ledger grants as much of `want_usd` as every limit allows, and refuses when even
-    `min_usd` does not fit. `lease_s` is how long the reservation may live unsettled.
+    `min_usd` does not fit. `whole_usd`, when set, is what the call would cost if the provider
+    ignored the answer cap it is sent (the longest answer the model can give): it is granted
+    instead when it is a small share of what is left (`orchestra.store.ledger_rules.grant`).
+    `lease_s` is how long the reservation may live unsettled.
     """
 
     model: str
@@ -39,6 +42,7 @@ class Ask:
     daily_usd: float | None
     monthly_usd: float | None
     lease_s: float
+    whole_usd: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -84,6 +84,11 @@ class AnswerMeter:
         self.least = 0
         self._open_word = False
 
+    @property
+    def reached(self) -> bool:
+        """The answer holds at least `cap` tokens: an honest provider has sent all of it."""
+        return self.cap is not None and self.least >= self.cap
+
     def add(self, piece: str) -> bool:
         """Count `piece`; True once the answer has passed its cap."""
         if not piece:

@@ -9,6 +9,11 @@ from typing import Any
 
 from orchestra.spend.ledger import Ask, Charge, Refusal, SpendTotals
 
+# An ask's `whole_usd` is granted only while it is at most this share of what the budget has
+# left: holding an answer the model could give only by ignoring its cap must never squeeze out
+# calls that fit their cap (those are cut at it instead, as streams are).
+WHOLE_SHARE = 0.25
+
 
 def grant(ask: Ask, t: SpendTotals, held: float) -> float | Refusal:
     """What `ask` gets against totals `t` with `held` already reserved: an amount, or a refusal
@@ -25,6 +30,9 @@ def grant(ask: Ask, t: SpendTotals, held: float) -> float | Refusal:
     if tightest is not None and ask.min_usd > tightest[1] + 1e-12:
         return Refusal(limit=tightest[0], left_usd=tightest[1])
     usd = ask.want_usd if tightest is None else min(ask.want_usd, tightest[1])
+    whole = ask.whole_usd
+    if whole is not None and (tightest is None or whole <= WHOLE_SHARE * tightest[1]):
+        usd = max(usd, whole)
     return max(usd, ask.min_usd)
 
 
