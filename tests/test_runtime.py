@@ -258,8 +258,10 @@ async def test_history_and_spend_survive_a_restart(
     stub: StubProvider, write_config: Callable[..., Path]
 ) -> None:
     # The first answer (150 words) spends ~90 % of a $0.0001 budget; after a restart the
-    # restored spend alone is what makes the cost agent refuse a second, small request.
-    stub.behaviour = Behaviour(reply="word " * 150)
+    # restored spend alone is what makes the cost agent refuse a second, small request. (Words
+    # all different: the budget is too small to hold a whole answer, so the call is streamed to
+    # be cut at its cap, and LiteLLM breaks a stream that repeats one chunk 100 times.)
+    stub.behaviour = Behaviour(reply=" ".join(f"w{i}" for i in range(150)))
     config = write_config(
         model_toml("stub-cloud", stub.url), extra="[budget]\ndaily_usd = 0.0001\n"
     )
