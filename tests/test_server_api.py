@@ -225,6 +225,18 @@ def test_malformed_and_oversized_bodies(server: ServerThread) -> None:
     assert caught.value.status_code == 413
 
 
+def test_a_body_nested_too_deeply_is_a_400_not_a_500(
+    server: ServerThread, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A few kilobytes of `[[[[...` exhaust the JSON parser's stack: still the client's error."""
+    deep = b'{"model": "auto", "messages": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    with server.http() as http:
+        response = http.post("/v1/chat/completions", content=deep)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "invalid_json"
+    assert "RecursionError" not in caplog.text
+
+
 def test_every_candidate_failing_is_a_502_with_the_attempts(
     stub: StubProvider, write_config: Callable[..., Path]
 ) -> None:
