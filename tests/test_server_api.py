@@ -162,6 +162,33 @@ def test_list_of_text_parts_temperature_and_max_completion_tokens(
     assert sent["temperature"] == 0.2 and sent["max_tokens"] == 5
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_answer_cut_at_the_budgets_cap_finishes_with_length(
+    stub: StubProvider, write_config: Callable[..., Path], stream: bool
+) -> None:
+    """The request set no max_tokens, the budget capped the call: cut there, the client must
+    not be told the answer is whole (`stop`), or it will not ask for the rest."""
+    stub.behaviour = Behaviour(reply=" ".join(f"w{i}" for i in range(400)))
+    budget = "[budget]\ndaily_usd = 10.0\nmax_tokens_per_call = 300\n"
+    with serve(write_config(model_toml("stub-cloud", stub.url), extra=budget)) as server:
+        client = server.client()
+        if stream:
+            chunks = list(client.chat.completions.create(
+                model="auto", messages=FRANCE, stream=True, stream_options={"include_usage": True}
+            ))  # fmt: skip
+            finish = [c.choices[0].finish_reason for c in chunks if c.choices][-1]
+            usage, info = chunks[-1].usage, chunks[-1].model_extra["orchestra"]  # type: ignore[index]
+        else:
+            answer = client.chat.completions.create(model="auto", messages=FRANCE)
+            finish, usage = answer.choices[0].finish_reason, answer.usage
+            info = answer.model_extra["orchestra"]  # type: ignore[index]
+        whole = client.chat.completions.create(model="auto", messages=FRANCE, max_tokens=1000)
+    assert stub.requests[0]["body"]["max_tokens"] == 300
+    assert usage is not None and usage.completion_tokens == 300
+    assert finish == "length" and info["max_tokens"] == 300
+    assert whole.choices[0].finish_reason == "stop", "400 words, well within its own cap"
+
+
 def test_errors_surface_as_the_sdks_exceptions_with_openais_shape(server: ServerThread) -> None:
     client = server.client()
     with pytest.raises(openai.NotFoundError) as unknown:
