@@ -7,6 +7,7 @@ import gc
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -296,6 +297,37 @@ def test_a_stream_broken_after_its_first_text_ends_with_an_error_event(
         assert caught.value.body["code"] == "stream_broken"  # type: ignore[index]
         history = server.http().get("/v1/history").json()["data"]
         assert history[0]["status"] != "ok" and history[0]["error_kind"] == "stream_broken"
+
+
+def test_a_client_leaving_mid_stream_leaves_the_request_recorded_and_billed(
+    stub: StubProvider, write_config: Callable[..., Path]
+) -> None:
+    stub.behaviour = Behaviour(kind="trickle", reply="one two three four", chunks_before_drop=2,
+                               trickle_every_s=0.1)  # fmt: skip
+    config = write_config(
+        model_toml("stub-cloud", stub.url, timeout_s=30.0, idle_timeout_s=30.0),
+        extra="[budget]\ndaily_usd = 10.0\n",
+    )
+    with serve(config) as server:
+        stream = server.client().chat.completions.create(
+            model="auto", messages=FRANCE, stream=True, stream_options={"include_usage": True}
+        )
+        rid = stream.response.headers["x-orchestra-request-id"]
+        assert next(iter(stream)).choices[0].delta.content
+        stream.close()
+        deadline = time.monotonic() + 10
+        while not (history := server.http().get("/v1/history").json()["data"]):
+            assert time.monotonic() < deadline, "the abandoned stream was never recorded"
+            time.sleep(0.05)
+    entry = history[0]
+    assert entry["request_id"] == rid and entry["error_kind"] == "cancelled"
+    assert entry["cost_usd"] > 0, "billed for the text it sent"
+    with sqlite3.connect(Path(os.environ["ORCHESTRA_HOME"]) / "orchestra.db") as db:
+        ledger = db.execute("SELECT SUM(cost_usd) FROM ledger WHERE request_id = ?", (rid,))
+        charged = ledger.fetchone()[0]
+        held = db.execute("SELECT COUNT(*) FROM reservations").fetchone()[0]
+    db.close()
+    assert charged == pytest.approx(entry["cost_usd"]) and held == 0
 
 
 def test_an_answer_whose_record_cannot_be_written_is_not_a_success(
