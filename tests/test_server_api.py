@@ -7,6 +7,7 @@ import gc
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -162,6 +163,33 @@ def test_list_of_text_parts_temperature_and_max_completion_tokens(
     assert sent["temperature"] == 0.2 and sent["max_tokens"] == 5
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_answer_cut_at_the_budgets_cap_finishes_with_length(
+    stub: StubProvider, write_config: Callable[..., Path], stream: bool
+) -> None:
+    """The request set no max_tokens, the budget capped the call: cut there, the client must
+    not be told the answer is whole (`stop`), or it will not ask for the rest."""
+    stub.behaviour = Behaviour(reply=" ".join(f"w{i}" for i in range(400)))
+    budget = "[budget]\ndaily_usd = 10.0\nmax_tokens_per_call = 300\n"
+    with serve(write_config(model_toml("stub-cloud", stub.url), extra=budget)) as server:
+        client = server.client()
+        if stream:
+            chunks = list(client.chat.completions.create(
+                model="auto", messages=FRANCE, stream=True, stream_options={"include_usage": True}
+            ))  # fmt: skip
+            finish = [c.choices[0].finish_reason for c in chunks if c.choices][-1]
+            usage, info = chunks[-1].usage, chunks[-1].model_extra["orchestra"]  # type: ignore[index]
+        else:
+            answer = client.chat.completions.create(model="auto", messages=FRANCE)
+            finish, usage = answer.choices[0].finish_reason, answer.usage
+            info = answer.model_extra["orchestra"]  # type: ignore[index]
+        whole = client.chat.completions.create(model="auto", messages=FRANCE, max_tokens=1000)
+    assert stub.requests[0]["body"]["max_tokens"] == 300
+    assert usage is not None and usage.completion_tokens == 300
+    assert finish == "length" and info["max_tokens"] == 300
+    assert whole.choices[0].finish_reason == "stop", "400 words, well within its own cap"
+
+
 def test_errors_surface_as_the_sdks_exceptions_with_openais_shape(server: ServerThread) -> None:
     client = server.client()
     with pytest.raises(openai.NotFoundError) as unknown:
@@ -225,6 +253,18 @@ def test_malformed_and_oversized_bodies(server: ServerThread) -> None:
     assert caught.value.status_code == 413
 
 
+def test_a_body_nested_too_deeply_is_a_400_not_a_500(
+    server: ServerThread, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A few kilobytes of `[[[[...` exhaust the JSON parser's stack: still the client's error."""
+    deep = b'{"model": "auto", "messages": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    with server.http() as http:
+        response = http.post("/v1/chat/completions", content=deep)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "invalid_json"
+    assert "RecursionError" not in caplog.text
+
+
 def test_every_candidate_failing_is_a_502_with_the_attempts(
     stub: StubProvider, write_config: Callable[..., Path]
 ) -> None:
@@ -257,6 +297,37 @@ def test_a_stream_broken_after_its_first_text_ends_with_an_error_event(
         assert caught.value.body["code"] == "stream_broken"  # type: ignore[index]
         history = server.http().get("/v1/history").json()["data"]
         assert history[0]["status"] != "ok" and history[0]["error_kind"] == "stream_broken"
+
+
+def test_a_client_leaving_mid_stream_leaves_the_request_recorded_and_billed(
+    stub: StubProvider, write_config: Callable[..., Path]
+) -> None:
+    stub.behaviour = Behaviour(kind="trickle", reply="one two three four", chunks_before_drop=2,
+                               trickle_every_s=0.1)  # fmt: skip
+    config = write_config(
+        model_toml("stub-cloud", stub.url, timeout_s=30.0, idle_timeout_s=30.0),
+        extra="[budget]\ndaily_usd = 10.0\n",
+    )
+    with serve(config) as server:
+        stream = server.client().chat.completions.create(
+            model="auto", messages=FRANCE, stream=True, stream_options={"include_usage": True}
+        )
+        rid = stream.response.headers["x-orchestra-request-id"]
+        assert next(iter(stream)).choices[0].delta.content
+        stream.close()
+        deadline = time.monotonic() + 10
+        while not (history := server.http().get("/v1/history").json()["data"]):
+            assert time.monotonic() < deadline, "the abandoned stream was never recorded"
+            time.sleep(0.05)
+    entry = history[0]
+    assert entry["request_id"] == rid and entry["error_kind"] == "cancelled"
+    assert entry["cost_usd"] > 0, "billed for the text it sent"
+    with sqlite3.connect(Path(os.environ["ORCHESTRA_HOME"]) / "orchestra.db") as db:
+        ledger = db.execute("SELECT SUM(cost_usd) FROM ledger WHERE request_id = ?", (rid,))
+        charged = ledger.fetchone()[0]
+        held = db.execute("SELECT COUNT(*) FROM reservations").fetchone()[0]
+    db.close()
+    assert charged == pytest.approx(entry["cost_usd"]) and held == 0
 
 
 def test_an_answer_whose_record_cannot_be_written_is_not_a_success(

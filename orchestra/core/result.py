@@ -63,3 +63,6 @@ class Result(BaseModel):
     # The models in the order the executor planned to try them (after balancing and health).
     order: tuple[str, ...] = ()
     created_at: float = Field(default_factory=time.time)
+    # The answer cap the answering call was sent with: the request's, or the one a budget set
+    # (None: no cap, or a cached answer). An answer that reached it was most likely cut there.
+    max_tokens: int | None = None

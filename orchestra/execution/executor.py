@@ -374,9 +374,12 @@ class Executor:
                 _key(walk.request, spec.tier), spec.name, spec.tier.value, completion.text,
                 u.prompt_tokens, u.completion_tokens,
             )  # fmt: skip
-        return self._result(walk, spec, Completion(text=completion.text, usage=u))
+        cap = t.params.max_tokens if t.params is not None else None
+        return self._result(walk, spec, Completion(text=completion.text, usage=u), cap)
 
-    def _result(self, walk: _Walk, spec: ModelSpec, completion: Completion) -> Result:
+    def _result(
+        self, walk: _Walk, spec: ModelSpec, completion: Completion, cap: int | None = None
+    ) -> Result:
         flight, usage = walk.flight, completion.usage
         assert flight.decision is not None, "a request is answered only after a decision"
         return Result(
@@ -393,6 +396,7 @@ class Executor:
             attempts=tuple(flight.attempts),
             order=flight.order,
             created_at=flight.created,
+            max_tokens=cap,
         )
 
     def _failed(self, walk: _Walk, t: _Try, exc: ProviderError) -> float | None:

@@ -32,6 +32,8 @@ async def read_json(request: Request, limit: int) -> dict[str, Any]:
         value = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise bad_request(f"the body is not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:  # a few kilobytes of `[[[[...` exhaust the parser's stack
+        raise bad_request("the body's JSON is nested too deeply", code="invalid_json") from None
     if not isinstance(value, dict):
         raise bad_request("the body must be a JSON object", code="invalid_json")
     return value

@@ -195,8 +195,9 @@ def usage(result: Result) -> dict[str, int]:
 
 
 def finish_reason(result: Result, request: Request) -> str:
-    """'length' when the answer used its whole cap (it was most likely cut), else 'stop'."""
-    cap = request.max_tokens
+    """'length' when the answer used its whole cap (it was most likely cut), else 'stop'. The
+    cap is the one the call was sent with: a budget caps a call the request left uncapped."""
+    cap = result.max_tokens if result.max_tokens is not None else request.max_tokens
     return "length" if cap is not None and result.completion_tokens >= cap else "stop"
 
 
@@ -217,6 +218,7 @@ def decision_info(
             "latency_ms": round(result.latency_ms, 3),
             "order": list(result.order),
             "created_at": result.created_at,
+            "max_tokens": result.max_tokens,
         }
     info["reason"] = decision.reason if decision is not None else None
     info["decision"] = decision.model_dump(mode="json") if decision is not None else None
