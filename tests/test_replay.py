@@ -163,12 +163,14 @@ async def test_another_policy_changes_the_numbers(
     assert rep.tier_mix == {"local": 0.0, "edge": 0.0, "cloud": 1.0}
     # A veto binds every policy, replayed ones too: "nocloud" denies the cloud model and "local
     # only" allows the local tier alone, so a policy that always picks the cloud is refused there.
-    assert (rep.no_allowed_model, rep.refused_again, rep.decided) == (2, 1, len(PROMPTS) - 2)
+    # So does the model a caller forced: it cannot be answered from the cloud model instead.
+    assert (rep.no_allowed_model, rep.refused_again, rep.decided) == (3, 1, len(PROMPTS) - 3)
     on_cloud = [r for r in results if r.tier is Tier.CLOUD]
     assert rep.model_agreement == rep.tier_agreement == len(on_cloud) < len(results)
-    vetoed = PROMPTS.index(("nocloud but vote cloud", {}))
+    refused = {PROMPTS.index(("nocloud but vote cloud", {})),
+               PROMPTS.index(("cloud forced to edge", {"model": "stub-edge"}))}  # fmt: skip
     expected = sum(r.prompt_tokens * CLOUD_PRICE[0] + r.completion_tokens * CLOUD_PRICE[1]
-                   for i, r in enumerate(results) if i != vetoed) / 1e6  # fmt: skip
+                   for i, r in enumerate(results) if i not in refused) / 1e6  # fmt: skip
     assert rep.estimated_cost_usd == pytest.approx(expected) and expected > ledger_cost
 
     # The default policy without the router's say: its votes and bans are gone.

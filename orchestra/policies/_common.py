@@ -21,9 +21,9 @@ from orchestra.core.tier import ALL_TIERS, TIERS, Tier
 from orchestra.core.trusted import trusted
 from orchestra.core.verdict import Verdict
 from orchestra.policies.constraints import constraints, denied_models, exclusion
+from orchestra.policies.requested import REQUEST, unmet_hint
 
 STALE_WEIGHT = 0.5
-REQUEST = "request"  # `Exclusion.by` for models the caller's hints rule out
 
 
 @dataclass(frozen=True)
@@ -47,20 +47,6 @@ class Scope:
 
 
 # -- constraints and hints ---------------------------------------------------------------------
-
-
-def unmet_hint(spec: ModelSpec, request: Request, *, latency: bool = True) -> str | None:
-    """Why `spec` cannot serve `request` (capabilities, context, latency), or None if it can."""
-    missing = request.capabilities - spec.capabilities
-    if missing:
-        return f"lacks {', '.join(sorted(missing))}"
-    if request.min_context is not None and spec.context_window < request.min_context:
-        return f"context {spec.context_window} < {request.min_context} tokens needed"
-    limit, typical = request.latency_ms, spec.typical_latency_ms
-    # Unknown latency is allowed: we only exclude what we know to be too slow.
-    if latency and limit is not None and typical is not None and typical > limit:
-        return f"typical latency {typical:g} ms > {limit:g} ms allowed"
-    return None
 
 
 def scope(

@@ -11,6 +11,7 @@ from orchestra.core.errors import OrchestraError, PolicyError
 from orchestra.core.request import Request
 from orchestra.core.verdict import Verdict
 from orchestra.policies.constraints import enforce, labelled_right
+from orchestra.policies.requested import enforce_requested
 
 
 @runtime_checkable
@@ -47,7 +48,8 @@ def decide_checked(
     policy: Policy, request: Request, verdicts: Sequence[Verdict], catalog: Catalog
 ) -> Decision:
     """Run `policy` and vouch for its answer: a bug in a policy becomes a clear `PolicyError`,
-    and no candidate a verdict vetoes survives, whatever the policy returned (`enforce`)."""
+    and no candidate a verdict vetoes (`enforce`) or the request's hints rule out
+    (`enforce_requested`) survives, whatever the policy returned."""
     try:
         decision = policy.decide(request, verdicts, catalog)
     except OrchestraError:
@@ -60,11 +62,10 @@ def decide_checked(
         )
     if not decision.candidates:
         raise PolicyError(f"policy {policy.name!r} returned no candidates")
-    if labelled_right(decision, catalog):
-        return enforce(decision, verdicts, catalog)
-    for candidate in decision.candidates:
-        if candidate.model not in catalog:
-            raise PolicyError(
-                f"policy {policy.name!r} chose {candidate.model!r}, not in the catalog"
-            )
-    return enforce(decision, verdicts, catalog)
+    if not labelled_right(decision, catalog):
+        for candidate in decision.candidates:
+            if candidate.model not in catalog:
+                raise PolicyError(
+                    f"policy {policy.name!r} chose {candidate.model!r}, not in the catalog"
+                )
+    return enforce_requested(enforce(decision, verdicts, catalog), request, catalog)
