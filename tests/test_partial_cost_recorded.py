@@ -11,6 +11,7 @@ from conftest import answer
 
 from orchestra import Agent, Orchestra, Request, StreamBroken, Tier, Verdict
 from orchestra.config import parse_config
+from orchestra.store import SqliteStore
 from orchestra.testing import Behaviour, StubProvider
 
 REPLY = " ".join(f"w{i}" for i in range(200))
@@ -61,9 +62,18 @@ async def test_a_partial_answers_record_carries_what_it_was_billed(
                     break
         summary = await orc.spend_summary()
         (entry,) = await orc.history(limit=5)
+        store = orc._require_store()
+        assert isinstance(store, SqliteStore)
+        ((model, prompt, answer),) = await store.fetch(
+            "SELECT model, prompt_tokens, completion_tokens FROM ledger"
+        )
     assert summary["total_usd"] > 0, "the partial answer was billed"
     assert entry["status"] == "error"
     assert entry["cost_usd"] == pytest.approx(summary["total_usd"]), "the record says so too"
+    # And who sent it, and how much: the record names the model and the tokens it was billed.
+    assert (entry["model"], entry["tier"]) == (model, "cloud") == ("paid", "cloud")
+    assert (entry["prompt_tokens"], entry["completion_tokens"]) == (prompt, answer)
+    assert answer > 0
 
 
 async def test_a_whole_answer_cut_off_mid_body_is_charged(

@@ -87,19 +87,39 @@ def prompt_features(request: Request) -> dict[str, int]:
     }
 
 
+def _answered_by(rec: RequestRecord) -> tuple[str | None, str | None, int, int]:
+    """(model, tier, prompt tokens, answer tokens) of what answered: the result, or for a request
+    that ended without one, the calls that sent part of an answer before it broke or was left
+    (the last one's model; their tokens, as charged)."""
+    res = rec.result
+    if res is not None:
+        return res.model, res.tier.value, res.prompt_tokens, res.completion_tokens
+    partial = [c for c in rec.ledger_charges() if c.kind == "partial"]
+    if not partial:
+        return None, None, 0, 0
+    last = partial[-1]
+    return (
+        last.model,
+        str(last.tier),
+        sum(c.prompt_tokens for c in partial),
+        sum(c.completion_tokens for c in partial),
+    )
+
+
 def request_row(rec: RequestRecord, detail: bytes) -> tuple[Any, ...]:
     req, res, dec = rec.request, rec.result, rec.decision
     text = transcript(req.messages)
+    model, tier, prompt_tokens, completion_tokens = _answered_by(rec)
     return (
         req.id,
         rec.created_at,
         rec.status,
-        res.model if res else None,
-        res.tier.value if res else None,
+        model,
+        tier,
         rec.cost_usd,
         rec.latency_ms,
-        res.prompt_tokens if res else 0,
-        res.completion_tokens if res else 0,
+        prompt_tokens,
+        completion_tokens,
         hashlib.sha256(text.encode()).digest()[:PROMPT_HASH_BYTES],
         orjson.dumps(list(prompt_features(req).values())).decode(),
         text if rec.keep_text else None,
