@@ -76,6 +76,9 @@ class ServerConfig(_Section):
     max_tokens: int = Field(default=32_768, gt=0)  # the most a request may ask for (400 above)
     # How often each worker reads the models that other workers added, changed or removed.
     models_sync_s: float = Field(default=1.0, gt=0)
+    # Web pages from these origins may call the API from a browser (CORS; "*" for any). None by
+    # default: a browser refuses cross-origin calls, and apps outside a browser never need it.
+    cors_origins: list[str] = Field(default_factory=list)
 
 
 class Config(_Section):

@@ -136,3 +136,50 @@ def test_the_servers_logs_mask_keys_and_the_token() -> None:
     assert done.stderr.count("***") == 3, done.stderr
     assert "sk-proj-abc" not in done.stderr and TOKEN not in done.stderr
     assert "abcdefghijklmnop0123456789" not in done.stderr
+
+
+def test_a_browser_page_from_a_configured_origin_may_call_the_api(
+    stub: StubProvider, write_config: Callable[..., Path]
+) -> None:
+    """CORS for `[server] cors_origins`: the preflight (no token) is answered, the call still
+    needs the token, and a page from any other origin gets no permission."""
+    app = "http://app.example"
+    config = write_config(
+        model_toml("stub-cloud", stub.url), extra=f'[server]\ncors_origins = ["{app}"]\n'
+    )
+    preflight = {
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "authorization, content-type, x-stainless-os",
+    }
+    with serve(config, token=TOKEN) as server, server.http() as browser:
+        allowed = browser.options("/v1/chat/completions", headers={"origin": app, **preflight})
+        assert allowed.status_code == 200
+        assert allowed.headers["access-control-allow-origin"] == app
+        assert "POST" in allowed.headers["access-control-allow-methods"]
+        other = browser.options(
+            "/v1/chat/completions", headers={"origin": "http://evil.example", **preflight}
+        )
+        assert "access-control-allow-origin" not in other.headers
+        call = browser.post(
+            "/v1/chat/completions",
+            json={"model": "auto", "messages": FRANCE},
+            headers={"origin": app, "authorization": f"Bearer {TOKEN}"},
+        )
+        assert call.status_code == 200 and call.headers["access-control-allow-origin"] == app
+        tokenless = browser.post(
+            "/v1/chat/completions", json={"model": "auto", "messages": FRANCE},
+            headers={"origin": app},
+        )  # fmt: skip
+        assert tokenless.status_code == 401
+
+
+def test_without_cors_origins_no_page_elsewhere_may_call_the_api(
+    stub: StubProvider, write_config: Callable[..., Path]
+) -> None:
+    with serve(write_config(model_toml("stub-cloud", stub.url))) as server, server.http() as http:
+        reply = http.post(
+            "/v1/chat/completions", json={"model": "auto", "messages": FRANCE},
+            headers={"origin": "http://app.example"},
+        )  # fmt: skip
+        assert reply.status_code == 200
+        assert "access-control-allow-origin" not in reply.headers

@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
@@ -94,6 +95,7 @@ def create_app(
         ],
         middleware=[
             Middleware(CatchAll),
+            *_cors(state.config.server.cors_origins),
             Middleware(TokenAuth, token=state.token),
         ],
         exception_handlers={ApiError: _api_error, HTTPException: _http_error},
@@ -101,6 +103,21 @@ def create_app(
     )
     app.state.orchestra = state
     return app
+
+
+def _cors(origins: list[str]) -> list[Middleware]:
+    """Cross-origin access for the configured origins, ahead of the token check: a browser's
+    preflight carries no token. Any request header is allowed (OpenAI's SDKs send their own)."""
+    if not origins:
+        return []
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["*"],
+        )
+    ]
 
 
 def _settle_heap() -> None:
