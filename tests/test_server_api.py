@@ -221,6 +221,13 @@ def test_errors_surface_as_the_sdks_exceptions_with_openais_shape(server: Server
                 {"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}],
         )  # fmt: skip
     assert image.value.body["param"] == "messages[0].content[0]"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError) as tool:  # a tool's result, its call refused too
+        client.chat.completions.create(
+            model="auto",
+            messages=[*FRANCE, {"role": "tool", "tool_call_id": "call_1", "content": "42"}],
+        )
+    assert tool.value.body["param"] == "messages[1].role"  # type: ignore[index]
+    assert "tool results are not supported" in tool.value.body["message"]  # type: ignore[index]
 
 
 def test_malformed_and_oversized_bodies(server: ServerThread) -> None:

@@ -22,8 +22,8 @@ from orchestra.server.errors import ApiError, bad_request
 from orchestra.server.json_text import dumps
 
 AUTO = "auto"  # the model name that lets the policy choose
-_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant",
-          "tool": "tool"}  # fmt: skip
+# A "tool" message answers an assistant's tool call: refused with the tool calls themselves.
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 
 
 class Hints(BaseModel):
@@ -133,6 +133,10 @@ def _messages(raw: list[Any]) -> tuple[Message, ...]:
         if not isinstance(m, dict):
             raise bad_request(f"{where} must be an object", where)
         role = _ROLES.get(m.get("role"))  # type: ignore[arg-type]
+        if m.get("role") == "tool":
+            raise bad_request(
+                f"{where}: tool results are not supported (tool calls are not)", f"{where}.role"
+            )
         if role is None:
             raise bad_request(f"{where}.role must be one of {', '.join(_ROLES)}", f"{where}.role")
         if m.get("tool_calls") or m.get("function_call"):
