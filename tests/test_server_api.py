@@ -232,6 +232,11 @@ def test_errors_surface_as_the_sdks_exceptions_with_openais_shape(server: Server
 
 def test_malformed_and_oversized_bodies(server: ServerThread) -> None:
     with server.http() as http:
+        for field, value in (("stream", "yes"), ("temperature", "0.5"), ("max_tokens", "10")):
+            loose = http.post(
+                "/v1/chat/completions", json={"model": "auto", "messages": FRANCE, field: value}
+            )
+            assert loose.status_code == 400 and loose.json()["error"]["param"] == field
         bad = http.post("/v1/chat/completions", content=b"{not json")
         assert bad.status_code == 400
         error = bad.json()["error"]

@@ -55,9 +55,10 @@ class ChatBody(BaseModel):
     """A `POST /v1/chat/completions` body. Parameters that would change the answer's form
     (tools, n > 1, logprobs, stop, a JSON format) are refused rather than silently dropped;
     those that only tune sampling or bookkeeping (`top_p`, `seed`, `user`...) are accepted and
-    not passed on."""
+    not passed on. Types are strict, as OpenAI's are: `"stream": "yes"` is refused, not read
+    as true."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     model: str = AUTO
     messages: list[Any]  # converted by `_messages`, for errors that point at the bad part
