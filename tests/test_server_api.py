@@ -190,6 +190,27 @@ def test_an_answer_cut_at_the_budgets_cap_finishes_with_length(
     assert whole.choices[0].finish_reason == "stop", "400 words, well within its own cap"
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_provider_that_filtered_its_answer_says_so_to_the_client(
+    stub: StubProvider, write_config: Callable[..., Path], stream: bool
+) -> None:
+    """A provider's content filter cut the answer: the client is told `content_filter` (as the
+    provider said), not `stop`, and the library's `Result` says it too."""
+    stub.behaviour = Behaviour(reply="I cannot", finish_reason="content_filter")
+    with serve(write_config(model_toml("stub-cloud", stub.url))) as server:
+        client = server.client()
+        if stream:
+            chunks = list(client.chat.completions.create(
+                model="auto", messages=FRANCE, stream=True
+            ))  # fmt: skip
+            finish = [c.choices[0].finish_reason for c in chunks if c.choices][-1]
+        else:
+            answer = client.chat.completions.create(model="auto", messages=FRANCE)
+            finish = answer.choices[0].finish_reason
+            assert answer.model_extra["orchestra"]["finish_reason"] == "content_filter"  # type: ignore[index]
+    assert finish == "content_filter"
+
+
 def test_errors_surface_as_the_sdks_exceptions_with_openais_shape(server: ServerThread) -> None:
     client = server.client()
     with pytest.raises(openai.NotFoundError) as unknown:

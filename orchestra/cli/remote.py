@@ -177,5 +177,6 @@ def result_of(text: str, info: dict[str, Any], usage: dict[str, Any]) -> Result:
             "order": info["order"],
             "created_at": info.get("created_at", time.time()),
             "max_tokens": info.get("max_tokens"),
+            "finish_reason": info.get("finish_reason"),
         }
     )

@@ -66,3 +66,5 @@ class Result(BaseModel):
     # The answer cap the answering call was sent with: the request's, or the one a budget set
     # (None: no cap, or a cached answer). An answer that reached it was most likely cut there.
     max_tokens: int | None = None
+    # Why the provider said it stopped ("stop", "length", "content_filter"...), when it said.
+    finish_reason: str | None = None

@@ -32,18 +32,21 @@ class CallParams:
 
 @dataclass(frozen=True, kw_only=True)
 class Completion:
-    """A whole answer from one model."""
+    """A whole answer from one model; `finish_reason` is the provider's, when it gave one."""
 
     text: str
     usage: Usage
+    finish_reason: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
 class StreamPiece:
-    """One piece of a streamed answer; the last piece has `usage` set and may have no text."""
+    """One piece of a streamed answer; the last piece has `usage` (and the provider's
+    `finish_reason`, when it gave one) set and may have no text."""
 
     text: str = ""
     usage: Usage | None = None
+    finish_reason: str | None = None
 
 
 def chat_messages(messages: Sequence[Message], system_prompt: str | None) -> list[dict[str, str]]:
@@ -69,7 +72,7 @@ class Backend(ABC):
     ) -> AsyncIterator[StreamPiece]:
         completion = await self.complete(spec, endpoint, messages, params)
         yield StreamPiece(text=completion.text)
-        yield StreamPiece(usage=completion.usage)
+        yield StreamPiece(usage=completion.usage, finish_reason=completion.finish_reason)
 
     async def prepare(self, specs: Sequence[ModelSpec]) -> None:  # noqa: B027 - optional hook
         """Called with the catalog before the first call (and off the request path)."""

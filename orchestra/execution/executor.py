@@ -177,12 +177,14 @@ class Executor:
         async with aclosing(self._tries(walk)) as tries:
             async for t in tries:
                 usage: Usage | None = None
+                finish: str | None = None
                 async with t:
                     endpoint, params = await t.admit(stream=True)
                     pieces = self.backend.stream(t.spec, endpoint, walk.request.messages, params)
                     async with aclosing(self._paced(walk, t, pieces)) as paced:
                         async for piece in paced:
                             usage = piece.usage or usage
+                            finish = piece.finish_reason or finish
                             if not piece.text:
                                 continue
                             flight.streaming = t.spec
@@ -193,7 +195,9 @@ class Executor:
                                 break
                 if not t.failed:
                     text = "".join(t.partial)
-                    done = Completion(text=text, usage=usage or Usage(estimated=True))
+                    done = Completion(
+                        text=text, usage=usage or Usage(estimated=True), finish_reason=finish
+                    )
                     yield self._succeeded(walk, t, done)
                     return
         raise self._all_failed(walk)
@@ -251,14 +255,18 @@ class Executor:
         its reservation pays for: an honest provider stops there anyway). Nothing of it reaches
         the caller until the end, so a failure mid-way still fails over."""
         usage: Usage | None = None
+        finish: str | None = None
         async with aclosing(pieces) as stream:  # type: ignore[type-var]
             async for piece in stream:
                 usage = piece.usage or usage
+                finish = piece.finish_reason or finish
                 if piece.text:
                     t.received(piece.text)
                     if t.meter.reached:
                         break
-        return Completion(text="".join(t.partial), usage=usage or Usage(estimated=True))
+        return Completion(
+            text="".join(t.partial), usage=usage or Usage(estimated=True), finish_reason=finish
+        )
 
     async def _paced(
         self, walk: _Walk, t: _Try, pieces: AsyncIterator[StreamPiece]
@@ -375,7 +383,8 @@ class Executor:
                 u.prompt_tokens, u.completion_tokens,
             )  # fmt: skip
         cap = t.params.max_tokens if t.params is not None else None
-        return self._result(walk, spec, Completion(text=completion.text, usage=u), cap)
+        settled = Completion(text=completion.text, usage=u, finish_reason=completion.finish_reason)
+        return self._result(walk, spec, settled, cap)
 
     def _result(
         self, walk: _Walk, spec: ModelSpec, completion: Completion, cap: int | None = None
@@ -397,6 +406,7 @@ class Executor:
             order=flight.order,
             created_at=flight.created,
             max_tokens=cap,
+            finish_reason=completion.finish_reason,
         )
 
     def _failed(self, walk: _Walk, t: _Try, exc: ProviderError) -> float | None:

@@ -109,7 +109,12 @@ class LiteLLMBackend(Backend):
         usage = getattr(response, "usage", None)
         if not text:
             raise empty_answer(spec, self._billed(spec, usage, messages))
-        return Completion(text=text, usage=self._usage(spec, usage, messages, text))
+        finish = getattr(choices[0], "finish_reason", None)  # type: ignore[index]
+        return Completion(
+            text=text,
+            usage=self._usage(spec, usage, messages, text),
+            finish_reason=finish if isinstance(finish, str) else None,
+        )
 
     async def stream(
         self, spec: ModelSpec, endpoint: Endpoint, messages: Sequence[Message], params: CallParams
@@ -117,20 +122,27 @@ class LiteLLMBackend(Backend):
         kwargs = self._kwargs(spec, endpoint, messages, params)
         kwargs.update(stream=True, stream_options={"include_usage": True})
         parts: list[str] = []
-        usage = None
+        usage = finish = None
         try:
             response = await self._litellm.acompletion(**kwargs)
             async for chunk in response:
                 if getattr(chunk, "usage", None):
                     usage = chunk.usage
-                if chunk.choices and (delta := chunk.choices[0].delta.content):
+                if not chunk.choices:
+                    continue
+                choice = chunk.choices[0]
+                if isinstance(reason := getattr(choice, "finish_reason", None), str):
+                    finish = reason
+                if delta := choice.delta.content:
                     parts.append(delta)
                     yield StreamPiece(text=delta)
         except Exception as exc:
             raise provider_error(exc, spec, started=bool(parts)) from exc
         if not parts:
             raise empty_answer(spec, self._billed(spec, usage, messages))
-        yield StreamPiece(usage=self._usage(spec, usage, messages, "".join(parts)))
+        yield StreamPiece(
+            usage=self._usage(spec, usage, messages, "".join(parts)), finish_reason=finish
+        )
 
     def _quiet(self) -> Token[bool] | None:
         """Skip LiteLLM's own success logging for this call when nobody listens to it: Orchestra

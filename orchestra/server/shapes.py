@@ -200,10 +200,15 @@ def usage(result: Result) -> dict[str, int]:
 
 
 def finish_reason(result: Result, request: Request) -> str:
-    """'length' when the answer used its whole cap (it was most likely cut), else 'stop'. The
-    cap is the one the call was sent with: a budget caps a call the request left uncapped."""
+    """'content_filter' when the provider says so; 'length' when it says so or the answer used
+    its whole cap (it was most likely cut: a stream Orchestra cut says nothing), else 'stop'.
+    The cap is the one the call was sent with: a budget caps a call the request left uncapped."""
+    said = result.finish_reason
+    if said == "content_filter":
+        return said
     cap = result.max_tokens if result.max_tokens is not None else request.max_tokens
-    return "length" if cap is not None and result.completion_tokens >= cap else "stop"
+    cut = said == "length" or (cap is not None and result.completion_tokens >= cap)
+    return "length" if cut else "stop"
 
 
 def decision_info(
@@ -224,6 +229,7 @@ def decision_info(
             "order": list(result.order),
             "created_at": result.created_at,
             "max_tokens": result.max_tokens,
+            "finish_reason": result.finish_reason,
         }
     info["reason"] = decision.reason if decision is not None else None
     info["decision"] = decision.model_dump(mode="json") if decision is not None else None

@@ -77,7 +77,7 @@ class Behaviour:
     `usage=False` omits it everywhere (a provider that reports no usage); `usage_scale`
     multiplies the reported completion_tokens (floored; 0.5 under-reports by half).
     `ignore_cap=True` answers the whole reply whatever `max_tokens` asks (a provider that runs
-    past its cap), and reports it.
+    past its cap), and reports it. `finish_reason` is the reason the answer says it stopped.
     """
 
     kind: BehaviourKind = "healthy"
@@ -93,6 +93,7 @@ class Behaviour:
     echo_request: bool = False
     reply_words: int | None = None
     ignore_cap: bool = False
+    finish_reason: str = "stop"
 
     def __post_init__(self) -> None:
         if self.kind not in get_args(BehaviourKind):
@@ -385,7 +386,7 @@ class _Handler(BaseHTTPRequestHandler):
                     "index": 0,
                     "message": {"role": "assistant", "content": behaviour.text},
                     "logprobs": None,
-                    "finish_reason": "stop",
+                    "finish_reason": behaviour.finish_reason,
                 }
             ],
         }
@@ -438,7 +439,7 @@ class _Handler(BaseHTTPRequestHandler):
         if dropping:
             self._drop()
             return
-        self._event(chunk({}, "stop"))
+        self._event(chunk({}, behaviour.finish_reason))
         if behaviour.usage and (body.get("stream_options") or {}).get("include_usage"):
             self._event({**base, "choices": [], "usage": _usage(body, behaviour)})
         self._event("[DONE]")
