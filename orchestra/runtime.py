@@ -34,7 +34,7 @@ from orchestra.core.feedback import MAX_NOTE_CHARS, MIN_PREFIX, Feedback
 from orchestra.core.model_spec import ModelSpec
 from orchestra.core.paths import STORE_URL_ENV, data_dir, default_db_path
 from orchestra.core.redact import Redactor, strip_prompt
-from orchestra.core.request import Message, Request
+from orchestra.core.request import Message, Request, new_request_id
 from orchestra.core.result import Result
 from orchestra.core.verdict import Verdict
 from orchestra.execution.backend import Backend
@@ -58,6 +58,7 @@ log = logging.getLogger("orchestra")
 Prompt = str | Sequence[Message] | Sequence[dict[str, str]] | Request
 
 BREAKER_SYNC_S = 1.0  # how often breakers take the states other processes saved
+CALL_IDS_KEPT = 10_000  # request ids remembered, to give a reused one a new id (~1.5 MB)
 
 
 class Orchestra:
@@ -122,6 +123,7 @@ class Orchestra:
         self._health: HealthChecker | None = None
         self._breaker_storage: StoreBreakerStorage | None = None
         self._sharing: asyncio.Task[None] | None = None
+        self._call_ids: dict[str, None] = {}  # the latest calls' request ids, oldest first
 
     def __del__(self) -> None:
         if getattr(self, "_started", False):
@@ -307,7 +309,7 @@ class Orchestra:
         """Answer a prompt (a string, messages, or a `Request`); hints: model, tier, max_tokens,
         temperature, timeout_s."""
         executor = await self._executor_ready()
-        flight = Flight(self._request(prompt, hints))
+        flight = Flight(self._new_call(self._request(prompt, hints)))
         await self._route(flight)
         try:
             result = await executor.complete(flight)
@@ -322,7 +324,7 @@ class Orchestra:
     def stream(self, prompt: Prompt, **hints: Any) -> ResponseStream:
         """Stream an answer: `async for text in orc.stream(...)`; `.result` is set at the end."""
         self._require_store()
-        return ResponseStream(self, self._request(prompt, hints))
+        return ResponseStream(self, self._new_call(self._request(prompt, hints)))
 
     async def history(self, limit: int = 20, since: float | None = None) -> list[dict[str, Any]]:
         await self._require_store().flush()
@@ -403,6 +405,18 @@ class Orchestra:
             raise RequestError(f"malformed request: {problems}") from None
         if request.model is not None and self._started:
             self._catalog.get(request.model)  # raises UnknownModelError naming the catalog
+        return request
+
+    def _new_call(self, request: Request) -> Request:
+        """`request` under an id no call of this runtime has had (among the last
+        `CALL_IDS_KEPT`): a request id names one call, and its record would replace the record
+        of another call with the same id. A `Request` answered again (a caller's retry loop), or
+        a reused `id` hint, is answered as a new request, under a new id."""
+        if request.id in self._call_ids:
+            request = request.model_copy(update={"id": new_request_id()})
+        self._call_ids[request.id] = None
+        if len(self._call_ids) > CALL_IDS_KEPT:
+            del self._call_ids[next(iter(self._call_ids))]
         return request
 
     async def _route(self, flight: Flight) -> Decision:

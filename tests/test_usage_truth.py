@@ -174,6 +174,55 @@ async def test_a_whole_answer_that_could_overrun_the_budget_is_cut_at_its_cap(
     assert sum(e["cost_usd"] for e in history) == pytest.approx(summary["total_usd"])
 
 
+ABSURD = 10**20  # more than a 64-bit integer holds
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(
+    ("report", "budget"),
+    [
+        ({"prompt_tokens": ABSURD, "completion_tokens": 300, "total_tokens": ABSURD + 300}, 0.1),
+        ({"prompt_tokens": 11, "completion_tokens": ABSURD, "total_tokens": ABSURD + 11}, None),
+        ({"prompt_tokens": 10**9, "completion_tokens": 300}, 0.1),  # an 11-word prompt
+    ],
+)
+async def test_usage_reported_past_anything_possible_is_counted_from_the_text(
+    store_location: str | Path,
+    tmp_path: Path,
+    stub: StubProvider,
+    stub2: StubProvider,
+    report: dict[str, int],
+    budget: float | None,
+    stream: bool,
+) -> None:
+    """A prompt cannot hold more tokens than bytes (and its template's), nor an answer more
+    than any model gives: such a report is overruled like one too low. The answer is recorded
+    (the store holds the figures), at the cost the caller saw, within the budget (0.1: two
+    calls' reservations)."""
+    conf = config(tmp_path, stub, stub2, budget)
+    if isinstance(store_location, str):
+        conf = conf.model_copy(
+            update={"store": conf.store.model_copy(update={"url": store_location})}
+        )
+    stub.behaviour = Behaviour(reply=words(300), usage_report=report)
+    async with Orchestra(conf, agents=[WantsCloud()]) as orc:
+        if stream:
+            async with orc.stream(PROMPT) as s:
+                text = "".join([piece async for piece in s])
+            result = s.result
+        else:
+            result = await orc.complete(PROMPT)
+            text = result.text
+        assert result is not None and result.model == "paid" and least_tokens(text) == 300
+        assert len(PROMPT.split()) <= result.prompt_tokens < 100
+        assert 300 <= result.completion_tokens <= 4096
+        summary = await orc.spend_summary()
+        (entry,) = await orc.history(limit=1)
+    assert entry["status"] == "ok" and entry["cost_usd"] == pytest.approx(result.cost_usd)
+    assert summary["total_usd"] == pytest.approx(result.cost_usd), "the ledger agrees"
+    assert summary["total_usd"] <= (budget or 1.0) and summary["reserved_usd"] == 0.0
+
+
 @given(text=st.text(st.sampled_from("ab1 \n\t."), max_size=60), cuts=st.lists(st.integers(0, 60)))
 def test_the_meter_counts_words_across_any_split(text: str, cuts: list[int]) -> None:
     meter = AnswerMeter(None)

@@ -18,11 +18,14 @@ random strings (an API key: 0.7x), which are rare in prompts and short.
 `least_tokens` is the other bound: a count no tokenizer in use goes below (every
 whitespace-separated word is at least one token in GPT's, Llama's, Mistral's, Qwen's and Gemma's),
 used to catch a provider that reports less than it sent, and a stream that runs past its cap.
+`most_prompt_tokens` bounds a prompt from above (every token of those tokenizers but the chat
+template's own covers at least one byte of the text), to catch one that reports more.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from functools import lru_cache
 
 from orchestra.core.model_spec import ModelSpec
@@ -66,6 +69,22 @@ def least_tokens(text: str) -> int:
     between whitespace). Tokenizers split text at whitespace before merging, so no token spans
     two words. Weak on scripts written without spaces, never too high."""
     return len(text.split())
+
+
+# The chat template's tokens around each message (5 in Llama 3's, Gemma's and ChatML's, a
+# SentencePiece word marker one more), and around a whole prompt (the first token, the answer's
+# header, a default system line some templates add such as Llama 3.1's dates): generous bounds.
+TEMPLATE_TOKENS_PER_MESSAGE = 16
+TEMPLATE_TOKENS_PER_PROMPT = 64
+
+
+def most_prompt_tokens(messages: Iterable[Message]) -> int:
+    """A count of a prompt's tokens that no common tokenizer goes above: a token (but the
+    template's) covers at least one byte of the text."""
+    return TEMPLATE_TOKENS_PER_PROMPT + sum(
+        len(m.content.encode("utf-8", "surrogatepass")) + TEMPLATE_TOKENS_PER_MESSAGE
+        for m in messages
+    )
 
 
 def _ascii_tokens(text: str) -> int:

@@ -5,6 +5,11 @@ A provider's reported usage is the truth unless the text proves it wrong. Two bo
 - **Too little.** Fewer tokens reported than `least_tokens` finds in the text sent or received
   (a count no common tokenizer goes below) cannot be true: that side is charged at the local
   count, which errs high, and the usage is marked estimated.
+- **Too much.** More prompt tokens than `most_prompt_tokens` allows (a token per byte sent, and
+  the template's), or more answer tokens than any model gives in one call
+  (`MOST_ANSWER_TOKENS`: hidden reasoning counts, so the text is no bound), cannot be true
+  either: counted locally the same way. A provider's absurd figure never charges the budget,
+  nor makes a record the store cannot hold.
 - **Past the cap.** More answer tokens than the cap the call was sent are charged at the cap when
   the text does not prove the provider ran past it (the count is another tokenizer's, or ours);
   when it does, the provider ignored the cap: its reported usage is charged, or, with none to
@@ -23,9 +28,19 @@ from collections.abc import Sequence
 from orchestra.core.model_spec import ModelSpec
 from orchestra.core.request import Message
 from orchestra.core.result import Usage
-from orchestra.spend.estimate import TOKENS_PER_MESSAGE, cost_usd, count_tokens, least_tokens
+from orchestra.spend.estimate import (
+    TOKENS_PER_MESSAGE,
+    cost_usd,
+    count_tokens,
+    least_tokens,
+    most_prompt_tokens,
+)
 
 log = logging.getLogger("orchestra.spend")
+
+# More answer tokens than any model gives in one call (the longest outputs, hidden reasoning
+# included, are about 10^5): a report past this is not a count.
+MOST_ANSWER_TOKENS = 10_000_000
 
 
 def settle_usage(
@@ -38,11 +53,11 @@ def settle_usage(
     """The usage to charge for `text` answered to `messages` under answer cap `cap`."""
     prompt, completion = usage.prompt_tokens, usage.completion_tokens
     estimated = usage.estimated
-    if prompt < sum(least_tokens(m.content) for m in messages):
+    if not sum(least_tokens(m.content) for m in messages) <= prompt <= most_prompt_tokens(messages):
         prompt = sum(count_tokens(m.content) + TOKENS_PER_MESSAGE for m in messages) + 1
         estimated = True
     least = least_tokens(text)
-    if completion < least:
+    if not least <= completion <= MOST_ANSWER_TOKENS:
         completion = count_tokens(text)
         estimated = True
     if cap is not None and completion > cap:

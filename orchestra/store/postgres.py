@@ -61,6 +61,7 @@ from orchestra.store.postgres_writer import (
 )
 from orchestra.store.record import RequestRecord, request_row, sample_row
 from orchestra.store.spill import Spill
+from orchestra.store.write_outcomes import granted
 
 log = logging.getLogger("orchestra.store")
 T = TypeVar("T")
@@ -438,7 +439,7 @@ class PostgresStore(Store):
             raise StoreError("the store is not open")
         future: asyncio.Future[Hold | Refusal] = asyncio.get_running_loop().create_future()
         self._asks.put_nowait((ask, future))
-        return await future
+        return await granted(future, self.release)
 
     async def _reserve_forever(self) -> None:
         """Take everything queued (asks, and releases: in queue order, so a release is seen by

@@ -36,6 +36,7 @@ from orchestra.store.record import (
 )
 from orchestra.store.sqlite_writer import Statements, Write, Writer
 from orchestra.store.sync import DEFAULT_SYNC, Sync
+from orchestra.store.write_outcomes import granted
 
 log = logging.getLogger("orchestra.store")
 
@@ -244,9 +245,7 @@ class SqliteStore(Store):
     async def reserve(self, ask: Ask) -> Hold | Refusal:
         done = self._writer.submit(Write(ask=ask, money=True), wait=True)
         assert done is not None
-        granted = await done
-        assert isinstance(granted, Hold | Refusal)
-        return granted
+        return await granted(done, self.release)
 
     def release(self, hold: Hold) -> None:
         cal = self.calendar

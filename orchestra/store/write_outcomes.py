@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, Protocol
 
 from orchestra.core.errors import StoreError
+from orchestra.spend.ledger import Hold, Refusal
 
 log = logging.getLogger("orchestra.store")
 
@@ -57,3 +59,27 @@ def store_error(exc: BaseException) -> StoreError:
     if isinstance(exc, StoreError):
         return exc
     return StoreError(f"a write to the store failed: {type(exc).__name__}: {exc}")
+
+
+async def granted(done: asyncio.Future[Any], release: Callable[[Hold], None]) -> Hold | Refusal:
+    """The reservation `done` resolves to. A caller cancelled while it is being decided (a client
+    that left, a deadline) will never make its call: a hold granted all the same is released as
+    soon as it is known, not left to expire and be charged as a call that may have been billed."""
+    try:
+        got = await asyncio.shield(done)
+    except asyncio.CancelledError:
+        done.add_done_callback(partial(_give_back, release))
+        raise
+    assert isinstance(got, Hold | Refusal)
+    return got
+
+
+def _give_back(release: Callable[[Hold], None], done: asyncio.Future[Any]) -> None:
+    if done.cancelled() or done.exception() is not None:
+        return
+    got = done.result()
+    if isinstance(got, Hold):
+        try:
+            release(got)
+        except StoreError as exc:  # closing: the hold expires, and is charged, as a dead one's
+            log.warning("store: a reservation nobody waits for could not be released: %s", exc)

@@ -21,6 +21,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -77,7 +78,9 @@ class Behaviour:
     `usage=False` omits it everywhere (a provider that reports no usage); `usage_scale`
     multiplies the reported completion_tokens (floored; 0.5 under-reports by half).
     `ignore_cap=True` answers the whole reply whatever `max_tokens` asks (a provider that runs
-    past its cap), and reports it. `finish_reason` is the reason the answer says it stopped.
+    past its cap), and reports it. `usage_report`, when set, is sent as the usage object as it
+    is, instead of the counts (a dishonest provider: zeros, negatives, absurd numbers, a field
+    missing). `finish_reason` is the reason the answer says it stopped.
     """
 
     kind: BehaviourKind = "healthy"
@@ -94,6 +97,7 @@ class Behaviour:
     reply_words: int | None = None
     ignore_cap: bool = False
     finish_reason: str = "stop"
+    usage_report: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in get_args(BehaviourKind):
@@ -536,8 +540,11 @@ def _words(text: str) -> int:
     return len(text.split())
 
 
-def _usage(body: dict[str, Any], behaviour: Behaviour) -> dict[str, int]:
-    """Word counts of the prompt (every message's text) and the reply (times `usage_scale`)."""
+def _usage(body: dict[str, Any], behaviour: Behaviour) -> dict[str, Any]:
+    """Word counts of the prompt (every message's text) and the reply (times `usage_scale`), or
+    the `usage_report` to send instead."""
+    if behaviour.usage_report is not None:
+        return dict(behaviour.usage_report)
     prompt = 0
     for message in body.get("messages") or []:
         content = message.get("content") if isinstance(message, dict) else None
