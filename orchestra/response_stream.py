@@ -8,7 +8,13 @@ from contextlib import aclosing
 from typing import TYPE_CHECKING
 
 from orchestra.core.decision import Decision
-from orchestra.core.errors import AllCandidatesFailed, OrchestraError, RejectedRequest, StreamBroken
+from orchestra.core.errors import (
+    AllCandidatesFailed,
+    OrchestraError,
+    RejectedRequest,
+    StreamBroken,
+    is_cancellation,
+)
 from orchestra.core.model_spec import ModelSpec
 from orchestra.core.request import Request
 from orchestra.core.result import Result
@@ -72,6 +78,7 @@ class ResponseStream:
         await orc._route(flight)
         answer: Result | None = None
         finished = False
+        failure: BaseException | None = None
         try:
             # aclosing: a reader that stops early closes the executor's walk first, so the call
             # is settled (billed for what it sent) before the record below is written.
@@ -86,9 +93,15 @@ class ResponseStream:
             finished = True
             await orc._fail(flight, exc)
             raise
+        except BaseException as exc:
+            failure = exc
+            raise
         finally:
-            if not finished:  # abandoned: whatever it cost is recorded before the stream closes
+            if not finished and (failure is None or is_cancellation(failure)):
+                # abandoned: whatever it cost is recorded before the stream closes
                 closed = OrchestraError("the caller stopped reading the stream before its end")
                 await asyncio.shield(orc._fail(flight, closed, kind="cancelled"))
+            elif not finished and failure is not None:  # a bug (a backend's, say): said as such
+                await asyncio.shield(orc._fail(flight, failure))
         if answer is not None:
             self.result = await orc._finish(flight, answer)

@@ -29,6 +29,7 @@ from orchestra.core.errors import (
     RejectedRequest,
     RequestError,
     StoreError,
+    is_cancellation,
 )
 from orchestra.core.feedback import MAX_NOTE_CHARS, MIN_PREFIX, Feedback
 from orchestra.core.model_spec import ModelSpec
@@ -316,8 +317,9 @@ class Orchestra:
         except (AllCandidatesFailed, RejectedRequest) as exc:
             await self._fail(flight, exc)
             raise
-        except BaseException as exc:  # cancelled: what it cost is still recorded
-            await asyncio.shield(self._fail(flight, exc, kind="cancelled"))
+        except BaseException as exc:  # cancelled, or a bug: what it cost is still recorded
+            kind = "cancelled" if is_cancellation(exc) else None
+            await asyncio.shield(self._fail(flight, exc, kind=kind))
             raise
         return await self._finish(flight, result)
 

@@ -23,6 +23,7 @@ both by HTTP status first through `status_kind`; nothing above a backend sees a 
 
 from __future__ import annotations
 
+from asyncio import CancelledError
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
@@ -76,6 +77,12 @@ RETRYABLE_KINDS: frozenset[str] = frozenset({"connection", "rate_limit", "server
 
 class OrchestraError(Exception):
     """Base of every error Orchestra raises."""
+
+
+def is_cancellation(exc: BaseException) -> bool:
+    """`exc` ends a call because its caller went away (a task cancelled, a stream closed early,
+    Ctrl-C), not because something failed."""
+    return isinstance(exc, CancelledError | GeneratorExit | KeyboardInterrupt)
 
 
 class ConfigError(OrchestraError):

@@ -30,6 +30,7 @@ from orchestra.core.errors import (
     RateLimitedError,
     RejectedRequest,
     StreamBroken,
+    is_cancellation,
 )
 from orchestra.core.model_spec import ModelSpec
 from orchestra.core.request import Request, as_sent
@@ -453,18 +454,22 @@ class Executor:
         clean.__cause__ = None
         return clean
 
-    def _abandoned(self, walk: _Walk, t: _Try) -> None:
+    def _abandoned(self, walk: _Walk, t: _Try, exc: BaseException) -> None:
+        """An attempt ended by its caller leaving ("cancelled") or by an exception that is not a
+        provider's failure ("error": a backend's bug, named by its type alone)."""
         received = (
             f"after {len(''.join(t.partial))} characters" if t.partial else "before an answer"
         )
+        left = is_cancellation(exc)
         walk.flight.attempts.append(
             Attempt(
                 model=t.spec.name,
                 tier=t.spec.tier,
                 ok=False,
                 latency_ms=(time.perf_counter() - t.started) * 1000,
-                error_kind="cancelled",
-                error=f"the call was abandoned {received}",
+                error_kind="cancelled" if left else "error",
+                error=f"the call was {'abandoned' if left else f'ended by {type(exc).__name__}'}"
+                f" {received}",
             )
         )
 
@@ -545,9 +550,9 @@ class _Try:
         ex = self.executor
         if exc is None:
             return False  # the success path charges the answer
-        if not isinstance(exc, ProviderError):  # cancelled, or its reader left: kept as is
+        if not isinstance(exc, ProviderError):  # cancelled, its reader left, or a bug: kept as is
             self._settle_partial(None, sent=True)  # the call was under way
-            ex._abandoned(self.walk, self)
+            ex._abandoned(self.walk, self, exc)
             return False
         self._settle_partial(exc.billed, exc.sent)
         masked = ex._masked(exc, self.walk.request)
