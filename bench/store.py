@@ -6,7 +6,7 @@ PostgreSQL, in one process and in four sharing the store, with ratios.
 
 Without --pg-url (or $ORCHESTRA_PG_URL) a throwaway PostgreSQL server is started with initdb and
 pg_ctl in a temporary folder (its defaults: fsync on, synchronous_commit on; SQLite runs WAL with
-synchronous=NORMAL, Orchestra's setting), and stopped at the end.
+synchronous=FULL, Orchestra's default), and stopped at the end.
 
 "durable" awaits each record's commit (what `complete()` does: a returned answer is on disk);
 "queued" only enqueues it (what it did before: fast, and lost on `kill -9`). Group commit: the
@@ -117,22 +117,31 @@ async def reserve_release(store: Store) -> None:
 
 
 async def sqlite_detail(n: int) -> None:
-    """The SQLite store alone, as before: throughput by concurrency, lone latency, reservations."""
+    """The SQLite store alone: throughput by concurrency, lone latency, reservations; each
+    commit synced to the disk (`sync = "full"`, the default) and left to the OS ("normal")."""
     with tempfile.TemporaryDirectory() as home:
-        async with SqliteStore(Path(home) / "orchestra.db") as store:
+        async with (
+            SqliteStore(Path(home) / "full.db") as store,
+            SqliteStore(Path(home) / "normal.db", sync="normal") as unsynced,
+        ):
             await per_second(store, 300, 1, True)  # warm up
-            print(f"{n} records; SQLite WAL, synchronous=NORMAL, group commit\n")
-            print(f"{'writers':>8} {'durable/s':>12} {'queued/s':>12}")
+            await per_second(unsynced, 300, 1, True)
+            print(f"{n} records; SQLite WAL, group commit; durable: each commit synced to the disk")
+            print("(sync = full, the default) or handed to the OS (sync = normal)\n")
+            print(f"{'writers':>8} {'durable/s':>12} {'normal/s':>12} {'queued/s':>12}")
             for writers in (1, 4, 16, 64, 256):
                 d = await per_second(store, n, writers, True)
+                u = await per_second(unsynced, n, writers, True)
                 q = await per_second(store, n, writers, False)
-                print(f"{writers:>8} {d:>12,.0f} {q:>12,.0f}")
+                print(f"{writers:>8} {d:>12,.0f} {u:>12,.0f} {q:>12,.0f}")
 
             lone = await latencies(lambda: store.record(record()), 500)
+            lone_normal = await latencies(lambda: unsynced.record(record()), 500)
             queued = await latencies(_enqueue(store), 500)
             await store.flush()
             print("\nP1 (one request at a time), the time writing its record adds (us):")
             print(f"  durable: p50 {pct(lone, 0.5):7.0f}  p99 {pct(lone, 0.99):7.0f}")
+            print(f"  normal:  p50 {pct(lone_normal, 0.5):7.0f}  p99 {pct(lone_normal, 0.99):7.0f}")
             print(f"  queued:  p50 {pct(queued, 0.5):7.0f}  p99 {pct(queued, 0.99):7.0f}")
 
             res = await latencies(lambda: reserve_release(store), 500)
