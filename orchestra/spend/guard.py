@@ -6,7 +6,7 @@ import logging
 import math
 from dataclasses import dataclass
 
-from orchestra.core.errors import ProviderError
+from orchestra.core.errors import ProviderError, StoreError
 from orchestra.core.model_spec import ModelSpec
 from orchestra.core.request import Request, as_sent
 from orchestra.core.tier import Tier
@@ -92,11 +92,18 @@ class BudgetGuard:
             self._warn_unpriced(spec)
             return Booking(hold=None, max_tokens=request.max_tokens, prompt_tokens=prompt)
         b = self.budget
-        granted = await self.ledger.reserve(
-            Ask(model=spec.name, tier=spec.tier, request_id=request.id, min_usd=least,
-                want_usd=want, daily_usd=b.daily_usd, monthly_usd=b.monthly_usd,
-                lease_s=lease_s, whole_usd=whole)
-        )  # fmt: skip
+        try:
+            granted = await self.ledger.reserve(
+                Ask(model=spec.name, tier=spec.tier, request_id=request.id, min_usd=least,
+                    want_usd=want, daily_usd=b.daily_usd, monthly_usd=b.monthly_usd,
+                    lease_s=lease_s, whole_usd=whole)
+            )  # fmt: skip
+        except StoreError as exc:  # no ledger, no paid call: a free candidate may still answer
+            raise ProviderError(
+                f"{spec.name}: the budget could not be checked (the store failed: {exc})",
+                kind="budget",
+                model=spec.name,
+            ) from exc
         if isinstance(granted, Refusal):
             raise ProviderError(
                 f"{spec.name}: ${least:.6f} (its prompt and a {floor}-token answer) would overrun "
