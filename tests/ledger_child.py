@@ -18,7 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orchestra import Agent, Orchestra, Request, Tier, Verdict
+from agent_helpers import WantsCloud
+
+from orchestra import Orchestra, Request
 from orchestra.config import Config, parse_config
 from orchestra.core.result import Usage
 from orchestra.execution.backend import Completion
@@ -96,13 +98,6 @@ def exact(call: Call) -> Completion:
         text="Paris " * answer,
         usage=Usage(prompt_tokens=prompt, completion_tokens=answer, cost_usd=cost),
     )
-
-
-class WantsCloud(Agent):
-    name = "wants-cloud"
-
-    async def check(self, request: Request | None) -> Verdict:
-        return self.verdict(target=Tier.CLOUD, confidence=1.0, reason="hard prompt")
 
 
 async def budget(

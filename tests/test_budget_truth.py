@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent_helpers import WantsCloud
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestra import Agent, Orchestra, Request, Tier, Verdict
+from orchestra import Orchestra
 from orchestra.config import parse_config
 from orchestra.testing import Behaviour, StubProvider
 
@@ -51,13 +52,6 @@ calls = st.builds(
     abandon=st.booleans(),
     ignore_cap=st.booleans(),
 )
-
-
-class WantsCloud(Agent):
-    name = "wants-cloud"
-
-    async def check(self, request: Request | None) -> Verdict:
-        return self.verdict(target=Tier.CLOUD, confidence=1.0, reason="hard prompt")
 
 
 def config(home: Path, paid: StubProvider, free: StubProvider) -> Any:

@@ -14,18 +14,12 @@ from typing import Any
 
 import asyncpg
 import pytest
+from agent_helpers import WantsCloud
 
-from orchestra import Agent, Orchestra, Request, Tier, Verdict
+from orchestra import Orchestra
 from orchestra.config import parse_config
 from orchestra.store.postgres_db import BUDGET_LOCK
 from orchestra.testing import Call, FunctionBackend
-
-
-class WantsCloud(Agent):
-    name = "wants-cloud"
-
-    async def check(self, request: Request | None) -> Verdict:
-        return self.verdict(target=Tier.CLOUD, confidence=1.0, reason="hard prompt")
 
 
 def config(location: str | Path) -> Any:

@@ -8,17 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agent_helpers import WantsCloud
 
-from orchestra import Agent, Orchestra, Request, SyncOrchestra, Tier, Verdict
+from orchestra import Orchestra, Request, SyncOrchestra
 from orchestra.config import parse_config
 from orchestra.testing import FunctionBackend
-
-
-class WantsCloud(Agent):
-    name = "wants-cloud"
-
-    async def check(self, request: Request | None) -> Verdict:
-        return self.verdict(target=Tier.CLOUD, confidence=1.0, reason="hard prompt")
 
 
 def config(location: str | Path) -> Any:

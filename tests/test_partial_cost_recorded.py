@@ -7,22 +7,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agent_helpers import WantsCloud
 from conftest import answer
 
-from orchestra import Agent, Orchestra, Request, StreamBroken, Tier, Verdict
+from orchestra import Orchestra, StreamBroken
 from orchestra.config import parse_config
 from orchestra.store import SqliteStore
 from orchestra.testing import Behaviour, StubProvider
 
 REPLY = " ".join(f"w{i}" for i in range(200))
 PROMPT = "Tell me a story"
-
-
-class WantsCloud(Agent):
-    name = "wants-cloud"
-
-    async def check(self, request: Request | None) -> Verdict:
-        return self.verdict(target=Tier.CLOUD, confidence=1.0, reason="hard prompt")
 
 
 def config(home: Path, paid: StubProvider, free: StubProvider) -> Any:

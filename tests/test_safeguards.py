@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from agent_helpers import WantsCloud
 
 from orchestra import Agent, Orchestra, ProviderError, Request, Tier, Verdict
 from orchestra.config import parse_config
@@ -32,13 +33,6 @@ def model(name: str, tier: str = "cloud", **extra: Any) -> dict[str, Any]:
         "output_cost_per_mtok": 0.60 if tier == "cloud" else 0.0,
         **extra,
     }
-
-
-class WantsCloud(Agent):
-    name = "wants-cloud"
-
-    async def check(self, request: Request | None) -> Verdict:
-        return self.verdict(target=Tier.CLOUD, confidence=1.0, reason="hard prompt")
 
 
 def failing(*names: str, kind: str = "server") -> FunctionBackend:

@@ -7,19 +7,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from orchestra import Agent, Orchestra, Request, Tier, Verdict
+from agent_helpers import WantsCloud
+
+from orchestra import Orchestra
 from orchestra.config import parse_config
 from orchestra.testing import Behaviour, StubProvider
 
 PRICE = 10.0  # USD per million tokens, in and out
 SYSTEM = " ".join(f"s{i}" for i in range(2000))  # 2,000 tokens sent with every call
-
-
-class WantsCloud(Agent):
-    name = "wants-cloud"
-
-    async def check(self, request: Request | None) -> Verdict:
-        return self.verdict(target=Tier.CLOUD, confidence=1.0, reason="hard prompt")
 
 
 def config(home: Path, paid: StubProvider, free: StubProvider, budget: float) -> Any:

@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agent_helpers import WantsCloud
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestra import Agent, Orchestra, Request, Tier, Verdict
+from orchestra import Orchestra
 from orchestra.config import parse_config
 from orchestra.spend.estimate import least_tokens
 from orchestra.spend.settle import AnswerMeter
@@ -21,13 +22,6 @@ from orchestra.testing import Behaviour, StubProvider
 
 IN_PRICE, OUT_PRICE = 1.0, 10.0  # USD per million tokens
 PROMPT = "Write a long story about a lighthouse keeper and the sea."
-
-
-class WantsCloud(Agent):
-    name = "wants-cloud"
-
-    async def check(self, request: Request | None) -> Verdict:
-        return self.verdict(target=Tier.CLOUD, confidence=1.0, reason="hard prompt")
 
 
 def words(n: int) -> str:
