@@ -97,10 +97,18 @@ def enforce(decision: Decision, verdicts: Sequence[Verdict], catalog: Catalog) -
             kept.append(c)
     if not removed and not relabelled:
         return decision
+    return pruned(decision, kept, removed, "only vetoed models")
+
+
+def pruned(
+    decision: Decision, kept: list[Candidate], removed: list[Exclusion], chose: str
+) -> Decision:
+    """`decision` with `kept` as its candidates and `removed` added to its exclusions; with
+    none kept, `NoAllowedModelError` saying the policy `chose` nothing else, and why."""
     if not kept:
         why = "; ".join(e.reason for e in removed)
         raise NoAllowedModelError(
-            f"no allowed model: policy {decision.policy!r} chose only vetoed models ({why})"
+            f"no allowed model: policy {decision.policy!r} chose {chose} ({why})"
         )
     return decision.model_copy(
         update={"candidates": tuple(kept), "excluded": (*decision.excluded, *removed)}

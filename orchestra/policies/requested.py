@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from orchestra.core.catalog import Catalog
 from orchestra.core.decision import Candidate, Decision, Exclusion
-from orchestra.core.errors import NoAllowedModelError
 from orchestra.core.model_spec import ModelSpec
 from orchestra.core.request import Request
 from orchestra.core.tier import Tier
 from orchestra.core.trusted import trusted
+from orchestra.policies.constraints import pruned
 
 REQUEST = "request"  # `Exclusion.by` for models the caller's hints rule out
 _EXCLUSION_FIELDS = frozenset(("tier", "model", "by", "reason"))
@@ -66,14 +66,7 @@ def enforce_requested(decision: Decision, request: Request, catalog: Catalog) ->
             removed.append(_removed(spec.name, spec.tier, why))
     if not removed:
         return decision
-    if not kept:
-        why = "; ".join(e.reason for e in removed)
-        raise NoAllowedModelError(
-            f"no allowed model: policy {decision.policy!r} chose none the request allows ({why})"
-        )
-    return decision.model_copy(
-        update={"candidates": tuple(kept), "excluded": (*decision.excluded, *removed)}
-    )
+    return pruned(decision, kept, removed, "none the request allows")
 
 
 def _removed(model: str, tier: Tier, why: str) -> Exclusion:
