@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from agent_helpers import WantsCloud
+from conftest import answer
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -61,13 +62,7 @@ async def test_usage_reported_below_the_text_is_charged_from_the_text(
 ) -> None:
     stub.behaviour = Behaviour(reply=words(300), usage_scale=0.1)  # owns up to 30 of 300
     async with Orchestra(config(tmp_path, stub, stub2, 1.0), agents=[WantsCloud()]) as orc:
-        if stream:
-            async with orc.stream(PROMPT) as s:
-                text = "".join([piece async for piece in s])
-            result = s.result
-        else:
-            result = await orc.complete(PROMPT)
-            text = result.text
+        result, text = await answer(orc, PROMPT, stream)
         assert result is not None and result.model == "paid"
         assert least_tokens(text) == 300
         assert result.completion_tokens >= 300, "charged for the text, not the report"
@@ -200,13 +195,7 @@ async def test_usage_reported_past_anything_possible_is_counted_from_the_text(
         )
     stub.behaviour = Behaviour(reply=words(300), usage_report=report)
     async with Orchestra(conf, agents=[WantsCloud()]) as orc:
-        if stream:
-            async with orc.stream(PROMPT) as s:
-                text = "".join([piece async for piece in s])
-            result = s.result
-        else:
-            result = await orc.complete(PROMPT)
-            text = result.text
+        result, text = await answer(orc, PROMPT, stream)
         assert result is not None and result.model == "paid" and least_tokens(text) == 300
         assert len(PROMPT.split()) <= result.prompt_tokens < 100
         assert 300 <= result.completion_tokens <= 4096
