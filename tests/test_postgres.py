@@ -458,6 +458,21 @@ async def test_degraded_processes_share_what_was_left(pg_url: str, tmp_path: Pat
         await other.close()
 
 
+async def test_a_spilled_write_the_database_refuses_is_kept_aside_not_deleted(
+    pg_url: str, tmp_path: Path
+) -> None:
+    async with PostgresStore(pg_url, options(tmp_path)) as store:
+        good = {"rows": {"sample": [["resource", 1.0, "ok", "{}"]]}}
+        bad = {"rows": {"sample": [[None, 1.0, "ok", "{}"]]}}  # samples.agent is NOT NULL
+        await asyncio.to_thread(
+            store._spill.append, [("write", good), ("write", bad)], [True, True]
+        )
+        await store._w().run(store._w().drain)
+        waiting, _, quarantined = await asyncio.to_thread(store._spill.counts)
+        assert (waiting, quarantined) == (0, 1), "the refused entry stays in the file, aside"
+        assert await rows(pg_url, "SELECT agent FROM samples") == [("resource",)]
+
+
 async def test_spill_file_is_capped(tmp_path: Path) -> None:
     url = f"postgresql://postgres@/orchestra?host={tmp_path / 'nowhere'}"
     store = await PostgresStore(url, options(tmp_path, spill_max_bytes=4000)).open()

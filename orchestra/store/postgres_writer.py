@@ -325,6 +325,7 @@ class PgWriter:
             await asyncio.to_thread(self.spill.unlock)
 
     async def _drain_entries(self, entries: list[tuple[int, str, Payload]]) -> None:
+        aside: set[int] = set()
         async with self.pool.acquire() as conn:
             try:
                 await self._drain_transaction(conn, [p for _, _, p in entries])
@@ -339,7 +340,9 @@ class PgWriter:
                             raise
                         log.error("store: a spilled write is refused (%s); kept aside", alone)
                         await asyncio.to_thread(self.spill.quarantine, [one[0]])
-        await asyncio.to_thread(self.spill.delete, [i for i, _, _ in entries])
+                        aside.add(one[0])
+        # What is kept aside stays in the file (`counts` reports it): not deleted with the rest.
+        await asyncio.to_thread(self.spill.delete, [i for i, _, _ in entries if i not in aside])
 
     async def _drain_transaction(self, conn: Conn, payloads: list[Payload]) -> None:
         async def once() -> None:
