@@ -458,6 +458,23 @@ async def test_degraded_processes_share_what_was_left(pg_url: str, tmp_path: Pat
         await other.close()
 
 
+async def test_holds_granted_after_the_last_totals_read_count_while_degraded(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """A reservation granted online, after the totals were last read, is still out when the
+    database goes away: the budget left offline must not count it as free."""
+    store = await PostgresStore(pg_url, options(tmp_path)).open()
+    try:
+        await store._refresh()  # the last shared totals read: nothing spent, nothing held
+        assert isinstance(await store.reserve(ask(0.6)), Hold)  # $1 a day: $0.40 left
+        store._link.lost(OSError("cable cut"))
+        refused = await store.reserve(ask(0.6))
+        assert isinstance(refused, Refusal), "$0.60 more would spend $1.20 of a $1 budget"
+        assert isinstance(await store.reserve(ask(0.4)), Hold), "what was left is still there"
+    finally:
+        await store.close()
+
+
 async def test_a_spilled_write_the_database_refuses_is_kept_aside_not_deleted(
     pg_url: str, tmp_path: Path
 ) -> None:

@@ -20,6 +20,7 @@ import re
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import replace
 from functools import partial
 from typing import Any, Self, TypeVar
 
@@ -131,6 +132,7 @@ class PostgresStore(Store):
         self._refresher: asyncio.Task[None] | None = None
         self._offline: OfflineLedger | None = None
         self._known: SpendTotals | None = None
+        self._granted = 0.0  # reserved here since `_known` was read: not in it, yet still out
         self._known_saved = 0.0
         self._clients = 1
         self._migrated = False
@@ -234,7 +236,10 @@ class PostgresStore(Store):
             "store: PostgreSQL at %s is unreachable (%s: %s); degraded: records go to %s",
             masked(self.url), type(exc).__name__, exc, self._spill.path,
         )  # fmt: skip
-        self._offline = OfflineLedger(known=self._known, clients=self._clients)
+        known = self._known
+        if known is not None:
+            known = replace(known, reserved_usd=known.reserved_usd + self._granted)
+        self._offline = OfflineLedger(known=known, clients=self._clients)
         self._interner = Interner()  # what it thinks stored may have died with the batch
         self._spend.update(self._offline.totals(time.time()))
 
@@ -297,7 +302,7 @@ class PostgresStore(Store):
 
     async def _read_totals(self, conn: Conn, heartbeat: bool = False) -> None:
         """Charge expired reservations, read the totals and how many processes share them."""
-        now = time.time()
+        now, granted = time.time(), self._granted
         expired = await conn.fetchval("SELECT 1 FROM reservations WHERE expires_at <= $1", now)
         if expired:
             async with conn.transaction():
@@ -314,7 +319,7 @@ class PostgresStore(Store):
                 "SELECT COUNT(*) FROM store_clients WHERE seen_at > $1", now - CLIENT_WINDOW_S
             )
         )
-        self._known = totals
+        self._known, self._granted = totals, self._granted - granted
         self._spend.update(totals)
         if now - self._known_saved >= KNOWN_EVERY_S or not heartbeat:
             self._known_saved = now
@@ -475,7 +480,9 @@ class PostgresStore(Store):
             for attempt in range(2):  # a connection the server closed is replaced once
                 try:
                     async with self._pool.acquire(timeout=self.options.timeouts.connect_s) as c:
-                        return await retrying(lambda: self._reserve_in(c, asks, releases))
+                        out = await retrying(lambda: self._reserve_in(c, asks, releases))
+                    self._granted += sum(h.usd for h in out if isinstance(h, Hold))
+                    return out
                 except Exception as exc:
                     if not unreachable(exc):
                         raise
