@@ -490,6 +490,33 @@ async def test_a_spilled_write_the_database_refuses_is_kept_aside_not_deleted(
         assert await rows(pg_url, "SELECT agent FROM samples") == [("resource",)]
 
 
+async def test_a_process_started_during_an_outage_counts_what_earlier_ones_spilled(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """One process after another on a host cut off (CLI runs, a restart): each knows the
+    shared totals last read, and must also count what those before it spent since."""
+    async with PostgresStore(pg_url, options(tmp_path)):
+        pass  # reads the totals ($1 a day, nothing spent) and keeps them in the spill file
+    down = f"postgresql://postgres@/orchestra?host={tmp_path / 'nowhere'}"
+    first = await PostgresStore(down, options(tmp_path)).open()
+    try:
+        held = await first.reserve(ask(0.6))
+        assert isinstance(held, Hold)
+        charge = Charge(model="c1", tier=Tier.CLOUD, prompt_tokens=1, completion_tokens=1,
+                        cost_usd=0.6, hold_id=held.id)  # fmt: skip
+        await first.record(_with_charges(make_record(created_at=time.time(), cost=0.6), charge))
+    finally:
+        await first.close()
+    second = await PostgresStore(down, options(tmp_path)).open()
+    try:
+        assert second.degraded
+        refused = await second.reserve(ask(0.6))
+        assert isinstance(refused, Refusal), "$0.60 spilled + $0.60 is past the $1 budget"
+        assert isinstance(await second.reserve(ask(0.4)), Hold), "what was left is still there"
+    finally:
+        await second.close()
+
+
 async def test_spill_file_is_capped(tmp_path: Path) -> None:
     url = f"postgresql://postgres@/orchestra?host={tmp_path / 'nowhere'}"
     store = await PostgresStore(url, options(tmp_path, spill_max_bytes=4000)).open()

@@ -133,6 +133,7 @@ class PostgresStore(Store):
         self._offline: OfflineLedger | None = None
         self._known: SpendTotals | None = None
         self._granted = 0.0  # reserved here since `_known` was read: not in it, yet still out
+        self._spilled_usd = 0.0  # charged in the spill file when this process opened degraded
         self._known_saved = 0.0
         self._clients = 1
         self._migrated = False
@@ -172,6 +173,7 @@ class PostgresStore(Store):
                 await self._disconnect()
                 raise StoreUnavailable(f"cannot open the store at {where}: {exc}") from exc
             await self._remember_known()
+            self._spilled_usd = await self._spilled_charges()
             self._link.lost(exc)
         self._writer.start()
         self._reserver = asyncio.create_task(self._reserve_forever(), name="orchestra-reserver")
@@ -239,7 +241,7 @@ class PostgresStore(Store):
         known = self._known
         if known is not None:
             known = replace(known, reserved_usd=known.reserved_usd + self._granted)
-        self._offline = OfflineLedger(known=known, clients=self._clients)
+        self._offline = OfflineLedger(known=known, clients=self._clients, spent=self._spilled_usd)
         self._interner = Interner()  # what it thinks stored may have died with the batch
         self._spend.update(self._offline.totals(time.time()))
 
@@ -261,7 +263,7 @@ class PostgresStore(Store):
                 return False
             raise
         self._link.degraded = False
-        self._offline = None
+        self._offline, self._spilled_usd = None, 0.0
         log.warning("store: PostgreSQL at %s is back; %d spilled writes written to it",
                     masked(self.url), drained)  # fmt: skip
         return True
@@ -344,6 +346,12 @@ class PostgresStore(Store):
                 at=float(known["at"]),
             )
             self._clients = int(known["clients"])
+
+    async def _spilled_charges(self) -> float:
+        """What the spill file's charges add up to: spent by processes of this host cut off
+        before this one started (a CLI run, a restart), so not in the shared totals read."""
+        entries = await asyncio.to_thread(self._spill.take, 1_000_000)
+        return sum(charge_of(c)[1].cost_usd for _, _, p in entries for c in p.get("charges", ()))
 
     async def _known_from_spill(self) -> dict[str, Any] | None:
         value = await asyncio.to_thread(self._spill.get, "known")
