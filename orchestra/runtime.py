@@ -24,6 +24,7 @@ from orchestra.core.catalog import Catalog
 from orchestra.core.decision import Decision
 from orchestra.core.errors import (
     AllCandidatesFailed,
+    ConfigError,
     NotRecorded,
     OrchestraError,
     RejectedRequest,
@@ -51,7 +52,15 @@ from orchestra.policies.registry import resolve_policy
 from orchestra.response_stream import ResponseStream
 from orchestra.spend.guard import BudgetGuard
 from orchestra.spend.tracker import SpendTracker
-from orchestra.store import PostgresOptions, RequestRecord, Store, Timeouts, is_url, open_store
+from orchestra.store import (
+    PostgresOptions,
+    RequestRecord,
+    Store,
+    Timeouts,
+    is_url,
+    masked,
+    open_store,
+)
 from orchestra.store.breaker_storage import StoreBreakerStorage
 
 log = logging.getLogger("orchestra")
@@ -506,9 +515,10 @@ class Orchestra:
 def store_location(config: Config) -> str | Path:
     """Where the store lives: `$ORCHESTRA_STORE_URL`, else `[store] url`, else the SQLite file
     (`[store] path`, else `$ORCHESTRA_HOME/orchestra.db`)."""
-    return (
-        os.environ.get(STORE_URL_ENV) or config.store.url or config.store.path or default_db_path()
-    )
+    url = os.environ.get(STORE_URL_ENV)
+    if url and not is_url(url):  # as `[store] url` is checked: never a file named after it
+        raise ConfigError(f"${STORE_URL_ENV} {masked(url)!r}: expected a postgresql:// URL")
+    return url or config.store.url or config.store.path or default_db_path()
 
 
 def build_store(config: Config, location: str | Path | None = None) -> Store:

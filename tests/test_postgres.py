@@ -184,6 +184,24 @@ async def test_a_wrong_database_is_a_store_error_naming_it_without_its_password(
     )
 
 
+def test_a_store_url_env_that_is_not_postgresql_is_refused_without_its_password(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A mistyped `$ORCHESTRA_STORE_URL` was taken for a SQLite path: the history went to a
+    file named after the URL, its password in the folder's name."""
+    from orchestra.config import parse_config
+    from orchestra.core.errors import ConfigError
+    from orchestra.runtime import build_store
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ORCHESTRA_STORE_URL", "postgresq://me:s3cret@db/x")
+    with pytest.raises(ConfigError, match="ORCHESTRA_STORE_URL") as raised:
+        build_store(parse_config({}))
+    assert "s3cret" not in str(raised.value)
+    assert list(tmp_path.iterdir()) == []
+    assert masked("postgresql://me:p@ss@db/x") == "postgresql://me:***@db/x"
+
+
 def test_a_run_on_sqlite_never_imports_the_postgresql_driver(tmp_path: Path) -> None:
     code = (
         "import asyncio, sys\n"

@@ -495,11 +495,11 @@ async def store(args: argparse.Namespace, config: Config) -> int:
     from pathlib import Path
 
     from orchestra.core.paths import default_db_path
-    from orchestra.store import is_url
+    from orchestra.store import is_url, masked
     from orchestra.store.transfer import copy_sqlite
 
     if not is_url(args.to):
-        raise ConfigError(f"--to {args.to!r}: expected a postgresql:// URL")
+        raise ConfigError(f"--to {masked(args.to)!r}: expected a postgresql:// URL")
     source = Path(args.source) if args.source else (config.store.path or default_db_path())
     report = await copy_sqlite(source, args.to)
     if args.json:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from orchestra.store.base import ReplayBatch, Store
-from orchestra.store.postgres_options import PostgresOptions, Timeouts
+from orchestra.store.postgres_options import PostgresOptions, Timeouts, masked
 from orchestra.store.record import RequestRecord
 from orchestra.store.sqlite import SqliteStore
 from orchestra.store.sync import DEFAULT_SYNC, Sync
@@ -55,5 +55,6 @@ __all__ = [
     "Sync",
     "Timeouts",
     "is_url",
+    "masked",
     "open_store",
 ]

@@ -51,7 +51,7 @@ from orchestra.store.postgres_db import (
     retrying,
     unreachable,
 )
-from orchestra.store.postgres_options import PostgresOptions
+from orchestra.store.postgres_options import PostgresOptions, masked
 from orchestra.store.postgres_writer import (
     Link,
     Payload,
@@ -100,12 +100,6 @@ _REPLAY_COLUMNS = (
     "seq, id, created_at, status, model, tier, cost_usd, prompt_tokens, completion_tokens,"
     " features, prompt, forced_model, forced_tier, error_kind, detail"
 )
-
-
-def masked(url: str) -> str:
-    """A URL fit to print: its password (before the @, or a `password=` parameter) as ***."""
-    url = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
-    return re.sub(r"([?&]password=)[^&]*", r"\1***", url, flags=re.IGNORECASE)
 
 
 class PostgresStore(Store):

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestra.store.sync import DEFAULT_SYNC, Sync
+
+
+def masked(url: str) -> str:
+    """A URL fit to print: its password (before the host's @, the last one before the query,
+    or a `password=` parameter) as ***."""
+    url = re.sub(r"(://[^:/@?#]*:)[^?#]*@", r"\1***@", url)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", url, flags=re.IGNORECASE)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
