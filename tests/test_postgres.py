@@ -506,6 +506,8 @@ async def test_a_spilled_write_the_database_refuses_is_kept_aside_not_deleted(
         waiting, _, quarantined = await asyncio.to_thread(store._spill.counts)
         assert (waiting, quarantined) == (0, 1), "the refused entry stays in the file, aside"
         assert await rows(pg_url, "SELECT agent FROM samples") == [("resource",)]
+        summary = await store.spend_summary()
+        assert (summary["spill_pending"], summary["spill_kept_aside"]) == (0, 1), "and is said"
 
 
 async def test_a_process_started_during_an_outage_counts_what_earlier_ones_spilled(

@@ -299,6 +299,11 @@ def spend_table(summary: dict[str, Any]) -> None:
             f"degraded   the database is unreachable: {known}, plus "
             f"{summary.get('spill_pending', 0)} writes waiting in the spill file"
         )
+    if aside := summary.get("spill_kept_aside"):
+        out().print(
+            f"kept aside {aside} spilled writes the database refused are kept in the spill file"
+            " (records and charges not in the shared totals): see the log"
+        )
     if summary["month_by_model"]:
         table = _table(title="this month by model")
         for column in ("model", "tier", "requests", "tokens in/out", "cost $"):

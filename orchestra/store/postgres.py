@@ -173,7 +173,10 @@ class PostgresStore(Store):
         self._reserver = asyncio.create_task(self._reserve_forever(), name="orchestra-reserver")
         self._refresher = asyncio.create_task(self._refresh_forever(), name="orchestra-spend")
         self._open = True
-        waiting, _, _ = await asyncio.to_thread(self._spill.counts)
+        waiting, _, aside = await asyncio.to_thread(self._spill.counts)
+        if aside:
+            log.error("store: %d spilled writes the database refused are kept aside in %s",
+                      aside, self._spill.path)  # fmt: skip
         if waiting and not self.degraded:
             self._writer.submit(PgWrite(call=self._drain_quietly, quiet=True), wait=False)
         return self
@@ -527,15 +530,16 @@ class PostgresStore(Store):
     async def spend_summary(self, now: float | None = None) -> dict[str, Any]:
         await self.flush()
         at = time.time() if now is None else now
-        waiting, _, _ = await asyncio.to_thread(self._spill.counts)
+        waiting, _, aside = await asyncio.to_thread(self._spill.counts)
+        spill = {"spill_pending": waiting, "spill_kept_aside": aside}
         if not self.degraded:
             try:
                 summary = await self._run(lambda c: pg_ledger.summary(c, self.calendar, at))
-                return {**summary, "degraded": False, "spill_pending": waiting}
+                return {**summary, "degraded": False, **spill}
             except StoreError:
                 if not self.degraded:
                     raise
-        return await self._offline_summary(at, waiting)
+        return {**await self._offline_summary(at, waiting), **spill}
 
     async def spend_series(self, days: int = 30, now: float | None = None) -> dict[str, Any]:
         """A `StoreError` while degraded: the spill file holds no running sums to draw."""
