@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestra import Orchestra
+from orchestra import AllCandidatesFailed, Orchestra, ProviderError
 from orchestra.config import Config, parse_config
-from orchestra.testing import FunctionBackend
+from orchestra.testing import Call, FunctionBackend
 
 
 def shared(db: Path, **extra: object) -> Config:
@@ -48,3 +48,73 @@ async def test_a_key_missing_in_one_process_does_not_open_the_breaker_for_all(
     async with Orchestra(shared(db), agents=[], backend=backend) as keyed:
         answered = await keyed.complete("hello")
     assert answered.model == "keyed", answered.attempts
+
+
+def local_and_remote(db: Path) -> Config:
+    return parse_config(
+        {
+            "embedded": {"enabled": False},
+            "health": {"enabled": False},
+            "store": {"path": str(db)},
+            "breaker": {"failure_threshold": 1, "recovery_s": 600},
+            "retry": {"attempts_per_model": 1},
+            "models": [
+                {"name": "on-device", "tier": "local", "litellm_model": "openai/on-device"},
+                {"name": "lan", "tier": "edge", "litellm_model": "openai/lan"},
+            ],
+        }
+    )
+
+
+async def test_an_open_breaker_never_strands_the_last_local_model(tmp_path: Path) -> None:
+    calls: list[str] = []
+
+    def network_down(call: Call) -> str:
+        calls.append(call.model)
+        if call.model == "lan":
+            raise ProviderError("lan: connection refused", kind="connection", model="lan")
+        if calls.count("on-device") == 1:  # a busy moment: the local model overran once
+            raise ProviderError("on-device: no answer", kind="timeout", model="on-device")
+        return "Paris"
+
+    db = tmp_path / "o.db"
+    async with Orchestra(
+        local_and_remote(db), agents=[], backend=FunctionBackend(network_down)
+    ) as orc:
+        with pytest.raises(AllCandidatesFailed):
+            await orc.complete("hello")  # both fail: both breakers open
+        assert orc.executor is not None and orc.executor.safeguards.breakers is not None
+        assert orc.executor.safeguards.breakers.get("on-device").state == "open"
+        result = await orc.complete("hello")
+    assert (result.model, result.text) == ("on-device", "Paris")
+    said = [(a.model, a.skipped, a.error_kind) for a in result.attempts]
+    assert said == [
+        ("on-device", True, "breaker_open"),  # deferred, and the decision says why
+        ("lan", True, "breaker_open"),
+        ("on-device", False, None),
+    ]
+    assert calls == ["on-device", "lan", "on-device"]
+    # A restart reads the open breakers from the store, and still answers.
+    async with Orchestra(
+        local_and_remote(db), agents=[], backend=FunctionBackend(network_down)
+    ) as orc:
+        again = await orc.complete("hello")
+    assert again.model == "on-device"
+
+
+async def test_a_local_model_with_an_open_breaker_is_tried_after_the_others(tmp_path: Path) -> None:
+    calls: list[str] = []
+
+    def recovering(call: Call) -> str:
+        calls.append(call.model)
+        if call.model == "on-device" and calls.count("on-device") == 1:
+            raise ProviderError("on-device: no answer", kind="timeout", model="on-device")
+        return f"{call.model} answers"
+
+    async with Orchestra(
+        local_and_remote(tmp_path / "o.db"), agents=[], backend=FunctionBackend(recovering)
+    ) as orc:
+        first = await orc.complete("hello")
+        second = await orc.complete("hello")
+    assert first.model == "lan" and second.model == "lan", "while another model answers"
+    assert calls == ["on-device", "lan", "lan"]

@@ -226,7 +226,13 @@ class Executor:
                 await asyncio.sleep(t.wait)
 
     def _candidates(self, walk: _Walk) -> Iterator[tuple[ModelSpec, bool]]:
-        """The planned models minus those to skip, each with whether it is the last."""
+        """The planned models minus those to skip, each with whether it is the last.
+
+        A local model whose breaker is open is not dropped but tried after all the others: on
+        this device, free, it is what answers when nothing else can (offline, the network
+        gone), and skipping it would only guarantee a failure.
+        """
+        deferred: list[ModelSpec] = []
         for i, spec in enumerate(walk.plan):
             if walk.overflowed_window is not None and spec.context_window <= walk.overflowed_window:
                 self._skipped(
@@ -237,8 +243,15 @@ class Executor:
             breaker = breakers.get(spec.name) if breakers is not None else None
             if breaker is not None and not breaker.allow():
                 self._skipped(walk, spec, "breaker_open", breaker.why_not())
+                if spec.tier is Tier.LOCAL:
+                    deferred.append(spec)
                 continue
-            yield spec, i == len(walk.plan) - 1
+            yield spec, i == len(walk.plan) - 1 and not deferred
+        for i, spec in enumerate(deferred):
+            if walk.overflowed_window is not None and spec.context_window <= walk.overflowed_window:
+                continue  # already said: its window is too small
+            log.info("%s: breaker open, but no other model answered: trying it", spec.name)
+            yield spec, i == len(deferred) - 1
 
     async def _within(self, seconds: float, call: Awaitable[Completion]) -> Completion:
         """The whole call within `seconds`, however slowly a server trickles its answer (the
