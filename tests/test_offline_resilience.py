@@ -4,6 +4,7 @@ is given back when no call was made."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,38 @@ async def test_a_local_model_with_an_open_breaker_is_tried_after_the_others(tmp_
         second = await orc.complete("hello")
     assert first.model == "lan" and second.model == "lan", "while another model answers"
     assert calls == ["on-device", "lan", "lan"]
+
+
+async def test_a_trial_call_that_says_nothing_of_the_provider_gives_the_trial_back(
+    tmp_path: Path,
+) -> None:
+    config = parse_config(
+        {
+            "embedded": {"enabled": False},
+            "health": {"enabled": False},
+            "store": {"path": str(tmp_path / "o.db")},
+            "breaker": {"failure_threshold": 1, "recovery_s": 0.3},
+            "retry": {"attempts_per_model": 1},
+            "models": [
+                {"name": "flaky", "tier": "edge", "litellm_model": "openai/flaky"},
+                {"name": "spare", "tier": "edge", "litellm_model": "openai/spare"},
+            ],
+        }
+    )
+    outcomes = iter(["server", "bad_request", "ok"])
+    calls: list[str] = []
+
+    def flaky(call: Call) -> str:
+        calls.append(call.model)
+        if call.model == "flaky" and (kind := next(outcomes)) != "ok":
+            raise ProviderError(f"flaky: {kind}", kind=kind, model="flaky")  # type: ignore[arg-type]
+        return f"{call.model} answers"
+
+    async with Orchestra(config, agents=[], backend=FunctionBackend(flaky)) as orc:
+        assert (await orc.complete("one")).model == "spare"  # flaky's breaker opens
+        await asyncio.sleep(0.35)
+        # The trial call is refused as a bad request: the provider's health is still unknown.
+        assert (await orc.complete("two")).model == "spare"
+        third = await orc.complete("three")  # so the next request may make the trial
+    assert third.model == "flaky", third.attempts
+    assert calls == ["flaky", "spare", "flaky", "spare", "flaky"]

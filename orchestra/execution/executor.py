@@ -217,6 +217,8 @@ class Executor:
         """Each attempt to make, in order: every candidate, retried while its failures allow."""
         for spec, last in self._candidates(walk):
             retry = 0
+            if walk.deadline.expired:
+                self._release_breaker(spec)  # let through, never called
             while not walk.deadline.expired:
                 t = _Try(self, walk, spec, retry, last)
                 yield t
@@ -434,6 +436,8 @@ class Executor:
             breaker.record_failure(f"{exc.kind}: {exc}"[:200])
             if breaker.state == "open":
                 wait = None  # this failure opened the breaker: no retry
+        else:
+            self._release_breaker(spec)
         walk.flight.attempts.append(
             Attempt(
                 model=spec.name,
@@ -474,6 +478,7 @@ class Executor:
             f"after {len(''.join(t.partial))} characters" if t.partial else "before an answer"
         )
         left = is_cancellation(exc)
+        self._release_breaker(t.spec)
         walk.flight.attempts.append(
             Attempt(
                 model=t.spec.name,
@@ -485,6 +490,10 @@ class Executor:
                 f" {received}",
             )
         )
+
+    def _release_breaker(self, spec: ModelSpec) -> None:
+        if self.safeguards.breakers is not None:
+            self.safeguards.breakers.get(spec.name).release()
 
     def _skipped(self, walk: _Walk, spec: ModelSpec, kind: str, why: str) -> None:
         walk.flight.attempts.append(
