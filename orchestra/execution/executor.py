@@ -319,15 +319,17 @@ class Executor:
         limit = spec.first_chunk_timeout_s if stream else spec.timeout_s
         return max(0.001, min(limit, share))
 
-    async def _backend_ready(self, walk: _Walk, spec: ModelSpec) -> None:
-        """Wait, within the request's deadline, until the backend can call `spec` at once (the
-        first call to a cloud model waits here for LiteLLM's import, off the model's clock)."""
+    async def _ready(self, walk: _Walk, spec: ModelSpec) -> Endpoint:
+        """Wait, within the request's deadline, until `spec` can be called at once, and return
+        where: the first call to a cloud model waits here for LiteLLM's import, the first call
+        to the embedded model for its start, both off the model's clock."""
         try:
             async with asyncio.timeout(walk.deadline.remaining()):
                 await self.backend.ready(spec)
+                return await self.endpoints.resolve(spec)
         except TimeoutError:
             raise ProviderError(
-                f"{spec.name}: its backend was still loading when the deadline passed",
+                f"{spec.name}: still loading when the deadline passed",
                 kind="unavailable",
                 model=spec.name,
             ) from None
@@ -543,13 +545,12 @@ class _Try:
         self.meter = AnswerMeter(None)
 
     async def admit(self, *, stream: bool) -> tuple[Endpoint, CallParams]:
-        """Wait for the backend, book budget, pass the rate limit, resolve the endpoint: ready to
+        """Wait for the backend and the endpoint, book budget, pass the rate limit: ready to
         call."""
         ex, walk, spec = self.executor, self.walk, self.spec
-        await ex._backend_ready(walk, spec)
-        self.started = time.perf_counter()  # the backend's loading is not this model's latency
+        endpoint = await ex._ready(walk, spec)
+        self.started = time.perf_counter()  # loading is not this model's latency
         self.booking = await ex._admit(walk, self, stream)
-        endpoint = await ex.endpoints.resolve(spec)
         self.timeout_s = ex._attempt_timeout(walk, spec, self.last, stream)
         booked = self.booking.max_tokens if self.booking is not None else None
         self.params = CallParams(
