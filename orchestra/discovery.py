@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from urllib.parse import urlparse
 
 from orchestra.config import Config
+from orchestra.core.dns import resolve_in_thread
 from orchestra.core.model_spec import ModelSpec
 from orchestra.core.tier import Tier
 from orchestra.execution.embedded import EmbeddedModel
@@ -38,21 +39,33 @@ def env_provider_models(environ: Mapping[str, str] | None = None) -> list[ModelS
 
 async def ollama_models(url: str, timeout_s: float = 0.5) -> list[ModelSpec]:
     """The models an Ollama server lists at `/api/tags`; none if it does not answer in time."""
-    if not await _listening(url, timeout_s):
+    address = await _listening(url, timeout_s)
+    if address is None:
         return []
     import httpx
 
+    parts = urlparse(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    shown = f"[{address}]" if ":" in address else address
+    # At the address already resolved: httpx's own lookup could not be cut short.
+    headers = {"Host": parts.netloc.rpartition("@")[2]}
+    extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
+    base = parts.path.rstrip("/")
     try:
         # A CA bundle only for https: loading one costs 35 ms of a cold start for nothing.
         verify = not url.startswith("http://")
         async with httpx.AsyncClient(timeout=timeout_s, trust_env=False, verify=verify) as client:
-            response = await client.get(f"{url.rstrip('/')}/api/tags")
+            response = await client.get(
+                f"{parts.scheme}://{shown}:{port}{base}/api/tags",
+                headers=headers,
+                extensions=extensions,
+            )
             response.raise_for_status()
             listed = response.json().get("models", [])
     except (httpx.HTTPError, ValueError) as exc:
         log.debug("no Ollama at %s: %s", url, exc)
         return []
-    host = urlparse(url).hostname or ""
+    host = parts.hostname or ""
     tier = Tier.LOCAL if host in _LOOPBACK else Tier.EDGE
     specs = []
     for entry in listed:
@@ -74,20 +87,30 @@ async def ollama_models(url: str, timeout_s: float = 0.5) -> list[ModelSpec]:
     return specs
 
 
-async def _listening(url: str, timeout_s: float) -> bool:
-    """Whether anything accepts connections at `url`'s host and port. Most machines run no
-    Ollama: a refused connect then answers in microseconds, where an HTTP client would cost a
-    cold `orchestra run` ~40 ms of CPU to set up."""
+async def _listening(url: str, timeout_s: float) -> str | None:
+    """The address at which something accepts connections for `url`'s host and port, or None.
+    Most machines run no Ollama: a refused connect then answers in microseconds, where an HTTP
+    client would cost a cold `orchestra run` ~40 ms of CPU to set up. The name is looked up in
+    a thread of its own: a lookup stuck on a black-holed DNS server is abandoned at the
+    deadline, not waited for when the loop ends."""
     parts = urlparse(url)
+    host = parts.hostname or "localhost"
+    error = OSError(f"{host}: no address")
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
         async with asyncio.timeout(timeout_s):
-            _, writer = await asyncio.open_connection(parts.hostname or "localhost", port)
+            for address in await resolve_in_thread(host, port):
+                try:
+                    _, writer = await asyncio.open_connection(address, port)
+                except OSError as exc:
+                    error = exc
+                    continue
+                writer.close()
+                return address
+        raise error
     except (OSError, TimeoutError, ValueError) as exc:
         log.debug("no Ollama at %s: %s", url, exc)
-        return False
-    writer.close()
-    return True
+        return None
 
 
 async def discover_catalog(config: Config, embedded: EmbeddedModel | None) -> list[ModelSpec]:

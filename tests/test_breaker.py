@@ -251,6 +251,20 @@ async def test_half_open_lets_exactly_one_trial_through(backend: Backend) -> Non
     assert [breaker.allow() for _ in range(3)] == [True, False, False]
 
 
+async def test_a_released_trial_goes_to_the_next_caller(backend: Backend) -> None:
+    board = await backend.board()
+    breaker = board.get(MODEL)
+    breaker.release()  # closed: nothing to give back
+    trip(board)
+    breaker.release()
+    assert not breaker.allow(), "open: a release lets nothing through"
+    backend.clock.advance(60)
+    assert [breaker.allow(), breaker.allow()] == [True, False]
+    breaker.release()  # the trial call was never made, or taught nothing
+    assert [breaker.allow(), breaker.allow()] == [True, False]
+    assert breaker.state == HALF_OPEN
+
+
 async def test_failure_rate_over_the_window_trips_it(backend: Backend) -> None:
     breaker = (await backend.board()).get(MODEL)
     for _ in range(4):  # 8 calls at 50 %: too few calls to judge

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -75,3 +78,27 @@ async def test_catalog_order_configured_then_discovered_then_embedded(
         "gpt-4o-mini",
         "smollm2-135m",
     ]
+
+
+def test_a_black_holed_dns_lookup_never_holds_the_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An Ollama URL whose name never resolves costs the discovery's deadline, no more: not the
+    resolver's own timeout when the loop ends (`asyncio.run` waits for its executor's threads,
+    and `orchestra run` would wait seconds after answering)."""
+    release = threading.Event()
+    real = socket.getaddrinfo
+
+    def blocking(host: str, *args: object, **kwargs: object) -> object:
+        if host == "ollama.lan":
+            release.wait(10)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return real(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", blocking)
+    began = time.perf_counter()
+    try:
+        found = asyncio.run(ollama_models("http://ollama.lan:11434", timeout_s=0.2))
+        took = time.perf_counter() - began
+    finally:
+        release.set()
+    assert found == []
+    assert took < 2.0, f"took {took:.1f} s"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestra import EmbeddedModelError, Orchestra, Tier
+from orchestra import AllCandidatesFailed, EmbeddedModelError, Orchestra, Tier
 from orchestra.execution.embedded import (
     GGUF_PACKAGE,
     INSTALL_HINT,
@@ -137,3 +137,18 @@ def _alive(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+async def test_a_deadline_shorter_than_the_cold_start_is_kept_and_blames_no_one() -> None:
+    """The model's start (the weights loading) is bounded by the request's deadline and is not
+    held against the model's health; the start goes on, and the next request is answered by it."""
+    async with Orchestra(agents=[]) as orc:
+        with pytest.raises(AllCandidatesFailed) as caught:
+            await orc.complete("What is the capital of France?", timeout_s=0.02)
+        result = await orc.complete("What is the capital of France?")
+        assert orc.executor is not None and orc.executor.safeguards.breakers is not None
+        breaker = orc.executor.safeguards.breakers.get("smollm2-135m")
+    (attempt,) = caught.value.attempts
+    assert attempt.error_kind == "unavailable", attempt  # still starting: not a timeout
+    assert breaker.state == "closed"
+    assert "Paris" in result.text

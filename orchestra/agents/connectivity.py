@@ -29,8 +29,6 @@ import errno
 import ipaddress
 import logging
 import math
-import socket
-import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -41,6 +39,7 @@ from urllib.parse import urlparse
 
 from orchestra.agents.base import Agent
 from orchestra.agents.context import AgentContext
+from orchestra.core.dns import resolve_in_thread
 from orchestra.core.model_spec import ModelSpec
 from orchestra.core.request import Request
 from orchestra.core.tier import ALL_TIERS, Tier
@@ -190,7 +189,7 @@ class ConnectivityAgent(Agent):
         self._client: httpx.AsyncClient | None = None
         self.last_bandwidth_mbps: float | None = None
         # Tests swap this for a lookup that never returns; production uses a daemon thread.
-        self.resolver: Resolver = _thread_getaddrinfo
+        self.resolver: Resolver = resolve_in_thread
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -469,40 +468,6 @@ class ConnectivityAgent(Agent):
 
 
 # -- helpers ------------------------------------------------------------------------------
-
-
-async def _thread_getaddrinfo(host: str, port: int) -> list[str]:
-    """getaddrinfo in a daemon thread of its own.
-
-    Not `loop.getaddrinfo`: that borrows the loop's default executor, where a lookup stuck on a
-    black-holed DNS server would hold a shared worker (other agents' `to_thread` starve) and make
-    `asyncio.run` wait for it at exit. A daemon thread is abandoned cleanly; `_resolve` keeps at
-    most one per host.
-    """
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[list[str]] = loop.create_future()
-
-    def settle(result: list[str] | None, error: BaseException | None) -> None:
-        if future.done():
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result or [])
-
-    def work() -> None:
-        result: list[str] | None = None
-        error: BaseException | None = None
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            result = list(dict.fromkeys(str(info[4][0]) for info in infos))
-        except OSError as exc:
-            error = exc
-        with contextlib.suppress(RuntimeError):  # the loop closed while we were stuck
-            loop.call_soon_threadsafe(settle, result, error)
-
-    threading.Thread(target=work, name=f"dns-{host}", daemon=True).start()
-    return await future
 
 
 def _tier_summaries(endpoints: dict[Probe, dict[str, Any]]) -> dict[Tier, dict[str, Any]]:

@@ -77,6 +77,7 @@ class EmbeddedModel:
         self._endpoint: Endpoint | None = None
         self._lock = asyncio.Lock()
         self._warming: asyncio.Task[Endpoint] | None = None
+        self._starting: asyncio.Future[Endpoint] | None = None
         self._read_ahead: tuple[Message, ...] = ()
 
     def spec(self) -> ModelSpec:
@@ -99,11 +100,20 @@ class EmbeddedModel:
         return self._endpoint is not None
 
     async def endpoint(self) -> Endpoint:
-        """The server's endpoint, starting it on first use (in a thread: loading takes ~0.5 s)."""
+        """The server's endpoint, starting it on first use (in a thread: loading takes ~0.5 s).
+
+        A caller that gives up waiting (its deadline passed, its client left) leaves the start
+        going: the next caller takes it over rather than starting a second server.
+        """
         if self._endpoint is None:
             async with self._lock:
                 if self._endpoint is None:
-                    self._endpoint = await asyncio.to_thread(self._start)
+                    starting = self._starting
+                    if starting is None or (starting.done() and _failed(starting)):
+                        starting = self._starting = asyncio.ensure_future(
+                            asyncio.to_thread(self._start)
+                        )
+                    self._endpoint = await asyncio.shield(starting)
         return self._endpoint
 
     def warm_soon(self, read_ahead: Sequence[Message] = ()) -> None:
@@ -126,7 +136,11 @@ class EmbeddedModel:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.shield(self._warming)  # the start (and read-ahead) ends first
             self._warming = None
+        if self._starting is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.shield(self._starting)  # a start no caller waits for any more
         async with self._lock:
+            self._starting = None
             holder, self._server, self._endpoint = [self._server], None, None
             child, self._child = self._child, None
             if child is not None:
@@ -178,6 +192,10 @@ class EmbeddedModel:
             "model": self.config.name,
             "messages": chat_messages(self._read_ahead, self.config.system_prompt),
         }
+
+
+def _failed(future: asyncio.Future[Any]) -> bool:
+    return future.cancelled() or future.exception() is not None
 
 
 def _seen(task: asyncio.Task[Any]) -> None:

@@ -34,9 +34,11 @@ class Endpoints:
         if spec.api_key_env:
             key = os.environ.get(spec.api_key_env)
             if not key:
+                # "unavailable", not "auth": the key is missing in this process, which says
+                # nothing of the provider; its breaker (shared through the store) must not trip.
                 raise ProviderError(
                     f"environment variable {spec.api_key_env} ({spec.name}'s API key) is not set",
-                    kind="auth",
+                    kind="unavailable",
                     model=spec.name,
                 )
         return Endpoint(api_base=spec.api_base, api_key=key)

@@ -217,6 +217,8 @@ class Executor:
         """Each attempt to make, in order: every candidate, retried while its failures allow."""
         for spec, last in self._candidates(walk):
             retry = 0
+            if walk.deadline.expired:
+                self._release_breaker(spec)  # let through, never called
             while not walk.deadline.expired:
                 t = _Try(self, walk, spec, retry, last)
                 yield t
@@ -226,7 +228,13 @@ class Executor:
                 await asyncio.sleep(t.wait)
 
     def _candidates(self, walk: _Walk) -> Iterator[tuple[ModelSpec, bool]]:
-        """The planned models minus those to skip, each with whether it is the last."""
+        """The planned models minus those to skip, each with whether it is the last.
+
+        A local model whose breaker is open is not dropped but tried after all the others: on
+        this device, free, it is what answers when nothing else can (offline, the network
+        gone), and skipping it would only guarantee a failure.
+        """
+        deferred: list[ModelSpec] = []
         for i, spec in enumerate(walk.plan):
             if walk.overflowed_window is not None and spec.context_window <= walk.overflowed_window:
                 self._skipped(
@@ -237,8 +245,15 @@ class Executor:
             breaker = breakers.get(spec.name) if breakers is not None else None
             if breaker is not None and not breaker.allow():
                 self._skipped(walk, spec, "breaker_open", breaker.why_not())
+                if spec.tier is Tier.LOCAL:
+                    deferred.append(spec)
                 continue
-            yield spec, i == len(walk.plan) - 1
+            yield spec, i == len(walk.plan) - 1 and not deferred
+        for i, spec in enumerate(deferred):
+            if walk.overflowed_window is not None and spec.context_window <= walk.overflowed_window:
+                continue  # already said: its window is too small
+            log.info("%s: breaker open, but no other model answered: trying it", spec.name)
+            yield spec, i == len(deferred) - 1
 
     async def _within(self, seconds: float, call: Awaitable[Completion]) -> Completion:
         """The whole call within `seconds`, however slowly a server trickles its answer (the
@@ -304,15 +319,17 @@ class Executor:
         limit = spec.first_chunk_timeout_s if stream else spec.timeout_s
         return max(0.001, min(limit, share))
 
-    async def _backend_ready(self, walk: _Walk, spec: ModelSpec) -> None:
-        """Wait, within the request's deadline, until the backend can call `spec` at once (the
-        first call to a cloud model waits here for LiteLLM's import, off the model's clock)."""
+    async def _ready(self, walk: _Walk, spec: ModelSpec) -> Endpoint:
+        """Wait, within the request's deadline, until `spec` can be called at once, and return
+        where: the first call to a cloud model waits here for LiteLLM's import, the first call
+        to the embedded model for its start, both off the model's clock."""
         try:
             async with asyncio.timeout(walk.deadline.remaining()):
                 await self.backend.ready(spec)
+                return await self.endpoints.resolve(spec)
         except TimeoutError:
             raise ProviderError(
-                f"{spec.name}: its backend was still loading when the deadline passed",
+                f"{spec.name}: still loading when the deadline passed",
                 kind="unavailable",
                 model=spec.name,
             ) from None
@@ -421,6 +438,8 @@ class Executor:
             breaker.record_failure(f"{exc.kind}: {exc}"[:200])
             if breaker.state == "open":
                 wait = None  # this failure opened the breaker: no retry
+        else:
+            self._release_breaker(spec)
         walk.flight.attempts.append(
             Attempt(
                 model=spec.name,
@@ -461,6 +480,7 @@ class Executor:
             f"after {len(''.join(t.partial))} characters" if t.partial else "before an answer"
         )
         left = is_cancellation(exc)
+        self._release_breaker(t.spec)
         walk.flight.attempts.append(
             Attempt(
                 model=t.spec.name,
@@ -472,6 +492,10 @@ class Executor:
                 f" {received}",
             )
         )
+
+    def _release_breaker(self, spec: ModelSpec) -> None:
+        if self.safeguards.breakers is not None:
+            self.safeguards.breakers.get(spec.name).release()
 
     def _skipped(self, walk: _Walk, spec: ModelSpec, kind: str, why: str) -> None:
         walk.flight.attempts.append(
@@ -521,13 +545,12 @@ class _Try:
         self.meter = AnswerMeter(None)
 
     async def admit(self, *, stream: bool) -> tuple[Endpoint, CallParams]:
-        """Wait for the backend, book budget, pass the rate limit, resolve the endpoint: ready to
+        """Wait for the backend and the endpoint, book budget, pass the rate limit: ready to
         call."""
         ex, walk, spec = self.executor, self.walk, self.spec
-        await ex._backend_ready(walk, spec)
-        self.started = time.perf_counter()  # the backend's loading is not this model's latency
+        endpoint = await ex._ready(walk, spec)
+        self.started = time.perf_counter()  # loading is not this model's latency
         self.booking = await ex._admit(walk, self, stream)
-        endpoint = await ex.endpoints.resolve(spec)
         self.timeout_s = ex._attempt_timeout(walk, spec, self.last, stream)
         booked = self.booking.max_tokens if self.booking is not None else None
         self.params = CallParams(

@@ -97,6 +97,13 @@ class CircuitBreaker:
             self._save_if_changed(now)
             self._notify("failure", self.model, reason)
 
+    def release(self) -> None:
+        """The call `allow()` let through was not made, or ended saying nothing of the model's
+        health (refused by the budget, a bad request, its caller gone): in half-open the trial
+        is given back at once rather than presumed lost for a whole recovery period."""
+        with self._lock:
+            self._state.on_release(self, self._clock())
+
     def adopt(self, record: BreakerRecord) -> None:
         """Take the state another process (or host) saved, when it is newer than this one's:
         a provider one process found dead is skipped by all."""

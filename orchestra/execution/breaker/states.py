@@ -36,6 +36,9 @@ class BreakerState:
     def on_failure(self, cb: CircuitBreaker, now: float, reason: str) -> None:
         pass
 
+    def on_release(self, cb: CircuitBreaker, now: float) -> None:
+        pass
+
 
 class ClosedState(BreakerState):
     """Calls flow; trips on consecutive failures or on the failure rate of a sliding window."""
@@ -116,6 +119,9 @@ class HalfOpenState(BreakerState):
 
     def on_success(self, cb: CircuitBreaker, now: float) -> None:
         cb._move(ClosedState(cb.settings.window), "trial call succeeded", now)
+
+    def on_release(self, cb: CircuitBreaker, now: float) -> None:
+        self.trial_since = None  # the trial taught nothing: the next caller makes it
 
     def on_failure(self, cb: CircuitBreaker, now: float, reason: str) -> None:
         why = _with_last("trial call failed", reason)
