@@ -154,3 +154,34 @@ async def test_a_trial_call_that_says_nothing_of_the_provider_gives_the_trial_ba
         third = await orc.complete("three")  # so the next request may make the trial
     assert third.model == "flaky", third.attempts
     assert calls == ["flaky", "spare", "flaky", "spare", "flaky"]
+
+
+@pytest.mark.parametrize(("trip_on", "opens"), [(None, True), (["timeout", "server"], False)])
+async def test_which_failures_trip_a_breaker_is_a_setting(
+    tmp_path: Path, trip_on: list[str] | None, opens: bool
+) -> None:
+    """A provider's 429s count against its breaker by default (a quota run out answers 429 on
+    every call); `[breaker] trip_on` says which kinds do."""
+
+    def limited(call: Call) -> str:
+        if call.model == "cloud":
+            raise ProviderError("429 slow down", kind="rate_limit", model="cloud", status_code=429)
+        return "local answers"
+
+    breaker: dict[str, object] = {"failure_threshold": 2}
+    if trip_on is not None:
+        breaker["trip_on"] = trip_on
+    config = parse_config(
+        {"embedded": {"enabled": False}, "health": {"enabled": False}, "breaker": breaker,
+         "retry": {"attempts_per_model": 1}, "policy": {"name": "quality_first"},
+         "store": {"path": str(tmp_path / "o.db")},
+         "models": [{"name": "cloud", "tier": "cloud", "litellm_model": "openai/c",
+                     "input_cost_per_mtok": 0.0, "output_cost_per_mtok": 0.0},
+                    {"name": "local", "tier": "local", "litellm_model": "openai/l",
+                     "input_cost_per_mtok": 0.0, "output_cost_per_mtok": 0.0}]}
+    )  # fmt: skip
+    async with Orchestra(config, agents=[], backend=FunctionBackend(limited)) as orc:
+        for _ in range(3):
+            assert (await orc.complete("hello")).model == "local"
+        states = orc._executor.safeguards.breakers.states()  # type: ignore[union-attr]
+    assert (states["cloud"] == "open") is opens

@@ -50,11 +50,6 @@ from orchestra.spend.settle import AnswerMeter, settle_usage
 
 log = logging.getLogger("orchestra.executor")
 
-# Failures that say something about the provider's health (not the caller's request or our own
-# budget and limits) count against its circuit breaker.
-BREAKER_KINDS = frozenset(
-    {"timeout", "connection", "server", "rate_limit", "stream_broken", "auth", "unknown"}
-)
 # A reservation outlives its attempt by this much before another process may count it as lost.
 LEASE_MARGIN_S = 60.0
 
@@ -433,7 +428,8 @@ class Executor:
         spec, safe = t.spec, self.safeguards
         wait = safe.retry.wait_before_retry(exc, t.retry + 1, walk.deadline.remaining(), safe.rng)
         own = isinstance(exc, RateLimitedError) or exc.kind in ("budget", "invalid_request")
-        if safe.breakers is not None and exc.kind in BREAKER_KINDS and not own:
+        trips = safe.breakers is not None and exc.kind in safe.breakers.settings.trip_on
+        if safe.breakers is not None and trips and not own:
             breaker = safe.breakers.get(spec.name)
             breaker.record_failure(f"{exc.kind}: {exc}"[:200])
             if breaker.state == "open":

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from orchestra.core.errors import ProviderErrorKind
 from orchestra.execution.breaker.listener import BreakerListener
 from orchestra.execution.breaker.states import (
     CLOSED,
@@ -27,7 +28,11 @@ Clock = Callable[[], float]
 
 
 class BreakerSettings(BaseModel):
-    """`[breaker]`: when a model's breaker trips and how long it stays open."""
+    """`[breaker]`: when a model's breaker trips and how long it stays open, and which kinds of
+    failure count against it (`trip_on`): those that say something about the provider's
+    health, not about the request, the budget or a limit of ours. A provider's 429 counts by
+    default: a quota run out answers 429 on every call, and without the breaker every request
+    would wait out its retries first."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -36,6 +41,9 @@ class BreakerSettings(BaseModel):
     window: int = Field(default=20, ge=1)
     min_calls: int = Field(default=10, ge=1)
     failure_rate: float = Field(default=0.5, gt=0.0, le=1.0)
+    trip_on: frozenset[ProviderErrorKind] = frozenset(
+        {"timeout", "connection", "server", "rate_limit", "stream_broken", "auth", "unknown"}
+    )
 
 
 DEFAULT_SETTINGS = BreakerSettings()
