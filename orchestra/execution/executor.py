@@ -335,7 +335,19 @@ class Executor:
         booking = None
         if guard is not None:
             lease = walk.deadline.remaining() + LEASE_MARGIN_S
-            booking = await guard.admit(spec, walk.request, lease, stream=stream)
+            # Within the attempt's share of the deadline: a store busy with another process's
+            # write must not hold the request past it (a free candidate may still answer).
+            wait = self._attempt_timeout(walk, spec, t.last, stream)
+            try:
+                async with asyncio.timeout(wait):
+                    booking = await guard.admit(spec, walk.request, lease, stream=stream)
+            except TimeoutError:  # a hold granted after this is given back (`granted`)
+                raise ProviderError(
+                    f"{spec.name}: the budget could not be checked within {wait:.1f} s"
+                    " (the store is busy)",
+                    kind="budget",
+                    model=spec.name,
+                ) from None
         limiter = self.safeguards.limiters.get(spec.name)
         if limiter is not None:
             try:
