@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from urllib.parse import urlparse
 
 from orchestra.config import Config
-from orchestra.core.dns import resolve_in_thread
+from orchestra.core.dns import first_listening, resolve_in_thread
 from orchestra.core.model_spec import ModelSpec
 from orchestra.core.tier import Tier
 from orchestra.execution.embedded import EmbeddedModel
@@ -95,19 +95,10 @@ async def _listening(url: str, timeout_s: float) -> str | None:
     deadline, not waited for when the loop ends."""
     parts = urlparse(url)
     host = parts.hostname or "localhost"
-    error = OSError(f"{host}: no address")
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
         async with asyncio.timeout(timeout_s):
-            for address in await resolve_in_thread(host, port):
-                try:
-                    _, writer = await asyncio.open_connection(address, port)
-                except OSError as exc:
-                    error = exc
-                    continue
-                writer.close()
-                return address
-        raise error
+            return await first_listening(await resolve_in_thread(host, port), port, host)
     except (OSError, TimeoutError, ValueError) as exc:
         log.debug("no Ollama at %s: %s", url, exc)
         return None

@@ -8,7 +8,7 @@ import sqlite3
 from pathlib import Path
 
 from orchestra import Orchestra
-from orchestra.config import parse_config
+from orchestra.config import Config, parse_config
 from orchestra.testing import FunctionBackend
 
 MODELS = [
@@ -19,13 +19,18 @@ MODELS = [
 ]  # fmt: skip
 
 
-async def test_a_reservation_the_store_cannot_write_skips_the_paid_model(tmp_path: Path) -> None:
-    db = tmp_path / "o.db"
-    config = parse_config(
+def budgeted(db: Path) -> Config:
+    """A paid model tried first (quality_first: cloud before local) and a free one, a budget."""
+    return parse_config(
         {"embedded": {"enabled": False}, "health": {"enabled": False}, "models": MODELS,
          "budget": {"daily_usd": 1.0}, "policy": {"name": "quality_first"},
          "store": {"path": str(db)}}
     )  # fmt: skip
+
+
+async def test_a_reservation_the_store_cannot_write_skips_the_paid_model(tmp_path: Path) -> None:
+    db = tmp_path / "o.db"
+    config = budgeted(db)
     backend = FunctionBackend(lambda call: f"{call.model} answers")
     async with Orchestra(config, agents=[], backend=backend) as orc:
         await orc.ready()
@@ -49,11 +54,7 @@ async def test_a_store_busy_past_the_attempts_time_skips_the_paid_model(tmp_path
     than the attempt's share of the deadline, and the free model answers; once the lock is
     released, the hold granted late is given back, never left to expire and be charged."""
     db = tmp_path / "o.db"
-    config = parse_config(
-        {"embedded": {"enabled": False}, "health": {"enabled": False}, "models": MODELS,
-         "budget": {"daily_usd": 1.0}, "policy": {"name": "quality_first"},
-         "store": {"path": str(db)}}
-    )  # fmt: skip
+    config = budgeted(db)
     backend = FunctionBackend(lambda call: f"{call.model} answers")
     async with Orchestra(config, agents=[], backend=backend) as orc:
         await orc.ready()

@@ -39,7 +39,7 @@ from urllib.parse import urlparse
 
 from orchestra.agents.base import Agent
 from orchestra.agents.context import AgentContext
-from orchestra.core.dns import resolve_in_thread
+from orchestra.core.dns import first_listening, resolve_in_thread
 from orchestra.core.model_spec import ModelSpec
 from orchestra.core.request import Request
 from orchestra.core.tier import ALL_TIERS, Tier
@@ -254,7 +254,7 @@ class ConnectivityAgent(Agent):
             async with asyncio.timeout(self.probe_timeout_s):
                 addresses = await self._resolve(probe.host, probe.port)
                 stage = "tcp"
-                address = await self._connect(addresses, probe.port)
+                address = await first_listening(addresses, probe.port)
                 connect_ms = _ms(started)
                 if not due:
                     return ProbeResult(probe, True, connect_ms)
@@ -297,20 +297,6 @@ class ConnectivityAgent(Agent):
             del self._dns_pending[host]
         if not future.cancelled() and future.exception() is None and future.result():
             self._dns_cache[host] = (time.monotonic() + self.dns_ttl_s, future.result())
-
-    async def _connect(self, addresses: list[str], port: int) -> str:
-        error: OSError = OSError("no address")
-        for address in addresses:
-            try:
-                _, writer = await asyncio.open_connection(address, port)
-            except OSError as exc:
-                error = exc
-                continue
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-            return address
-        raise error
 
     async def _http(self, probe: Probe, address: str) -> tuple[float, float | None]:
         """GET the origin at the resolved address: (ms to response headers, body bytes/s)."""

@@ -1,4 +1,5 @@
-"""Name lookups that a black-holed DNS server cannot stall: each in a daemon thread of its own."""
+"""Name lookups that a black-holed DNS server cannot stall (each in a daemon thread of its own),
+and the first of a host's addresses that accepts a connection."""
 
 from __future__ import annotations
 
@@ -40,3 +41,20 @@ async def resolve_in_thread(host: str, port: int) -> list[str]:
 
     threading.Thread(target=work, name=f"dns-{host}", daemon=True).start()
     return await future
+
+
+async def first_listening(addresses: list[str], port: int, host: str = "") -> str:
+    """The first of `addresses` that accepts a TCP connection on `port` (closed at once); the
+    last connection error when none does."""
+    error: OSError = OSError(f"{host or 'host'}: no address")
+    for address in addresses:
+        try:
+            _, writer = await asyncio.open_connection(address, port)
+        except OSError as exc:
+            error = exc
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return address
+    raise error
