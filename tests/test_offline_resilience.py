@@ -87,6 +87,8 @@ async def test_an_open_breaker_never_strands_the_last_local_model(tmp_path: Path
         assert orc.executor is not None and orc.executor.safeguards.breakers is not None
         assert orc.executor.safeguards.breakers.get("on-device").state == "open"
         result = await orc.complete("hello")
+        # Its answer says it works again: its breaker closes, as after a trial call.
+        assert orc.executor.safeguards.breakers.get("on-device").state == "closed"
     assert (result.model, result.text) == ("on-device", "Paris")
     said = [(a.model, a.skipped, a.error_kind) for a in result.attempts]
     assert said == [

@@ -91,6 +91,11 @@ class OpenState(BreakerState):
         left = self._left(cb, now)
         return f"breaker open ({math.ceil(left)} s left)" if left > 0 else ""
 
+    def on_success(self, cb: CircuitBreaker, now: float) -> None:
+        # A call made while open (a local model tried when nothing else could answer) that
+        # succeeded says the model works again, as a trial call would.
+        cb._move(ClosedState(cb.settings.window), "a call made while open succeeded", now)
+
     def _left(self, cb: CircuitBreaker, now: float) -> float:
         assert self.opened_at is not None
         # A wall clock stepped backwards must not hold the breaker open for longer than a period.
