@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent_helpers import WantsCloud
+from budget_helpers import WantsCloud
 
 from orchestra import Orchestra, Request
 from orchestra.config import Config, parse_config

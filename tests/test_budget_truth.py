@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent_helpers import WantsCloud
+from budget_helpers import WantsCloud
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

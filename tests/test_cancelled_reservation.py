@@ -10,34 +10,15 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
-from agent_helpers import WantsCloud
+from budget_helpers import WantsCloud
+from budget_helpers import paid_and_free as config
 
 from orchestra import Orchestra
-from orchestra.config import parse_config
 from orchestra.store.postgres_db import BUDGET_LOCK
 from orchestra.testing import Call, FunctionBackend
-
-
-def config(location: str | Path) -> Any:
-    where = {"url": location} if isinstance(location, str) else {"path": str(location)}
-    return parse_config(
-        {
-            "embedded": {"enabled": False},
-            "health": {"enabled": False},
-            "store": where,
-            "budget": {"daily_usd": 1.0},
-            "models": [
-                {"name": "paid", "tier": "cloud", "litellm_model": "openai/paid",
-                 "input_cost_per_mtok": 1.0, "output_cost_per_mtok": 2.0},
-                {"name": "free", "tier": "local", "litellm_model": "openai/free",
-                 "input_cost_per_mtok": 0.0, "output_cost_per_mtok": 0.0},
-            ],
-        }
-    )  # fmt: skip
 
 
 @asynccontextmanager

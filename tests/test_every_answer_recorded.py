@@ -5,30 +5,13 @@ holds exactly that. On SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
-from agent_helpers import WantsCloud
+from budget_helpers import WantsCloud
+from budget_helpers import paid_and_free as config
 
 from orchestra import Orchestra, Request, SyncOrchestra
-from orchestra.config import parse_config
 from orchestra.testing import FunctionBackend
-
-
-def config(location: str | Path) -> Any:
-    where = {"url": location} if isinstance(location, str) else {"path": str(location)}
-    return parse_config(
-        {
-            "embedded": {"enabled": False},
-            "health": {"enabled": False},
-            "store": where,
-            "budget": {"daily_usd": 1.0},
-            "models": [
-                {"name": "paid", "tier": "cloud", "litellm_model": "openai/paid",
-                 "input_cost_per_mtok": 1.0, "output_cost_per_mtok": 2.0},
-            ],
-        }
-    )  # fmt: skip
 
 
 def answer() -> FunctionBackend:

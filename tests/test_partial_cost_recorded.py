@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_helpers import WantsCloud
+from budget_helpers import WantsCloud
 from conftest import answer
 
 from orchestra import Orchestra, StreamBroken

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from agent_helpers import WantsCloud
+from budget_helpers import WantsCloud
 
 from orchestra import Agent, Orchestra, ProviderError, Request, Tier, Verdict
 from orchestra.config import parse_config

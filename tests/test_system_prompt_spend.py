@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from agent_helpers import WantsCloud
+from budget_helpers import WantsCloud
 
 from orchestra import Orchestra
 from orchestra.config import parse_config

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_helpers import WantsCloud
+from budget_helpers import WantsCloud
 from conftest import answer
 from hypothesis import given
 from hypothesis import strategies as st
