@@ -12,6 +12,7 @@ import pytest
 from conftest import model_toml
 
 from orchestra import (
+    AllCandidatesFailed,
     Candidate,
     Catalog,
     Decision,
@@ -26,8 +27,9 @@ from orchestra import (
 from orchestra.cli.main import main
 from orchestra.lab.replay import PolicyReport, ReplayedRequest, replay
 from orchestra.policies.registry import PolicyConfig, resolve_policy
+from orchestra.spend.estimate import TOKENS_PER_MESSAGE
 from orchestra.store import SqliteStore
-from orchestra.testing import StubProvider
+from orchestra.testing import Behaviour, StubProvider
 
 EDGE_PRICE = (0.05, 0.10)
 CLOUD_PRICE = (0.15, 0.60)  # model_toml's default
@@ -182,6 +184,29 @@ async def test_another_policy_changes_the_numbers(
     assert quiet.decision_agreement < quiet.live_decisions
     assert quiet.no_allowed_model == 1  # a ban is a constraint, not a vote: weights leave it
     assert newest.requests == 3 and none.requests == 0 and none.tier_mix["cloud"] == 0.0
+
+
+async def test_a_request_that_failed_live_is_costed_apart(
+    stub: StubProvider, write_config: Callable[..., Path]
+) -> None:
+    """A request every model failed has no tokens stored: replay does not count it as free, it
+    estimates it apart (its prompt's estimate, the history's mean answer length)."""
+    config = _config(write_config, stub)
+    async with Orchestra(config=config) as orc:
+        answered = [await orc.complete(p, model="stub-cloud") for p in ("one two", "three four")]
+        stub.behaviour = Behaviour(kind="status", status=500)
+        with pytest.raises(AllCandidatesFailed):
+            await orc.complete("five six seven eight", model="stub-cloud")
+        catalog, db = orc.catalog, Path(orc._db_path)
+    async with SqliteStore(db) as store:
+        (rep,) = await replay(store, catalog, [resolve_policy(PolicyConfig(name="default"))])
+    assert rep.requests == rep.decided == 3 and rep.answered == 2 and rep.unmetered == 1
+    mean_answer = sum(r.completion_tokens for r in answered) / 2
+    prompt = 20 // 4 + TOKENS_PER_MESSAGE  # 20 characters (more than 4 words), one message
+    expected = (prompt * CLOUD_PRICE[0] + mean_answer * CLOUD_PRICE[1]) / 1e6
+    assert rep.unmetered_cost_usd == pytest.approx(expected) and expected > 0
+    assert rep.estimated_cost_usd == pytest.approx(rep.actual_cost_usd)  # metered: unchanged
+    assert rep.to_dict()["unmetered_cost_usd"] == pytest.approx(expected)
 
 
 async def test_a_forced_model_gone_from_the_catalog_is_an_error_not_a_crash(

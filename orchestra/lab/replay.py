@@ -119,6 +119,12 @@ def render(reports: Sequence[PolicyReport], console: Any = None) -> None:
         f"{first.actual_cost_usd:.6f}",
         *(f"{r.estimated_cost_usd:.6f}" for r in reports),
     )
+    if any(r.unmetered for r in reports):
+        table.add_row(
+            "+ unmetered (est.)",
+            "",
+            *(f"{r.unmetered_cost_usd:.6f} ({r.unmetered})" for r in reports),
+        )
     table.add_row("same model", "", *(pct(r.model_agreement_rate) for r in reports))
     table.add_row("same tier", "", *(pct(r.tier_agreement_rate) for r in reports))
     table.add_row("same decision", "", *(pct(r.decision_agreement_rate) for r in reports))

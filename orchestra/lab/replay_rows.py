@@ -26,6 +26,7 @@ from orchestra.core.verdict import Verdict
 from orchestra.lab.report import PolicyReport
 from orchestra.policies.base import Policy, decide_checked
 from orchestra.policies.routing import router
+from orchestra.spend.estimate import TOKENS_PER_MESSAGE, messages_tokens
 from orchestra.store import Store
 from orchestra.store.record import features_of
 
@@ -98,11 +99,15 @@ class _Tally:
         answered = status == "ok" and model is not None
         answered_by = model if answered else None
         refused = error_kind == REFUSED
+        metered = bool(pt or ct)
+        if not metered:
+            pt = _prompt_estimate(row)
         for policy, route, rep in zip(self.policies, self.routers, reports, strict=True):
             rep.requests += 1
             rep.actual_cost_usd += cost or 0.0
             if answered:
                 rep.answered += 1
+                rep.answer_tokens += ct or 0
                 rep.actual_tier_counts[tier] = rep.actual_tier_counts.get(tier, 0) + 1
             if refused:
                 rep.refused_live += 1
@@ -127,7 +132,7 @@ class _Tally:
                 rep.errors += 1
                 continue
             first = candidates[0]
-            self._score(rep, first.model, first.tier.value, pt, ct, answered_by, tier)
+            self._score(rep, first.model, first.tier.value, pt, ct, metered, answered_by, tier)
             if live_key is not None:
                 rep.decision_agreement += self._key(target, candidates) == live_key
 
@@ -138,19 +143,25 @@ class _Tally:
         ftier: str,
         prompt_tokens: int,
         completion_tokens: int,
+        metered: bool,
         answered_by: str | None,
         answered_tier: str | None,
     ) -> None:
         """Count one replayed decision (its first candidate's model and tier) into `rep`: its
         tier, estimated cost and agreement with what happened live (`answered_by`: the model
-        that answered, None when none did)."""
+        that answered, None when none did). An unmetered request (no tokens stored) is costed
+        apart: its prompt's estimate now, the mean answer length once every part is counted."""
         rep.decided += 1
         rep.tier_counts[ftier] = rep.tier_counts.get(ftier, 0) + 1
         pin, pout = self.prices.get(first, (None, None))
         if pin is None or pout is None:
             rep.unpriced += 1
-        else:
+        elif metered:
             rep.estimated_cost_usd += (prompt_tokens * pin + completion_tokens * pout) / 1e6
+        else:
+            rep.unmetered += 1
+            rep.unmetered_prompt_usd += prompt_tokens * pin / 1e6
+            rep.unmetered_usd_per_answer_token += pout / 1e6
         if answered_by is not None:
             rep.model_agreement += first == answered_by
             rep.tier_agreement += ftier == answered_tier
@@ -166,6 +177,18 @@ class _Tally:
             self._keys.clear()
         self._keys[memo] = (candidates, key)
         return key
+
+
+def _prompt_estimate(row: tuple[Any, ...]) -> int:
+    """A stored request's prompt tokens, estimated (none were counted live): the stored prompt's
+    local count, else from its stored shape (a token per 4 characters, at least one a word)."""
+    features, prompt = row[9], row[10]
+    if prompt:
+        messages = tuple(Message.model_validate(m) for m in json.loads(prompt))
+        return messages_tokens(messages)
+    f = features_of(features) if features else {}
+    per_message = TOKENS_PER_MESSAGE * max(1, f.get("messages", 1))
+    return max(f.get("words", 0), -(-f.get("chars", 0) // 4)) + per_message
 
 
 def _decision_key(target: Tier | None, candidates: Sequence[Candidate]) -> tuple[Any, ...]:

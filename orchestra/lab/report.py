@@ -18,8 +18,15 @@ class PolicyReport:
     no_allowed_model: int = 0
     errors: int = 0  # other refusals: a forced model gone from the catalog, a policy bug
     tier_counts: dict[str, int] = field(default_factory=dict)
-    estimated_cost_usd: float = 0.0
+    estimated_cost_usd: float = 0.0  # stored token counts x the first candidates' prices
     unpriced: int = 0  # decided requests whose first candidate has no known price
+    # Decided requests that ended live with no tokens stored (every model failed, or refused):
+    # `unmetered_cost_usd` estimates them apart, from their prompt's estimated tokens and the
+    # replayed history's mean answer length.
+    unmetered: int = 0
+    unmetered_prompt_usd: float = 0.0
+    unmetered_usd_per_answer_token: float = 0.0  # their first candidates' output prices, summed
+    answer_tokens: int = 0  # answer tokens of the answered requests (the mean's sum)
     answered: int = 0  # requests a model actually answered
     model_agreement: int = 0  # ... whose first candidate is the model that answered
     tier_agreement: int = 0  # ... whose first candidate's tier is the tier that answered
@@ -29,6 +36,18 @@ class PolicyReport:
     refused_again: int = 0  # ... and refused again under this policy
     actual_tier_counts: dict[str, int] = field(default_factory=dict)
     actual_cost_usd: float = 0.0
+
+    @property
+    def mean_answer_tokens(self) -> float:
+        """The answered requests' mean answer length (what an unmetered request is costed at)."""
+        return self.answer_tokens / self.answered if self.answered else 0.0
+
+    @property
+    def unmetered_cost_usd(self) -> float:
+        """An estimate of what the unmetered requests would have cost had the policy's first
+        choices answered them (not in `estimated_cost_usd`, which counts stored tokens only)."""
+        answers = self.unmetered_usd_per_answer_token * self.mean_answer_tokens
+        return self.unmetered_prompt_usd + answers
 
     @property
     def tier_mix(self) -> dict[str, float]:
@@ -73,6 +92,8 @@ class PolicyReport:
             "tier_counts": dict(self.tier_counts),
             "estimated_cost_usd": self.estimated_cost_usd,
             "unpriced": self.unpriced,
+            "unmetered": self.unmetered,
+            "unmetered_cost_usd": self.unmetered_cost_usd,
             "answered": self.answered,
             "model_agreement": self.model_agreement_rate,
             "tier_agreement": self.tier_agreement_rate,
