@@ -77,7 +77,7 @@ _Queued = tuple[Ask | int | _Flush, "asyncio.Future[Any] | None"]
 
 REFRESH_S = 1.0  # how often the spend view catches up with other hosts (and the link is probed)
 KNOWN_EVERY_S = 5.0  # how often the last shared totals are kept in the spill file
-CLIENT_WINDOW_S = 60.0  # a process seen this recently shares the budget
+CLIENT_WINDOW_S = 60.0  # a host seen this recently shares the budget
 
 _HISTORY = (
     "SELECT id, created_at, status, model, tier, cost_usd, latency_ms, prompt_tokens,"
@@ -267,13 +267,13 @@ class PostgresStore(Store):
             await self._pool.expire_connections()  # those of before the outage are dead
             await self._connect()
             drained = await self._writer.drain()
+            if drained:  # totals read after the drain: the drained entries no longer count
+                async with self._pool.acquire(timeout=self.options.timeouts.connect_s) as conn:
+                    await self._read_totals(conn)
         except Exception as exc:
             if unreachable(exc):
                 return False
             raise
-        if drained:  # totals read after the drain, so the drained entries no longer count
-            async with self._pool.acquire(timeout=self.options.timeouts.connect_s) as conn:
-                await self._read_totals(conn)
         self._link.degraded = False
         self._offline = None
         log.warning("store: PostgreSQL at %s is back; %d spilled writes written to it",
