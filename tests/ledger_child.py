@@ -1,18 +1,25 @@
 """A process that shares a home with others, for the ledger's multi-process tests.
 
-python ledger_child.py budget HOME N_REQUESTS BUDGET_USD [URL]   -> prints one JSON summary
+python ledger_child.py budget HOME N_REQUESTS BUDGET_USD [URL [GATE]]
+                                                           -> prints one JSON summary (with GATE,
+                                                              a folder: once started, says so
+                                                              there and waits for GATE/go)
 python ledger_child.py stub HOME N_REQUESTS BUDGET_USD URL STUB_URL -> the same, through LiteLLM
                                                               to a StubProvider (see stub_cost)
 python ledger_child.py breaker URL                          -> opens the breaker of "flaky"
 python ledger_child.py loop HOME                           -> prints each request id once
                                                               its answer is returned
 python ledger_child.py open HOME START_AT                  -> opens the store at START_AT
+python ledger_child.py hold HOME URL USD LEASE_S           -> reserves USD of a $1 daily budget
+                                                              on PostgreSQL, prints the hold's id,
+                                                              then waits (to be killed)
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -101,11 +108,21 @@ def exact(call: Call) -> Completion:
 
 
 async def budget(
-    home: Path, n: int, budget_usd: float, url: str | None = None, stub_url: str | None = None
+    home: Path,
+    n: int,
+    budget_usd: float,
+    url: str | None = None,
+    stub_url: str | None = None,
+    gate: Path | None = None,
 ) -> None:
     backend = None if stub_url else FunctionBackend(exact)  # None: LiteLLM, over HTTP
     conf = config(home, budget_usd, url, stub_url)
     async with Orchestra(conf, agents=[WantsCloud()], backend=backend) as orc:
+        if gate is not None:  # every process started before any spends
+            await orc.ready()
+            (gate / f"ready.{os.getpid()}").touch()
+            while not (gate / "go").exists():  # noqa: ASYNC110  (another process's file)
+                await asyncio.sleep(0.02)
         results = await asyncio.gather(
             *(orc.complete(PROMPT, max_tokens=ANSWER_TOKENS) for _ in range(n))
         )
@@ -149,11 +166,26 @@ async def open_at(home: Path, start_at: float) -> None:
         pass
 
 
+async def hold(home: Path, url: str, usd: float, lease_s: float) -> None:
+    from orchestra.core.tier import Tier
+    from orchestra.spend.ledger import Ask
+    from orchestra.store import open_store
+
+    store = await open_store(url, home=home).open()
+    ask = Ask(model="c1", tier=Tier.CLOUD, request_id="killed", min_usd=usd, want_usd=usd,
+              daily_usd=1.0, monthly_usd=None, lease_s=lease_s)  # fmt: skip
+    got = await store.reserve(ask)
+    print(json.dumps({"degraded": getattr(store, "degraded", None), "hold": got.id
+                      if hasattr(got, "id") else None}), flush=True)  # fmt: skip
+    await asyncio.sleep(3600)
+
+
 def main() -> None:
     mode, home = sys.argv[1], Path(sys.argv[2])
     if mode == "budget":
         url = sys.argv[5] if len(sys.argv) > 5 else None
-        asyncio.run(budget(home, int(sys.argv[3]), float(sys.argv[4]), url))
+        gate = Path(sys.argv[6]) if len(sys.argv) > 6 else None
+        asyncio.run(budget(home, int(sys.argv[3]), float(sys.argv[4]), url, gate=gate))
     elif mode == "stub":
         args = sys.argv[3:7]
         asyncio.run(budget(home, int(args[0]), float(args[1]), args[2], args[3]))
@@ -163,6 +195,9 @@ def main() -> None:
         asyncio.run(loop(home))
     elif mode == "open":
         asyncio.run(open_at(home, float(sys.argv[3])))
+    elif mode == "hold":
+        args = sys.argv[3:6]
+        asyncio.run(hold(home, args[0], float(args[1]), float(args[2])))
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 

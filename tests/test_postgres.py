@@ -454,18 +454,19 @@ async def test_postgres_stopped_mid_run_and_restarted_loses_nothing(
     assert await rows(outage_url, "SELECT COUNT(*) FROM reservations") == [(0,)]
 
 
-async def test_degraded_processes_share_what_was_left(pg_url: str, tmp_path: Path) -> None:
-    """Cut off, each process may spend only its share of what the budget had left."""
-    store = await PostgresStore(pg_url, options(tmp_path)).open()
-    other = await PostgresStore(pg_url, options(tmp_path)).open()
+async def test_degraded_hosts_share_what_was_left(pg_url: str, tmp_path: Path) -> None:
+    """Cut off, each host (a spill file of its own) may spend only its share of what the budget
+    had left (the processes of one host share theirs: tests/test_postgres_offline_share.py)."""
+    store = await PostgresStore(pg_url, options(tmp_path / "a")).open()
+    other = await PostgresStore(pg_url, options(tmp_path / "b")).open()
     try:
         await store.record(_with_charges(make_record(created_at=time.time(), cost=0.4),
                                          Charge(model="c1", tier=Tier.CLOUD, prompt_tokens=1,
                                                 completion_tokens=1, cost_usd=0.4)))  # fmt: skip
-        await store._refresh()  # reads the totals and sees two processes
+        await store._refresh()  # reads the totals and sees two hosts
         assert store._clients == 2
         store._link.lost(OSError("cable cut"))
-        # $1 a day, $0.40 spent: $0.60 left, two processes: $0.30 for this one.
+        # $1 a day, $0.40 spent: $0.60 left, two hosts: $0.30 for this one.
         assert isinstance(await store.reserve(ask(0.2)), Hold)
         assert isinstance(await store.reserve(ask(0.1)), Hold)
         refused = await store.reserve(ask(0.01))

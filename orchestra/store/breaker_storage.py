@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from orchestra.core.errors import StoreError
 from orchestra.execution.breaker.storage import BreakerRecord, BreakerStorage
 from orchestra.store.base import Store
 
@@ -25,7 +26,11 @@ class StoreBreakerStorage(BreakerStorage):
         self._warned = False
 
     async def preload(self) -> None:
-        loaded = await self._store.breaker_records()
+        try:
+            loaded = await self._store.breaker_records()
+        except StoreError as exc:  # a shared store unreachable at start: breakers start closed
+            log.warning("breakers: cannot read the stored states (%s); starting without them", exc)
+            loaded = {}
         # Anything saved before preload is newer than the disk.
         self._records = {**loaded, **self._records}
         self._preloaded = True

@@ -1,74 +1,161 @@
-"""Budget reservations while the shared database is unreachable, decided in one process."""
+"""Budget reservations while the shared database is unreachable: one allowance per host, kept
+in the spill file and decided there by every process of the host in turn."""
 
 from __future__ import annotations
 
-import time
+import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
+from typing import Any
 
-from orchestra.spend.ledger import Ask, Hold, Refusal, SpendTotals
+from orchestra.spend.ledger import Ask, Charge, Hold, Refusal, SpendTotals
 from orchestra.store.ledger_rules import grant
-from orchestra.store.postgres_writer import Payload, charge_of
+from orchestra.store.postgres_writer import charge_json
+from orchestra.store.spill import Spill, dumps, insert, keep_known, known_of
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Join:
+    """What a process brings to its host's allowance as it loses the database: the totals it
+    read last (`known`, kept unless the file holds fresher ones) and how many hosts shared the
+    database then, and what it reserved in the database since that read (`carried`)."""
+
+    known: SpendTotals | None
+    clients: int
+    carried: float
+    at: float
 
 
 @dataclass
 class OfflineLedger:
-    """Reservations while the database is unreachable, decided in this process.
+    """Reservations while the database is unreachable, decided in the spill file.
 
-    What the budget counts: the shared totals last read (`known`: spend and live reservations
-    of every host) plus what this process has spent and holds since. What a process may spend:
-    its share of what was left, `(limit - known spend - known reservations) / clients`, where
-    `clients` is how many processes were seen sharing the database in the last minute; so all
-    of them cut off at once still spend at most what was left. Never having read the totals
-    (started during an outage with no spill file), it refuses every paid call.
+    What the budget counts: the shared totals last read by any process of the host (`known`:
+    spend and live reservations of every host), plus what the host's processes spent since
+    (the charges the spill file holds), hold offline (`offline_holds`, with a lease: the hold
+    of a process killed mid-call is charged as lost when it runs out, as the database does)
+    and had reserved in the database after that read (`carried`). What the host may spend: its
+    share of what was left, `(limit - known spend - known reservations) / hosts`, where `hosts`
+    is how many hosts (spill files) were seen sharing the database in the last minute; so all
+    of them cut off at once still spend at most what was left, however many processes each
+    runs. Each decision is one `BEGIN IMMEDIATE` transaction against what every process of
+    the host holds and spent. Never having read the totals, the host refuses every paid call.
+    Every method blocks (call it from a worker thread).
     """
 
-    known: SpendTotals | None
-    clients: int
-    since: float = field(default_factory=time.time)
-    spent: float = 0.0
-    held: dict[int, float] = field(default_factory=dict)
-    next_id: int = -1  # local holds have negative ids: nothing to settle in the database
+    spill: Spill
+    owner: str
+    join: Join | None
 
-    def reserve(self, ask: Ask) -> Hold | Refusal:
-        k = self.known
-        if k is None:
-            return Refusal(limit="daily" if ask.daily_usd is not None else "monthly", left_usd=0.0)
-        n = max(1, self.clients)
-
-        def share(limit: float | None, spent: float) -> float | None:
-            return None if limit is None else (limit - spent - k.reserved_usd) / n
-
-        scaled = replace(
-            ask,
-            daily_usd=share(ask.daily_usd, k.today_usd),
-            monthly_usd=share(ask.monthly_usd, k.month_usd),
-        )
-        mine = SpendTotals(today_usd=self.spent, month_usd=self.spent)
-        got = grant(scaled, mine, sum(self.held.values()))
-        if isinstance(got, Refusal):
-            return got
-        hold_id, self.next_id = self.next_id, self.next_id - 1
-        self.held[hold_id] = got
-        return Hold(id=hold_id, usd=got)
-
-    def settled(self, payloads: Sequence[Payload]) -> None:
-        """Spilled writes: their charges count as spent, their holds are settled."""
-        for p in payloads:
-            for item in p.get("charges", ()):
-                _, c, _ = charge_of(item)
-                self.spent += c.cost_usd
-                if c.hold_id is not None:
-                    self.held.pop(c.hold_id, None)
-            for hold_id in p.get("releases", ()):
-                self.held.pop(hold_id, None)
+    def reserve(
+        self, asks: Sequence[Ask], releases: Sequence[int], now: float
+    ) -> tuple[list[Hold | Refusal], SpendTotals]:
+        """Drop `releases` (offline holds), then grant or refuse each ask in turn."""
+        return self.spill.transaction(lambda db: self._decide(db, asks, releases, now))
 
     def totals(self, now: float) -> SpendTotals:
-        k = self.known or SpendTotals(at=now)
-        return SpendTotals(
-            today_usd=k.today_usd + self.spent,
-            month_usd=k.month_usd + self.spent,
-            reserved_usd=k.reserved_usd + sum(self.held.values()),
-            last_hour_usd=k.last_hour_usd + self.spent,
-            at=now,
+        return self.reserve((), (), now)[1]
+
+    def _decide(
+        self, db: sqlite3.Connection, asks: Sequence[Ask], releases: Sequence[int], now: float
+    ) -> tuple[list[Hold | Refusal], SpendTotals]:
+        if self.join is not None:
+            _join(db, self.owner, self.join)
+            self.join = None
+        db.executemany("DELETE FROM offline_holds WHERE id = ?", [(-h,) for h in releases])
+        _expire(db, now)
+        known = known_of(db)
+        spent, held = _used(db, float("-inf") if known is None else float(known["at"]))
+        out: list[Hold | Refusal] = []
+        for ask in asks:
+            usd = _grant(ask, known, spent, held)
+            if isinstance(usd, Refusal):
+                out.append(usd)
+                continue
+            cursor = db.execute(
+                "INSERT INTO offline_holds (owner, request_id, model, tier, usd, expires_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (self.owner, ask.request_id, ask.model, str(ask.tier), usd, now + ask.lease_s),
+            )
+            assert cursor.lastrowid is not None
+            held += usd
+            out.append(Hold(id=-cursor.lastrowid, usd=usd))
+        return out, _totals(known, spent, held, now)
+
+
+def _join(db: sqlite3.Connection, owner: str, join: Join) -> None:
+    """Keep the process's last read if fresher than the file's, and what it carries."""
+    k = join.known
+    if k is not None:
+        keep_known(db, {**(known_of(db) or {}), "today_usd": k.today_usd,
+                        "month_usd": k.month_usd, "reserved_usd": k.reserved_usd,
+                        "last_hour_usd": k.last_hour_usd, "at": k.at,
+                        "clients": join.clients})  # fmt: skip
+    if join.carried > 0:
+        db.execute(
+            "INSERT INTO carried (owner, usd, at) VALUES (?, ?, ?) ON CONFLICT (owner)"
+            " DO UPDATE SET usd = carried.usd + excluded.usd, at = excluded.at",
+            (owner, join.carried, join.at),
         )
+
+
+def _expire(db: sqlite3.Connection, now: float) -> None:
+    """Offline holds whose lease ran out (their process died, or forgot them): each becomes a
+    "lost" charge of its amount, an entry drained to the database like any other."""
+    rows = db.execute(
+        "SELECT id, request_id, model, tier, usd FROM offline_holds WHERE expires_at <= ?", (now,)
+    ).fetchall()
+    for hold_id, request_id, model, tier, usd in rows:
+        db.execute("DELETE FROM offline_holds WHERE id = ?", (hold_id,))
+        lost = Charge(model=model, tier=tier, prompt_tokens=0, completion_tokens=0,
+                      cost_usd=usd, kind="lost", usage_reported=False)  # fmt: skip
+        payload = {"charges": [charge_json(request_id, lost, now)]}
+        insert(db, "write", dumps(payload), payload)
+
+
+def _used(db: sqlite3.Connection, known_at: float) -> tuple[float, float]:
+    """(spent: charges not in the known totals, held: offline holds and carried reservations).
+    A charge drained before the known totals were read is in them; one drained since may not
+    be: it still counts (twice at worst, never not at all)."""
+    (spent,) = db.execute(
+        "SELECT COALESCE(SUM(usd), 0) FROM pending WHERE usd != 0"
+        " AND (drained_at IS NULL OR drained_at >= ?)",
+        (known_at,),
+    ).fetchone()
+    (held,) = db.execute(
+        "SELECT (SELECT COALESCE(SUM(usd), 0) FROM offline_holds)"
+        " + (SELECT COALESCE(SUM(usd), 0) FROM carried)"
+    ).fetchone()
+    return float(spent), float(held)
+
+
+def _grant(ask: Ask, known: dict[str, Any] | None, spent: float, held: float) -> float | Refusal:
+    if known is None:
+        return Refusal(limit="daily" if ask.daily_usd is not None else "monthly", left_usd=0.0)
+    n = max(1, int(known.get("clients", 1)))
+    reserved = float(known["reserved_usd"])
+
+    def share(limit: float | None, key: str) -> float | None:
+        return None if limit is None else (limit - float(known[key]) - reserved) / n
+
+    scaled = replace(
+        ask,
+        daily_usd=share(ask.daily_usd, "today_usd"),
+        monthly_usd=share(ask.monthly_usd, "month_usd"),
+    )
+    return grant(scaled, SpendTotals(today_usd=spent, month_usd=spent), held)
+
+
+def _totals(known: dict[str, Any] | None, spent: float, held: float, at: float) -> SpendTotals:
+    k = known or {}
+
+    def of(key: str) -> float:
+        return float(k.get(key, 0.0))
+
+    return SpendTotals(
+        today_usd=of("today_usd") + spent,
+        month_usd=of("month_usd") + spent,
+        reserved_usd=of("reserved_usd") + held,
+        last_hour_usd=of("last_hour_usd") + spent,
+        at=at,
+    )

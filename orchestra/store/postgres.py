@@ -6,8 +6,9 @@ each (see `postgres_ledger`). Reads use the pool beside them.
 
 When the database cannot be reached the store degrades instead of failing: records go to the
 spill file in ORCHESTRA_HOME (durable there, written to the database when it answers again),
-and budget reservations are decided locally against the last shared totals read, each process
-allowed its share of what was left (see `OfflineLedger`).
+and budget reservations are decided in that file against the last shared totals read, the
+processes of each host sharing one allowance: the host's share of what was left (see
+`OfflineLedger`).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from orchestra.spend.tracker import SpendTracker
 from orchestra.store.base import ReplayBatch, Store, StoredModel, checked_part
 from orchestra.store.detail import Interner, encode
 from orchestra.store.ledger_rules import summary as spend_summary
-from orchestra.store.offline_ledger import OfflineLedger
+from orchestra.store.offline_ledger import Join, OfflineLedger
 from orchestra.store.postgres_db import (
     MODELS_LOCK,
     Conn,
@@ -76,7 +77,7 @@ _Queued = tuple[Ask | int | _Flush, "asyncio.Future[Any] | None"]
 
 REFRESH_S = 1.0  # how often the spend view catches up with other hosts (and the link is probed)
 KNOWN_EVERY_S = 5.0  # how often the last shared totals are kept in the spill file
-CLIENT_WINDOW_S = 60.0  # a process seen this recently shares the budget
+CLIENT_WINDOW_S = 60.0  # a host seen this recently shares the budget
 
 _HISTORY = (
     "SELECT id, created_at, status, model, tier, cost_usd, latency_ms, prompt_tokens,"
@@ -113,7 +114,8 @@ class PostgresStore(Store):
         self.url = url
         self.options = options
         self.calendar: Calendar = calendar(timezone)
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        # "<host>/<process>": the database counts the hosts (spill files) sharing the budget.
+        self.owner = f"?/{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._spend = SpendTracker(calendar=self.calendar)
         self._spill = Spill(options.spill_path, options.spill_max_bytes, options.spill_sync)
         self._pool: asyncpg.Pool | None = None
@@ -125,9 +127,9 @@ class PostgresStore(Store):
         self._reserver: asyncio.Task[None] | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._offline: OfflineLedger | None = None
+        self._joining: asyncio.Task[None] | None = None
         self._known: SpendTotals | None = None
         self._granted = 0.0  # reserved here since `_known` was read: not in it, yet still out
-        self._spilled_usd = 0.0  # charged in the spill file when this process opened degraded
         self._known_saved = 0.0
         self._clients = 1
         self._migrated = False
@@ -154,8 +156,10 @@ class PostgresStore(Store):
             self._pool = await create_pool(self.url, self.options.timeouts, self.options.pool_size)
         except (ValueError, asyncpg.PostgresError, OSError) as exc:
             raise StoreUnavailable(f"cannot open the store at {where}: {exc}") from exc
+        host = await asyncio.to_thread(self._spill.host)
+        self.owner = f"{host}/{self.owner.partition('/')[2]}"
         self._writer = PgWriter(
-            self._pool, self.calendar, self._spill, self._link, self._spend.update, self._spilled
+            self._pool, self.calendar, self._spill, self._link, self._spend.update, self._carry
         )
         try:
             await self._connect()
@@ -166,8 +170,6 @@ class PostgresStore(Store):
             if not unreachable(exc):
                 await self._disconnect()
                 raise StoreUnavailable(f"cannot open the store at {where}: {exc}") from exc
-            await self._remember_known()
-            self._spilled_usd = await self._spilled_charges()
             self._link.lost(exc)
         self._writer.start()
         self._reserver = asyncio.create_task(self._reserve_forever(), name="orchestra-reserver")
@@ -194,12 +196,12 @@ class PostgresStore(Store):
         if self._open:
             with contextlib.suppress(StoreError):
                 await self.flush()  # releases queued for the reserver are written too
-        for task in (self._refresher, self._reserver):
+        for task in (self._refresher, self._reserver, self._joining):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._refresher = self._reserver = None
+        self._refresher = self._reserver = self._joining = None
         while not self._asks.empty():
             item = self._asks.get_nowait()
             if item is not None and item[1] is not None and not item[1].done():
@@ -235,17 +237,27 @@ class PostgresStore(Store):
             "store: PostgreSQL at %s is unreachable (%s: %s); degraded: records go to %s",
             masked(self.url), type(exc).__name__, exc, self._spill.path,
         )  # fmt: skip
-        known = self._known
-        if known is not None:
-            known = replace(known, reserved_usd=known.reserved_usd + self._granted)
-        self._offline = OfflineLedger(known=known, clients=self._clients, spent=self._spilled_usd)
+        now, known = time.time(), self._known
+        join = Join(known=known, clients=self._clients, carried=self._granted, at=now)
+        self._offline = OfflineLedger(self._spill, self.owner, join)
         self._interner = Interner()  # what it thinks stored may have died with the batch
-        self._spend.update(self._offline.totals(time.time()))
+        if known is not None:  # until the host's own totals are read (just below)
+            self._spend.update(replace(known, reserved_usd=known.reserved_usd + self._granted))
+        # Join the host's allowance at once, not at the first reservation: what this process
+        # carries must count for the host's other processes too.
+        self._joining = asyncio.get_running_loop().create_task(self._offline_totals())
 
-    def _spilled(self, payloads: Sequence[Payload]) -> None:
-        if self._offline is not None:
-            self._offline.settled(payloads)
-            self._spend.update(self._offline.totals(time.time()))
+    async def _offline_totals(self) -> None:
+        offline = self._offline
+        if offline is not None:
+            try:
+                self._spend.update(await asyncio.to_thread(offline.totals, time.time()))
+            except Exception as exc:  # a busy file; the next round (or reservation) joins
+                log.warning("store: cannot read the spill file %s: %s", self._spill.path, exc)
+
+    def _carry(self, usd: float) -> None:
+        """Charged here under a hold granted offline: out, yet in no totals read so far."""
+        self._granted += usd
 
     async def _recover(self) -> bool:
         """(On the writer) Is the database back? Then drain the spill file and leave degraded
@@ -255,12 +267,15 @@ class PostgresStore(Store):
             await self._pool.expire_connections()  # those of before the outage are dead
             await self._connect()
             drained = await self._writer.drain()
+            if drained:  # totals read after the drain: the drained entries no longer count
+                async with self._pool.acquire(timeout=self.options.timeouts.connect_s) as conn:
+                    await self._read_totals(conn)
         except Exception as exc:
             if unreachable(exc):
                 return False
             raise
         self._link.degraded = False
-        self._offline, self._spilled_usd = None, 0.0
+        self._offline = None
         log.warning("store: PostgreSQL at %s is back; %d spilled writes written to it",
                     masked(self.url), drained)  # fmt: skip
         return True
@@ -288,8 +303,7 @@ class PostgresStore(Store):
     async def _refresh(self) -> None:
         assert self._writer is not None and self._pool is not None
         if self.degraded and not await self._writer.run(self._recover):
-            if self._offline is not None:
-                self._spend.update(self._offline.totals(time.time()))
+            await self._offline_totals()
             return
         try:
             async with self._pool.acquire(timeout=self.options.timeouts.connect_s) as conn:
@@ -315,7 +329,9 @@ class PostgresStore(Store):
         )
         self._clients = int(
             await conn.fetchval(
-                "SELECT COUNT(*) FROM store_clients WHERE seen_at > $1", now - CLIENT_WINDOW_S
+                "SELECT COUNT(DISTINCT split_part(owner, '/', 1)) FROM store_clients"
+                " WHERE seen_at > $1",
+                now - CLIENT_WINDOW_S,
             )
         )
         self._known, self._granted = totals, self._granted - granted
@@ -329,30 +345,7 @@ class PostgresStore(Store):
                      "reserved_usd": totals.reserved_usd, "last_hour_usd": totals.last_hour_usd,
                      "at": now, "clients": self._clients, "total_usd": float(total),
                      "answered": int(answered)}  # fmt: skip
-            await asyncio.to_thread(self._spill.put, "known", known)
-
-    async def _remember_known(self) -> None:
-        """Started during an outage: the shared totals an earlier process last read here."""
-        known = await self._known_from_spill()
-        if known is not None:
-            self._known = SpendTotals(
-                today_usd=float(known["today_usd"]),
-                month_usd=float(known["month_usd"]),
-                reserved_usd=float(known["reserved_usd"]),
-                last_hour_usd=float(known["last_hour_usd"]),
-                at=float(known["at"]),
-            )
-            self._clients = int(known["clients"])
-
-    async def _spilled_charges(self) -> float:
-        """What the spill file's charges add up to: spent by processes of this host cut off
-        before this one started (a CLI run, a restart), so not in the shared totals read."""
-        entries = await asyncio.to_thread(self._spill.take, 1_000_000)
-        return sum(charge_of(c)[1].cost_usd for _, _, p in entries for c in p.get("charges", ()))
-
-    async def _known_from_spill(self) -> dict[str, Any] | None:
-        value = await asyncio.to_thread(self._spill.get, "known")
-        return value if isinstance(value, dict) else None
+            await asyncio.to_thread(self._spill.keep_known, known)
 
     # -- the write funnel ------------------------------------------------------------------------
 
@@ -482,6 +475,10 @@ class PostgresStore(Store):
     async def _decide(self, asks: list[Ask], releases: list[int]) -> list[Hold | Refusal]:
         assert self._pool is not None
         if not self.degraded:
+            if any(r < 0 for r in releases):  # offline holds, released once the database is back
+                local = [r for r in releases if r < 0]
+                releases = [r for r in releases if r > 0]
+                await asyncio.to_thread(self._spill.settle_offline, local)
             for attempt in range(2):  # a connection the server closed is replaced once
                 try:
                     async with self._pool.acquire(timeout=self.options.timeouts.connect_s) as c:
@@ -493,12 +490,14 @@ class PostgresStore(Store):
                         raise
                     if attempt == 1:
                         self._link.lost(exc)
-        if releases:  # kept with the records, for when the database is back
-            self._w().submit(PgWrite(make=lambda: {"releases": releases}, money=True), wait=False)
+        shared = [r for r in releases if r > 0]
+        if shared:  # kept with the records, for when the database is back
+            self._w().submit(PgWrite(make=lambda: {"releases": shared}, money=True), wait=False)
         offline = self._offline
         assert offline is not None
-        out = [offline.reserve(ask) for ask in asks]
-        self._spend.update(offline.totals(time.time()))
+        local = [r for r in releases if r < 0]
+        out, totals = await asyncio.to_thread(offline.reserve, asks, local, time.time())
+        self._spend.update(totals)
         return out
 
     async def _reserve_in(
@@ -509,10 +508,6 @@ class PostgresStore(Store):
         )
 
     def release(self, hold: Hold) -> None:
-        if hold.id < 0:
-            if self._offline is not None:
-                self._offline.held.pop(hold.id, None)
-            return
         if self._reserver is None:
             raise StoreError("the store is not open")
         self._asks.put_nowait((hold.id, None))
@@ -521,7 +516,7 @@ class PostgresStore(Store):
         await self.flush()
         at = time.time() if now is None else now
         if self.degraded and self._offline is not None:
-            return self._offline.totals(at)
+            return await asyncio.to_thread(self._offline.totals, at)
         rows = await self._run(lambda c: pg_ledger.totals(c, self.calendar, at))
         if now is None:
             self._spend.update(rows)
@@ -549,13 +544,15 @@ class PostgresStore(Store):
 
     async def _offline_summary(self, now: float, waiting: int) -> dict[str, Any]:
         """Spend as far as this host can tell: the shared totals last read, plus what the spill
-        file holds (not yet in the database)."""
-        known = await self._known_from_spill() or {}
-        entries = await asyncio.to_thread(self._spill.take, 1_000_000)
+        file holds (not yet in them) and holds offline."""
+        if self._offline is not None:  # holds past their lease are charged as lost first
+            await asyncio.to_thread(self._offline.totals, now)
+        stored, entries, held = await asyncio.to_thread(self._spill.unsettled)
+        known = stored or {}
         today, month = self.calendar.day(now), self.calendar.month_first(now)
         add = {"today": 0.0, "month": 0.0, "total": 0.0, "answers": 0}
         by_model: dict[tuple[str, str], list[float]] = {}
-        for _, _, payload in entries:
+        for payload in entries:
             for item in payload.get("charges", ()):
                 _, c, at = charge_of(item)
                 day = self.calendar.day(at)
@@ -571,7 +568,7 @@ class PostgresStore(Store):
         shared = SpendTotals(
             today_usd=float(known.get("today_usd", 0.0)) + add["today"],
             month_usd=float(known.get("month_usd", 0.0)) + add["month"],
-            reserved_usd=float(known.get("reserved_usd", 0.0)),
+            reserved_usd=float(known.get("reserved_usd", 0.0)) + held,
         )
         most_first = sorted(by_model.items(), key=lambda kv: (-kv[1][3], kv[0]))
         total = float(known.get("total_usd", 0.0)) + add["total"]

@@ -8,8 +8,9 @@ and why:
 - `REAL` is `DOUBLE PRECISION` (SQLite's REAL is 8 bytes too), `BLOB` is `BYTEA`, rowid
   tables get `BIGINT ... IDENTITY` ids, and `requests.seq` plays SQLite's rowid (history and
   replay order ties by it).
-- Three tables exist only here: `store_clients` (each process's heartbeat, so that a process
-  that loses the database knows how many share the budget), `store_imports` (SQLite files
+- Three tables exist only here: `store_clients` (each process's heartbeat, its owner
+  `<host>/<process>` where the host is its spill file's id, so that a process that loses the
+  database knows how many hosts share the budget), `store_imports` (SQLite files
   copied in by `orchestra store migrate`, so a second run copies nothing twice), and the
   version table `orchestra_schema` (created by the migration itself).
 """

@@ -27,7 +27,7 @@ from orchestra.spend.calendar import Calendar
 from orchestra.spend.ledger import Charge, SpendTotals
 from orchestra.store.postgres_db import DRAIN_LOCK, Conn, retrying, unreachable
 from orchestra.store.record import current_request_row
-from orchestra.store.spill import Spill
+from orchestra.store.spill import Spill, money
 from orchestra.store.write_outcomes import settle
 
 log = logging.getLogger("orchestra.store")
@@ -153,7 +153,9 @@ class PgWriter:
     once it is committed (or kept in the spill file while the database is unreachable).
 
     `link` decides where a batch goes: `link.degraded` says the database is unreachable;
-    `link.lost(exc)` is told when a batch finds it so; `on_totals` gets the spend totals after
+    `link.lost(exc)` is told when a batch finds it so; `on_offline(usd)` what writes settling
+    holds granted offline charged here (no reservation of the database covered it); `on_totals`
+    gets the spend totals after
     commits that moved money (at most every `TOTALS_EVERY_S`).
     """
 
@@ -166,14 +168,14 @@ class PgWriter:
         spill: Spill,
         link: Link,
         on_totals: Callable[[SpendTotals], None],
-        on_spilled: Callable[[Sequence[Payload]], None],
+        on_offline: Callable[[float], None],
     ) -> None:
         self.pool = pool
         self.calendar = calendar
         self.spill = spill
         self.link = link
         self._on_totals = on_totals
-        self._on_spilled = on_spilled
+        self._on_offline = on_offline
         self._inbox: asyncio.Queue[PgWrite | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._unreported: StoreError | None = None
@@ -251,12 +253,30 @@ class PgWriter:
         if not self.link.degraded:
             try:
                 await self._commit(writes)
-                return
             except Exception as exc:
                 if not unreachable(exc):
                     raise
                 self.link.lost(exc)
+            else:
+                await self._settle_offline(writes)
+                return
         await self._to_spill(writes)
+
+    async def _settle_offline(self, writes: list[PgWrite]) -> None:
+        """Charges (or releases) of holds granted offline, committed here: their holds leave
+        the spill file, else their lease would run out and charge them again as lost."""
+        holds: list[int] = []
+        for w in writes:
+            if w.money and w.error is None and w.payload:
+                usd, settled = money(w.payload)
+                if settled:
+                    holds.extend(-h for h in settled)
+                    self._on_offline(usd)
+        if holds:
+            try:
+                await asyncio.to_thread(self.spill.settle_offline, holds)
+            except Exception as exc:  # busy or broken: those holds count till they run out
+                log.error("store: cannot settle offline holds in %s: %s", self.spill.path, exc)
 
     async def _commit(self, writes: list[PgWrite]) -> None:
         """One transaction for the batch; if the server refuses it, each write alone."""
@@ -297,7 +317,7 @@ class PgWriter:
         entries = [("write", w.payload or {}) for w in keep]
         essential = [w.essential for w in keep]
         try:
-            kept = await asyncio.to_thread(self.spill.append, entries, essential)
+            await asyncio.to_thread(self.spill.append, entries, essential)
         except StoreError as exc:
             for w in keep:
                 w.error = exc
@@ -306,7 +326,6 @@ class PgWriter:
             for w in keep:
                 w.error = StoreError(f"cannot write the spill file {self.spill.path}: {exc}")
             return
-        self._on_spilled([w.payload or {} for w, k in zip(keep, kept, strict=True) if k])
 
     async def drain(self, batch: int = 500) -> int:
         """(On the writer, via `run`) Write the spill file's entries to the database, oldest
@@ -342,7 +361,8 @@ class PgWriter:
                         await asyncio.to_thread(self.spill.quarantine, [one[0]])
                         aside.add(one[0])
         # What is kept aside stays in the file (`counts` reports it): not deleted with the rest.
-        await asyncio.to_thread(self.spill.delete, [i for i, _, _ in entries if i not in aside])
+        done = [i for i, _, _ in entries if i not in aside]
+        await asyncio.to_thread(self.spill.drained, done, time.time())
 
     async def _drain_transaction(self, conn: Conn, payloads: list[Payload]) -> None:
         async def once() -> None:

@@ -11,6 +11,13 @@ The file is capped (`max_bytes`): past it, a record is refused (its request gets
 the answer is shown, not kept) and the best-effort writes (samples, breakers) are dropped.
 The last totals read from the database (the "known" shared spend) are kept here too, so a
 process started during an outage still knows them.
+
+It is also the host's offline ledger (see `orchestra.store.offline_ledger`): the holds granted
+while the database is unreachable (`offline_holds`), the reservations processes had in the
+database but not in the known totals when they lost it (`carried`), and the money of each entry
+(`pending.usd`). A drained entry is marked (`drained_at`), not deleted, until known totals read
+after its drain are kept: until then it still counts, so that "known totals + what the file
+holds" never misses spend, whichever process drains and whichever reads.
 """
 
 from __future__ import annotations
@@ -19,18 +26,31 @@ import base64
 import json
 import sqlite3
 import threading
+import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from orchestra.core.errors import StoreError
 from orchestra.store.sqlite_writer import retry_locked
 from orchestra.store.sync import DEFAULT_SYNC, Sync, set_sync
 
+T = TypeVar("T")
+
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS pending (id INTEGER PRIMARY KEY, kind TEXT NOT NULL,"
-    " size INTEGER NOT NULL, payload TEXT NOT NULL, failed INTEGER NOT NULL DEFAULT 0)",
+    " size INTEGER NOT NULL, payload TEXT NOT NULL, failed INTEGER NOT NULL DEFAULT 0,"
+    " usd REAL NOT NULL DEFAULT 0, drained_at REAL)",
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    # AUTOINCREMENT: an id is never reused, so a late charge never settles another's hold.
+    "CREATE TABLE IF NOT EXISTS offline_holds (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " owner TEXT NOT NULL, request_id TEXT, model TEXT NOT NULL, tier TEXT NOT NULL,"
+    " usd REAL NOT NULL, expires_at REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS carried (owner TEXT PRIMARY KEY, usd REAL NOT NULL,"
+    " at REAL NOT NULL)",
 )
+# Columns later versions added to `pending` (a file of an older Orchestra gets them at open).
+_ADDED = {"usd": "REAL NOT NULL DEFAULT 0", "drained_at": "REAL"}
 
 
 class SpillFull(StoreError):
@@ -55,6 +75,48 @@ def _decode(value: Any) -> Any:
     if isinstance(value, list):
         return [_decode(v) for v in value]
     return value
+
+
+def money(payload: dict[str, Any]) -> tuple[float, list[int]]:
+    """What an entry's charges cost, and the offline holds (negative ids) it settles."""
+    usd, holds = 0.0, [-int(r) for r in payload.get("releases", ()) if int(r) < 0]
+    for _, charge, _ in payload.get("charges", ()):
+        usd += float(charge.get("cost_usd") or 0.0)
+        hold = charge.get("hold_id")
+        if hold is not None and int(hold) < 0:
+            holds.append(-int(hold))
+    return usd, holds
+
+
+def insert(db: sqlite3.Connection, kind: str, text: str, payload: dict[str, Any]) -> None:
+    """One entry, inside the caller's transaction; the offline holds it settles are gone."""
+    usd, holds = money(payload)
+    db.execute(
+        "INSERT INTO pending (kind, size, payload, usd) VALUES (?, ?, ?, ?)",
+        (kind, len(text), text, usd),
+    )
+    if holds:
+        db.executemany("DELETE FROM offline_holds WHERE id = ?", [(h,) for h in holds])
+
+
+def _upgrade(db: sqlite3.Connection) -> None:
+    """Add the columns an older Orchestra's file lacks; price the entries already there."""
+    have = {row[1] for row in db.execute("PRAGMA table_info(pending)")}
+    if set(_ADDED) <= have:
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        have = {row[1] for row in db.execute("PRAGMA table_info(pending)")}
+        for column, decl in _ADDED.items():
+            if column not in have:
+                db.execute(f"ALTER TABLE pending ADD COLUMN {column} {decl}")
+        if "usd" not in have:
+            for i, text in db.execute("SELECT id, payload FROM pending").fetchall():
+                db.execute("UPDATE pending SET usd = ? WHERE id = ?", (money(loads(text))[0], i))
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 def dumps(payload: dict[str, Any]) -> str:
@@ -88,6 +150,7 @@ class Spill:
             set_sync(conn, self.sync)
             for statement in _SCHEMA:
                 conn.execute(statement)
+            _upgrade(conn)
             self._conn = conn
         return self._conn
 
@@ -122,19 +185,45 @@ class Spill:
         if handle is not None:
             handle.close()  # closing releases the flock
 
+    def transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """`fn` inside one write transaction (`BEGIN IMMEDIATE`: one at a time on the host)."""
+        with self._lock:
+            db = self._db()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                out = fn(db)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return out
+
+    def host(self) -> str:
+        """This file's id: the host's, as the database counts the hosts sharing a budget."""
+        with self._lock:
+            db = self._db()
+            db.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('host', ?)",
+                (json.dumps(uuid.uuid4().hex[:16]),),
+            )
+            (value,) = db.execute("SELECT value FROM meta WHERE key = 'host'").fetchone()
+        return str(json.loads(value))
+
     def append(
         self, entries: list[tuple[str, dict[str, Any]]], essential: list[bool]
     ) -> list[bool]:
         """Keep entries (kind, payload) in one transaction; which were kept. Past the cap an
         essential entry raises `SpillFull` (nothing of the call is kept), others are dropped."""
-        texts = [(kind, dumps(p)) for kind, p in entries]
+        texts = [(kind, dumps(p), p) for kind, p in entries]
         with self._lock:
             db = self._db()
             db.execute("BEGIN IMMEDIATE")
             try:
-                (used,) = db.execute("SELECT COALESCE(SUM(size), 0) FROM pending").fetchone()
+                (used,) = db.execute(
+                    "SELECT COALESCE(SUM(size), 0) FROM pending WHERE drained_at IS NULL"
+                ).fetchone()
                 kept = []
-                for (kind, text), must in zip(texts, essential, strict=True):
+                for (kind, text, payload), must in zip(texts, essential, strict=True):
                     if used + len(text) > self.max_bytes:
                         if must:
                             raise SpillFull(
@@ -143,10 +232,7 @@ class Spill:
                             )
                         kept.append(False)
                         continue
-                    db.execute(
-                        "INSERT INTO pending (kind, size, payload) VALUES (?, ?, ?)",
-                        (kind, len(text), text),
-                    )
+                    insert(db, kind, text, payload)
                     used += len(text)
                     kept.append(True)
                 db.execute("COMMIT")
@@ -161,19 +247,51 @@ class Spill:
             rows = (
                 self._db()
                 .execute(
-                    "SELECT id, kind, payload FROM pending WHERE failed = 0 ORDER BY id LIMIT ?",
+                    "SELECT id, kind, payload FROM pending WHERE failed = 0"
+                    " AND drained_at IS NULL ORDER BY id LIMIT ?",
                     (limit,),
                 )
                 .fetchall()
             )
         return [(i, kind, loads(text)) for i, kind, text in rows]
 
-    def delete(self, ids: list[int]) -> None:
+    def drained(self, ids: list[int], at: float) -> None:
+        """Entries now committed in the database (at `at`, after their commit): marked, and
+        deleted once known totals read after `at` are kept (see `keep_known`)."""
+        self.transaction(
+            lambda db: db.executemany(
+                "UPDATE pending SET drained_at = ? WHERE id = ?", [(at, i) for i in ids]
+            )
+        )
+
+    def unsettled(self) -> tuple[dict[str, Any] | None, list[dict[str, Any]], float]:
+        """The known totals kept here, every entry they may not count (not drained before
+        them), and what the host holds offline and carried: one consistent view."""
         with self._lock:
             db = self._db()
-            db.execute("BEGIN IMMEDIATE")
-            db.executemany("DELETE FROM pending WHERE id = ?", [(i,) for i in ids])
-            db.execute("COMMIT")
+            known = known_of(db)
+            since = float("-inf") if known is None else float(known["at"])
+            rows = db.execute(
+                "SELECT payload FROM pending WHERE drained_at IS NULL OR drained_at >= ?",
+                (since,),
+            ).fetchall()
+            (held,) = db.execute(
+                "SELECT (SELECT COALESCE(SUM(usd), 0) FROM offline_holds)"
+                " + (SELECT COALESCE(SUM(usd), 0) FROM carried)"
+            ).fetchone()
+        return known, [loads(text) for (text,) in rows], float(held)
+
+    def keep_known(self, known: dict[str, Any]) -> bool:
+        """Keep totals read from the database (see `keep_known`)."""
+        return self.transaction(lambda db: keep_known(db, known))
+
+    def settle_offline(self, hold_ids: list[int]) -> None:
+        """Offline holds settled in the database itself (their call ended after it was back)."""
+        self.transaction(
+            lambda db: db.executemany(
+                "DELETE FROM offline_holds WHERE id = ?", [(-h,) for h in hold_ids if h < 0]
+            )
+        )
 
     def quarantine(self, ids: list[int]) -> None:
         """Keep entries the database refused (bad data, not an outage) without retrying them."""
@@ -190,7 +308,7 @@ class Spill:
                 self._db()
                 .execute(
                     "SELECT COALESCE(SUM(failed = 0), 0), COALESCE(SUM(size), 0),"
-                    " COALESCE(SUM(failed), 0) FROM pending"
+                    " COALESCE(SUM(failed), 0) FROM pending WHERE drained_at IS NULL"
                 )
                 .fetchone()
             )
@@ -208,3 +326,28 @@ class Spill:
             self._db().execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(value))
             )
+
+
+def keep_known(db: sqlite3.Connection, known: dict[str, Any]) -> bool:
+    """Keep totals read from the database (`known["at"]`: when the read began) unless fresher
+    ones are kept; then entries drained before them, and reservations carried from before them,
+    are in them: forgotten here. False when fresher ones were there. In the caller's
+    transaction."""
+    at = float(known["at"])
+    if _known_at(db) >= at:
+        return False
+    db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('known', ?)", (json.dumps(known),))
+    db.execute("DELETE FROM pending WHERE drained_at < ?", (at,))
+    db.execute("DELETE FROM carried WHERE at < ?", (at,))
+    return True
+
+
+def known_of(db: sqlite3.Connection) -> dict[str, Any] | None:
+    row = db.execute("SELECT value FROM meta WHERE key = 'known'").fetchone()
+    value = None if row is None else json.loads(row[0])
+    return value if isinstance(value, dict) else None
+
+
+def _known_at(db: sqlite3.Connection) -> float:
+    known = known_of(db)
+    return float("-inf") if known is None else float(known["at"])
