@@ -22,11 +22,12 @@ from test_store import make_record
 from orchestra import Orchestra, Result
 from orchestra.core.tier import Tier
 from orchestra.spend.ledger import Charge
-from orchestra.store import RequestRecord, Store
+from orchestra.store import RequestRecord, SqliteStore, Store
 from orchestra.store.detail import Interner, encode
 from orchestra.store.postgres import PostgresStore
 from orchestra.store.postgres_writer import Payload, charge_json
 from orchestra.store.record import request_row
+from orchestra.store.transfer import copy_sqlite
 from orchestra.testing import FunctionBackend
 
 CHILD = Path(__file__).with_name("ledger_child.py")
@@ -197,3 +198,29 @@ async def test_a_drain_skips_its_own_committed_record_not_another_calls(
     assert len(kept) == 2 and kept[0] == ("dup", now) and kept[1][0] != "dup"
     ledger = await rows(pg_url, "SELECT request_id, cost_usd FROM ledger ORDER BY cost_usd")
     assert ledger == [("dup", 0.1), (kept[1][0], 0.2)], "each charge once, under its record's id"
+
+
+async def test_a_migrated_record_whose_id_is_taken_is_copied_beside_the_other(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """`orchestra store migrate` into a database where another call's record has the id."""
+    now, home = time.time(), tmp_path / "home.db"
+    async with PostgresStore(pg_url, options(tmp_path)) as pg:
+        await pg.record(call("m", now, 0.2))
+        await pg.record(call("both", now + 5, 0.5))  # this very call, in both already
+    async with SqliteStore(home) as lite:
+        await lite.record(call("m", now + 1, 0.1))
+        await lite.record(call("both", now + 5, 0.5))
+        await lite.add_feedback("m", False, "too short", now + 2)
+    report = await copy_sqlite(home, pg_url)
+    assert report["copied"]["requests"] == 1
+    kept = await rows(pg_url, "SELECT id, cost_usd FROM requests ORDER BY created_at")
+    assert len(kept) == 3 and kept[0] == ("m", 0.2) and kept[2] == ("both", 0.5)
+    moved = kept[1][0]
+    assert moved != "m" and kept[1][1] == 0.1
+    feedback = await rows(pg_url, "SELECT request_id, note FROM feedback")
+    assert feedback == [(moved, "too short")], "the judgement follows the call it was about"
+    ledger = await rows(
+        pg_url, "SELECT request_id, cost_usd FROM ledger WHERE cost_usd < 0.5 ORDER BY cost_usd"
+    )
+    assert ledger == [(moved, 0.1), ("m", 0.2)], "each charge under its own call's id"
