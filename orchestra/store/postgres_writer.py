@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -113,14 +114,28 @@ def id_taken(exc: BaseException) -> bool:
 _SAME_CALL = (_REQUEST_COLUMNS.index("created_at"), _REQUEST_COLUMNS.index("latency_ms"))
 
 
+def _call_of(payload: Payload) -> tuple[Any, ...]:
+    """What tells one call's record from another's under the same id: its start and its latency
+    (both kept to the bit, in the spill file too)."""
+    row = payload["rows"]["request"][0]
+    return tuple(row[i] for i in _SAME_CALL)
+
+
+def _second_id(payload: Payload) -> str:
+    """The id a spilled record is drained under when another call's record has its own: derived
+    from the record, so a drain run again (its commit unheard) finds it there."""
+    key = f"{payload['request']}|{_call_of(payload)!r}".encode()
+    return hashlib.blake2b(key, digest_size=16).hexdigest()
+
+
 async def _unwritten(conn: Conn, payloads: Sequence[Payload]) -> list[Payload]:
-    """Spilled payloads less the records already in the database: committed before their
-    connection broke, so skipped whole, their charges with them. A record is known by its id,
-    its start and its latency (both kept to the bit): another call's record under the same id
-    differs, and this one is written under a fresh id beside it."""
-    ids = [p["request"] for p in payloads if p.get("request")]
-    if not ids:
+    """Spilled payloads less the records already in the database (committed before their
+    connection broke): skipped whole, their charges with them. One whose id another call's
+    record has is written beside it, under its second id."""
+    records = [p for p in payloads if p.get("request")]
+    if not records:
         return list(payloads)
+    ids = [p["request"] for p in records] + [_second_id(p) for p in records]
     found = {
         r[0]: (r[1], r[2])
         for r in await conn.fetch(
@@ -129,12 +144,12 @@ async def _unwritten(conn: Conn, payloads: Sequence[Payload]) -> list[Payload]:
     }
     out = []
     for p in payloads:
-        there = found.get(p.get("request"))
-        if there is not None:
-            row = p["rows"]["request"][0]
-            if tuple(row[i] for i in _SAME_CALL) == there:
+        if p.get("request"):
+            call, second = _call_of(p), _second_id(p)
+            if call in (found.get(p["request"]), found.get(second)):
                 continue
-            p = renamed(p, new_request_id())
+            if p["request"] in found:
+                p = renamed(p, second)
         out.append(p)
     return out
 
