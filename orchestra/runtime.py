@@ -421,9 +421,9 @@ class Orchestra:
     def _new_call(self, request: Request) -> Request:
         """`request` under an id no call of this runtime has had (among the last
         `CALL_IDS_KEPT`): a request id names one call. A `Request` answered again (a caller's
-        retry loop), or a reused `id` hint, is answered as a new request, under a new id, known
-        from its first piece. (An id another runtime, process or an earlier run used is found
-        taken by the store, which records the call under a new id: see `Store.record`.)"""
+        retry loop), or a reused `id` hint, is answered as a new request, under a new id. (An id
+        that another runtime, process or an earlier run used is found taken by the store, which
+        records the call under a new id: see `Store.record`.)"""
         if request.id in self._call_ids:
             request = request.model_copy(update={"id": new_request_id()})
         self._call_ids[request.id] = None
