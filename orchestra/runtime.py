@@ -420,9 +420,10 @@ class Orchestra:
 
     def _new_call(self, request: Request) -> Request:
         """`request` under an id no call of this runtime has had (among the last
-        `CALL_IDS_KEPT`): a request id names one call, and its record would replace the record
-        of another call with the same id. A `Request` answered again (a caller's retry loop), or
-        a reused `id` hint, is answered as a new request, under a new id."""
+        `CALL_IDS_KEPT`): a request id names one call. A `Request` answered again (a caller's
+        retry loop), or a reused `id` hint, is answered as a new request, under a new id. (An id
+        that another runtime, process or an earlier run used is found taken by the store, which
+        records the call under a new id: see `Store.record`.)"""
         if request.id in self._call_ids:
             request = request.model_copy(update={"id": new_request_id()})
         self._call_ids[request.id] = None
@@ -444,15 +445,18 @@ class Orchestra:
         return flight.decision
 
     async def _finish(self, flight: Flight, result: Result) -> Result:
-        """Record an answer; it is returned only once its record (and ledger rows) are on disk."""
+        """Record an answer; it is returned only once its record (and ledger rows) are on disk,
+        under the id its record got (a fresh one if another call's record has the request's)."""
         try:
-            await self._record(flight, result=result)
+            rid = await self._record(flight, result=result)
         except StoreError as exc:
             raise NotRecorded(
                 f"request {result.request_id} was answered by {result.model} but its record "
                 f"could not be written: {exc}",
                 result,
             ) from exc
+        if rid != result.request_id:
+            result = result.model_copy(update={"request_id": rid})
         return result
 
     async def _fail(self, flight: Flight, exc: BaseException, kind: str | None = None) -> None:
@@ -460,7 +464,9 @@ class Orchestra:
         kind = kind or getattr(exc, "kind", None) or type(exc).__name__
         error = self._mask(str(exc), flight.request)[:1000]
         try:
-            await self._record(flight, result=None, error_kind=kind, error=error)
+            rid = await self._record(flight, result=None, error_kind=kind, error=error)
+            if getattr(exc, "request_id", None):  # the id its caller can look the failure up by
+                exc.request_id = rid  # type: ignore[attr-defined]
         except StoreError as store_exc:
             log.error("request %s: its failure could not be recorded: %s", flight.request.id,
                       store_exc)  # fmt: skip
@@ -472,8 +478,9 @@ class Orchestra:
         result: Result | None,
         error_kind: str | None = None,
         error: str | None = None,
-    ) -> asyncio.Future[None]:
-        """The one place a request becomes a record; the future resolves once it is on disk."""
+    ) -> asyncio.Future[str]:
+        """The one place a request becomes a record; the future resolves, to the id the record
+        got, once it is on disk."""
         return self._require_store().record(
             RequestRecord(
                 request=flight.request,

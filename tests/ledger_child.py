@@ -13,6 +13,8 @@ python ledger_child.py open HOME START_AT                  -> opens the store at
 python ledger_child.py hold HOME URL USD LEASE_S           -> reserves USD of a $1 daily budget
                                                               on PostgreSQL, prints the hold's id,
                                                               then waits (to be killed)
+python ledger_child.py chosen HOME ID N [URL]              -> N calls under the chosen id ID;
+                                                              prints [{id, cost}] as returned
 """
 
 from __future__ import annotations
@@ -148,6 +150,16 @@ async def loop(home: Path) -> None:
         await asyncio.gather(*(worker(w) for w in range(8)))
 
 
+async def chosen(home: Path, rid: str, n: int, url: str | None) -> None:
+    """`n` calls at once, each asking for the id `rid` (as other processes do meanwhile)."""
+    async with Orchestra(config(home, None, url), agents=[WantsCloud()],
+                         backend=FunctionBackend(exact)) as orc:  # fmt: skip
+        results = await asyncio.gather(
+            *(orc.complete(PROMPT, max_tokens=ANSWER_TOKENS, id=rid) for _ in range(n))
+        )
+    print(json.dumps([{"id": r.request_id, "cost": r.cost_usd} for r in results]), flush=True)
+
+
 async def open_breaker(url: str) -> None:
     """Fail once on "flaky" (threshold 1): its breaker opens, and is saved as the store closes."""
     from test_shared_breakers import config as breaker_config
@@ -193,6 +205,9 @@ def main() -> None:
         asyncio.run(open_breaker(sys.argv[2]))
     elif mode == "loop":
         asyncio.run(loop(home))
+    elif mode == "chosen":
+        url = sys.argv[5] if len(sys.argv) > 5 and sys.argv[5] else None
+        asyncio.run(chosen(home, sys.argv[3], int(sys.argv[4]), url))
     elif mode == "open":
         asyncio.run(open_at(home, float(sys.argv[3])))
     elif mode == "hold":

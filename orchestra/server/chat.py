@@ -65,7 +65,7 @@ async def _complete(state: ServerState, request: Request) -> Response:
     _answered(state, result, time.perf_counter() - started, stream=False)
     return JsonResponse(
         shapes.completion(result, request),
-        headers=decision_headers(request.id, result.tier.value, result.model),
+        headers=decision_headers(result.request_id, result.tier.value, result.model),
     )
 
 

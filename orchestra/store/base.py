@@ -96,9 +96,11 @@ class Store(Ledger, ABC):
     # -- the write funnel -----------------------------------------------------------------------
 
     @abstractmethod
-    def record(self, record: RequestRecord) -> asyncio.Future[None]:
+    def record(self, record: RequestRecord) -> asyncio.Future[str]:
         """Queue a finished request (with its verdicts, attempts and ledger row); the future
-        resolves once it is committed, or fails with `StoreError`."""
+        resolves to the id its record got once it is committed, or fails with `StoreError`.
+        That id is the request's, unless another call's record already has it: a record never
+        replaces another's, it gets a fresh id (see `RecordId`)."""
 
     @abstractmethod
     def record_sample(self, verdict: Verdict) -> None:

@@ -354,7 +354,7 @@ class PostgresStore(Store):
             raise StoreError("the store is not open")
         return self._writer
 
-    def record(self, record: RequestRecord) -> asyncio.Future[None]:
+    def record(self, record: RequestRecord) -> asyncio.Future[str]:
         charges = record.ledger_charges()
         rid, at = record.request.id, time.time()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -22,11 +23,12 @@ import asyncpg
 
 import orchestra.store.postgres_ledger as pg_ledger
 from orchestra.core.errors import StoreError
+from orchestra.core.request import new_request_id
 from orchestra.core.tier import Tier
 from orchestra.spend.calendar import Calendar
 from orchestra.spend.ledger import Charge, SpendTotals
 from orchestra.store.postgres_db import DRAIN_LOCK, Conn, retrying, unreachable
-from orchestra.store.record import current_request_row
+from orchestra.store.record import RENEWALS, current_request_row
 from orchestra.store.spill import Spill, money
 from orchestra.store.write_outcomes import settle
 
@@ -43,18 +45,15 @@ _REQUEST_COLUMNS = (
 )  # fmt: skip
 
 
-def _upsert_request() -> str:
+def _insert_request() -> str:
+    """A plain insert: a record never replaces another call's (see `RecordId`)."""
     marks = ", ".join(f"${i}" for i in range(1, len(_REQUEST_COLUMNS) + 1))
-    sets = ", ".join(f"{c} = excluded.{c}" for c in _REQUEST_COLUMNS[1:])
-    return (
-        f"INSERT INTO requests ({', '.join(_REQUEST_COLUMNS)}) VALUES ({marks})"
-        f" ON CONFLICT (id) DO UPDATE SET {sets}"
-    )
+    return f"INSERT INTO requests ({', '.join(_REQUEST_COLUMNS)}) VALUES ({marks})"
 
 
 # In this order within a transaction: requests before the feedback that refers to them.
 STATEMENTS: dict[str, str] = {
-    "request": _upsert_request(),
+    "request": _insert_request(),
     "shared": "INSERT INTO shared (key, json) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
     "sample": "INSERT INTO samples (agent, at, state, verdict) VALUES ($1, $2, $3, $4)",
     "breaker": (
@@ -93,18 +92,76 @@ def charge_of(item: Sequence[Any]) -> tuple[str | None, Charge, float]:
     return request_id, Charge(**{**c, "tier": Tier(c["tier"])}), float(at)
 
 
+def renamed(payload: Payload, rid: str) -> Payload:
+    """A record's payload under the id `rid`: its request row and its charges."""
+    rows = payload["rows"]
+    return {
+        **payload,
+        "request": rid,
+        "rows": {**rows, "request": [[rid, *row[1:]] for row in rows["request"]]},
+        "charges": [[rid, *c[1:]] for c in payload.get("charges", ())],
+    }
+
+
+def id_taken(exc: BaseException) -> bool:
+    """True when `exc` says a request's id is already another record's."""
+    return (
+        isinstance(exc, asyncpg.exceptions.UniqueViolationError)
+        and getattr(exc, "constraint_name", None) == "requests_pkey"
+    )
+
+
+_SAME_CALL = (_REQUEST_COLUMNS.index("created_at"), _REQUEST_COLUMNS.index("latency_ms"))
+
+
+def _call_of(payload: Payload) -> tuple[Any, ...]:
+    """What tells one call's record from another's under the same id: its start and its latency
+    (both kept to the bit, in the spill file too)."""
+    row = payload["rows"]["request"][0]
+    return tuple(row[i] for i in _SAME_CALL)
+
+
+def _second_id(payload: Payload) -> str:
+    """The id a spilled record is drained under when another call's record has its own: derived
+    from the record, so a drain run again (its commit unheard) finds it there."""
+    key = f"{payload['request']}|{_call_of(payload)!r}".encode()
+    return hashlib.blake2b(key, digest_size=16).hexdigest()
+
+
+async def _unwritten(conn: Conn, payloads: Sequence[Payload]) -> list[Payload]:
+    """Spilled payloads less the records already in the database (committed before their
+    connection broke): skipped whole, their charges with them. One whose id another call's
+    record has is written beside it, under its second id."""
+    records = [p for p in payloads if p.get("request")]
+    if not records:
+        return list(payloads)
+    ids = [p["request"] for p in records] + [_second_id(p) for p in records]
+    found = {
+        r[0]: (r[1], r[2])
+        for r in await conn.fetch(
+            "SELECT id, created_at, latency_ms FROM requests WHERE id = ANY($1::text[])", ids
+        )
+    }
+    out = []
+    for p in payloads:
+        if p.get("request"):
+            call, second = _call_of(p), _second_id(p)
+            if call in (found.get(p["request"]), found.get(second)):
+                continue
+            if p["request"] in found:
+                p = renamed(p, second)
+        out.append(p)
+    return out
+
+
 async def apply_payloads(
     conn: Conn, cal: Calendar, payloads: Sequence[Payload], *, drain: bool = False
 ) -> int:
     """Write payloads inside the caller's transaction; returns how many were applied. With
-    `drain` (from the spill file), a record already in the database was committed before its
-    connection broke: it is skipped whole, its charges with it."""
+    `drain` (from the spill file), a record already in the database is not written again (see
+    `_unwritten`)."""
     if drain:
-        ids = [p["request"] for p in payloads if p.get("request")]
-        if ids:
-            found = {r[0] for r in await conn.fetch(
-                "SELECT id FROM requests WHERE id = ANY($1::text[])", ids)}  # fmt: skip
-            payloads = [p for p in payloads if p.get("request") not in found]
+        payloads = await _unwritten(conn, payloads)
     merged: dict[str, list[tuple[Any, ...]]] = {}
     charges: list[tuple[str | None, Charge, float]] = []
     releases: list[int] = []
@@ -250,6 +307,13 @@ class PgWriter:
         writes = [w for w in writes if w.payload is not None]
         if not writes:
             return
+        await self._write(writes)
+        for w in writes:  # a record's waiter is told the id it got
+            if w.payload is not None and w.payload.get("request") and w.error is None:
+                w.result = w.payload["request"]
+
+    async def _write(self, writes: list[PgWrite]) -> None:
+        """Commit the writes, or keep them in the spill file if the database is unreachable."""
         if not self.link.degraded:
             try:
                 await self._commit(writes)
@@ -284,20 +348,32 @@ class PgWriter:
             try:
                 await self._transaction(conn, [w.payload for w in writes if w.payload])
             except Exception as exc:
-                if unreachable(exc) or len(writes) == 1:
+                if unreachable(exc) or (len(writes) == 1 and not id_taken(exc)):
                     raise
                 for w in writes:
-                    try:
-                        await self._transaction(conn, [w.payload] if w.payload else [])
-                    except Exception as alone:
-                        if unreachable(alone):
-                            raise
-                        w.error = alone
+                    await self._alone(conn, w)
             if any(w.money and w.error is None for w in writes):
                 now = time.time()
                 if now - self._totals_at >= self.TOTALS_EVERY_S:
                     self._totals_at = now
                     self._on_totals(await pg_ledger.totals(conn, self.calendar, now))
+
+    async def _alone(self, conn: Conn, w: PgWrite) -> None:
+        """One write in its own transaction; a record whose id another call's record has is
+        written under a fresh one (never over it). Raises only if the server is unreachable."""
+        for _ in range(RENEWALS + 1):
+            try:
+                await self._transaction(conn, [w.payload] if w.payload else [])
+                w.error = None
+                return
+            except Exception as exc:
+                if unreachable(exc):
+                    raise
+                w.error = exc
+                if w.payload is None or not w.payload.get("request") or not id_taken(exc):
+                    return
+                w.payload = renamed(w.payload, new_request_id())
+        log.error("store: a record found its id taken %d times; it is not written", RENEWALS)
 
     async def _transaction(self, conn: Conn, payloads: list[Payload]) -> None:
         async def once() -> None:

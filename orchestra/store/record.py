@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from orchestra.core.decision import Decision
-from orchestra.core.request import Request
+from orchestra.core.request import Request, new_request_id
 from orchestra.core.result import Attempt, Result
 from orchestra.core.verdict import Verdict
 from orchestra.spend.ledger import Charge
@@ -63,6 +63,24 @@ class RequestRecord:
                    completion_tokens=res.completion_tokens, cost_usd=res.cost_usd,
                    at=self.created_at),
         )  # fmt: skip
+
+
+@dataclass(slots=True)
+class RecordId:
+    """The id a call's record is written under: its request's, unless another call's record
+    already has that one (another runtime, process or host chose the same id, or it was reused
+    after a restart). Records are inserted, never upserted, so the database itself says so (a
+    unique violation, however the processes race); the writer then `renew`s the id and writes
+    the record again. The default random id never collides: it costs nothing on that path."""
+
+    value: str
+
+    def renew(self) -> str:
+        self.value = new_request_id()
+        return self.value
+
+
+RENEWALS = 5  # fresh ids tried for one record before its write fails
 
 
 FEATURES = ("chars", "words", "lines", "messages")
@@ -147,22 +165,32 @@ def current_request_row(row: Sequence[Any]) -> tuple[Any, ...]:
     return (*row[:_HASH_AT], bytes.fromhex(digest[: 2 * PROMPT_HASH_BYTES]), *row[_HASH_AT + 1 :])
 
 
-_INSERT_REQUEST = f"INSERT OR REPLACE INTO requests VALUES ({', '.join('?' * 21)})"
+Statements = list[tuple[str, list[tuple[Any, ...]]]]  # (SQL, its rows), as the writer runs them
+# A plain insert: a record never replaces another call's record (see `RecordId`).
+INSERT_REQUEST = f"INSERT INTO requests VALUES ({', '.join('?' * 21)})"
 INSERT_SAMPLE = "INSERT INTO samples (agent, at, state, verdict) VALUES (?, ?, ?, ?)"
 
 
 INSERT_SHARED = "INSERT OR IGNORE INTO shared (key, json) VALUES (?, ?)"
 
 
-def record_rows(rec: RequestRecord, interner: Interner) -> list[tuple[str, list[tuple[Any, ...]]]]:
+def record_rows(rec: RequestRecord, interner: Interner) -> Statements:
     """The statements that store one request: its row (the decision, verdicts and attempts in
     its compressed `detail`) and the shared values it refers to for the first time (its charges
     go to the ledger separately, see `sqlite_ledger.charge`)."""
     blob, new = encode(rec.decision, rec.verdicts, rec.attempts, rec.ambient, interner)
-    out = [(_INSERT_REQUEST, [request_row(rec, blob)])]
+    out = [(INSERT_REQUEST, [request_row(rec, blob)])]
     if new:
         out.append((INSERT_SHARED, new))
     return out
+
+
+def renamed(statements: Statements, rid: str) -> Statements:
+    """A record's statements (see `record_rows`) with its request row under the id `rid`."""
+    return [
+        (sql, [(rid, *row[1:]) for row in rows] if sql == INSERT_REQUEST else rows)
+        for sql, rows in statements
+    ]
 
 
 def sample_row(verdict: Verdict) -> tuple[Any, ...]:

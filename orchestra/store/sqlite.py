@@ -30,8 +30,10 @@ from orchestra.store.base import ReplayBatch, Store, StoredModel, checked_part
 from orchestra.store.detail import Interner
 from orchestra.store.record import (
     INSERT_SAMPLE,
+    RecordId,
     RequestRecord,
     record_rows,
+    renamed,
     sample_row,
 )
 from orchestra.store.sqlite_writer import Statements, Write, Writer
@@ -164,18 +166,20 @@ class SqliteStore(Store):
 
     # -- the write funnel ------------------------------------------------------------------------
 
-    def record(self, record: RequestRecord) -> asyncio.Future[None]:
+    def record(self, record: RequestRecord) -> asyncio.Future[str]:
         charges = record.ledger_charges()
-        apply = None
-        if charges:
-            cal, rid, at = self.calendar, record.request.id, time.time()
+        cal, key, at = self.calendar, RecordId(record.request.id), time.time()
 
-            def apply(conn: sqlite3.Connection) -> None:
-                for c in charges:
-                    sqlite_ledger.charge(conn, cal, rid, c, c.at or at)
+        def apply(conn: sqlite3.Connection) -> str:
+            for c in charges:
+                sqlite_ledger.charge(conn, cal, key.value, c, c.at or at)
+            return key.value  # the id the record got
 
         write = Write(
-            make=lambda: record_rows(record, self._interner), apply=apply, money=bool(charges)
+            make=lambda: record_rows(record, self._interner),
+            apply=apply,
+            renew=lambda statements: renamed(statements, key.renew()),
+            money=bool(charges),
         )
         done = self._writer.submit(write, wait=True)
         assert done is not None

@@ -26,6 +26,7 @@ import orchestra.store.sqlite_ledger as sqlite_ledger
 from orchestra.core.errors import StoreError
 from orchestra.spend.calendar import Calendar
 from orchestra.spend.ledger import Ask, SpendTotals
+from orchestra.store.record import RENEWALS
 from orchestra.store.schema import migrate
 from orchestra.store.sync import DEFAULT_SYNC, Sync, set_sync
 from orchestra.store.write_outcomes import settle
@@ -49,6 +50,8 @@ class Write:
     ask: Ask | None = None
     call: Callable[[], object] | None = None  # run alone, outside any transaction (reads)
     money: bool = False
+    # A record's: its statements under a fresh id, when another call's record has its id.
+    renew: Callable[[Statements], Statements] | None = None
     done: asyncio.Future[Any] | None = None
     quiet: bool = False  # a failure is logged, not kept for the next flush to raise
     result: object = None
@@ -242,14 +245,11 @@ class Writer:
         try:
             self._transaction(made)
         except sqlite3.Error as exc:
-            if len(made) == 1:
+            if len(made) == 1 and not id_taken(exc):
                 made[0][0].error = exc
             else:
-                for one in made:
-                    try:
-                        self._transaction([one])
-                    except sqlite3.Error as alone:
-                        one[0].error = alone
+                for w, statements in made:
+                    self._alone(w, statements)
         now = time.time()
         if now - self._totals_at < self.TOTALS_EVERY_S:
             return None
@@ -257,6 +257,21 @@ class Writer:
             return None
         self._totals_at = now
         return sqlite_ledger.totals(self._require_conn(), self.calendar, now)
+
+    def _alone(self, w: Write, statements: Statements) -> None:
+        """One write in its own transaction; a record whose id another call's record has is
+        written under a fresh one (never over it)."""
+        for _ in range(RENEWALS + 1):
+            try:
+                self._transaction([(w, statements)])
+                w.error = None
+                return
+            except sqlite3.Error as exc:
+                w.error = exc
+                if w.renew is None or not id_taken(exc):
+                    return
+                statements = w.renew(statements)
+        log.error("store: a record found its id taken %d times; it is not written", RENEWALS)
 
     def _transaction(self, made: Sequence[tuple[Write, Statements]]) -> None:
         conn = self._require_conn()
@@ -321,6 +336,11 @@ class Writer:
         if self._conn is None:
             raise sqlite3.OperationalError("the store is closed")
         return self._conn
+
+
+def id_taken(exc: BaseException) -> bool:
+    """True when `exc` says a request's id is already another record's."""
+    return isinstance(exc, sqlite3.IntegrityError) and "requests.id" in str(exc)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -7,8 +7,10 @@ using the SQLite home first.
 
 Idempotent: the copy records its source in `store_imports` under a fingerprint of the file's
 oldest rows, so a second run copies nothing (and says so); rows with a natural key (requests,
-shared values, cache entries, breakers) are never duplicated either. A source file at an older
-schema is migrated first, as Orchestra would on opening it.
+shared values, cache entries, breakers) are never duplicated either. A request whose id another
+call's record has in the database (a chosen id, used on two homes) is copied under a fresh id,
+its feedback and ledger rows with it: a record never replaces, nor hides, another. A source
+file at an older schema is migrated first, as Orchestra would on opening it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 import asyncpg
 
 from orchestra.core.errors import StoreUnavailable
+from orchestra.core.request import new_request_id
 from orchestra.store.postgres_db import MODELS_LOCK, Conn, migrate
 from orchestra.store.sqlite import SqliteStore
 
@@ -169,8 +172,13 @@ async def _copy(db: sqlite3.Connection, conn: Conn) -> dict[str, Any]:
         if claimed is None:
             return {"copied": counts, "already_copied": True, "source": source}
         await conn.execute("SELECT pg_advisory_xact_lock($1)", MODELS_LOCK)  # versions: ours
+        renames: dict[str, str] = {}  # a request id another call's record has -> its new one
         for table, (select, insert) in _COPIES.items():
             for rows in _chunks(db, select):
+                if table == "requests":
+                    counts[table] += await _insert_requests(conn, insert, rows, renames)
+                    continue
+                rows = _renamed(table, rows, renames)
                 if table in _KEYED:
                     counts[table] += await _insert_counting(conn, insert, rows)
                 else:
@@ -180,6 +188,44 @@ async def _copy(db: sqlite3.Connection, conn: Conn) -> dict[str, Any]:
             "UPDATE store_imports SET counts = $2 WHERE source = $1", source, json.dumps(counts)
         )
     return {"copied": counts, "already_copied": False, "source": source}
+
+
+async def _insert_requests(
+    conn: Conn, insert: str, rows: list[tuple[Any, ...]], renames: dict[str, str]
+) -> int:
+    """Insert request rows, counting those that went in. A record already there (the same
+    start and latency: this very call, copied before) is not copied again; another call's
+    record under the same id is kept, and this one is copied beside it under a fresh id
+    (`renames`, for its feedback and ledger rows)."""
+    statement = await conn.prepare(insert + " RETURNING 1")
+    done = 0
+    for row in rows:
+        if await statement.fetchval(*row) is not None:
+            done += 1
+            continue
+        rid, at, latency = row[0], row[1], row[_LATENCY_AT]
+        there = await conn.fetchrow(
+            "SELECT created_at, latency_ms FROM requests WHERE id = $1", rid
+        )
+        if there is not None and (there[0], there[1]) == (at, latency):
+            continue
+        renames[rid] = new_request_id()
+        done += int(await statement.fetchval(renames[rid], *row[1:]) is not None)
+    return done
+
+
+_LATENCY_AT = 6  # a request row's latency_ms (see `_REQUEST_COLUMNS`)
+_REQUEST_ID_AT = {"feedback": 0, "ledger": 1}  # where a row names its request
+
+
+def _renamed(
+    table: str, rows: list[tuple[Any, ...]], renames: dict[str, str]
+) -> list[tuple[Any, ...]]:
+    """Rows of `table` naming a renamed request, under its new id."""
+    at = _REQUEST_ID_AT.get(table)
+    if at is None or not renames:
+        return rows
+    return [(*r[:at], renames[r[at]], *r[at + 1 :]) if r[at] in renames else r for r in rows]
 
 
 async def _insert_counting(conn: Conn, insert: str, rows: list[tuple[Any, ...]]) -> int:
