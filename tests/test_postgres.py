@@ -578,3 +578,24 @@ def test_spend_says_it_is_degraded_when_the_database_is_unreachable(tmp_path: Pa
     table = spend()
     assert table.returncode == 0, table.stderr
     assert "degraded" in table.stdout and "unreachable" in table.stdout
+
+
+async def test_reads_filling_the_pool_never_send_the_money_path_degraded(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """Slow reads (history, the cache, a dashboard) as many as the pool has connections: a
+    reservation still gets a connection in time, and a healthy database is not taken for an
+    unreachable one (which would spill every write and cut the budget to an offline share)."""
+    quick = Timeouts(connect_s=0.5, statement_s=5.0)
+    opts = PostgresOptions(spill_path=tmp_path / "spill.db", timeouts=quick, pool_size=3)
+    store = await PostgresStore(pg_url, opts).open()
+    try:  # four reads of 0.8 s: the last would wait longer than a connection may take
+        reads = [asyncio.create_task(store.fetch("SELECT pg_sleep(0.8)")) for _ in range(4)]
+        await asyncio.sleep(0.2)  # the reads hold what they can
+        got = await store.reserve(ask(0.01))
+        assert isinstance(got, Hold) and got.id > 0, "granted by the database, not offline"
+        assert not store.degraded
+        await asyncio.gather(*reads)
+        assert not store.degraded
+    finally:
+        await store.close()

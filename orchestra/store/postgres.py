@@ -78,6 +78,7 @@ _Queued = tuple[Ask | int | _Flush, "asyncio.Future[Any] | None"]
 REFRESH_S = 1.0  # how often the spend view catches up with other hosts (and the link is probed)
 KNOWN_EVERY_S = 5.0  # how often the last shared totals are kept in the spill file
 CLIENT_WINDOW_S = 60.0  # a host seen this recently shares the budget
+MONEY_CONNECTIONS = 2  # the pool's connections reads leave to the writer and the reserver
 
 _HISTORY = (
     "SELECT id, created_at, status, model, tier, cost_usd, latency_ms, prompt_tokens,"
@@ -124,6 +125,11 @@ class PostgresStore(Store):
         self._interner = Interner()
         # Budget asks (with their futures) and releases (hold ids), in the order they came.
         self._asks: asyncio.Queue[_Queued | None] = asyncio.Queue()
+        # Reads (history, the cache, spend, the totals refresh) share what the pool has but
+        # two connections: those are the writer's and the reserver's, so that no burst of reads
+        # makes the money path wait on the pool (and an acquire timed out there look like an
+        # unreachable database).
+        self._reads = asyncio.Semaphore(max(1, options.pool_size - MONEY_CONNECTIONS))
         self._reserver: asyncio.Task[None] | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._offline: OfflineLedger | None = None
@@ -306,7 +312,10 @@ class PostgresStore(Store):
             await self._offline_totals()
             return
         try:
-            async with self._pool.acquire(timeout=self.options.timeouts.connect_s) as conn:
+            async with (
+                self._reads,
+                self._pool.acquire(timeout=self.options.timeouts.connect_s) as conn,
+            ):
                 await self._read_totals(conn, heartbeat=True)
         except Exception as exc:
             if not unreachable(exc):
@@ -588,7 +597,10 @@ class PostgresStore(Store):
         if self.degraded:  # only the refresher probes: a read must not wait on a dead link
             raise StoreError(f"the store at {masked(self.url)} is unreachable (degraded)")
         try:
-            async with self._pool.acquire(timeout=self.options.timeouts.connect_s) as conn:
+            async with (
+                self._reads,
+                self._pool.acquire(timeout=self.options.timeouts.connect_s) as conn,
+            ):
                 return await fn(conn)
         except StoreError:
             raise
