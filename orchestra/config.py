@@ -51,7 +51,7 @@ class StoreConfig(_Section):
     url: str | None = Field(default=None, pattern=r"^postgres(ql)?://")
     keep_prompts: bool = False
     sample_every_s: float = Field(default=60.0, ge=0)
-    pool_size: int = Field(default=5, ge=2)
+    pool_size: int = Field(default=5, ge=3)  # two for the writer and the reserver, one for reads
     connect_timeout_s: float = Field(default=5.0, gt=0)
     statement_timeout_s: float = Field(default=10.0, gt=0)
     spill_max_mb: float = Field(default=256.0, gt=0)
