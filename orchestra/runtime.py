@@ -507,7 +507,12 @@ class Orchestra:
         return self._redact(text)
 
     def _agent_context(self) -> AgentContext:
-        return AgentContext(catalog=self._catalog, budget=self.config.budget, spend=self.spend)
+        return AgentContext(
+            catalog=self._catalog,
+            budget=self.config.budget,
+            spend=self.spend,
+            answered_at=self.latency.answered_at,
+        )
 
     def _on_sample(self, verdict: Verdict) -> None:
         if self._store is not None and self._sample_filter.keep(verdict):

@@ -13,13 +13,15 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from conftest import model_toml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestra import ALL_TIERS, AgentContext, Budget, Catalog, ModelSpec, Tier
+from orchestra import ALL_TIERS, AgentContext, Budget, Catalog, ModelSpec, Orchestra, Tier
 from orchestra.agents.connectivity import ConnectivityAgent, Probe, ProbeResult, probe_for
 from orchestra.spend.tracker import SpendTracker
 from orchestra.testing import Behaviour, StubProvider, refused_url
@@ -509,3 +511,37 @@ def test_edge_trouble_with_a_healthy_cloud_does_not_vote() -> None:
     )
     assert verdict.state == "degraded" and verdict.target is None
     assert verdict.allowed == frozenset({Tier.LOCAL, Tier.CLOUD})
+
+
+async def test_a_failed_probe_of_an_endpoint_that_just_answered_a_call_is_not_down() -> None:
+    """A probe can miss its deadline while real calls get through (a saturated event loop, a
+    provider slow to accept while it serves): a call answered since the round before is proof
+    the endpoint is reachable, so the tier is not vetoed as unreachable."""
+    url = refused_url()
+    answered: dict[str, float] = {}
+    ctx = replace(context(spec("c", Tier.CLOUD, url)), answered_at=answered.get)
+    agent = ConnectivityAgent(http_every=0)
+    await agent.start(ctx)
+    try:
+        assert (await agent.check(None)).state == "offline"  # no call: the probe decides
+        answered["c"] = time.monotonic()
+        verdict = await agent.check(None)
+        assert verdict.state != "offline" and Tier.CLOUD in verdict.allowed
+        endpoint = next(iter(verdict.metrics["endpoints"].values()))
+        assert endpoint["passive"] is True and endpoint["last_ms"] is None
+        answered["c"] = time.monotonic() - 60  # an old answer proves nothing now
+        assert (await agent.check(None)).state == "offline"
+    finally:
+        await agent.stop()
+
+
+async def test_the_runtime_tells_agents_when_a_model_last_answered(
+    stub: StubProvider, write_config: Callable[..., Path]
+) -> None:
+    async with Orchestra(config=write_config(model_toml("cloud-1", stub.url))) as orc:
+        ctx = orc._agent_context()
+        assert ctx.answered_at("cloud-1") is None
+        before = time.monotonic()
+        await orc.complete("hello", model="cloud-1")
+        at = ctx.answered_at("cloud-1")
+        assert at is not None and at >= before

@@ -105,6 +105,10 @@ class ProbeResult:
     error: str = ""
     http_ms: float | None = None
     bytes_per_s: float | None = None
+    # The probe failed, but a real call to the endpoint answered meanwhile: it is reachable
+    # (a busy event loop, or a provider slow to accept while it serves, fails a probe's
+    # deadline while the calls get through), and this result carries no timing.
+    passive: bool = False
 
 
 def probe_for(spec: ModelSpec) -> Probe | None:
@@ -188,6 +192,8 @@ class ConnectivityAgent(Agent):
         self._dns_pending: dict[str, asyncio.Future[list[str]]] = {}
         self._client: httpx.AsyncClient | None = None
         self.last_bandwidth_mbps: float | None = None
+        self._models: dict[Probe, list[str]] = {}  # the catalog's models behind each endpoint
+        self._answered_at: Callable[[str], float | None] = lambda model: None
         # Tests swap this for a lookup that never returns; production uses a daemon thread.
         self.resolver: Resolver = resolve_in_thread
 
@@ -200,8 +206,12 @@ class ConnectivityAgent(Agent):
         """Probe the remote endpoints of the (new) catalog; what was learnt of those still in
         it is kept."""
         remote = [m for m in context.catalog if m.tier is not Tier.LOCAL]
-        found = [p for m in remote if (p := probe_for(m))]
-        self._probes = list(dict.fromkeys([*found, *self._extra]))
+        found = [(p, m.name) for m in remote if (p := probe_for(m))]
+        self._probes = list(dict.fromkeys([*(p for p, _ in found), *self._extra]))
+        self._models = {}
+        for p, name in found:
+            self._models.setdefault(p, []).append(name)
+        self._answered_at = context.answered_at
         self._history = {p: h for p, h in self._history.items() if p in self._probes}
         if self._client is None and any(p.scheme for p in self._probes):
             # Loading the CA bundle takes ~100 ms of CPU: off the loop, once.
@@ -231,6 +241,8 @@ class ConnectivityAgent(Agent):
     async def check(self, request: Request | None) -> Verdict:
         results = await asyncio.gather(*(self.probe(p) for p in self._probes))
         for result in results:
+            if not result.ok and self._answered_lately(result.probe):
+                result = ProbeResult(result.probe, True, result.ms, passive=True)
             history = self._history.setdefault(result.probe, deque(maxlen=self.window))
             history.append(result)
         verdict = self.judge(r for h in self._history.values() for r in h)
@@ -268,6 +280,15 @@ class ConnectivityAgent(Agent):
             return self._failed(probe, due, started, f"{stage}_{_error_name(exc)}")
         self._http_failed.discard(probe)
         return ProbeResult(probe, True, connect_ms, http_ms=http_ms, bytes_per_s=rate)
+
+    def _answered_lately(self, probe: Probe) -> bool:
+        """Whether a real call to one of `probe`'s models answered since about the round before
+        this one: proof enough that the endpoint is reachable."""
+        since = time.monotonic() - (self.interval or 0.0) - self.probe_timeout_s
+        return any(
+            (at := self._answered_at(name)) is not None and at >= since
+            for name in self._models.get(probe, ())
+        )
 
     def _failed(self, probe: Probe, due: bool, started: float, error: str) -> ProbeResult:
         if due:  # keep probing HTTP every round until it answers, so recovery shows at once
@@ -411,7 +432,7 @@ class ConnectivityAgent(Agent):
     def _endpoint(self, history: list[ProbeResult]) -> dict[str, Any]:
         """Metrics and state of one endpoint from its recent probes (oldest first)."""
         last = history[-1]
-        lat = [r.ms for r in history if r.ok]
+        lat = [r.ms for r in history if r.ok and not r.passive]
         http = [r.http_ms for r in history if r.ok and r.http_ms is not None]
         rates = [r.bytes_per_s for r in history if r.ok and r.bytes_per_s is not None]
         loss = sum(not r.ok for r in history) / len(history)
@@ -430,7 +451,8 @@ class ConnectivityAgent(Agent):
             "why": why,
             "samples": len(history),
             "loss": round(loss, 3),
-            "last_ms": _round(last.ms if last.ok else None),
+            "last_ms": _round(last.ms if last.ok and not last.passive else None),
+            "passive": last.passive,
             "ewma_ms": _round(ewma_ms),
             **_spread(lat),
             "http_ms": _round(http_ms),

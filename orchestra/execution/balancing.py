@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping, Sequence
 from typing import Literal, get_args
 
@@ -40,12 +41,18 @@ class LatencyTracker:
             raise ValueError("alpha must be in (0, 1]")
         self.alpha = alpha
         self._ewma: dict[str, float] = {}
+        self._at: dict[str, float] = {}
 
     def observe(self, model: str, ms: float) -> None:
         if not math.isfinite(ms) or ms < 0:
             raise ValueError(f"latency must be a finite number >= 0, got {ms!r}")
         previous = self._ewma.get(model)
         self._ewma[model] = ms if previous is None else previous + self.alpha * (ms - previous)
+        self._at[model] = time.monotonic()
+
+    def answered_at(self, model: str) -> float | None:
+        """When `model` last answered (`time.monotonic()`), None if it never has."""
+        return self._at.get(model)
 
     def ewma(self, model: str) -> float | None:
         return self._ewma.get(model)
