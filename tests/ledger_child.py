@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,6 +41,16 @@ from orchestra.testing import Call, FunctionBackend
 IN_PRICE, OUT_PRICE = 1.0, 2.0  # USD per million tokens
 ANSWER_TOKENS = 10
 PROMPT = "What is the capital of France?"
+
+
+def outputs(children: list[subprocess.Popen[str]]) -> list[Any]:
+    """What each child printed (JSON), once each has exited cleanly (for the parent test)."""
+    out = []
+    for child in children:
+        text, err = child.communicate(timeout=120)
+        assert child.returncode == 0, err
+        out.append(json.loads(text))
+    return out
 
 
 def call_cost() -> float:

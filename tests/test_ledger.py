@@ -3,7 +3,6 @@ migration however many start at once."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -14,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from ledger_child import call_cost
+from ledger_child import call_cost, outputs
 
 from orchestra.store.schema import SCHEMA_VERSION
 
@@ -44,11 +43,7 @@ def test_four_processes_never_pay_more_than_the_budget_covers(tmp_path: Path) ->
     covered = 25  # the budget pays for exactly 25 calls; 160 want one
     budget = (covered + 0.5) * call_cost()
     children = [spawn("budget", tmp_path, 40, budget) for _ in range(4)]
-    summaries = []
-    for child in children:
-        out, err = child.communicate(timeout=120)
-        assert child.returncode == 0, err
-        summaries.append(json.loads(out))
+    summaries = outputs(children)
     paid = sum(s["paid"] for s in summaries)
     assert paid == covered, summaries
     assert sum(s["answered"] for s in summaries) == 160, "the rest answered locally"

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from ledger_child import call_cost
+from ledger_child import call_cost, outputs
 from test_postgres import _with_charges, ask, options, rows, spawn
 from test_store import make_record
 
@@ -48,11 +48,7 @@ def test_two_processes_of_one_host_cut_off_together_pay_at_most_what_was_left(
         assert all(c.poll() is None for c in children), [c.communicate() for c in children]
         time.sleep(0.02)
     (gate / "go").touch()
-    summaries = []
-    for child in children:
-        out, err = child.communicate(timeout=120)
-        assert child.returncode == 0, err
-        summaries.append(json.loads(out))
+    summaries = outputs(children)
     paid = sum(s["paid"] for s in summaries)
     assert paid <= covered, summaries
     assert paid == covered, "honest calls: the whole of what was left is used"

@@ -5,7 +5,6 @@ told that id. No call's record ever replaces another's. On SQLite and on Postgre
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 from budget_helpers import WantsCloud
 from budget_helpers import paid_and_free as config
+from ledger_child import outputs
 from test_postgres import options, rows
 from test_store import make_record
 
@@ -126,11 +126,7 @@ def test_processes_racing_on_one_chosen_id_keep_every_record(
         )
         for _ in range(3)
     ]
-    returned: list[dict[str, object]] = []
-    for child in children:
-        out, err = child.communicate(timeout=120)
-        assert child.returncode == 0, err
-        returned += json.loads(out)
+    returned: list[dict[str, object]] = [r for out in outputs(children) for r in out]
     assert len(returned) == 18
     location: str | Path = url or tmp_path / "orchestra.db"
     history, summary = asyncio.run(recorded(location))
