@@ -26,10 +26,11 @@ from typing import Any, Self, TypeVar
 
 import asyncpg
 
+import orchestra.store.budget_zone as budget_zone
 import orchestra.store.postgres_ledger as pg_ledger
 import orchestra.store.reads as reads
 import orchestra.store.shaping as shaping
-from orchestra.core.errors import StoreError, StoreUnavailable
+from orchestra.core.errors import ConfigError, StoreError, StoreUnavailable
 from orchestra.core.feedback import Judged, RequestRef
 from orchestra.core.model_spec import ModelSpec
 from orchestra.core.verdict import Verdict
@@ -37,6 +38,7 @@ from orchestra.execution.breaker.storage import BreakerRecord
 from orchestra.execution.cache import CachedAnswer
 from orchestra.spend.calendar import Calendar, calendar
 from orchestra.spend.ledger import Ask, Hold, Refusal, SpendTotals
+from orchestra.spend.machine_zone import machine_zone
 from orchestra.spend.tracker import SpendTracker
 from orchestra.store.base import ReplayBatch, Store, StoredModel, checked_part
 from orchestra.store.detail import Interner, encode
@@ -106,12 +108,14 @@ class PostgresStore(Store):
     """The store in a PostgreSQL database shared by many hosts (see the module's docstring).
 
     `url` is a libpq-style URL (`postgresql://user@host:5432/db`; a password is better in
-    PGPASSWORD or ~/.pgpass than in the URL). `timezone` is the budget calendar's.
+    PGPASSWORD or ~/.pgpass than in the URL). `timezone` is the config's budget calendar (None:
+    the store's, see `budget_zone`); once open, `calendar` is the store's.
     """
 
     def __init__(self, url: str, options: PostgresOptions, timezone: str | None = None) -> None:
         self.url = url
         self.options = options
+        self.timezone = timezone
         self.calendar: Calendar = calendar(timezone)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._spend = SpendTracker(calendar=self.calendar)
@@ -131,6 +135,7 @@ class PostgresStore(Store):
         self._known_saved = 0.0
         self._clients = 1
         self._migrated = False
+        self._zoned = False  # the store's zone is read (it is fixed for this process's life)
 
     def __repr__(self) -> str:
         return f"PostgresStore({masked(self.url)!r})"
@@ -159,14 +164,18 @@ class PostgresStore(Store):
         )
         try:
             await self._connect()
-        except StoreUnavailable:
+        except (StoreUnavailable, ConfigError):
             await self._disconnect()
             raise
         except Exception as exc:
             if not unreachable(exc):
                 await self._disconnect()
                 raise StoreUnavailable(f"cannot open the store at {where}: {exc}") from exc
-            await self._remember_known()
+            try:
+                await self._remember_known()
+            except ConfigError:
+                await self._disconnect()
+                raise
             self._spilled_usd = await self._spilled_charges()
             self._link.lost(exc)
         self._writer.start()
@@ -188,7 +197,34 @@ class PostgresStore(Store):
             if not self._migrated:
                 await migrate(conn)
                 self._migrated = True
+            if not self._zoned:
+                await self._store_zone(conn)
             await self._read_totals(conn)
+
+    async def _store_zone(self, conn: Conn) -> None:
+        """Count in the store's zone (recording ours if it has none). A config naming another is
+        refused at open; after an outage the store's is taken anyway: it is what the others use."""
+        stored = await budget_zone.pg_zone(conn, self.timezone or machine_zone())
+        try:
+            zone = budget_zone.agreed(stored, self.timezone, masked(self.url))
+        except ConfigError as exc:
+            if not self._open:
+                raise
+            log.error("store: %s; counting in %r meanwhile", exc, stored)
+            zone = stored
+        self._use_zone(zone)
+        self._zoned = True
+
+    def _use_zone(self, zone: str) -> None:
+        self.calendar = calendar(zone)
+        self._spend.calendar = self.calendar
+        if self._writer is not None:
+            self._writer.calendar = self.calendar
+
+    async def set_timezone(self, zone: str) -> None:
+        await self._run(lambda c: budget_zone.pg_set_zone(c, zone))
+        self.timezone = None if self.timezone is None else zone
+        self._use_zone(zone)
 
     async def close(self) -> None:
         if self._open:
@@ -328,12 +364,18 @@ class PostgresStore(Store):
             known = {"today_usd": totals.today_usd, "month_usd": totals.month_usd,
                      "reserved_usd": totals.reserved_usd, "last_hour_usd": totals.last_hour_usd,
                      "at": now, "clients": self._clients, "total_usd": float(total),
-                     "answered": int(answered)}  # fmt: skip
+                     "answered": int(answered), "timezone": self.calendar.timezone}  # fmt: skip
             await asyncio.to_thread(self._spill.put, "known", known)
 
     async def _remember_known(self) -> None:
-        """Started during an outage: the shared totals an earlier process last read here."""
+        """Started during an outage: the shared totals an earlier process last read here, and
+        the store's zone as it saw it (else ours: the store's is adopted when it answers)."""
         known = await self._known_from_spill()
+        zone = known.get("timezone") if known is not None else None
+        if isinstance(zone, str):
+            self._use_zone(budget_zone.agreed(zone, self.timezone, masked(self.url)))
+        elif self.timezone is None:
+            self._use_zone(machine_zone())
         if known is not None:
             self._known = SpendTotals(
                 today_usd=float(known["today_usd"]),
@@ -685,7 +727,7 @@ class PostgresStore(Store):
         return shaping.stored_models(rows)
 
     def opener(self) -> Callable[[], Store]:
-        return partial(PostgresStore, self.url, self.options, self.calendar.timezone)
+        return partial(PostgresStore, self.url, self.options, self.timezone)
 
     async def count_requests(self, since: float | None = None) -> int:
         since_ = since if since is not None else float("-inf")
