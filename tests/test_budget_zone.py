@@ -136,6 +136,24 @@ async def test_set_timezone_changes_the_stores_calendar(
         await opened(store_location, tmp_path, "Asia/Tokyo").open()
 
 
+async def test_a_host_cut_off_at_open_counts_in_the_zone_it_last_saw(
+    pg_url: str, tmp_path: Path, machine_tz: Callable[[str], None]
+) -> None:
+    """PostgreSQL unreachable at open: the store's zone as last read here (in the spill file)."""
+    machine_tz(WEST)
+    async with opened(pg_url, tmp_path):  # reads the totals: the spill file keeps them
+        pass
+    machine_tz(EAST)
+    dead = f"postgresql://postgres@/orchestra?host={tmp_path / 'nowhere'}"
+    store = await opened(dead, tmp_path).open()
+    try:
+        assert store.degraded and store.calendar.timezone == WEST
+    finally:
+        await store.close()
+    with pytest.raises(ConfigError, match="Europe/Paris"):
+        await opened(dead, tmp_path, "Europe/Paris").open()
+
+
 def test_machine_zone_is_an_iana_name(tmp_path: Path) -> None:
     link = tmp_path / "localtime"
     link.symlink_to("/usr/share/zoneinfo/Europe/Paris")

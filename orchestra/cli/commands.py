@@ -345,7 +345,6 @@ async def spend(args: argparse.Namespace, config: Config) -> int:
         return remote.spend(args, server)
     async with _store(config) as store:
         summary = await store.spend_summary()
-        summary["timezone"] = store.calendar.timezone
     summary.setdefault("degraded", False)
     summary["daily_budget_usd"] = config.budget.daily_usd
     summary["monthly_budget_usd"] = config.budget.monthly_usd

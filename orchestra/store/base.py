@@ -134,7 +134,7 @@ class Store(Ledger, ABC):
 
     @abstractmethod
     async def spend_summary(self, now: float | None = None) -> dict[str, Any]:
-        """Today, this month, all time, and this month by model."""
+        """Today, this month, all time, this month by model, and the calendar's `timezone`."""
 
     @abstractmethod
     async def spend_series(self, days: int = 30, now: float | None = None) -> dict[str, Any]:

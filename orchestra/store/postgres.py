@@ -577,7 +577,7 @@ class PostgresStore(Store):
         if not self.degraded:
             try:
                 summary = await self._run(lambda c: pg_ledger.summary(c, self.calendar, at))
-                return {**summary, "degraded": False, **spill}
+                return {**summary, "timezone": self.calendar.timezone, "degraded": False, **spill}
             except StoreError:
                 if not self.degraded:
                     raise
@@ -620,6 +620,7 @@ class PostgresStore(Store):
         answered = int(known.get("answered", 0)) + int(add["answers"])
         return {
             **spend_summary(shared, total, answered, [(*key, *r) for key, r in most_first]),
+            "timezone": self.calendar.timezone,
             "degraded": True,
             "known_at": known.get("at"),
             "spill_pending": waiting,

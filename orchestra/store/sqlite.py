@@ -292,7 +292,8 @@ class SqliteStore(Store):
     async def spend_summary(self, now: float | None = None) -> dict[str, Any]:
         await self.flush()
         at = time.time() if now is None else now
-        return await self._writer.run(lambda: self._writer.read(sqlite_ledger.summary, at))  # type: ignore[no-any-return]
+        summary = await self._writer.run(lambda: self._writer.read(sqlite_ledger.summary, at))
+        return {**summary, "timezone": self.calendar.timezone}
 
     async def spend_series(self, days: int = 30, now: float | None = None) -> dict[str, Any]:
         await self.flush()
