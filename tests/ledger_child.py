@@ -9,7 +9,8 @@ python ledger_child.py stub HOME N_REQUESTS BUDGET_USD URL STUB_URL -> the same,
 python ledger_child.py breaker URL                          -> opens the breaker of "flaky"
 python ledger_child.py loop HOME                           -> prints each request id once
                                                               its answer is returned
-python ledger_child.py open HOME START_AT                  -> opens the store at START_AT
+python ledger_child.py open HOME START_AT [URL]            -> opens the store at START_AT,
+                                                              prints its budget zone
 python ledger_child.py hold HOME URL USD LEASE_S           -> reserves USD of a $1 daily budget
                                                               on PostgreSQL, prints the hold's id,
                                                               then waits (to be killed)
@@ -35,7 +36,7 @@ from orchestra.config import Config, parse_config
 from orchestra.core.result import Usage
 from orchestra.execution.backend import Completion
 from orchestra.spend.estimate import prompt_tokens
-from orchestra.store import SqliteStore
+from orchestra.store import open_store
 from orchestra.testing import Call, FunctionBackend
 
 IN_PRICE, OUT_PRICE = 1.0, 2.0  # USD per million tokens
@@ -183,10 +184,10 @@ async def open_breaker(url: str) -> None:
     print(json.dumps([a.error_kind for a in result.attempts]), flush=True)
 
 
-async def open_at(home: Path, start_at: float) -> None:
+async def open_at(home: Path, start_at: float, url: str | None) -> None:
     await asyncio.sleep(max(0.0, start_at - time.time()))
-    async with SqliteStore(home / "orchestra.db"):
-        pass
+    async with open_store(url or home / "orchestra.db", home=home) as store:
+        print(store.calendar.timezone, flush=True)
 
 
 async def hold(home: Path, url: str, usd: float, lease_s: float) -> None:
@@ -220,7 +221,7 @@ def main() -> None:
         url = sys.argv[5] if len(sys.argv) > 5 and sys.argv[5] else None
         asyncio.run(chosen(home, sys.argv[3], int(sys.argv[4]), url))
     elif mode == "open":
-        asyncio.run(open_at(home, float(sys.argv[3])))
+        asyncio.run(open_at(home, float(sys.argv[3]), sys.argv[4] if len(sys.argv) > 4 else None))
     elif mode == "hold":
         args = sys.argv[3:6]
         asyncio.run(hold(home, args[0], float(args[1]), float(args[2])))

@@ -491,7 +491,10 @@ async def experiment(args: argparse.Namespace, config: Config) -> int:
 
 
 async def store(args: argparse.Namespace, config: Config) -> int:
-    """`orchestra store migrate --to URL`: copy the SQLite history into PostgreSQL."""
+    """`orchestra store migrate --to URL`: copy the SQLite history into PostgreSQL;
+    `orchestra store timezone [ZONE]`: show or change the store's budget time zone."""
+    if args.store_command == "timezone":
+        return await _store_timezone(args.zone, config)
     from pathlib import Path
 
     from orchestra.core.paths import default_db_path
@@ -506,6 +509,30 @@ async def store(args: argparse.Namespace, config: Config) -> int:
         print(json.dumps({**report, "from": str(source)}))
         return 0
     render.migrate_report(source, report)
+    return 0
+
+
+async def _store_timezone(zone: str | None, config: Config) -> int:
+    from orchestra.spend.budget import Budget
+
+    if zone is not None:
+        try:
+            Budget(timezone=zone)
+        except ValueError as exc:  # pydantic's ValidationError is one
+            raise ConfigError(f"unknown time zone {zone!r} (want e.g. 'Europe/Paris')") from exc
+    # Opened as a config naming no zone would be (the store's is taken, whatever the file says).
+    adopting = config.model_copy(
+        update={"budget": config.budget.model_copy(update={"timezone": None})}
+    )
+    async with _store(adopting) as store:
+        before = store.calendar.timezone
+        if zone is not None and zone != before:
+            await store.set_timezone(zone)
+    if zone is None or zone == before:
+        print(before)
+    else:
+        print(f"the store's budget time zone is now {zone} (was {before}); restart the"
+              " processes that share the store")  # fmt: skip
     return 0
 
 

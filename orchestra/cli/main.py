@@ -177,7 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("--json", action="store_true", help="one JSON object")
 
-    store = sub.add_parser("store", help="manage the store (copy a SQLite history to PostgreSQL)")
+    store = sub.add_parser(
+        "store", help="manage the store (copy a SQLite history to PostgreSQL, its time zone)"
+    )
     store_sub = store.add_subparsers(dest="store_command", required=True, metavar="ACTION")
     migrate = store_sub.add_parser(
         "migrate", help="copy a SQLite history into a PostgreSQL database (idempotent)"
@@ -192,6 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="the SQLite file (default: [store] path, else $ORCHESTRA_HOME/orchestra.db)",
     )
     migrate.add_argument("--json", action="store_true", help="one JSON object")
+    zone = store_sub.add_parser(
+        "timezone",
+        help="show the store's budget time zone, or change it (every process sharing the store"
+        " counts the budget's days in it)",
+    )
+    zone.add_argument(
+        "zone", nargs="?", metavar="ZONE", help="the new zone, an IANA name (e.g. Europe/Paris)"
+    )
 
     experiment = sub.add_parser(
         "experiment", help="compare policies on a scripted scenario (simulated time)"

@@ -288,6 +288,8 @@ def spend_table(summary: dict[str, Any]) -> None:
     out().print(
         f"all time   ${summary['total_usd']:.6f} over {summary['answered_requests']} answers"
     )
+    if zone := summary.get("timezone"):
+        out().print(f"calendar   days in {zone} (the store's)")
     if summary.get("degraded"):
         at = summary.get("known_at")
         known = (

@@ -47,6 +47,22 @@ class Calendar:
         return before.strftime("%Y-%m-%d"), before.hour
 
 
+@lru_cache(maxsize=32)
+def same_days(a: str, b: str) -> bool:
+    """Whether two zones count the same days: the same UTC offset every 12 hours from 2015 to
+    2045. So an alias ("UTC" and "Etc/UTC", "Asia/Calcutta" and "Asia/Kolkata"), or a zone under
+    the same rules, is the same budget calendar."""
+    if a == b:
+        return True
+    za, zb = ZoneInfo(a), ZoneInfo(b)
+    t = datetime(2015, 1, 1, tzinfo=ZoneInfo("UTC"))
+    for _ in range(30 * 366 * 2):
+        if t.astimezone(za).utcoffset() != t.astimezone(zb).utcoffset():
+            return False
+        t += timedelta(hours=12)
+    return True
+
+
 @lru_cache(maxsize=8)
 def calendar(timezone: str | None = None) -> Calendar:
     return Calendar(timezone)

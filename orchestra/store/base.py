@@ -21,6 +21,7 @@ from orchestra.core.model_spec import ModelSpec
 from orchestra.core.verdict import Verdict
 from orchestra.execution.breaker.storage import BreakerRecord
 from orchestra.execution.cache import CachedAnswer
+from orchestra.spend.calendar import Calendar
 from orchestra.spend.ledger import Ledger, SpendTotals
 from orchestra.store.record import RequestRecord
 
@@ -72,6 +73,7 @@ class Store(Ledger, ABC):
     """
 
     _open: bool = False
+    calendar: Calendar  # the budget's days: the store's calendar once open (`budget_zone`)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -82,6 +84,12 @@ class Store(Ledger, ABC):
     @abstractmethod
     async def close(self) -> None:
         """Commit everything queued, stop the writer, disconnect."""
+
+    @abstractmethod
+    async def set_timezone(self, zone: str) -> None:
+        """Make `zone` (an IANA name) the store's budget calendar, which every process opening
+        the store from now on counts in (one running keeps the calendar it opened with). Days
+        already counted keep their totals."""
 
     async def __aenter__(self) -> Self:
         return await self.open()
@@ -128,7 +136,7 @@ class Store(Ledger, ABC):
 
     @abstractmethod
     async def spend_summary(self, now: float | None = None) -> dict[str, Any]:
-        """Today, this month, all time, and this month by model."""
+        """Today, this month, all time, this month by model, and the calendar's `timezone`."""
 
     @abstractmethod
     async def spend_series(self, days: int = 30, now: float | None = None) -> dict[str, Any]:

@@ -27,10 +27,11 @@ from typing import Any, Self, TypeVar
 
 import asyncpg
 
+import orchestra.store.budget_zone as budget_zone
 import orchestra.store.postgres_ledger as pg_ledger
 import orchestra.store.reads as reads
 import orchestra.store.shaping as shaping
-from orchestra.core.errors import StoreError, StoreUnavailable
+from orchestra.core.errors import ConfigError, StoreError, StoreUnavailable
 from orchestra.core.feedback import Judged, RequestRef
 from orchestra.core.model_spec import ModelSpec
 from orchestra.core.verdict import Verdict
@@ -38,6 +39,7 @@ from orchestra.execution.breaker.storage import BreakerRecord
 from orchestra.execution.cache import CachedAnswer
 from orchestra.spend.calendar import Calendar, calendar
 from orchestra.spend.ledger import Ask, Hold, Refusal, SpendTotals
+from orchestra.spend.machine_zone import machine_zone
 from orchestra.spend.tracker import SpendTracker
 from orchestra.store.base import ReplayBatch, Store, StoredModel, checked_part
 from orchestra.store.detail import Interner, encode
@@ -78,6 +80,7 @@ _Queued = tuple[Ask | int | _Flush, "asyncio.Future[Any] | None"]
 REFRESH_S = 1.0  # how often the spend view catches up with other hosts (and the link is probed)
 KNOWN_EVERY_S = 5.0  # how often the last shared totals are kept in the spill file
 CLIENT_WINDOW_S = 60.0  # a host seen this recently shares the budget
+ZONE_KEY = "budget_timezone"  # the store's zone, as last read, in the spill file
 MONEY_CONNECTIONS = 2  # the pool's connections reads leave to the writer and the reserver
 
 _HISTORY = (
@@ -108,12 +111,14 @@ class PostgresStore(Store):
     """The store in a PostgreSQL database shared by many hosts (see the module's docstring).
 
     `url` is a libpq-style URL (`postgresql://user@host:5432/db`; a password is better in
-    PGPASSWORD or ~/.pgpass than in the URL). `timezone` is the budget calendar's.
+    PGPASSWORD or ~/.pgpass than in the URL). `timezone` is the config's budget calendar (None:
+    the store's, see `budget_zone`); once open, `calendar` is the store's.
     """
 
     def __init__(self, url: str, options: PostgresOptions, timezone: str | None = None) -> None:
         self.url = url
         self.options = options
+        self.timezone = timezone
         self.calendar: Calendar = calendar(timezone)
         # "<host>/<process>": the database counts the hosts (spill files) sharing the budget.
         self.owner = f"?/{socket.gethostname()}:{os.getpid()}:{id(self):x}"
@@ -139,6 +144,7 @@ class PostgresStore(Store):
         self._known_saved = 0.0
         self._clients = 1
         self._migrated = False
+        self._zoned = False  # the store's zone is read (it is fixed for this process's life)
 
     def __repr__(self) -> str:
         return f"PostgresStore({masked(self.url)!r})"
@@ -169,13 +175,18 @@ class PostgresStore(Store):
         )
         try:
             await self._connect()
-        except StoreUnavailable:
+        except (StoreUnavailable, ConfigError):
             await self._disconnect()
             raise
         except Exception as exc:
             if not unreachable(exc):
                 await self._disconnect()
                 raise StoreUnavailable(f"cannot open the store at {where}: {exc}") from exc
+            try:
+                await self._zone_from_spill()
+            except ConfigError:
+                await self._disconnect()
+                raise
             self._link.lost(exc)
         self._writer.start()
         self._reserver = asyncio.create_task(self._reserve_forever(), name="orchestra-reserver")
@@ -196,7 +207,37 @@ class PostgresStore(Store):
             if not self._migrated:
                 await migrate(conn)
                 self._migrated = True
+            if not self._zoned:
+                await self._store_zone(conn)
             await self._read_totals(conn)
+
+    async def _store_zone(self, conn: Conn) -> None:
+        """Count in the store's zone (recording ours if it has none). A config naming another is
+        refused at open; after an outage the store's is taken anyway: it is what the others use."""
+        stored = await budget_zone.pg_zone(conn, self.timezone or machine_zone())
+        try:
+            zone = budget_zone.agreed(stored, self.timezone, masked(self.url))
+        except ConfigError as exc:
+            if not self._open:
+                raise
+            log.error("store: %s; counting in %r meanwhile", exc, stored)
+            zone = stored
+        self._use_zone(zone)
+        self._zoned = True
+        if await asyncio.to_thread(self._spill.get, ZONE_KEY) != zone:  # for a start cut off
+            await asyncio.to_thread(self._spill.put, ZONE_KEY, zone)
+
+    def _use_zone(self, zone: str) -> None:
+        self.calendar = calendar(zone)
+        self._spend.calendar = self.calendar
+        if self._writer is not None:
+            self._writer.calendar = self.calendar
+
+    async def set_timezone(self, zone: str) -> None:
+        await self._run(lambda c: budget_zone.pg_set_zone(c, zone))
+        self.timezone = None if self.timezone is None else zone
+        self._use_zone(zone)
+        await asyncio.to_thread(self._spill.put, ZONE_KEY, zone)
 
     async def close(self) -> None:
         if self._open:
@@ -355,6 +396,15 @@ class PostgresStore(Store):
                      "at": now, "clients": self._clients, "total_usd": float(total),
                      "answered": int(answered)}  # fmt: skip
             await asyncio.to_thread(self._spill.keep_known, known)
+
+    async def _zone_from_spill(self) -> None:
+        """Started during an outage: count in the store's zone as this host last saw it (else
+        ours, until the store's is read when it answers)."""
+        zone = await asyncio.to_thread(self._spill.get, ZONE_KEY)
+        if isinstance(zone, str):
+            self._use_zone(budget_zone.agreed(zone, self.timezone, masked(self.url)))
+        elif self.timezone is None:
+            self._use_zone(machine_zone())
 
     # -- the write funnel ------------------------------------------------------------------------
 
@@ -539,7 +589,7 @@ class PostgresStore(Store):
         if not self.degraded:
             try:
                 summary = await self._run(lambda c: pg_ledger.summary(c, self.calendar, at))
-                return {**summary, "degraded": False, **spill}
+                return {**summary, "timezone": self.calendar.timezone, "degraded": False, **spill}
             except StoreError:
                 if not self.degraded:
                     raise
@@ -584,6 +634,7 @@ class PostgresStore(Store):
         answered = int(known.get("answered", 0)) + int(add["answers"])
         return {
             **spend_summary(shared, total, answered, [(*key, *r) for key, r in most_first]),
+            "timezone": self.calendar.timezone,
             "degraded": True,
             "known_at": known.get("at"),
             "spill_pending": waiting,
@@ -694,7 +745,7 @@ class PostgresStore(Store):
         return shaping.stored_models(rows)
 
     def opener(self) -> Callable[[], Store]:
-        return partial(PostgresStore, self.url, self.options, self.calendar.timezone)
+        return partial(PostgresStore, self.url, self.options, self.timezone)
 
     async def count_requests(self, since: float | None = None) -> int:
         since_ = since if since is not None else float("-inf")

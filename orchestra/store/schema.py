@@ -307,6 +307,11 @@ STEPS: tuple[Step, ...] = (
         postgres="ALTER TABLE requests ALTER COLUMN prompt_sha256 TYPE BYTEA"
         " USING decode(left(prompt_sha256, 32), 'hex')",
     ),
+    # 11: the store's own settings, e.g. its budget calendar's zone (`budget_zone`).
+    Step(
+        sqlite="CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        postgres="CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    ),
 )
 MIGRATIONS: tuple[Migration, ...] = tuple(step.sqlite for step in STEPS)
 SCHEMA_VERSION = len(STEPS)

@@ -14,10 +14,11 @@ from typing import Any, Self
 
 import aiosqlite
 
+import orchestra.store.budget_zone as budget_zone
 import orchestra.store.reads as reads
 import orchestra.store.shaping as shaping
 import orchestra.store.sqlite_ledger as sqlite_ledger
-from orchestra.core.errors import StoreError, StoreUnavailable
+from orchestra.core.errors import ConfigError, StoreError, StoreUnavailable
 from orchestra.core.feedback import Judged, RequestRef
 from orchestra.core.model_spec import ModelSpec
 from orchestra.core.verdict import Verdict
@@ -25,6 +26,7 @@ from orchestra.execution.breaker.storage import BreakerRecord
 from orchestra.execution.cache import CachedAnswer
 from orchestra.spend.calendar import Calendar, calendar
 from orchestra.spend.ledger import Ask, Hold, Refusal, SpendTotals
+from orchestra.spend.machine_zone import machine_zone
 from orchestra.spend.tracker import SpendTracker
 from orchestra.store.base import ReplayBatch, Store, StoredModel, checked_part
 from orchestra.store.detail import Interner
@@ -90,14 +92,16 @@ class SqliteStore(Store):
     when the future `record()` returns resolves. Reads go through their own connection and see
     only committed rows (`flush()` first to read your own writes). It is also the ledger: budget
     reservations are taken in the writer's transactions, against every process's spend.
-    `timezone` is the budget calendar's (None: this machine's); `sync` whether each commit is
-    synced to the disk before it is reported done (`orchestra.store.sync`).
+    `timezone` is the config's budget calendar (None: the store's, see `budget_zone`); once
+    open, `calendar` is the store's. `sync` says whether each commit is synced to the disk
+    before it is reported done (`orchestra.store.sync`).
     """
 
     def __init__(
         self, path: str | Path, timezone: str | None = None, *, sync: Sync = DEFAULT_SYNC
     ) -> None:
         self.path = Path(path)
+        self.timezone = timezone
         self.calendar: Calendar = calendar(timezone)
         self._spend = SpendTracker(calendar=self.calendar)
         self._db: aiosqlite.Connection | None = None
@@ -122,14 +126,36 @@ class SqliteStore(Store):
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             await self._writer.start()
+            self._use_zone(await self._writer.run(self._store_zone))
             self._db = await aiosqlite.connect(self.path, timeout=30.0)
             self._spend.update(await self._writer.run(self._writer.refresh))
+        except ConfigError:
+            await self._disconnect()
+            raise
         except (StoreError, sqlite3.Error, OSError) as exc:
             await self._disconnect()
             raise StoreUnavailable(f"cannot open the store at {self.path}: {exc}") from exc
         self._refresher = asyncio.create_task(self._refresh_forever(), name="orchestra-spend")
         self._open = True
         return self
+
+    def _store_zone(self) -> str:
+        """(Writer thread) The store's budget zone, recorded first if it has none."""
+        conn = self._writer.connection
+        stored = budget_zone.sqlite_zone(conn, self.timezone or machine_zone())
+        return budget_zone.agreed(stored, self.timezone, str(self.path))
+
+    def _use_zone(self, zone: str) -> None:
+        self.calendar = calendar(zone)
+        self._spend.calendar = self._writer.calendar = self.calendar
+
+    async def set_timezone(self, zone: str) -> None:
+        def put() -> None:
+            budget_zone.sqlite_set_zone(self._writer.connection, zone)
+
+        await self._writer.run(put)
+        self.timezone = None if self.timezone is None else zone
+        self._use_zone(zone)
 
     async def close(self) -> None:
         if self._refresher is not None:
@@ -270,7 +296,8 @@ class SqliteStore(Store):
     async def spend_summary(self, now: float | None = None) -> dict[str, Any]:
         await self.flush()
         at = time.time() if now is None else now
-        return await self._writer.run(lambda: self._writer.read(sqlite_ledger.summary, at))  # type: ignore[no-any-return]
+        summary = await self._writer.run(lambda: self._writer.read(sqlite_ledger.summary, at))
+        return {**summary, "timezone": self.calendar.timezone}
 
     async def spend_series(self, days: int = 30, now: float | None = None) -> dict[str, Any]:
         await self.flush()
@@ -369,7 +396,7 @@ class SqliteStore(Store):
             yield page_
 
     def opener(self) -> Callable[[], Store]:
-        return partial(SqliteStore, self.path, self.calendar.timezone, sync=self._writer.sync)
+        return partial(SqliteStore, self.path, self.timezone, sync=self._writer.sync)
 
     async def fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Run any read query: for tests and debugging (SQLite only; not part of `Store`)."""

@@ -332,6 +332,11 @@ class Writer:
         """(Writer thread) A read of the ledger's sums as of `now`."""
         return fn(self._require_conn(), self.calendar, now)
 
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """(Writer thread) The write connection, outside any transaction."""
+        return self._require_conn()
+
     def _require_conn(self) -> sqlite3.Connection:
         if self._conn is None:
             raise sqlite3.OperationalError("the store is closed")

@@ -2,8 +2,8 @@
 
 Everything is copied in one PostgreSQL transaction: requests with their details, shared values,
 samples, feedback, the ledger, the running sums, breakers (state and events), the response
-cache and the models changed while running. Live reservations are not: stop the processes
-using the SQLite home first.
+cache, the models changed while running and the store's settings (its budget zone). Live
+reservations are not: stop the processes using the SQLite home first.
 
 Idempotent: the copy records its source in `store_imports` under a fingerprint of the file's
 oldest rows, so a second run copies nothing (and says so); rows with a natural key (requests,
@@ -109,9 +109,15 @@ _COPIES: dict[str, tuple[str, str]] = {
         " ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, version = excluded.version,"
         " updated_at = excluded.updated_at WHERE models.updated_at < excluded.updated_at",
     ),
+    # The store's settings: the budget calendar's zone, unless the database already has one
+    # (then the copied running sums keep the days they were counted in).
+    "settings": (
+        "SELECT key, value FROM settings",
+        "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+    ),
 }
 # Counted by what PostgreSQL inserted (a natural key already there is not copied again).
-_KEYED = frozenset({"requests", "shared", "response_cache", "feedback", "models"})
+_KEYED = frozenset({"requests", "shared", "response_cache", "feedback", "models", "settings"})
 
 
 def fingerprint(db: sqlite3.Connection) -> str | None:
