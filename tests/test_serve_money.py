@@ -26,7 +26,7 @@ import httpx
 import psutil
 import pytest
 from conftest import model_toml
-from openai import APIError, APIStatusError, AsyncOpenAI
+from openai import APIError, APIStatusError, AsyncOpenAI, OpenAI, RateLimitError
 from server_helpers import ServerProcess
 from test_server_load import wait_for_workers
 
@@ -221,7 +221,7 @@ def test_many_clients_two_workers_budget_holds_and_books_are_true(
             asyncio.run(crowd(server, calls, seen, at_once=12))
     assert_true_books(stub, seen, budget, honest=True, pg_url=pg_url)
     assert seen.answered and seen.errors, (len(seen.answered), seen.errors)
-    assert set(seen.errors) <= {(429, "insufficient_quota"), (503, "no_model_available")}
+    assert set(seen.errors) == {(429, "insufficient_quota")}, seen.errors
     assert len(seen.answered) >= 50 and stub.served.cost_usd(IN, OUT) > budget * 0.8
 
 
@@ -335,3 +335,30 @@ def test_a_worker_killed_mid_answer_keeps_the_budget_and_the_answers_returned(
         assert len(seen.answered) >= 4
     after = assert_true_books(stub, seen, budget, honest=False)
     assert after.ledger_usd >= b.ledger_usd + held_usd - 1e-12, "charged in full once expired"
+
+
+@pytest.mark.slow
+def test_a_spent_budget_is_a_429_insufficient_quota_for_every_request(
+    write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Once the budget is spent, a request is refused as OpenAI refuses a spent quota (429
+    `insufficient_quota`, `RateLimitError` in the SDK), whether the budget's guard or the cost
+    agent (which sees the spend first) refuses it: never a 503 that reads as an outage."""
+    stub = StubProvider(story(1000))
+    with stub, serving(write_config, tmp_path, stub, "daily_usd = 0.004") as server:
+        seen = Seen()
+        asyncio.run(crowd(server, [{"stream": False, "max_tokens": None}] * 8, seen, 1))
+        asyncio.run(crowd(server, [{"stream": True, "max_tokens": None}] * 2, seen, 1))
+        billed = stub.served
+        with OpenAI(base_url=f"{server.url}/v1", api_key="unused") as sdk:  # its retries
+            for stream in (False, True):
+                with pytest.raises(RateLimitError) as refused:
+                    sdk.chat.completions.create(
+                            model="auto", messages=[{"role": "user", "content": "hi"}],
+                            stream=stream,
+                        )  # fmt: skip
+                assert refused.value.code == "insufficient_quota"
+                assert refused.value.type == "rate_limit_error"
+    assert stub.served == billed, "no call reached the provider"
+    assert_true_books(stub, seen, 0.004, honest=False)
+    assert set(seen.errors) == {(429, "insufficient_quota")}, seen.errors
