@@ -477,3 +477,21 @@ def test_only_a_process_of_its_own_has_its_start_up_heap_frozen(
     finally:
         gc.unfreeze()  # the test session is not a server's process
     assert (frozen > before) is own_process
+
+
+@pytest.mark.parametrize(
+    ("by", "status", "code"),
+    [
+        ({"cost"}, 429, "insufficient_quota"),  # the budget alone: a spent quota
+        ({"cost", "connectivity"}, 503, "no_model_available"),  # offline too: may come back
+        (set(), 503, "no_model_available"),  # who vetoed is not known (a user's policy)
+    ],
+)
+def test_no_model_left_is_a_spent_quota_only_when_the_budget_alone_refused(
+    by: set[str], status: int, code: str
+) -> None:
+    from orchestra.core.errors import NoAllowedModelError
+    from orchestra.server.errors import api_error
+
+    error = api_error(NoAllowedModelError("no allowed model", by=by))
+    assert (error.status, error.code) == (status, code)

@@ -371,6 +371,31 @@ def test_usage_scale_misreports_completion_tokens(
     assert json.loads(events[-2])["usage"] == expected
 
 
+def test_served_counts_what_was_billed_whatever_the_usage_reported(stub: StubProvider) -> None:
+    stub.behaviour = Behaviour(reply_words=10, usage_scale=0.0)  # reports no answer tokens
+    raw(stub.port, "POST", "/v1/chat/completions", CHAT)
+    raw(stub.port, "POST", "/v1/chat/completions", {**CHAT, "max_tokens": 4})  # cut to 4
+    raw(stub.port, "POST", "/v1/chat/completions", STREAM_WITH_USAGE)
+    stub.behaviour = Behaviour(kind="status", status=500)  # an error bills nothing
+    raw(stub.port, "POST", "/v1/chat/completions", CHAT)
+    served = stub.served
+    assert (served.calls, served.prompt_tokens, served.completion_tokens) == (4, 18, 24)
+    assert served.cost_usd(1.0, 2.0) == pytest.approx((18 + 48) / 1e6)
+
+
+def test_a_paced_stream_stops_generating_when_its_client_leaves(stub: StubProvider) -> None:
+    stub.behaviour = Behaviour(reply_words=200, chunk_delay_s=0.01)
+    sock = open_chat(stub.port, STREAM_WITH_USAGE)
+    read_until(sock, b"word", 3)
+    sock.close()
+    deadline = time.monotonic() + 5
+    while (before := stub.served.completion_tokens) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        if stub.served.completion_tokens == before:
+            break
+    assert 3 <= stub.served.completion_tokens < 200
+
+
 def test_empty_stream(stub: StubProvider) -> None:
     stub.behaviour = Behaviour(kind="empty_stream")
     status, headers, data = raw(stub.port, "POST", "/v1/chat/completions", STREAM_WITH_USAGE)

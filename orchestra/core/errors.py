@@ -24,7 +24,7 @@ both by HTTP status first through `status_kind`; nothing above a backend sees a 
 from __future__ import annotations
 
 from asyncio import CancelledError
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
@@ -117,7 +117,14 @@ class PolicyError(OrchestraError):
 
 
 class NoAllowedModelError(OrchestraError):
-    """The agents' hard constraints (or the caller's hints) left no model to try."""
+    """The agents' hard constraints (or the caller's hints) left no model to try.
+
+    `by` names the agents whose vetoes removed the models, when they are known (the cost agent
+    alone: the budget is what refuses the request)."""
+
+    def __init__(self, message: str, *, by: Iterable[str] = ()) -> None:
+        super().__init__(message)
+        self.by = frozenset(by)
 
 
 class EmbeddedModelError(OrchestraError):

@@ -164,7 +164,9 @@ def opening(
 def require_models(request: Request, catalog: Catalog, sc: Scope) -> None:
     """Raise `NoAllowedModelError`, saying who excluded what, when nothing is usable."""
     if not sc.tiers:
-        raise NoAllowedModelError(nothing_left(request, catalog, sc.excluded))
+        raise NoAllowedModelError(
+            nothing_left(request, catalog, sc.excluded), by={e.by for e in sc.excluded}
+        )
 
 
 def nothing_left(request: Request, catalog: Catalog, excluded: Sequence[Exclusion]) -> str:

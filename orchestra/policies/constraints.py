@@ -3,7 +3,7 @@ whatever a policy returns, `enforce` removes what a veto forbids, and says who f
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from orchestra.core.catalog import Catalog
 from orchestra.core.decision import Candidate, Decision, Exclusion
@@ -81,15 +81,18 @@ def enforce(decision: Decision, verdicts: Sequence[Verdict], catalog: Catalog) -
         return decision  # no veto, and every candidate is what the catalog says it is
     kept: list[Candidate] = []
     removed: list[Exclusion] = []
+    vetoers: set[str] = set()
     relabelled = False
     for c in decision.candidates:
         tier = catalog.get(c.model).tier
         if tier not in allowed:
-            by = ", ".join(e.by for e in tier_vetoes if e.tier is tier)
-            removed.append(_removed(c.model, tier, f"{tier} is disallowed by {by}"))
+            agents = [e.by for e in tier_vetoes if e.tier is tier]
+            removed.append(_removed(c.model, tier, f"{tier} is disallowed by {', '.join(agents)}"))
+            vetoers.update(agents)
         elif c.model in denied:
-            by = ", ".join(e.by for e in model_vetoes if e.model == c.model)
-            removed.append(_removed(c.model, tier, f"denied by {by}"))
+            agents = [e.by for e in model_vetoes if e.model == c.model]
+            removed.append(_removed(c.model, tier, f"denied by {', '.join(agents)}"))
+            vetoers.update(agents)
         elif c.tier is not tier:  # a policy cannot pass a cloud model off as a local one
             kept.append(c.model_copy(update={"tier": tier}))
             relabelled = True
@@ -97,18 +100,24 @@ def enforce(decision: Decision, verdicts: Sequence[Verdict], catalog: Catalog) -
             kept.append(c)
     if not removed and not relabelled:
         return decision
-    return pruned(decision, kept, removed, "only vetoed models")
+    return pruned(decision, kept, removed, "only vetoed models", by=vetoers)
 
 
 def pruned(
-    decision: Decision, kept: list[Candidate], removed: list[Exclusion], chose: str
+    decision: Decision,
+    kept: list[Candidate],
+    removed: list[Exclusion],
+    chose: str,
+    *,
+    by: Iterable[str] = (),
 ) -> Decision:
     """`decision` with `kept` as its candidates and `removed` added to its exclusions; with
-    none kept, `NoAllowedModelError` saying the policy `chose` nothing else, and why."""
+    none kept, `NoAllowedModelError` saying the policy `chose` nothing else, and why (`by`: the
+    agents whose vetoes removed them)."""
     if not kept:
         why = "; ".join(e.reason for e in removed)
         raise NoAllowedModelError(
-            f"no allowed model: policy {decision.policy!r} chose {chose} ({why})"
+            f"no allowed model: policy {decision.policy!r} chose {chose} ({why})", by=by
         )
     return decision.model_copy(
         update={"candidates": tuple(kept), "excluded": (*decision.excluded, *removed)}

@@ -4,8 +4,10 @@ RequestError, RejectedRequest          400 invalid_request_error
 UnknownModelError                      404 model_not_found (as OpenAI answers)
 NoAllowedModelError                    422 model_not_allowed when the request forced a model,
                                        a tier or a need (changing the request helps);
+                                       429 insufficient_quota when the cost agent alone vetoed
+                                       every model (the budget is spent: as the guard says);
                                        503 no_model_available otherwise (the agents' view of
-                                       this moment: offline, over budget; a retry may help)
+                                       this moment: offline, breakers; a retry may help)
 StreamBroken (mid-stream)              an SSE `error` event, code stream_broken, then the end
 AllCandidatesFailed                    502 all_candidates_failed, with the attempts; 429 when
                                        every attempt was refused by a budget or a rate
@@ -25,6 +27,7 @@ from typing import Any
 from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 
+from orchestra.agents.cost import CostAgent
 from orchestra.core.errors import (
     AllCandidatesFailed,
     NoAllowedModelError,
@@ -43,6 +46,7 @@ from orchestra.core.result import Attempt
 log = logging.getLogger("orchestra.server")
 
 _BUDGET_KINDS = frozenset({"budget"})
+_BUDGET_AGENTS = frozenset({CostAgent.name})
 _LIMIT_KINDS = frozenset({"rate_limit", "budget"})
 
 
@@ -107,6 +111,8 @@ def _mapped(exc: BaseException, request: Request | None, extra: dict[str, Any]) 
     if isinstance(exc, NoAllowedModelError):
         if request is not None and _forces(request):
             return ApiError(422, str(exc), code="model_not_allowed", param="model", extra=extra)
+        if exc.by and exc.by <= _BUDGET_AGENTS:
+            return _over_budget(str(exc), {}, extra)
         return ApiError(503, str(exc), type="server_error", code="no_model_available", extra=extra)
     if isinstance(exc, AllCandidatesFailed):
         return _all_failed(exc, _with_attempts(extra, exc.attempts))
@@ -147,15 +153,25 @@ def _all_failed(exc: AllCandidatesFailed, extra: dict[str, Any]) -> ApiError:
     if tried and kinds <= _LIMIT_KINDS:
         # Refused before any provider was called: the client should slow down (or wait for the
         # budget), which is what 429 tells OpenAI's SDKs.
-        code = "insufficient_quota" if kinds <= _BUDGET_KINDS else "rate_limit_exceeded"
         waits = [a.retry_after_s for a in tried if a.retry_after_s is not None]
         headers = {"retry-after": str(max(1, round(min(waits))))} if waits else {}
+        if kinds <= _BUDGET_KINDS:
+            return _over_budget(str(exc), headers, extra)
         return ApiError(
-            429, str(exc), type="rate_limit_error", code=code, headers=headers, extra=extra
-        )
+            429, str(exc), type="rate_limit_error", code="rate_limit_exceeded", headers=headers,
+            extra=extra,
+        )  # fmt: skip
     if exc.attempts and not tried:  # every model skipped: breakers open, windows too small
         return ApiError(503, str(exc), type="server_error", code="no_model_available", extra=extra)
     return ApiError(502, str(exc), type="server_error", code="all_candidates_failed", extra=extra)
+
+
+def _over_budget(message: str, headers: dict[str, str], extra: dict[str, Any]) -> ApiError:
+    """The budget refused the request: OpenAI's answer to a spent quota."""
+    return ApiError(
+        429, message, type="rate_limit_error", code="insufficient_quota", headers=headers,
+        extra=extra,
+    )  # fmt: skip
 
 
 def _with_attempts(extra: dict[str, Any], attempts: tuple[Attempt, ...]) -> dict[str, Any]:

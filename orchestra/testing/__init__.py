@@ -5,6 +5,6 @@ OpenAI-compatible HTTP server on 127.0.0.1 that plays a healthy or faulty provid
 """
 
 from orchestra.testing.function_backend import Call, FunctionBackend
-from orchestra.testing.stub_provider import Behaviour, StubProvider, refused_url
+from orchestra.testing.stub_provider import Behaviour, Served, StubProvider, refused_url
 
-__all__ = ["Behaviour", "Call", "FunctionBackend", "StubProvider", "refused_url"]
+__all__ = ["Behaviour", "Call", "FunctionBackend", "Served", "StubProvider", "refused_url"]

@@ -81,6 +81,10 @@ class Behaviour:
     past its cap), and reports it. `usage_report`, when set, is sent as the usage object as it
     is, instead of the counts (a dishonest provider: zeros, negatives, absurd numbers, a field
     missing). `finish_reason` is the reason the answer says it stopped.
+
+    `chunk_delay_s` paces a stream: the stub waits that long before each content chunk after
+    the first, as a provider generating the answer does, and stops generating as soon as a write
+    fails (the client left): what it bills (`StubProvider.served`) is what it generated.
     """
 
     kind: BehaviourKind = "healthy"
@@ -98,6 +102,7 @@ class Behaviour:
     ignore_cap: bool = False
     finish_reason: str = "stop"
     usage_report: Mapping[str, Any] | None = None
+    chunk_delay_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.kind not in get_args(BehaviourKind):
@@ -118,11 +123,31 @@ class Behaviour:
             raise ValueError('echo_request applies to kind "status" only')
         if self.reply_words is not None and self.reply_words < 0:
             raise ValueError("reply_words must be >= 0")
+        if not 0 <= self.chunk_delay_s < float("inf"):
+            raise ValueError("chunk_delay_s must be a finite number >= 0")
 
     @property
     def text(self) -> str:
         """The reply the stub sends: `reply`, or "word " * `reply_words` when that is set."""
         return self.reply if self.reply_words is None else "word " * self.reply_words
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """What a stub served, as a provider would bill it (its own word counts, whatever usage it
+    reported): `calls` chat requests received; `prompt_tokens` of the requests it answered with
+    a 200 (an error status or a hang bills nothing); `completion_tokens` it generated: a whole
+    answer's words, or a stream's words up to the chunk it was writing when the client left."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def cost_usd(self, input_cost_per_mtok: float, output_cost_per_mtok: float) -> float:
+        """The bill at these prices (USD per million tokens)."""
+        return (
+            self.prompt_tokens * input_cost_per_mtok + self.completion_tokens * output_cost_per_mtok
+        ) / 1e6
 
 
 class StubProvider:
@@ -133,6 +158,8 @@ class StubProvider:
     are used first, in order. `requests` logs each chat request as
     {"path", "headers" (lower-case names), "body" (parsed JSON)}. The stub can be stopped and
     started again; it keeps its port, so a test can take a provider down and bring it back.
+    `served` is what it would bill, counted by the stub itself (thread-safe): the ground truth a
+    test holds a ledger to.
     """
 
     def __init__(
@@ -144,6 +171,7 @@ class StubProvider:
         self._lock = threading.Lock()
         self._behaviour = behaviour or Behaviour()
         self._queue: deque[Behaviour] = deque()
+        self._served = Served()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -186,6 +214,23 @@ class StubProvider:
     def record(self, entry: dict[str, Any]) -> None:
         with self._lock:
             self.requests.append(entry)
+            self._served = dataclasses.replace(self._served, calls=self._served.calls + 1)
+
+    @property
+    def served(self) -> Served:
+        """What the stub has served so far (see `Served`)."""
+        with self._lock:
+            return self._served
+
+    def bill(self, *, prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
+        """Add to `served` (the handler calls this as it answers)."""
+        with self._lock:
+            s = self._served
+            self._served = dataclasses.replace(
+                s,
+                prompt_tokens=s.prompt_tokens + prompt_tokens,
+                completion_tokens=s.completion_tokens + completion_tokens,
+            )
 
     def start(self) -> StubProvider:
         """Bind and serve in a daemon thread; returns self. A no-op if already running."""
@@ -369,7 +414,9 @@ class _Handler(BaseHTTPRequestHandler):
                 auth = self.headers.get("Authorization")
                 message += f" (request: {raw.decode('utf-8', 'replace')}; Authorization: {auth})"
             self._send_error(behaviour.status, message, behaviour.retry_after_s)
-        elif behaviour.kind == "malformed":
+            return
+        self.server.stub.bill(prompt_tokens=_prompt_words(body))
+        if behaviour.kind == "malformed":
             self._send_malformed(stream)
         elif behaviour.kind == "empty_stream":
             self._send_empty(stream)
@@ -396,6 +443,7 @@ class _Handler(BaseHTTPRequestHandler):
         }
         if behaviour.usage:
             payload["usage"] = _usage(body, behaviour)
+        self.server.stub.bill(completion_tokens=_words(behaviour.text))
         if behaviour.kind not in ("drop_stream", "trickle"):
             self._send_json(200, payload)
             return
@@ -434,6 +482,11 @@ class _Handler(BaseHTTPRequestHandler):
             {"Transfer-Encoding": "chunked", "Cache-Control": "no-cache"},
         )
         for i, piece in enumerate(pieces):
+            if i and behaviour.chunk_delay_s and self._stopped_after(behaviour.chunk_delay_s):
+                return
+            # Billed once generated, before it is written: a write to a client that left may
+            # still succeed (into the socket's buffer), and the next one fails.
+            self.server.stub.bill(completion_tokens=_words(piece))
             delta = {"role": "assistant", "content": piece} if i == 0 else {"content": piece}
             self._event(chunk(delta))
         if behaviour.kind == "trickle":
@@ -545,6 +598,18 @@ def _usage(body: dict[str, Any], behaviour: Behaviour) -> dict[str, Any]:
     the `usage_report` to send instead."""
     if behaviour.usage_report is not None:
         return dict(behaviour.usage_report)
+    prompt = _prompt_words(body)
+    # Floored; the epsilon keeps e.g. 100 * 0.57 (56.99999999999999) at 57.
+    completion = math.floor(_words(behaviour.text) * behaviour.usage_scale + 1e-9)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+def _prompt_words(body: dict[str, Any]) -> int:
+    """The words of every message's text content (string contents, and list parts' "text")."""
     prompt = 0
     for message in body.get("messages") or []:
         content = message.get("content") if isinstance(message, dict) else None
@@ -554,13 +619,7 @@ def _usage(body: dict[str, Any], behaviour: Behaviour) -> dict[str, Any]:
             prompt += sum(
                 _words(str(part.get("text", ""))) for part in content if isinstance(part, dict)
             )
-    # Floored; the epsilon keeps e.g. 100 * 0.57 (56.99999999999999) at 57.
-    completion = math.floor(_words(behaviour.text) * behaviour.usage_scale + 1e-9)
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-    }
+    return prompt
 
 
 def _split(text: str, at_least: int) -> list[str]:
