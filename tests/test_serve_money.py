@@ -358,7 +358,7 @@ def test_a_spent_budget_is_a_429_insufficient_quota_for_every_request(
                             stream=stream,
                         )  # fmt: skip
                 assert refused.value.code == "insufficient_quota"
-                assert refused.value.type == "rate_limit_error"
+                assert refused.value.type == "insufficient_quota"  # as OpenAI answers it
     assert stub.served == billed, "no call reached the provider"
     assert_true_books(stub, seen, 0.004, honest=False)
     assert set(seen.errors) == {(429, "insufficient_quota")}, seen.errors

@@ -167,9 +167,9 @@ def _all_failed(exc: AllCandidatesFailed, extra: dict[str, Any]) -> ApiError:
 
 
 def _over_budget(message: str, headers: dict[str, str], extra: dict[str, Any]) -> ApiError:
-    """The budget refused the request: OpenAI's answer to a spent quota."""
+    """The budget refused the request: OpenAI's answer to a spent quota (its type and code)."""
     return ApiError(
-        429, message, type="rate_limit_error", code="insufficient_quota", headers=headers,
+        429, message, type="insufficient_quota", code="insufficient_quota", headers=headers,
         extra=extra,
     )  # fmt: skip
 
