@@ -208,7 +208,7 @@ def test_many_clients_two_workers_budget_holds_and_books_are_true(
 ) -> None:
     pg_url = request.getfixturevalue("pg_url") if backend == "postgres" else None
     rng = random.Random(7)
-    budget = 0.05  # some 65 answers of 1250 words ($0.00075); some 20 reservations at once
+    budget = 0.03  # some 40 answers of 1250 words ($0.00075); some 12 reservations at once
     with StubProvider(Behaviour(reply_words=1000)) as stub:
         stub.enqueue(*(story(rng.randrange(1, 3000)) for _ in range(400)))
         with serving(write_config, tmp_path, stub, f"daily_usd = {budget}", pg_url) as server:
@@ -216,13 +216,15 @@ def test_many_clients_two_workers_budget_holds_and_books_are_true(
             calls = [
                 {"stream": rng.random() < 0.5,
                  "max_tokens": rng.choice([None, rng.randrange(1, 3000)])}
-                for _ in range(120)
+                for _ in range(80)
             ]  # fmt: skip
             asyncio.run(crowd(server, calls, seen, at_once=12))
     assert_true_books(stub, seen, budget, honest=True, pg_url=pg_url)
     assert seen.answered and seen.errors, (len(seen.answered), seen.errors)
     assert set(seen.errors) == {(429, "insufficient_quota")}, seen.errors
-    assert len(seen.answered) >= 50 and stub.served.cost_usd(IN, OUT) > budget * 0.8
+    # Most of the budget is spent, not left idle behind worst-case holds (some is: the last
+    # requests are refused while the holds of the calls in flight are still worst cases).
+    assert len(seen.answered) >= 25 and stub.served.cost_usd(IN, OUT) > budget * 0.6
 
 
 @pytest.mark.slow
@@ -261,7 +263,7 @@ def test_providers_that_misreport_usage_are_never_under_counted(
     write_config: Callable[..., Path], tmp_path: Path
 ) -> None:
     rng = random.Random(11)
-    budget = 0.05
+    budget = 0.03
     with StubProvider(story(100)) as stub:
         kinds = [rng.choice(list(LIARS)) for _ in range(300)]
         stub.enqueue(*(
@@ -272,11 +274,11 @@ def test_providers_that_misreport_usage_are_never_under_counted(
             calls = [
                 {"stream": rng.random() < 0.5,
                  "max_tokens": rng.choice([None, rng.randrange(1, 1000)])}
-                for _ in range(120)
+                for _ in range(80)
             ]  # fmt: skip
             asyncio.run(crowd(server, calls, seen, at_once=12))
     assert_true_books(stub, seen, budget, honest=False)
-    assert len(seen.answered) >= 20, (len(seen.answered), seen.errors)
+    assert len(seen.answered) >= 12, (len(seen.answered), seen.errors)
 
 
 def busy_worker(log: Path, stub: StubProvider) -> int:
