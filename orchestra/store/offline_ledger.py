@@ -11,7 +11,7 @@ from typing import Any
 from orchestra.spend.ledger import Ask, Charge, Hold, Refusal, SpendTotals
 from orchestra.store.ledger_rules import grant
 from orchestra.store.postgres_writer import charge_json
-from orchestra.store.spill import Spill, dumps, insert, keep_known, known_of
+from orchestra.store.spill import Spill, dumps, insert, keep_known, known_of, sums
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -65,7 +65,7 @@ class OfflineLedger:
         db.executemany("DELETE FROM offline_holds WHERE id = ?", [(-h,) for h in releases])
         _expire(db, now)
         known = known_of(db)
-        spent, held = _used(db, float("-inf") if known is None else float(known["at"]))
+        spent, held = _used(db)
         out: list[Hold | Refusal] = []
         for ask in asks:
             usd = _grant(ask, known, spent, held)
@@ -113,15 +113,12 @@ def _expire(db: sqlite3.Connection, now: float) -> None:
         insert(db, "write", dumps(payload), payload)
 
 
-def _used(db: sqlite3.Connection, known_at: float) -> tuple[float, float]:
+def _used(db: sqlite3.Connection) -> tuple[float, float]:
     """(spent: charges not in the known totals, held: offline holds and carried reservations).
-    A charge drained before the known totals were read is in them; one drained since may not
-    be: it still counts (twice at worst, never not at all)."""
-    (spent,) = db.execute(
-        "SELECT COALESCE(SUM(usd), 0) FROM pending WHERE usd != 0"
-        " AND (drained_at IS NULL OR drained_at >= ?)",
-        (known_at,),
-    ).fetchone()
+    The file keeps the charges not in the known totals: keeping totals read at `at` deletes
+    the entries drained before `at` (see `keep_known`); one drained since may be in them too:
+    it still counts (twice at worst, never not at all). Read from the running sums."""
+    _, spent = sums(db)
     (held,) = db.execute(
         "SELECT (SELECT COALESCE(SUM(usd), 0) FROM offline_holds)"
         " + (SELECT COALESCE(SUM(usd), 0) FROM carried)"

@@ -51,6 +51,24 @@ _SCHEMA = (
 )
 # Columns later versions added to `pending` (a file of an older Orchestra gets them at open).
 _ADDED = {"usd": "REAL NOT NULL DEFAULT 0", "drained_at": "REAL"}
+# Running sums of `pending`, kept by triggers in the transactions that change it, so that
+# neither a spilled write (the cap) nor an offline reservation (what the host spent) sums the
+# whole file: an outage's thousandth write costs what its first did. `waiting_bytes`: the size
+# of the entries not yet drained; `usd`: what every entry kept charged.
+_SUMS = (
+    "CREATE TABLE IF NOT EXISTS pending_sums (one INTEGER PRIMARY KEY CHECK (one = 1),"
+    " waiting_bytes INTEGER NOT NULL, usd REAL NOT NULL)",
+    "CREATE TRIGGER IF NOT EXISTS pending_added AFTER INSERT ON pending BEGIN"
+    " UPDATE pending_sums SET usd = usd + new.usd, waiting_bytes = waiting_bytes"
+    " + CASE WHEN new.drained_at IS NULL THEN new.size ELSE 0 END; END",
+    "CREATE TRIGGER IF NOT EXISTS pending_deleted AFTER DELETE ON pending BEGIN"
+    " UPDATE pending_sums SET usd = usd - old.usd, waiting_bytes = waiting_bytes"
+    " - CASE WHEN old.drained_at IS NULL THEN old.size ELSE 0 END; END",
+    "CREATE TRIGGER IF NOT EXISTS pending_changed AFTER UPDATE OF usd, size, drained_at"
+    " ON pending BEGIN UPDATE pending_sums SET usd = usd - old.usd + new.usd,"
+    " waiting_bytes = waiting_bytes - CASE WHEN old.drained_at IS NULL THEN old.size ELSE 0 END"
+    " + CASE WHEN new.drained_at IS NULL THEN new.size ELSE 0 END; END",
+)
 
 
 class SpillFull(StoreError):
@@ -119,6 +137,34 @@ def _upgrade(db: sqlite3.Connection) -> None:
         raise
 
 
+def _keep_sums(db: sqlite3.Connection) -> None:
+    """Create the running sums (and their triggers) once, from what the file holds then: in one
+    write transaction, so that no entry lands between the sum and its trigger."""
+    if db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = 'pending_changed'"
+    ).fetchone():
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in _SUMS:
+            db.execute(statement)
+        db.execute(
+            "INSERT OR IGNORE INTO pending_sums (one, waiting_bytes, usd) SELECT 1,"
+            " COALESCE(SUM(CASE WHEN drained_at IS NULL THEN size ELSE 0 END), 0),"
+            " COALESCE(SUM(usd), 0) FROM pending"
+        )
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+def sums(db: sqlite3.Connection) -> tuple[int, float]:
+    """(bytes of the entries not yet drained, what every entry kept charged), read, not summed."""
+    (waiting, usd) = db.execute("SELECT waiting_bytes, usd FROM pending_sums").fetchone()
+    return int(waiting), float(usd)
+
+
 def dumps(payload: dict[str, Any]) -> str:
     return json.dumps(_encode(payload), separators=(",", ":"), ensure_ascii=False)
 
@@ -151,6 +197,7 @@ class Spill:
             for statement in _SCHEMA:
                 conn.execute(statement)
             _upgrade(conn)
+            _keep_sums(conn)
             self._conn = conn
         return self._conn
 
@@ -219,9 +266,7 @@ class Spill:
             db = self._db()
             db.execute("BEGIN IMMEDIATE")
             try:
-                (used,) = db.execute(
-                    "SELECT COALESCE(SUM(size), 0) FROM pending WHERE drained_at IS NULL"
-                ).fetchone()
+                used, _ = sums(db)
                 kept = []
                 for (kind, text, payload), must in zip(texts, essential, strict=True):
                     if used + len(text) > self.max_bytes:
