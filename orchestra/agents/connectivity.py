@@ -239,9 +239,12 @@ class ConnectivityAgent(Agent):
     # -- sampling --------------------------------------------------------------------------
 
     async def check(self, request: Request | None) -> Verdict:
+        # A real call that answered from shortly before this round on proves its endpoint
+        # reachable, whatever the probe says; an older answer proves nothing of now.
+        since = time.monotonic() - self.probe_timeout_s
         results = await asyncio.gather(*(self.probe(p) for p in self._probes))
         for result in results:
-            if not result.ok and self._answered_lately(result.probe):
+            if not result.ok and self._answered_since(result.probe, since):
                 result = ProbeResult(result.probe, True, result.ms, passive=True)
             history = self._history.setdefault(result.probe, deque(maxlen=self.window))
             history.append(result)
@@ -281,10 +284,8 @@ class ConnectivityAgent(Agent):
         self._http_failed.discard(probe)
         return ProbeResult(probe, True, connect_ms, http_ms=http_ms, bytes_per_s=rate)
 
-    def _answered_lately(self, probe: Probe) -> bool:
-        """Whether a real call to one of `probe`'s models answered since about the round before
-        this one: proof enough that the endpoint is reachable."""
-        since = time.monotonic() - (self.interval or 0.0) - self.probe_timeout_s
+    def _answered_since(self, probe: Probe, since: float) -> bool:
+        """Whether a real call to one of `probe`'s models answered at or after `since`."""
         return any(
             (at := self._answered_at(name)) is not None and at >= since
             for name in self._models.get(probe, ())
