@@ -160,31 +160,3 @@ async def test_the_offline_share_is_per_host_not_per_process(pg_url: str, tmp_pa
     finally:
         for store in (a1, a2, b):
             await store.close()
-
-
-def test_a_spill_file_of_an_older_orchestra_gets_its_entries_priced(tmp_path: Path) -> None:
-    """Entries spilled by an older Orchestra (no `usd` column) count in the host's allowance."""
-    import sqlite3
-
-    from orchestra.store.spill import Spill, dumps
-
-    path = tmp_path / "spill.db"
-    old = sqlite3.connect(path)
-    old.execute("CREATE TABLE pending (id INTEGER PRIMARY KEY, kind TEXT NOT NULL,"
-                " size INTEGER NOT NULL, payload TEXT NOT NULL,"
-                " failed INTEGER NOT NULL DEFAULT 0)")  # fmt: skip
-    charge = {"model": "c1", "tier": "cloud", "cost_usd": 0.25, "hold_id": -3}
-    text = dumps({"request": "r", "charges": [["r", charge, 1.0]]})
-    old.execute("INSERT INTO pending (kind, size, payload) VALUES ('write', ?, ?)",
-                (len(text), text))  # fmt: skip
-    old.commit()
-    old.close()
-    spill = Spill(path, 1 << 20)
-    try:
-        assert spill.counts() == (1, len(text), 0)
-        _, entries, held = spill.unsettled()
-        assert len(entries) == 1 and held == 0.0
-        (usd,) = spill.transaction(lambda db: db.execute("SELECT SUM(usd) FROM pending").fetchone())
-        assert usd == pytest.approx(0.25)
-    finally:
-        spill.close()

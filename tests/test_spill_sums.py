@@ -75,7 +75,9 @@ def test_the_running_sums_are_the_sums_of_the_entries(
         spill.close()
 
 
-def test_a_file_of_an_older_orchestra_starts_its_sums_from_what_it_holds(tmp_path: Path) -> None:
+def test_a_file_of_an_older_orchestra_gets_its_entries_priced_and_summed(tmp_path: Path) -> None:
+    """Entries spilled by an older Orchestra (no `usd` column, no sums) count in the host's
+    allowance, and the sums start from them."""
     path = tmp_path / "spill.db"
     old = sqlite3.connect(path)
     old.execute("CREATE TABLE pending (id INTEGER PRIMARY KEY, kind TEXT NOT NULL,"
@@ -88,7 +90,11 @@ def test_a_file_of_an_older_orchestra_starts_its_sums_from_what_it_holds(tmp_pat
     old.close()
     spill = Spill(path, 1 << 20)
     try:
+        assert spill.counts() == (2, sum(len(t) for t in texts), 0)
+        _, entries, held = spill.unsettled()
+        assert len(entries) == 2 and held == 0.0
         waiting, usd = spill.transaction(sums)
         assert waiting == sum(len(t) for t in texts) and abs(usd - 0.75) < 1e-9
+        assert spill.transaction(_summed) == (waiting, usd)
     finally:
         spill.close()
