@@ -80,7 +80,6 @@ _Queued = tuple[Ask | int | _Flush, "asyncio.Future[Any] | None"]
 REFRESH_S = 1.0  # how often the spend view catches up with other hosts (and the link is probed)
 KNOWN_EVERY_S = 5.0  # how often the last shared totals are kept in the spill file
 CLIENT_WINDOW_S = 60.0  # a host seen this recently shares the budget
-ZONE_KEY = "budget_timezone"  # the store's zone, as last read, in the spill file
 MONEY_CONNECTIONS = 2  # the pool's connections reads leave to the writer and the reserver
 
 _HISTORY = (
@@ -224,8 +223,8 @@ class PostgresStore(Store):
             zone = stored
         self._use_zone(zone)
         self._zoned = True
-        if await asyncio.to_thread(self._spill.get, ZONE_KEY) != zone:  # for a start cut off
-            await asyncio.to_thread(self._spill.put, ZONE_KEY, zone)
+        if await asyncio.to_thread(self._spill.get, budget_zone.KEY) != zone:  # for a start cut off
+            await asyncio.to_thread(self._spill.put, budget_zone.KEY, zone)
 
     def _use_zone(self, zone: str) -> None:
         self.calendar = calendar(zone)
@@ -237,7 +236,7 @@ class PostgresStore(Store):
         await self._run(lambda c: budget_zone.pg_set_zone(c, zone))
         self.timezone = None if self.timezone is None else zone
         self._use_zone(zone)
-        await asyncio.to_thread(self._spill.put, ZONE_KEY, zone)
+        await asyncio.to_thread(self._spill.put, budget_zone.KEY, zone)
 
     async def close(self) -> None:
         if self._open:
@@ -400,7 +399,7 @@ class PostgresStore(Store):
     async def _zone_from_spill(self) -> None:
         """Started during an outage: count in the store's zone as this host last saw it (else
         ours, until the store's is read when it answers)."""
-        zone = await asyncio.to_thread(self._spill.get, ZONE_KEY)
+        zone = await asyncio.to_thread(self._spill.get, budget_zone.KEY)
         if isinstance(zone, str):
             self._use_zone(budget_zone.agreed(zone, self.timezone, masked(self.url)))
         elif self.timezone is None:
