@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from orchestra.agents.base import Agent
 from orchestra.agents.context import AgentContext
 from orchestra.agents.eager import within
+from orchestra.core import gc_time
 from orchestra.core.request import Request
 from orchestra.core.tier import Tier
 from orchestra.core.verdict import STATE_ERROR, STATE_PENDING, STATE_TIMEOUT, Verdict
@@ -29,7 +30,8 @@ class AgentPanel:
     Ambient agents are sampled every `interval` in their own task; `verdicts()` reads their latest
     sample from memory. Per-request agents are awaited in turn under their `timeout_s`. An agent
     that raises or overruns becomes a neutral verdict (state `error` / `timeout`), never an error
-    for the request. `on_sample` receives every ambient sample (the store records them).
+    for the request; a garbage collection that paused it is not counted as its time (see
+    `orchestra.core.gc_time`). `on_sample` receives every ambient sample (the store records them).
     """
 
     def __init__(
@@ -44,6 +46,7 @@ class AgentPanel:
         self._on_sample = on_sample
         self._context: AgentContext | None = None
         self._starting: list[asyncio.Task[None]] = []
+        gc_time.watch()
         for agent in agents:
             self._add(agent)
 
@@ -178,7 +181,7 @@ class AgentPanel:
 
     async def _checked(self, agent: Agent, request: Request | None) -> Verdict:
         name = agent.agent_name
-        started = time.perf_counter()
+        started, collecting = time.perf_counter(), gc_time.spent()
         try:
             verdict = await within(agent.check(request), agent.timeout_s)
         except TimeoutError:
@@ -186,7 +189,7 @@ class AgentPanel:
         except Exception as exc:
             log.warning("agent %s raised %s: %s", name, type(exc).__name__, exc)
             return _failed(agent, STATE_ERROR, f"raised {type(exc).__name__}: {exc}")
-        elapsed = time.perf_counter() - started
+        elapsed = time.perf_counter() - started - (gc_time.spent() - collecting)
         if elapsed > agent.timeout_s:
             # A synchronous agent cannot be interrupted; its late answer is still ignored.
             took = f"took {elapsed * 1000:.1f} ms, over its {agent.timeout_s}s budget"
