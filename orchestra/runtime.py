@@ -465,8 +465,8 @@ class Orchestra:
         error = self._mask(str(exc), flight.request)[:1000]
         try:
             rid = await self._record(flight, result=None, error_kind=kind, error=error)
-            if getattr(exc, "request_id", None):  # the id its caller can look the failure up by
-                exc.request_id = rid  # type: ignore[attr-defined]
+            if isinstance(exc, OrchestraError):  # the id its caller can look the failure up by
+                exc.request_id = rid
         except StoreError as store_exc:
             log.error("request %s: its failure could not be recorded: %s", flight.request.id,
                       store_exc)  # fmt: skip
