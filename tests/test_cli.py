@@ -63,6 +63,21 @@ def test_every_command_but_chat_and_serve_takes_json() -> None:
     assert set(commands(build_parser())) - taking == {"chat", "serve"}
 
 
+def test_models_says_a_price_known_nowhere_is_unknown(
+    write_config: Callable[..., Path],
+) -> None:
+    """Not "LiteLLM table": the catalog already holds the table's prices."""
+    config = write_config(
+        model_toml("listed", "http://127.0.0.1:9/v1", litellm_model="openai/gpt-4o-mini"),
+        model_toml("unlisted", "http://127.0.0.1:9/v1", litellm_model="openai/no-such-model"),
+    )
+    config.write_text(config.read_text().replace("input_cost_per_mtok", "# input_cost_per_mtok"))
+    done = orchestra("--config", str(config), "--server", "off", "models")
+    assert done.returncode == 0, done.stderr
+    rows = {line.split()[0]: line for line in done.stdout.splitlines()[2:]}
+    assert "0.15/0.6" in rows["listed"] and "unknown" in rows["unlisted"], done.stdout
+
+
 def test_run_json_then_history_and_spend_in_other_processes(
     stub: StubProvider, write_config: Callable[..., Path]
 ) -> None:
