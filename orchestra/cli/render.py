@@ -254,7 +254,10 @@ def migrate_report(source: Any, report: dict[str, Any]) -> None:
     if report["already_copied"]:
         out().print(f"{source}: already copied to this database; nothing copied again")
         return
-    table = _table(title=f"copied from {source}")
+    # A line of its own, not the table's title: a title wraps at the table's width, cutting
+    # the path in two.
+    out().print(f"copied from {source}", soft_wrap=True)
+    table = _table()
     table.add_column("table")
     table.add_column("rows", justify="right")
     for name, count in report["copied"].items():
