@@ -365,12 +365,15 @@ class Orchestra:
 
     async def add_model(self, spec: ModelSpec) -> None:
         """Add a model to the catalog (last in its tier; `ConfigError` if its name is taken);
-        the next requests may use it."""
-        await self._change_catalog(lambda c: c.adding(spec), spec)
+        the next requests may use it. Prices it does not name come from LiteLLM's table."""
+        priced = await _priced(spec)
+        await self._change_catalog(lambda c: c.adding(priced), priced)
 
     async def update_model(self, spec: ModelSpec) -> None:
-        """Replace the catalog's model named `spec.name` (`UnknownModelError` if none)."""
-        await self._change_catalog(lambda c: c.replacing(spec), spec)
+        """Replace the catalog's model named `spec.name` (`UnknownModelError` if none); prices it
+        does not name come from LiteLLM's table."""
+        priced = await _priced(spec)
+        await self._change_catalog(lambda c: c.replacing(priced), priced)
 
     async def remove_model(self, name: str) -> None:
         """Remove a model from the catalog (`UnknownModelError` if none)."""
@@ -465,8 +468,8 @@ class Orchestra:
         error = self._mask(str(exc), flight.request)[:1000]
         try:
             rid = await self._record(flight, result=None, error_kind=kind, error=error)
-            if getattr(exc, "request_id", None):  # the id its caller can look the failure up by
-                exc.request_id = rid  # type: ignore[attr-defined]
+            if isinstance(exc, OrchestraError):  # the id its caller can look the failure up by
+                exc.request_id = rid
         except StoreError as store_exc:
             log.error("request %s: its failure could not be recorded: %s", flight.request.id,
                       store_exc)  # fmt: skip
@@ -522,6 +525,17 @@ class Orchestra:
         if self._store is None:
             raise OrchestraError("Orchestra is not started: use `async with Orchestra(...) as orc`")
         return self._store
+
+
+async def _priced(spec: ModelSpec) -> ModelSpec:
+    """`spec` priced as a configured model is (`discover_catalog`): what it leaves unset, from
+    LiteLLM's table; otherwise a model added while running under a budget would be refused as
+    unpriced though the table knows its price."""
+    if spec.input_cost_per_mtok is not None and spec.output_cost_per_mtok is not None:
+        return spec
+    from orchestra.spend.prices import with_prices
+
+    return await asyncio.to_thread(with_prices, spec)  # the table's first read parses a big file
 
 
 def store_location(config: Config) -> str | Path:

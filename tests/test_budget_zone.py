@@ -224,8 +224,11 @@ def test_the_cli_refuses_another_zone_in_one_line_and_can_change_the_stores(
     user_error(orchestra("--config", paris, "run", "hello"), "orchestra store timezone")
     done = orchestra("--config", paris, "store", "timezone")
     assert done.returncode == 0 and done.stdout.strip() == EAST, done.stderr
-    done = orchestra("--config", paris, "store", "timezone", "Europe/Paris")
-    assert done.returncode == 0 and "Europe/Paris" in done.stdout, done.stderr
+    done = orchestra("--config", paris, "store", "timezone", "Europe/Paris", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"timezone": "Europe/Paris", "was": EAST}
+    done = orchestra("--config", paris, "store", "timezone", "--json")
+    assert json.loads(done.stdout) == {"timezone": "Europe/Paris", "was": None}, done.stderr
     done = orchestra("--config", paris, "spend", "--json")
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from conftest import model_toml
 
+from orchestra.cli.main import build_parser
 from orchestra.testing import Behaviour, StubProvider
 
 VERDICT_FIELDS = {"agent", "target", "allowed", "confidence", "state", "reason", "metrics"}
@@ -37,6 +39,43 @@ def test_help_does_not_import_litellm() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "run" in done.stdout and "history" in done.stdout
+
+
+def commands(
+    parser: argparse.ArgumentParser, prefix: str = ""
+) -> dict[str, argparse.ArgumentParser]:
+    """Every command the parser has, by its full name (`store timezone`), leaves only."""
+    found: dict[str, argparse.ArgumentParser] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found.update(commands(sub, f"{prefix}{name} ") or {f"{prefix}{name}": sub})
+    return found
+
+
+def test_every_command_but_chat_and_serve_takes_json() -> None:
+    """As the README says: a conversation and a server have no one result to print."""
+    taking = {
+        name
+        for name, sub in commands(build_parser()).items()
+        if any("--json" in action.option_strings for action in sub._actions)
+    }
+    assert set(commands(build_parser())) - taking == {"chat", "serve"}
+
+
+def test_models_says_a_price_known_nowhere_is_unknown(
+    write_config: Callable[..., Path],
+) -> None:
+    """Not "LiteLLM table": the catalog already holds the table's prices."""
+    config = write_config(
+        model_toml("listed", "http://127.0.0.1:9/v1", litellm_model="openai/gpt-4o-mini"),
+        model_toml("unlisted", "http://127.0.0.1:9/v1", litellm_model="openai/no-such-model"),
+    )
+    config.write_text(config.read_text().replace("input_cost_per_mtok", "# input_cost_per_mtok"))
+    done = orchestra("--config", str(config), "--server", "off", "models")
+    assert done.returncode == 0, done.stderr
+    rows = {line.split()[0]: line for line in done.stdout.splitlines()[2:]}
+    assert "0.15/0.6" in rows["listed"] and "unknown" in rows["unlisted"], done.stdout
 
 
 def test_run_json_then_history_and_spend_in_other_processes(

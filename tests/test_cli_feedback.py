@@ -54,6 +54,11 @@ def test_feedback_from_the_command_line(config: str) -> None:
     assert entry["request_id"].startswith(short)
     assert entry["feedback"]["good"] is False and entry["feedback"]["note"] == "wrong sum"
     assert " bad " in orchestra("--config", config, "history").stdout
+    again = orchestra("--config", config, "feedback", short, "--good", "--json")
+    assert again.returncode == 0, again.stderr
+    judged = json.loads(again.stdout)
+    assert judged["request_id"] == entry["request_id"] and judged["good"] is True
+    assert (judged["model"], judged["tier"]) == ("stub-local", "local")
 
     unknown = orchestra("--config", config, "feedback", "ffffffffffff", "--good")
     assert unknown.returncode == 2

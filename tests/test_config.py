@@ -353,6 +353,22 @@ def test_bad_agent_setting(tmp_path: Path, text: str, fragment: str) -> None:
     assert "agents." in str(info.value)
 
 
+def test_a_misspelt_setting_is_named_with_the_settings_there_are(tmp_path: Path) -> None:
+    """Not Python's "__init__() got an unexpected keyword argument": the table, the key, and
+    what the agent or policy takes instead."""
+    config = agents_config(tmp_path, "[agents.complexity]\nedge_form = 0.5\n")
+    with pytest.raises(ConfigError) as info:
+        build_agents(config.agents)
+    assert str(info.value) == (
+        "[agents.complexity]: unknown setting 'edge_form'; it takes: edge_from, cloud_from, "
+        "scorer, model"
+    )
+    policy = PolicyConfig.model_validate({"name": "cost_saver", "max_teir": "edge"})
+    with pytest.raises(PolicyError) as refused:
+        resolve_policy(policy)
+    assert str(refused.value).endswith("unknown setting 'max_teir'; it takes: max_tier, weights")
+
+
 def test_misspelt_agents_key_rejected(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="enabeld"):
         build_agents(agents_config(tmp_path, '[agents]\nenabeld = ["cost"]\n').agents)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -169,6 +170,13 @@ def test_cli_runs_a_scenario(tmp_path: Path) -> None:
     rows = list(csv.DictReader((tmp_path / "tmp" / "decisions.csv").open()))
     assert len(rows) == 200 and {r["policy"] for r in rows} == {"default"}
     assert (tmp_path / "tmp" / "decisions.json").exists()
+    compared = _cli(str(scenario), "--policy", "local_first", "--no-plots", "--json", cwd=tmp_path)
+    assert compared.returncode == 0, compared.stderr
+    summary = json.loads(compared.stdout)
+    assert summary["scenario"] == "offline commute" and summary["plots_skipped"]
+    [run] = summary["policies"]
+    assert run["policy"] == "local_first" and run["requests"] == 200
+    assert len(summary["files"]) == 2
 
 
 def test_cli_malformed_scenario_exits_2(tmp_path: Path) -> None:

@@ -473,6 +473,19 @@ def test_all_is_the_lazy_export_table() -> None:
     assert set(orchestra.__all__) <= set(dir(orchestra))
 
 
+def test_every_error_of_the_tree_is_exported() -> None:
+    """The README sends users to `orchestra.OrchestraError`'s tree (and names
+    `orchestra.NotRecorded`): each of its errors can be caught as `orchestra.<Name>`."""
+    from orchestra.core import errors
+
+    tree = {
+        name
+        for name, value in vars(errors).items()
+        if isinstance(value, type) and issubclass(value, errors.OrchestraError)
+    }
+    assert tree - set(orchestra.__all__) == set()
+
+
 def test_type_checkers_see_the_same_exports() -> None:
     """The TYPE_CHECKING block imports each export from the module the table names."""
     seen: dict[str, str] = {}

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,7 +20,16 @@ from ledger_child import outputs
 from test_postgres import options, rows
 from test_store import make_record
 
-from orchestra import Orchestra, Result
+from orchestra import (
+    Agent,
+    NoAllowedModelError,
+    Orchestra,
+    ProviderError,
+    Request,
+    Result,
+    StreamBroken,
+    Verdict,
+)
 from orchestra.core.tier import Tier
 from orchestra.spend.ledger import Charge
 from orchestra.store import RequestRecord, SqliteStore, Store
@@ -29,6 +39,7 @@ from orchestra.store.postgres_writer import Payload, charge_json
 from orchestra.store.record import request_row
 from orchestra.store.transfer import copy_sqlite
 from orchestra.testing import FunctionBackend
+from orchestra.testing.function_backend import Call
 
 CHILD = Path(__file__).with_name("ledger_child.py")
 
@@ -109,6 +120,45 @@ async def test_feedback_names_the_call_its_id_was_returned_for(
         history = await orc.history(limit=10)
     good = {e["request_id"]: e["feedback"]["good"] for e in history}  # type: ignore[index]
     assert good == {before.request_id: True, after.request_id: False}
+
+
+class LocalOnly(Agent):
+    """Vetoes every remote tier: a request forcing the paid (cloud) model has no model left."""
+
+    name = "local-only"
+
+    async def check(self, request: Request | None) -> Verdict:
+        return self.verdict(allowed=frozenset({Tier.LOCAL}), reason="kept local")
+
+
+def breaks_after_a_piece(call: Call) -> Iterator[str]:
+    yield "Par"
+    raise ProviderError("connection reset", kind="connection", model=call.model)
+
+
+async def test_every_recorded_failure_names_the_id_its_record_got(
+    store_location: str | Path,
+) -> None:
+    """Not only `AllCandidatesFailed`: a request no model was allowed for, and a stream broken
+    after its first text, are recorded too, and their errors say under which id (a fresh one
+    when the chosen id is another call's)."""
+    await ask(store_location, "Paris", "taken")
+    vetoed = Orchestra(config(store_location), agents=[LocalOnly()], backend=answer("-"))
+    async with vetoed as orc:
+        with pytest.raises(NoAllowedModelError) as refused:
+            await orc.complete("What is the capital?", model="paid", id="taken")
+    broken = Orchestra(
+        config(store_location), agents=[WantsCloud()], backend=FunctionBackend(breaks_after_a_piece)
+    )
+    async with broken as orc:
+        with pytest.raises(StreamBroken) as cut:
+            async with orc.stream("What is the capital?", id="taken") as s:
+                async for _ in s:
+                    pass
+    history, _ = await recorded(store_location)
+    failed = [e["request_id"] for e in history if e["status"] == "error"]
+    assert sorted(failed) == sorted([refused.value.request_id, cut.value.request_id])
+    assert "taken" not in failed
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])

@@ -91,6 +91,25 @@ async def test_the_cost_agent_prices_an_added_model(write_config: Callable[..., 
         assert "pricey" in verdict.denied_models, verdict
 
 
+async def test_an_added_model_is_priced_from_litellms_table(
+    write_config: Callable[..., Path],
+) -> None:
+    """As a configured model is: a model added (or changed) with no price of its own takes
+    LiteLLM's, so under a budget it is called and charged, not refused as unpriced."""
+    config = write_config(model_toml("first", UNUSED_URL), extra="[budget]\ndaily_usd = 1.0\n")
+    unpriced = {"input_cost_per_mtok": None, "output_cost_per_mtok": None}
+    listed = {**unpriced, "litellm_model": "openai/gpt-4o-mini"}
+    async with Orchestra(config, backend=FunctionBackend(lambda call: "ok"), agents=[]) as orc:
+        await orc.add_model(spec("late", **listed))
+        assert orc.catalog.get("late").input_cost_per_mtok == pytest.approx(0.15)
+        result = await orc.complete("hello", model="late")
+        assert result.model == "late" and result.cost_usd > 0
+        await orc.update_model(spec("late", **{**listed, "output_cost_per_mtok": 9.0}))
+        assert orc.catalog.get("late").output_cost_per_mtok == 9.0, "its own price wins"
+        await orc.update_model(spec("late", **unpriced))  # openai/late: LiteLLM knows no price
+        assert orc.catalog.get("late").input_cost_per_mtok is None
+
+
 async def test_a_request_in_flight_keeps_its_catalog(write_config: Callable[..., Path]) -> None:
     started = asyncio.Event()
 

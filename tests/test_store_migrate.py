@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 from ledger_child import ANSWER_TOKENS, IN_PRICE, OUT_PRICE, PROMPT, WantsCloud, call_cost, exact
 
 from orchestra import Orchestra, Verdict
+from orchestra.cli import render
 from orchestra.config import load_config
 from orchestra.core.model_spec import ModelSpec
 from orchestra.core.tier import Tier
@@ -135,3 +137,13 @@ def test_migrate_copies_everything_once_and_the_commands_agree(
             assert on_sqlite.stdout == on_pg.stdout, command
     spend = orchestra("--config", str(config), "spend", url=pg_url)
     assert "degraded" not in spend.stdout
+
+
+def test_the_migrate_report_prints_its_source_whole(capsys: pytest.CaptureFixture[str]) -> None:
+    """On a line of its own: as the table's title it wrapped at the table's width, mid-path."""
+    source = Path("/var/lib/a-rather-long-folder-name/of-the-user/orchestra/orchestra.db")
+    report = {"source": "sqlite:1", "already_copied": False, "copied": {"requests": 3}}
+    render.migrate_report(source, report)
+    printed = capsys.readouterr().out
+    assert f"copied from {source}" in printed.splitlines()
+    assert "requests" in printed and "3" in printed

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 from orchestra.agents.base import Agent
 from orchestra.core.errors import ConfigError
+from orchestra.core.settings import unknown_settings
 
 AGENT_ENTRY_POINTS = "orchestra.agents"
 
@@ -96,6 +97,8 @@ def _build(name: str, factory: Any, settings: dict[str, Any]) -> Agent:
         if settings:
             raise ConfigError(f"[agents.{name}]: this agent takes no settings")
         return factory
+    if (unknown := unknown_settings(factory, settings)) is not None:
+        raise ConfigError(f"[agents.{name}]: {unknown}")
     try:
         made = factory(**settings)
     except (TypeError, ValueError) as exc:

@@ -50,7 +50,7 @@ class ServerError(OrchestraError):
         self.code = code
         self.shown_as = _NAMES.get(code, "ServerError")  # the CLI's name for it, as in-process
         self.kind = "stream_broken" if code == "stream_broken" else self.shown_as
-        self.request_id = request_id
+        self.request_id = request_id or ""
         self.attempts = _attempts(attempts)
 
 

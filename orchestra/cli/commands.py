@@ -359,6 +359,9 @@ async def feedback(args: argparse.Namespace, config: Config) -> int:
     redact = Redactor.from_env(m.api_key_env for m in config.models if m.api_key_env)
     async with _store(config) as store:
         given = await record_feedback(store, args.request, args.good, args.note, redact)
+    if args.json:
+        print(given.model_dump_json())
+        return 0
     answered = f" ({given.model}, {given.tier})" if given.model else ""
     print(
         f"recorded: request {given.request_id}{answered} marked {'good' if given.good else 'bad'}"
@@ -482,6 +485,9 @@ async def experiment(args: argparse.Namespace, config: Config) -> int:
         fallback = await discover_catalog(config, embedded)
     result = run_experiment(scenario, policies, scenario_catalog(scenario, fallback))
     files, skipped = write_outputs(result, Path(args.out), plots=not args.no_plots)
+    if args.json:
+        print(json.dumps(experiment_json(result, files, skipped)))
+        return 0
     render_summary(result, render.out())
     for path in files:
         print(f"wrote {path}")
@@ -490,11 +496,24 @@ async def experiment(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def experiment_json(result: Any, files: list[Any], skipped: str | None) -> dict[str, Any]:
+    """`experiment --json`: the comparison table's figures per policy, and the files written."""
+    scenario = result.scenario
+    return {
+        "scenario": scenario.name,
+        "seed": scenario.seed,
+        "daily_budget_usd": scenario.budget.daily_usd,
+        "policies": [run.summary() for run in result.runs],
+        "files": [str(path) for path in files],
+        "plots_skipped": skipped,
+    }
+
+
 async def store(args: argparse.Namespace, config: Config) -> int:
     """`orchestra store migrate --to URL`: copy the SQLite history into PostgreSQL;
     `orchestra store timezone [ZONE]`: show or change the store's budget time zone."""
     if args.store_command == "timezone":
-        return await _store_timezone(args.zone, config)
+        return await _store_timezone(args.zone, config, as_json=args.json)
     from pathlib import Path
 
     from orchestra.core.paths import default_db_path
@@ -512,7 +531,7 @@ async def store(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-async def _store_timezone(zone: str | None, config: Config) -> int:
+async def _store_timezone(zone: str | None, config: Config, *, as_json: bool) -> int:
     from orchestra.spend.budget import Budget
 
     if zone is not None:
@@ -528,7 +547,10 @@ async def _store_timezone(zone: str | None, config: Config) -> int:
         before = store.calendar.timezone
         if zone is not None and zone != before:
             await store.set_timezone(zone)
-    if zone is None or zone == before:
+    now = before if zone is None else zone
+    if as_json:  # `was`: the zone before a change, null when nothing changed
+        print(json.dumps({"timezone": now, "was": None if now == before else before}))
+    elif now == before:
         print(before)
     else:
         print(f"the store's budget time zone is now {zone} (was {before}); restart the"

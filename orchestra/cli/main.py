@@ -140,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     verdict.add_argument("--good", action="store_true", help="the answer was good")
     verdict.add_argument("--bad", action="store_true", help="the answer was bad")
     feedback.add_argument("--note", help="why (kept with the feedback; secrets are masked)")
+    feedback.add_argument("--json", action="store_true", help="one JSON object")
 
     train = sub.add_parser(
         "train-complexity",
@@ -202,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     zone.add_argument(
         "zone", nargs="?", metavar="ZONE", help="the new zone, an IANA name (e.g. Europe/Paris)"
     )
+    zone.add_argument("--json", action="store_true", help="one JSON object")
 
     experiment = sub.add_parser(
         "experiment", help="compare policies on a scripted scenario (simulated time)"
@@ -214,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default="experiment-out", help="output directory (default ./experiment-out)"
     )
     experiment.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    experiment.add_argument(
+        "--json", action="store_true", help="one JSON object (each policy's summary, the files)"
+    )
 
     serve = sub.add_parser(
         "serve", help="an OpenAI-compatible HTTP service (POST /v1/chat/completions, /metrics...)"

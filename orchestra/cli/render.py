@@ -166,10 +166,12 @@ def model_table(
     for column in ("name", "tier", "litellm model", "endpoint", "$/Mtok in/out", "key", "breaker"):
         table.add_column(column)
     for s in specs:
+        # The catalog's prices already hold LiteLLM's table's (`discover_catalog`): one still
+        # missing is known nowhere, and such a cloud model is refused under a budget.
         price = (
             f"{s.input_cost_per_mtok:g}/{s.output_cost_per_mtok:g}"
             if s.input_cost_per_mtok is not None and s.output_cost_per_mtok is not None
-            else "LiteLLM table"
+            else "unknown"
         )
         key = {True: "set", False: f"missing ({s.api_key_env})", None: "-"}[key_present(s)]
         endpoint = "embedded (llama.cpp)" if s.embedded else (s.api_base or "provider default")
@@ -252,7 +254,10 @@ def migrate_report(source: Any, report: dict[str, Any]) -> None:
     if report["already_copied"]:
         out().print(f"{source}: already copied to this database; nothing copied again")
         return
-    table = _table(title=f"copied from {source}")
+    # A line of its own, not the table's title: a title wraps at the table's width, cutting
+    # the path in two.
+    out().print(f"copied from {source}", soft_wrap=True)
+    table = _table()
     table.add_column("table")
     table.add_column("rows", justify="right")
     for name, count in report["copied"].items():

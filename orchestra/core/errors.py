@@ -76,7 +76,13 @@ RETRYABLE_KINDS: frozenset[str] = frozenset({"connection", "rate_limit", "server
 
 
 class OrchestraError(Exception):
-    """Base of every error Orchestra raises."""
+    """Base of every error Orchestra raises.
+
+    `request_id`: when the error ends a request that was recorded, the id its record got (as
+    `orchestra history` shows it, for `orchestra feedback`); "" for an error about no request.
+    """
+
+    request_id: str = ""
 
 
 def is_cancellation(exc: BaseException) -> bool:

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from orchestra.core.errors import PolicyError
+from orchestra.core.settings import unknown_settings
 from orchestra.policies.base import FunctionPolicy, Policy
 
 POLICY_ENTRY_POINTS = "orchestra.policies"
@@ -86,6 +87,8 @@ def _build(name: str, factory: Any, params: dict[str, Any]) -> Policy:
     # A class is checked first: the Policy protocol only looks for attributes, which a policy
     # class has as much as its instances. A policy whose constructor raises is a bad [policy].
     if inspect.isclass(factory):
+        if (unknown := unknown_settings(factory, params)) is not None:
+            raise PolicyError(f"cannot build policy {name!r} from [policy]: {unknown}")
         try:
             policy: Any = factory(**params)
         except Exception as exc:
