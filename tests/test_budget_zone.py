@@ -229,6 +229,9 @@ def test_the_cli_refuses_another_zone_in_one_line_and_can_change_the_stores(
     assert json.loads(done.stdout) == {"timezone": "Europe/Paris", "was": EAST}
     done = orchestra("--config", paris, "store", "timezone", "--json")
     assert json.loads(done.stdout) == {"timezone": "Europe/Paris", "was": None}, done.stderr
+    # An alias counts the same days: nothing to change, nothing restarted.
+    done = orchestra("--config", paris, "store", "timezone", "Europe/Monaco", "--json")
+    assert json.loads(done.stdout) == {"timezone": "Europe/Paris", "was": None}, done.stderr
     done = orchestra("--config", paris, "spend", "--json")
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)

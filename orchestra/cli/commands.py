@@ -533,6 +533,7 @@ async def store(args: argparse.Namespace, config: Config) -> int:
 
 async def _store_timezone(zone: str | None, config: Config, *, as_json: bool) -> int:
     from orchestra.spend.budget import Budget
+    from orchestra.spend.calendar import same_days
 
     if zone is not None:
         try:
@@ -545,7 +546,10 @@ async def _store_timezone(zone: str | None, config: Config, *, as_json: bool) ->
     )
     async with _store(adopting) as store:
         before = store.calendar.timezone
-        if zone is not None and zone != before:
+        # An alias of the store's zone ("UTC" for "Etc/UTC") counts the same days: no change.
+        if zone is not None and same_days(zone, before):
+            zone = None
+        if zone is not None:
             await store.set_timezone(zone)
     now = before if zone is None else zone
     if as_json:  # `was`: the zone before a change, null when nothing changed
