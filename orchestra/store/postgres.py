@@ -548,6 +548,9 @@ class PostgresStore(Store):
                         raise
                     if attempt == 1:
                         self._link.lost(exc)
+                    else:  # the server ended a session: likely all of them (a restart, sessions
+                        # terminated), so the retry takes a new connection, not the pool's next
+                        await self._pool.expire_connections()
         shared = [r for r in releases if r > 0]
         if shared:  # kept with the records, for when the database is back
             self._w().submit(PgWrite(make=lambda: {"releases": shared}, money=True), wait=False)

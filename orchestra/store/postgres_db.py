@@ -64,6 +64,11 @@ def unreachable(exc: BaseException) -> bool:
         | asyncpg.exceptions.TooManyConnectionsError,
     ):
         return True
+    if isinstance(exc, asyncpg.exceptions.InternalClientError):
+        # The connection is in a state asyncpg cannot leave: a session the server ended while
+        # idle (a fast shutdown, `pg_terminate_backend`) is half read when it is next used. The
+        # server refused nothing; another connection may well work.
+        return True
     if isinstance(exc, asyncpg.exceptions.InterfaceError) and not isinstance(
         exc, asyncpg.exceptions.DataError
     ):
