@@ -12,14 +12,21 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from unittest.mock import ANY
+from urllib.parse import urlsplit
 
+import asyncpg
 import pytest
 from pg_proxy import PgProxy
-from test_postgres import ask, options, rows
+from test_postgres import _with_charges, ask, options, rows
+from test_request_ids import spilled
 from test_store import make_record
 
-from orchestra.spend.ledger import Hold
+from orchestra.core.tier import Tier
+from orchestra.spend.ledger import Charge, Hold
+from orchestra.store import RequestRecord
 from orchestra.store.postgres import PostgresStore
 
 
@@ -55,3 +62,93 @@ async def test_a_session_the_server_ended_while_idle_is_a_lost_connection_not_a_
         held = await store.reserve(ask(0.2))
         assert isinstance(held, Hold) and held.id > 0, "granted by the database"
         assert not store.degraded
+
+
+def paid(hold: Hold, usd: float) -> RequestRecord:
+    """A call's record, charged `usd` under `hold`."""
+    charge = Charge(model="c1", tier=Tier.CLOUD, prompt_tokens=1, completion_tokens=1,
+                    cost_usd=usd, hold_id=hold.id)  # fmt: skip
+    return _with_charges(make_record(created_at=time.time(), cost=usd), charge)
+
+
+async def lock_timeout(url: str, value: str) -> None:
+    """Every new session of the database waits no longer than `value` for a lock (as an
+    administrator may set it)."""
+    name = urlsplit(url).path.lstrip("/")
+    await rows(url, f"ALTER DATABASE {name} SET lock_timeout = '{value}'")
+
+
+@asynccontextmanager
+async def table_locked(url: str, table: str) -> AsyncIterator[asyncpg.Connection]:
+    """Another session holds `table` whole (a long migration, an admin's transaction)."""
+    conn = await asyncpg.connect(url)
+    try:
+        async with conn.transaction():
+            await conn.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+            yield conn
+    finally:
+        await conn.close()
+
+
+async def cancel_waiting(conn: asyncpg.Connection) -> None:
+    """Cancel each statement of Orchestra's that waits on a lock (as an admin, or a statement
+    timeout on the server, would: SQLSTATE 57014), until cancelled itself."""
+    while True:
+        await conn.fetch(
+            "SELECT pg_cancel_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = 'orchestra' AND wait_event_type = 'Lock'"
+        )
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("timed_out", ["lock_timeout", "cancelled"])
+async def test_a_write_the_server_timed_out_is_kept_and_written_later(
+    pg_url: str, tmp_path: Path, timed_out: str
+) -> None:
+    """A batch the server aborted for a lock timeout (55P03) or a cancelled statement (57014:
+    a statement timeout, an admin's cancel) was taken for bad data: each write was retried alone
+    (each waiting out the timeout again) and every record was dropped (`NotRecorded`), its
+    hold left to be charged whole as lost. The server took nothing and would take it later: the
+    batch is kept in the spill file and written once the table is free."""
+    if timed_out == "lock_timeout":  # as an administrator may set it for every session
+        await lock_timeout(pg_url, "200ms")
+    async with PostgresStore(pg_url, options(tmp_path)) as store:
+        holds = [await store.reserve(ask(0.2)) for _ in range(3)]
+        assert all(isinstance(h, Hold) and h.id > 0 for h in holds)
+        async with table_locked(pg_url, "spend_day"):
+            admin = await asyncpg.connect(pg_url)
+            canceller = asyncio.create_task(cancel_waiting(admin))
+            if timed_out == "lock_timeout":
+                canceller.cancel()
+            try:
+                ids = await asyncio.gather(*(store.record(paid(h, 0.1)) for h in holds
+                                             if isinstance(h, Hold)))  # fmt: skip
+            finally:
+                canceller.cancel()
+                await asyncio.gather(canceller, return_exceptions=True)
+                await admin.close()
+        assert store.degraded, "kept in the spill file meanwhile"
+        assert await store._w().run(store._recover)
+        totals = await store.spend_totals()
+    assert sorted(r[0] for r in await rows(pg_url, "SELECT id FROM requests")) == sorted(ids)
+    assert totals.today_usd == pytest.approx(0.3) and totals.reserved_usd == 0.0
+    assert await rows(pg_url, "SELECT kind, COUNT(*) FROM ledger GROUP BY kind") == [("answer", 3)]
+
+
+async def test_a_drain_the_server_timed_out_sets_nothing_aside(pg_url: str, tmp_path: Path) -> None:
+    """A drain aborted for a lock timeout set every entry of its batch aside as refused (bad
+    data): kept in the file, never written, their spend missing from the shared totals (so the
+    budget could be spent again). They wait, and are written when the table is free."""
+    await lock_timeout(pg_url, "200ms")
+    async with PostgresStore(pg_url, options(tmp_path)) as store:
+        kept = [spilled(_with_charges(make_record(created_at=time.time() + i, cost=0.1),
+                                      Charge(model="c1", tier=Tier.CLOUD, prompt_tokens=1,
+                                             completion_tokens=1, cost_usd=0.1)))
+                for i in range(3)]  # fmt: skip
+        await asyncio.to_thread(store._spill.append, [("write", p) for p in kept], [True] * 3)
+        async with table_locked(pg_url, "requests"):
+            assert not await store._w().run(store._recover), "not written: the table is taken"
+        assert await asyncio.to_thread(store._spill.counts) == (3, ANY, 0), "none set aside"
+        assert await store._w().run(store._recover)
+        assert (await store.spend_totals()).today_usd == pytest.approx(0.3)
+    assert len(await rows(pg_url, "SELECT id FROM requests")) == 3

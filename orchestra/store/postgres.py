@@ -51,6 +51,7 @@ from orchestra.store.postgres_db import (
     create_pool,
     migrate,
     records,
+    retry_later,
     retrying,
     unreachable,
 )
@@ -178,7 +179,7 @@ class PostgresStore(Store):
             await self._disconnect()
             raise
         except Exception as exc:
-            if not unreachable(exc):
+            if not retry_later(exc):
                 await self._disconnect()
                 raise StoreUnavailable(f"cannot open the store at {where}: {exc}") from exc
             try:
@@ -317,7 +318,7 @@ class PostgresStore(Store):
                 async with self._pool.acquire(timeout=self.options.timeouts.connect_s) as conn:
                     await self._read_totals(conn)
         except Exception as exc:
-            if unreachable(exc):
+            if retry_later(exc):  # unreachable still, or a drain that must wait (a lock...)
                 return False
             raise
         self._link.degraded = False
@@ -331,9 +332,9 @@ class PostgresStore(Store):
         try:
             drained = await self._writer.drain()
         except Exception as exc:
-            if not unreachable(exc):
+            if not retry_later(exc):
                 raise
-            self._link.lost(exc)
+            self._link.lost(exc)  # degraded: the probe drains the file when it can
             return
         if drained:
             log.warning("store: %d spilled writes written to PostgreSQL", drained)

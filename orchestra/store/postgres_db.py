@@ -33,6 +33,12 @@ MODELS_LOCK = 0x0C4E57_0004
 
 # SQLSTATEs worth retrying the whole transaction for: serialization failure, deadlock.
 RETRY_STATES = frozenset({"40001", "40P01"})
+# SQLSTATEs that say "not now" of a transaction the server aborted whole: a serialization
+# failure or deadlock retried to the end, a commit's outcome unknown, a lock or statement timed
+# out or cancelled, a session ended for idling; and classes 53 (out of disk, memory,
+# connections) and 58 (the server's I/O in trouble). The data was not at fault.
+LATER_STATES = frozenset({*RETRY_STATES, "40003", "55P03", "57014", "25P03", "25P04"})
+LATER_CLASSES = ("53", "58")
 
 
 async def create_pool(url: str, timeouts: Timeouts, size: int = 5) -> asyncpg.Pool:
@@ -76,6 +82,16 @@ def unreachable(exc: BaseException) -> bool:
         return "closed" in text or "connection" in text
     state = str(getattr(exc, "sqlstate", "") or "")
     return state.startswith("08") or state.startswith("57P")
+
+
+def retry_later(exc: BaseException) -> bool:
+    """True when the server cannot take a write now but would later (unreachable, or one of
+    `LATER_STATES`): the write is kept in the spill file and written again, never dropped as
+    refused nor set aside as bad data."""
+    if unreachable(exc):
+        return True
+    state = str(getattr(exc, "sqlstate", "") or "")
+    return state in LATER_STATES or state.startswith(LATER_CLASSES)
 
 
 def retryable(exc: BaseException) -> bool:

@@ -27,7 +27,7 @@ from orchestra.core.request import new_request_id
 from orchestra.core.tier import Tier
 from orchestra.spend.calendar import Calendar
 from orchestra.spend.ledger import Charge, SpendTotals
-from orchestra.store.postgres_db import DRAIN_LOCK, Conn, retrying, unreachable
+from orchestra.store.postgres_db import DRAIN_LOCK, Conn, retry_later, retrying
 from orchestra.store.record import RENEWALS, current_request_row
 from orchestra.store.spill import Spill, money
 from orchestra.store.write_outcomes import settle
@@ -313,12 +313,13 @@ class PgWriter:
                 w.result = w.payload["request"]
 
     async def _write(self, writes: list[PgWrite]) -> None:
-        """Commit the writes, or keep them in the spill file if the database is unreachable."""
+        """Commit the writes, or keep them in the spill file if the database is unreachable or
+        cannot take them now (a lock timed out...: see `retry_later`)."""
         if not self.link.degraded:
             try:
                 await self._commit(writes)
             except Exception as exc:
-                if not unreachable(exc):
+                if not retry_later(exc):
                     raise
                 self.link.lost(exc)
             else:
@@ -348,7 +349,7 @@ class PgWriter:
             try:
                 await self._transaction(conn, [w.payload for w in writes if w.payload])
             except Exception as exc:
-                if unreachable(exc) or (len(writes) == 1 and not id_taken(exc)):
+                if retry_later(exc) or (len(writes) == 1 and not id_taken(exc)):
                     raise
                 for w in writes:
                     await self._alone(conn, w)
@@ -360,14 +361,15 @@ class PgWriter:
 
     async def _alone(self, conn: Conn, w: PgWrite) -> None:
         """One write in its own transaction; a record whose id another call's record has is
-        written under a fresh one (never over it). Raises only if the server is unreachable."""
+        written under a fresh one (never over it). Raises only if the server cannot take it now
+        (`retry_later`)."""
         for _ in range(RENEWALS + 1):
             try:
                 await self._transaction(conn, [w.payload] if w.payload else [])
                 w.error = None
                 return
             except Exception as exc:
-                if unreachable(exc):
+                if retry_later(exc):
                     raise
                 w.error = exc
                 if w.payload is None or not w.payload.get("request") or not id_taken(exc):
@@ -405,7 +407,8 @@ class PgWriter:
 
     async def drain(self, batch: int = 500) -> int:
         """(On the writer, via `run`) Write the spill file's entries to the database, oldest
-        first; returns how many. Raises if the database is unreachable again."""
+        first; returns how many. Raises if the database is unreachable again, or cannot take
+        them now (`retry_later`): they wait for the next drain."""
         done = 0
         if not await asyncio.to_thread(self.spill.lock):
             return 0  # another process on this host is draining the same file
@@ -425,13 +428,13 @@ class PgWriter:
             try:
                 await self._drain_transaction(conn, [p for _, _, p in entries])
             except Exception as exc:
-                if unreachable(exc):
+                if retry_later(exc):
                     raise
                 for one in entries:  # find the entry the server refuses; keep it aside
                     try:
                         await self._drain_transaction(conn, [one[2]])
                     except Exception as alone:
-                        if unreachable(alone):
+                        if retry_later(alone):  # not now: the drain is tried again later
                             raise
                         log.error("store: a spilled write is refused (%s); kept aside", alone)
                         await asyncio.to_thread(self.spill.quarantine, [one[0]])
