@@ -58,6 +58,7 @@ class PgProxy:
         self.links: list[_Link] = []
         self.faults: list[_Fault] = []
         self.fired: list[str] = []
+        self._fired = asyncio.Event()
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -183,6 +184,11 @@ class PgProxy:
     def _fire(self, fault: _Fault) -> None:
         fault.times -= 1
         self.fired.append(fault.kind)
+        self._fired.set()
+
+    async def fault_fired(self) -> None:
+        """Wait until an armed fault has fired."""
+        await self._fired.wait()
 
     async def _answers(self, link: _Link, reader: asyncio.StreamReader) -> None:
         swallowed = b""

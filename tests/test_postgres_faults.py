@@ -26,7 +26,7 @@ from test_store import make_record
 
 from orchestra.core.tier import Tier
 from orchestra.spend.ledger import Charge, Hold
-from orchestra.store import RequestRecord
+from orchestra.store import PostgresOptions, RequestRecord, Timeouts
 from orchestra.store.postgres import PostgresStore
 
 
@@ -152,3 +152,27 @@ async def test_a_drain_the_server_timed_out_sets_nothing_aside(pg_url: str, tmp_
         assert await store._w().run(store._recover)
         assert (await store.spend_totals()).today_usd == pytest.approx(0.3)
     assert len(await rows(pg_url, "SELECT id FROM requests")) == 3
+
+
+async def test_a_client_gone_mid_reservation_blocks_no_other_hosts_budget(
+    pg_url: str, proxy: tuple[PgProxy, str], tmp_path: Path
+) -> None:
+    """A host that loses power (or its network) inside a reservation leaves its session open on
+    the server, idle in its transaction, holding the budget's lock: the server notices a silent
+    client only when TCP keepalives give up (two hours by default). Every other host's
+    reservation waited on that lock until its statement timed out: no paid call anywhere. The
+    server now ends such a session when it has idled in its transaction half a statement
+    timeout, and the lock is free for the others."""
+    fault, url = proxy
+    quick = Timeouts(connect_s=1.0, statement_s=2.0)
+    gone = PostgresStore(url, PostgresOptions(spill_path=tmp_path / "a.db", timeouts=quick))
+    other = PostgresStore(pg_url, PostgresOptions(spill_path=tmp_path / "b.db", timeouts=quick))
+    async with gone, other:
+        fault.arm("vanish_after", "DELETE FROM reservations WHERE expires_at")  # lock held
+        cut_off = asyncio.create_task(gone.reserve(ask(0.1)))
+        await fault.fault_fired()
+        started = time.monotonic()
+        held = await other.reserve(ask(0.2))
+        assert isinstance(held, Hold) and held.id > 0, "granted by the database"
+        assert time.monotonic() - started < quick.statement_s
+        await cut_off

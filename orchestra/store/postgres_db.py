@@ -42,15 +42,27 @@ LATER_CLASSES = ("53", "58")
 
 
 async def create_pool(url: str, timeouts: Timeouts, size: int = 5) -> asyncpg.Pool:
-    """A pool that connects lazily (`min_size=0`): a store can open while the server is down."""
+    """A pool that connects lazily (`min_size=0`): a store can open while the server is down.
+
+    The server ends a session idle inside a transaction for half a statement timeout: ours never
+    wait between statements but on the event loop, so such a session's client is gone (its host
+    lost power or its network; the server would otherwise notice only when TCP keepalives give
+    up, hours later), and its locks (the budget's, the running sums' rows) would hold every
+    other host's reservations and writes until then. Half, so that a statement waiting on such a
+    lock gets it before its own timeout."""
     ms = int(timeouts.statement_s * 1000)
+    settings = {
+        "statement_timeout": str(ms),
+        "idle_in_transaction_session_timeout": str(max(1, ms // 2)),
+        "application_name": "orchestra",
+    }
     pool: asyncpg.Pool = await asyncpg.create_pool(
         url,
         min_size=0,
         max_size=size,
         timeout=timeouts.connect_s,
         command_timeout=timeouts.statement_s,
-        server_settings={"statement_timeout": str(ms), "application_name": "orchestra"},
+        server_settings=settings,
     )
     return pool
 
