@@ -176,3 +176,36 @@ async def test_a_client_gone_mid_reservation_blocks_no_other_hosts_budget(
         assert isinstance(held, Hold) and held.id > 0, "granted by the database"
         assert time.monotonic() - started < quick.statement_s
         await cut_off
+
+
+async def test_a_reservation_committed_unheard_is_not_held_twice(
+    pg_url: str, proxy: tuple[PgProxy, str], tmp_path: Path
+) -> None:
+    """The connection dies after the reservation's COMMIT reached the server, before its answer
+    came back: the store cannot tell it was granted, and asks again. The first grant stayed in
+    the database, held by nobody: it kept that much of the budget from every host until its
+    lease ran out, and was then charged whole as lost, for a call never made. The retry takes
+    back what the attempt it replaces may have granted; so does the next reservation after an
+    outage, when the retry could not be made either."""
+    fault, url = proxy
+    async with PostgresStore(url, options(tmp_path)) as store:
+        fault.arm("lose_commit_answer", "INSERT INTO reservations")
+        held = await store.reserve(ask(0.3))
+        assert fault.fired == ["lose_commit_answer"]
+        assert isinstance(held, Hold) and held.id > 0
+        assert await rows(pg_url, "SELECT id FROM reservations") == [(held.id,)]
+        assert isinstance(await store.reserve(ask(0.7)), Hold), "$1 a day: $0.70 is left"
+        # Unheard, and the retry cut off too: granted offline; taken back once the database is
+        # back (the phantom would otherwise be charged as lost when its lease ran out).
+        fault.arm("lose_commit_answer", "INSERT INTO reservations")
+        fault.arm("cut_before", "SELECT pg_advisory_xact_lock")
+        store.release(held)
+        offline = await store.reserve(ask(0.3, daily=10.0))
+        assert isinstance(offline, Hold) and offline.id < 0 and store.degraded
+        assert await store._w().run(store._recover)
+        for _ in range(100):  # the reserver takes it back as soon as the database is back
+            live = await rows(pg_url, "SELECT usd FROM reservations")
+            if len(live) == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert live == [(0.7,)], "only the $0.70 hold, still out"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import re
 import socket
@@ -144,6 +145,12 @@ class PostgresStore(Store):
         self._known_saved = 0.0
         self._clients = 1
         self._migrated = False
+        # When this store's reservation transactions began (each later than the last: with the
+        # owner, they name the reservations one granted), and those whose outcome was not heard
+        # (the connection died, maybe after the commit): what they granted is held by no call,
+        # and is taken back by the next reservation transaction.
+        self._stamp = 0.0
+        self._unsure: list[float] = []
         self._zoned = False  # the store's zone is read (it is fixed for this process's life)
 
     def __repr__(self) -> str:
@@ -323,6 +330,8 @@ class PostgresStore(Store):
             raise
         self._link.degraded = False
         self._offline = None
+        if self._unsure:  # grants unheard before the outage: taken back now, not at the next ask
+            self._asks.put_nowait((_Flush(), None))
         log.warning("store: PostgreSQL at %s is back; %d spilled writes written to it",
                     masked(self.url), drained)  # fmt: skip
         return True
@@ -539,12 +548,16 @@ class PostgresStore(Store):
                 releases = [r for r in releases if r > 0]
                 await asyncio.to_thread(self._spill.settle_offline, local)
             for attempt in range(2):  # a connection the server closed is replaced once
+                now = self._stamp = max(time.time(), math.nextafter(self._stamp, math.inf))
                 try:
                     async with self._pool.acquire(timeout=self.options.timeouts.connect_s) as c:
-                        out = await retrying(lambda: self._reserve_in(c, asks, releases))
+                        out = await retrying(partial(self._reserve_in, c, asks, releases, now))
+                    self._unsure.clear()  # taken back in that transaction
                     self._granted += sum(h.usd for h in out if isinstance(h, Hold))
                     return out
                 except Exception as exc:
+                    if asks:  # its commit may have reached the server, unheard
+                        self._unsure.append(now)
                     if not unreachable(exc):
                         raise
                     if attempt == 1:
@@ -563,10 +576,10 @@ class PostgresStore(Store):
         return out
 
     async def _reserve_in(
-        self, conn: Conn, asks: list[Ask], releases: list[int]
+        self, conn: Conn, asks: list[Ask], releases: list[int], now: float
     ) -> list[Hold | Refusal]:
         return await pg_ledger.reserve(
-            conn, self.calendar, asks, self.owner, time.time(), releases=releases
+            conn, self.calendar, asks, self.owner, now, releases=releases, undo=self._unsure
         )
 
     def release(self, hold: Hold) -> None:

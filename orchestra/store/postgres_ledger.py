@@ -166,10 +166,22 @@ async def reserve(
     owner: str,
     now: float,
     releases: Sequence[int] = (),
+    undo: Sequence[float] = (),
 ) -> list[Hold | Refusal]:
     """Drop `releases`, then grant or refuse each ask in turn, each seeing the reservations
-    granted before it, in one transaction serialised with every other host's reservations."""
+    granted before it, in one transaction serialised with every other host's reservations.
+
+    `undo`: the `now` of this owner's earlier reservation transactions whose outcome was never
+    heard (their commit may have happened): what they granted no call holds; it is taken back
+    first. `now` names this transaction's grants the same way (with `owner`), so it must differ
+    from every other transaction of the owner."""
     async with conn.transaction():
+        if undo:
+            await conn.execute(
+                "DELETE FROM reservations WHERE owner = $1 AND created_at = ANY($2::float8[])",
+                owner,
+                list(undo),
+            )
         if releases:
             await write_charges(conn, cal, (), releases)
         if not asks:
