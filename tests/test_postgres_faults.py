@@ -209,3 +209,25 @@ async def test_a_reservation_committed_unheard_is_not_held_twice(
                 break
             await asyncio.sleep(0.01)
         assert live == [(0.7,)], "only the $0.70 hold, still out"
+
+
+async def test_a_dead_offline_holds_charge_drained_unheard_is_counted_once(
+    pg_url: str, proxy: tuple[PgProxy, str], tmp_path: Path
+) -> None:
+    """A hold granted offline by a process that died is charged as lost (its lease ran out) by
+    an entry of the spill file. A drain whose commit went unheard (or whose process was killed
+    before it marked its entries drained) is run again: a record already in the database is
+    skipped, but that charge, with no record to find, was written twice."""
+    fault, url = proxy
+    async with PostgresStore(url, options(tmp_path)) as store:
+        store._link.lost(OSError("cable cut"))
+        held = await store.reserve(ask(0.3, lease_s=0.05))
+        assert isinstance(held, Hold) and held.id < 0
+        await asyncio.sleep(0.1)
+        await store._offline_totals()  # its lease ran out: a lost charge waits in the file
+        fault.arm("lose_commit_answer", "INSERT INTO ledger")
+        assert not await store._w().run(store._recover), "the drain's answer was lost"
+        assert fault.fired == ["lose_commit_answer"]
+        assert await store._w().run(store._recover)
+        assert (await store.spend_totals()).today_usd == pytest.approx(0.3)
+    assert await rows(pg_url, "SELECT kind, cost_usd FROM ledger") == [("lost", 0.3)]

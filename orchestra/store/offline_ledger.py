@@ -63,7 +63,7 @@ class OfflineLedger:
             _join(db, self.owner, self.join)
             self.join = None
         db.executemany("DELETE FROM offline_holds WHERE id = ?", [(-h,) for h in releases])
-        _expire(db, now)
+        _expire(db, self.owner.partition("/")[0], now)
         known = known_of(db)
         spent, held = _used(db)
         out: list[Hold | Refusal] = []
@@ -99,9 +99,11 @@ def _join(db: sqlite3.Connection, owner: str, join: Join) -> None:
         )
 
 
-def _expire(db: sqlite3.Connection, now: float) -> None:
+def _expire(db: sqlite3.Connection, host: str, now: float) -> None:
     """Offline holds whose lease ran out (their process died, or forgot them): each becomes a
-    "lost" charge of its amount, an entry drained to the database like any other."""
+    "lost" charge of its amount, an entry drained to the database like any other. It has no
+    record to tell whether a drain already wrote it: its key does (the host's, and the hold's
+    id, never reused in the file)."""
     rows = db.execute(
         "SELECT id, request_id, model, tier, usd FROM offline_holds WHERE expires_at <= ?", (now,)
     ).fetchall()
@@ -109,7 +111,7 @@ def _expire(db: sqlite3.Connection, now: float) -> None:
         db.execute("DELETE FROM offline_holds WHERE id = ?", (hold_id,))
         lost = Charge(model=model, tier=tier, prompt_tokens=0, completion_tokens=0,
                       cost_usd=usd, kind="lost", usage_reported=False)  # fmt: skip
-        payload = {"charges": [charge_json(request_id, lost, now)]}
+        payload = {"charges": [charge_json(request_id, lost, now)], "key": f"lost:{host}:{hold_id}"}
         insert(db, "write", dumps(payload), payload)
 
 

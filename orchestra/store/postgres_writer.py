@@ -129,9 +129,19 @@ def _second_id(payload: Payload) -> str:
 
 
 async def _unwritten(conn: Conn, payloads: Sequence[Payload]) -> list[Payload]:
-    """Spilled payloads less the records already in the database (committed before their
-    connection broke): skipped whole, their charges with them. One whose id another call's
-    record has is written beside it, under its second id."""
+    """Spilled payloads less those already in the database (committed before their connection
+    broke, or their process died before marking them drained): a record found there, or a
+    payload whose `key` was kept (see `apply_payloads`), is skipped whole, its charges with it.
+    A record whose id another call's record has is written beside it, under its second id."""
+    keys = [p["key"] for p in payloads if p.get("key")]
+    if keys:
+        applied = {
+            r[0]
+            for r in await conn.fetch(
+                "SELECT key FROM spill_applied WHERE key = ANY($1::text[])", keys
+            )
+        }
+        payloads = [p for p in payloads if p.get("key") not in applied]
     records = [p for p in payloads if p.get("request")]
     if not records:
         return list(payloads)
@@ -158,8 +168,8 @@ async def apply_payloads(
     conn: Conn, cal: Calendar, payloads: Sequence[Payload], *, drain: bool = False
 ) -> int:
     """Write payloads inside the caller's transaction; returns how many were applied. With
-    `drain` (from the spill file), a record already in the database is not written again (see
-    `_unwritten`)."""
+    `drain` (from the spill file), a record already in the database, or a payload whose key is
+    kept there, is not written again (see `_unwritten`)."""
     if drain:
         payloads = await _unwritten(conn, payloads)
     merged: dict[str, list[tuple[Any, ...]]] = {}
@@ -177,6 +187,14 @@ async def apply_payloads(
             await conn.executemany(
                 sql, sorted(rows, key=lambda r: str(r[0])) if key in _SORTED else rows
             )
+    keys = [p["key"] for p in payloads if p.get("key")]
+    if keys:  # written: a drain run again skips them (see `_unwritten`)
+        await conn.execute(
+            "INSERT INTO spill_applied (key, at) SELECT unnest($1::text[]), $2"
+            " ON CONFLICT (key) DO NOTHING",
+            keys,
+            time.time(),
+        )
     if charges or releases:
         await pg_ledger.write_charges(conn, cal, charges, releases)
     return len(payloads)

@@ -312,6 +312,12 @@ STEPS: tuple[Step, ...] = (
         sqlite="CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
         postgres="CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     ),
+    # 12: spilled writes that have no record to be found by (a dead offline hold's lost charge)
+    # carry a key, kept here once written, so that a drain run again writes them once.
+    Step(
+        sqlite="",
+        postgres="CREATE TABLE spill_applied (key TEXT PRIMARY KEY, at DOUBLE PRECISION NOT NULL)",
+    ),
 )
 MIGRATIONS: tuple[Migration, ...] = tuple(step.sqlite for step in STEPS)
 SCHEMA_VERSION = len(STEPS)

@@ -4,7 +4,8 @@ A small SQLite file in ORCHESTRA_HOME (`spill.db`, WAL). Each entry is one write
 PostgreSQL writer would have committed it (its rows by statement, its charges, its releases),
 as JSON. Entries go back to PostgreSQL, oldest first, when it answers again, and are deleted
 once committed there. Every process on the host shares the file; a drain is serialised across
-processes by an advisory lock on the database, and a record already there is skipped, so an
+processes by an advisory lock on the database, and a record already there is skipped (as is an
+entry with no record whose key the database keeps: a dead offline hold's lost charge), so an
 entry is applied once even if a process dies between the commit and the delete.
 
 The file is capped (`max_bytes`): past it, a record is refused (its request gets `NotRecorded`:
