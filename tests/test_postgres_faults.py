@@ -25,7 +25,7 @@ from test_request_ids import spilled
 from test_store import make_record
 
 from orchestra.core.tier import Tier
-from orchestra.spend.ledger import Charge, Hold
+from orchestra.spend.ledger import Charge, Hold, Refusal
 from orchestra.store import PostgresOptions, RequestRecord, Timeouts
 from orchestra.store.postgres import PostgresStore
 
@@ -141,6 +141,7 @@ async def test_a_drain_the_server_timed_out_sets_nothing_aside(pg_url: str, tmp_
     budget could be spent again). They wait, and are written when the table is free."""
     await lock_timeout(pg_url, "200ms")
     async with PostgresStore(pg_url, options(tmp_path)) as store:
+        await store.flush()  # its own drain at open is done
         kept = [spilled(_with_charges(make_record(created_at=time.time() + i, cost=0.1),
                                       Charge(model="c1", tier=Tier.CLOUD, prompt_tokens=1,
                                              completion_tokens=1, cost_usd=0.1)))
@@ -202,6 +203,7 @@ async def test_a_reservation_committed_unheard_is_not_held_twice(
         store.release(held)
         offline = await store.reserve(ask(0.3, daily=10.0))
         assert isinstance(offline, Hold) and offline.id < 0 and store.degraded
+        store.release(offline)  # its call never made
         assert await store._w().run(store._recover)
         for _ in range(100):  # the reserver takes it back as soon as the database is back
             live = await rows(pg_url, "SELECT usd FROM reservations")
@@ -231,3 +233,59 @@ async def test_a_dead_offline_holds_charge_drained_unheard_is_counted_once(
         assert await store._w().run(store._recover)
         assert (await store.spend_totals()).today_usd == pytest.approx(0.3)
     assert await rows(pg_url, "SELECT kind, cost_usd FROM ledger") == [("lost", 0.3)]
+
+
+async def test_holds_granted_offline_count_in_the_database_once_it_is_back(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """Calls reserved while the database was unreachable, still running when it is back: their
+    holds lived only in the spill file, so the database granted their amount again ($1 a day
+    spent twice: $0.70 offline, then what looked left, online). Now the first process back
+    carries the host's offline holds into the database (a dead process's too, charged there as
+    lost when its lease runs out, once), and a process still cut off grants no more offline
+    holds once another of its host has read the database again."""
+    async with (
+        PostgresStore(pg_url, options(tmp_path)) as store,
+        PostgresStore(pg_url, options(tmp_path)) as peer,  # same host: same spill file
+    ):
+        for s in (store, peer):
+            await s._refresh()  # the shared totals: nothing spent, one host
+        for s in (store, peer):
+            s._link.lost(OSError("database restarting"))
+        mine = await store.reserve(ask(0.4))
+        theirs = await peer.reserve(ask(0.3, lease_s=0.3))  # its process will die mid-call
+        assert isinstance(mine, Hold) and isinstance(theirs, Hold) and mine.id < 0
+        assert await store._w().run(store._recover)
+        assert isinstance(await peer.reserve(ask(0.1)), Refusal), "the database is back"
+        assert isinstance(await store.reserve(ask(0.3)), Hold), "$0.30 is left of $1"
+        assert isinstance(await store.reserve(ask(0.01)), Refusal), "and no more"
+        await store.record(paid(mine, 0.4))
+        await asyncio.sleep(0.4)  # past the dead call's lease
+        await store._refresh()  # charges the holds whose lease ran out
+        totals = await store.spend_totals()
+        assert await peer._w().run(peer._recover)
+    assert totals.today_usd == pytest.approx(0.7) and totals.reserved_usd == pytest.approx(0.3)
+    ledger = await rows(pg_url, "SELECT kind, cost_usd FROM ledger ORDER BY id")
+    assert ledger == [("answer", 0.4), ("lost", 0.3)], "each once"
+
+
+async def test_a_carried_hold_settled_while_cut_off_again_is_settled_in_the_database(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """Holds granted offline are reservations of the database once it is back; their calls
+    still name them by their offline ids. Released, or charged, while the database is lost
+    again, they are settled there when it answers: no reservation is left to run out and be
+    charged as lost."""
+    async with PostgresStore(pg_url, options(tmp_path)) as store:
+        await store._refresh()
+        store._link.lost(OSError("database restarting"))
+        never, made = await store.reserve(ask(0.2)), await store.reserve(ask(0.3))
+        assert isinstance(never, Hold) and isinstance(made, Hold) and made.id < 0
+        assert await store._w().run(store._recover), "both carried into the database"
+        store._link.lost(OSError("lost again"))
+        store.release(never)
+        await store.record(paid(made, 0.25))
+        assert await store._w().run(store._recover)
+        totals = await store.spend_totals()
+    assert totals.today_usd == pytest.approx(0.25) and totals.reserved_usd == 0.0
+    assert await rows(pg_url, "SELECT kind, cost_usd FROM ledger") == [("answer", 0.25)]

@@ -39,13 +39,16 @@ class OfflineLedger:
     is how many hosts (spill files) were seen sharing the database in the last minute; so all
     of them cut off at once still spend at most what was left, however many processes each
     runs. Each decision is one `BEGIN IMMEDIATE` transaction against what every process of
-    the host holds and spent. Never having read the totals, the host refuses every paid call.
+    the host holds and spent. Never having read the totals, the host refuses every paid call;
+    so does a process once another of its host has read them since it lost the database (it is
+    back: see `_decide`).
     Every method blocks (call it from a worker thread).
     """
 
     spill: Spill
     owner: str
     join: Join | None
+    since: float  # when this process lost the database
 
     def reserve(
         self, asks: Sequence[Ask], releases: Sequence[int], now: float
@@ -66,9 +69,13 @@ class OfflineLedger:
         _expire(db, self.owner.partition("/")[0], now)
         known = known_of(db)
         spent, held = _used(db)
+        # Totals read since this process lost the database: another process of the host reads
+        # it again (this one will within a probe). The first back carries the host's offline
+        # holds into it; one granted here now would be counted by neither side.
+        back = known is not None and float(known["at"]) > self.since
         out: list[Hold | Refusal] = []
         for ask in asks:
-            usd = _grant(ask, known, spent, held)
+            usd = _grant(ask, None if back else known, spent, held)
             if isinstance(usd, Refusal):
                 out.append(usd)
                 continue

@@ -178,8 +178,9 @@ class PostgresStore(Store):
         host = await asyncio.to_thread(self._spill.host)
         self.owner = f"{host}/{self.owner.partition('/')[2]}"
         self._writer = PgWriter(
-            self._pool, self.calendar, self._spill, self._link, self._spend.update, self._carry
-        )
+            self._pool, self.calendar, self._spill, self._link, self._spend.update, self._carry,
+            host,
+        )  # fmt: skip
         try:
             await self._connect()
         except (StoreUnavailable, ConfigError):
@@ -199,11 +200,11 @@ class PostgresStore(Store):
         self._reserver = asyncio.create_task(self._reserve_forever(), name="orchestra-reserver")
         self._refresher = asyncio.create_task(self._refresh_forever(), name="orchestra-spend")
         self._open = True
-        waiting, _, aside = await asyncio.to_thread(self._spill.counts)
+        _, _, aside = await asyncio.to_thread(self._spill.counts)
         if aside:
             log.error("store: %d spilled writes the database refused are kept aside in %s",
                       aside, self._spill.path)  # fmt: skip
-        if waiting and not self.degraded:
+        if not self.degraded:  # what the host's processes spilled, or hold offline, if any
             self._writer.submit(PgWrite(call=self._drain_quietly, quiet=True), wait=False)
         return self
 
@@ -293,7 +294,7 @@ class PostgresStore(Store):
         )  # fmt: skip
         now, known = time.time(), self._known
         join = Join(known=known, clients=self._clients, carried=self._granted, at=now)
-        self._offline = OfflineLedger(self._spill, self.owner, join)
+        self._offline = OfflineLedger(self._spill, self.owner, join, since=now)
         self._interner = Interner()  # what it thinks stored may have died with the batch
         if known is not None:  # until the host's own totals are read (just below)
             self._spend.update(replace(known, reserved_usd=known.reserved_usd + self._granted))
@@ -319,9 +320,11 @@ class PostgresStore(Store):
         assert self._writer is not None and self._pool is not None
         try:
             await self._pool.expire_connections()  # those of before the outage are dead
-            await self._connect()
+            await self._connect()  # the totals it keeps end this host's offline grants
             drained = await self._writer.drain()
-            if drained:  # totals read after the drain: the drained entries no longer count
+            if drained is None:  # another process of the host drains (and carries) first
+                return False
+            if drained:  # totals read after the drain: what it wrote no longer counts apart
                 async with self._pool.acquire(timeout=self.options.timeouts.connect_s) as conn:
                     await self._read_totals(conn)
         except Exception as exc:
@@ -332,8 +335,8 @@ class PostgresStore(Store):
         self._offline = None
         if self._unsure:  # grants unheard before the outage: taken back now, not at the next ask
             self._asks.put_nowait((_Flush(), None))
-        log.warning("store: PostgreSQL at %s is back; %d spilled writes written to it",
-                    masked(self.url), drained)  # fmt: skip
+        log.warning("store: PostgreSQL at %s is back; %d spilled writes and offline holds"
+                    " written to it", masked(self.url), drained)  # fmt: skip
         return True
 
     async def _drain_quietly(self) -> None:
@@ -346,7 +349,8 @@ class PostgresStore(Store):
             self._link.lost(exc)  # degraded: the probe drains the file when it can
             return
         if drained:
-            log.warning("store: %d spilled writes written to PostgreSQL", drained)
+            log.warning("store: %d spilled writes and offline holds written to PostgreSQL",
+                        drained)  # fmt: skip
 
     async def _refresh_forever(self) -> None:
         while True:
@@ -543,9 +547,10 @@ class PostgresStore(Store):
     async def _decide(self, asks: list[Ask], releases: list[int]) -> list[Hold | Refusal]:
         assert self._pool is not None
         if not self.degraded:
-            if any(r < 0 for r in releases):  # offline holds, released once the database is back
+            # Offline holds released once the database is back: in the spill file, and in the
+            # database (all releases go there) if they were carried into it.
+            if any(r < 0 for r in releases):
                 local = [r for r in releases if r < 0]
-                releases = [r for r in releases if r > 0]
                 await asyncio.to_thread(self._spill.settle_offline, local)
             for attempt in range(2):  # a connection the server closed is replaced once
                 now = self._stamp = max(time.time(), math.nextafter(self._stamp, math.inf))
@@ -565,8 +570,9 @@ class PostgresStore(Store):
                     else:  # the server ended a session: likely all of them (a restart, sessions
                         # terminated), so the retry takes a new connection, not the pool's next
                         await self._pool.expire_connections()
-        shared = [r for r in releases if r > 0]
-        if shared:  # kept with the records, for when the database is back
+        if releases:  # kept with the records, for when the database is back (an offline hold
+            # too: it may be a reservation there now, carried when the database was last back)
+            shared = list(releases)
             self._w().submit(PgWrite(make=lambda: {"releases": shared}, money=True), wait=False)
         offline = self._offline
         assert offline is not None
@@ -579,8 +585,9 @@ class PostgresStore(Store):
         self, conn: Conn, asks: list[Ask], releases: list[int], now: float
     ) -> list[Hold | Refusal]:
         return await pg_ledger.reserve(
-            conn, self.calendar, asks, self.owner, now, releases=releases, undo=self._unsure
-        )
+            conn, self.calendar, asks, self.owner, now, releases=releases, undo=self._unsure,
+            host=self.owner.partition("/")[0],
+        )  # fmt: skip
 
     def release(self, hold: Hold) -> None:
         if self._reserver is None:

@@ -13,7 +13,9 @@ and why:
   database knows how many hosts share the budget), `store_imports` (SQLite files
   copied in by `orchestra store migrate`, so a second run copies nothing twice),
   `spill_applied` (step 12: the keys of spilled writes already drained that no record
-  identifies), and the version table `orchestra_schema` (created by the migration itself).
+  identifies), `offline_carried` (step 13: holds granted offline, and the reservations they
+  became when the database was back), and the version table `orchestra_schema` (created by the
+  migration itself).
 """
 
 from __future__ import annotations

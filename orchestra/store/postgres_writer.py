@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -165,11 +166,17 @@ async def _unwritten(conn: Conn, payloads: Sequence[Payload]) -> list[Payload]:
 
 
 async def apply_payloads(
-    conn: Conn, cal: Calendar, payloads: Sequence[Payload], *, drain: bool = False
+    conn: Conn,
+    cal: Calendar,
+    payloads: Sequence[Payload],
+    *,
+    drain: bool = False,
+    host: str | None = None,
 ) -> int:
     """Write payloads inside the caller's transaction; returns how many were applied. With
     `drain` (from the spill file), a record already in the database, or a payload whose key is
-    kept there, is not written again (see `_unwritten`)."""
+    kept there, is not written again (see `_unwritten`). `host`: the spill file's, whose
+    offline holds the payloads' negative hold ids are."""
     if drain:
         payloads = await _unwritten(conn, payloads)
     merged: dict[str, list[tuple[Any, ...]]] = {}
@@ -196,7 +203,7 @@ async def apply_payloads(
             time.time(),
         )
     if charges or releases:
-        await pg_ledger.write_charges(conn, cal, charges, releases)
+        await pg_ledger.write_charges(conn, cal, charges, releases, host)
     return len(payloads)
 
 
@@ -244,10 +251,12 @@ class PgWriter:
         link: Link,
         on_totals: Callable[[SpendTotals], None],
         on_offline: Callable[[float], None],
+        host: str | None = None,
     ) -> None:
         self.pool = pool
         self.calendar = calendar
         self.spill = spill
+        self.host = host  # the spill file's id
         self.link = link
         self._on_totals = on_totals
         self._on_offline = on_offline
@@ -347,19 +356,22 @@ class PgWriter:
 
     async def _settle_offline(self, writes: list[PgWrite]) -> None:
         """Charges (or releases) of holds granted offline, committed here: their holds leave
-        the spill file, else their lease would run out and charge them again as lost."""
-        holds: list[int] = []
-        for w in writes:
-            if w.money and w.error is None and w.payload:
-                usd, settled = money(w.payload)
-                if settled:
-                    holds.extend(-h for h in settled)
-                    self._on_offline(usd)
-        if holds:
-            try:
-                await asyncio.to_thread(self.spill.settle_offline, holds)
-            except Exception as exc:  # busy or broken: those holds count till they run out
-                log.error("store: cannot settle offline holds in %s: %s", self.spill.path, exc)
+        the spill file, else their lease would run out and charge them again as lost. What was
+        charged under a hold still in the file is out yet in no totals read so far
+        (`on_offline`); a hold carried into the database since is in its totals already."""
+        settled = [money(w.payload) for w in writes if w.money and w.error is None and w.payload]
+        settled = [(usd, [-h for h in holds]) for usd, holds in settled if holds]
+        if not settled:
+            return
+        held = [h for _, holds in settled for h in holds]
+        try:
+            gone = await asyncio.to_thread(self.spill.settle_offline, held)
+        except Exception as exc:  # busy or broken: those holds count till they run out
+            log.error("store: cannot settle offline holds in %s: %s", self.spill.path, exc)
+            gone = set(held)
+        for usd, holds in settled:
+            if gone.intersection(holds):
+                self._on_offline(usd)
 
     async def _commit(self, writes: list[PgWrite]) -> None:
         """One transaction for the batch; if the server refuses it, each write alone."""
@@ -398,7 +410,7 @@ class PgWriter:
     async def _transaction(self, conn: Conn, payloads: list[Payload]) -> None:
         async def once() -> None:
             async with conn.transaction():
-                await apply_payloads(conn, self.calendar, payloads)
+                await apply_payloads(conn, self.calendar, payloads, host=self.host)
 
         await retrying(once)
 
@@ -423,14 +435,16 @@ class PgWriter:
                 w.error = StoreError(f"cannot write the spill file {self.spill.path}: {exc}")
             return
 
-    async def drain(self, batch: int = 500) -> int:
-        """(On the writer, via `run`) Write the spill file's entries to the database, oldest
-        first; returns how many. Raises if the database is unreachable again, or cannot take
-        them now (`retry_later`): they wait for the next drain."""
-        done = 0
+    async def drain(self, batch: int = 500) -> int | None:
+        """(On the writer, via `run`) Carry the host's offline holds into the database, then
+        write the spill file's entries to it, oldest first; returns how many holds and entries,
+        or None while another process of the host drains the file. Raises if the database is
+        unreachable again, or cannot take them now (`retry_later`): they wait for the next
+        drain."""
         if not await asyncio.to_thread(self.spill.lock):
-            return 0  # another process on this host is draining the same file
+            return None  # another process on this host is draining the same file
         try:
+            done = await self._carry_holds()
             while True:
                 entries = await asyncio.to_thread(self.spill.take, batch)
                 if not entries:
@@ -439,6 +453,19 @@ class PgWriter:
                 done += len(entries)
         finally:
             await asyncio.to_thread(self.spill.unlock)
+
+    async def _carry_holds(self) -> int:
+        """The host's holds granted offline become reservations of the database (see
+        `postgres_ledger.carry`) and leave the spill file; returns how many."""
+        holds = await asyncio.to_thread(self.spill.offline_holds)
+        if not holds or self.host is None:
+            return 0
+        owner = f"{self.host}/offline"
+        async with self.pool.acquire() as conn:
+            await retrying(partial(pg_ledger.carry, conn, self.host, holds, owner, time.time()))
+        ids = [h[0] for h in holds]
+        await asyncio.to_thread(self.spill.carried_holds, ids, owner, time.time())
+        return len(holds)
 
     async def _drain_entries(self, entries: list[tuple[int, str, Payload]]) -> None:
         aside: set[int] = set()
@@ -466,7 +493,7 @@ class PgWriter:
             async with conn.transaction():
                 # One drainer at a time across hosts, so "already there?" is answered right.
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", DRAIN_LOCK)
-                await apply_payloads(conn, self.calendar, payloads, drain=True)
+                await apply_payloads(conn, self.calendar, payloads, drain=True, host=self.host)
 
         await retrying(once)
 

@@ -14,11 +14,12 @@ The last totals read from the database (the "known" shared spend) are kept here 
 process started during an outage still knows them.
 
 It is also the host's offline ledger (see `orchestra.store.offline_ledger`): the holds granted
-while the database is unreachable (`offline_holds`), the reservations processes had in the
-database but not in the known totals when they lost it (`carried`), and the money of each entry
-(`pending.usd`). A drained entry is marked (`drained_at`), not deleted, until known totals read
-after its drain are kept: until then it still counts, so that "known totals + what the file
-holds" never misses spend, whichever process drains and whichever reads.
+while the database is unreachable (`offline_holds`: carried into the database as reservations
+when it is back, by the first process to drain the file), the reservations processes had in
+the database but not in the known totals when they lost it (`carried`), and the money of each
+entry (`pending.usd`). A drained entry is marked (`drained_at`), not deleted, until known totals
+read after its drain are kept: until then it still counts, so that "known totals + what the
+file holds" never misses spend, whichever process drains and whichever reads.
 """
 
 from __future__ import annotations
@@ -331,13 +332,53 @@ class Spill:
         """Keep totals read from the database (see `keep_known`)."""
         return self.transaction(lambda db: keep_known(db, known))
 
-    def settle_offline(self, hold_ids: list[int]) -> None:
-        """Offline holds settled in the database itself (their call ended after it was back)."""
-        self.transaction(
-            lambda db: db.executemany(
-                "DELETE FROM offline_holds WHERE id = ?", [(-h,) for h in hold_ids if h < 0]
+    def settle_offline(self, hold_ids: list[int]) -> set[int]:
+        """Offline holds settled in the database itself (their call ended after it was back);
+        returns those the file still had (the others were carried into the database)."""
+
+        def drop(db: sqlite3.Connection) -> set[int]:
+            gone = set()
+            for h in {h for h in hold_ids if h < 0}:
+                if db.execute("DELETE FROM offline_holds WHERE id = ?", (-h,)).rowcount:
+                    gone.add(h)
+            return gone
+
+        return self.transaction(drop)
+
+    def offline_holds(self) -> list[tuple[int, str | None, str, str, float, float]]:
+        """Every hold granted offline on the host, live or run out: (id, request id, model,
+        tier, amount, lease end)."""
+        with self._lock:
+            rows = (
+                self._db()
+                .execute(
+                    "SELECT id, request_id, model, tier, usd, expires_at FROM offline_holds"
+                    " ORDER BY id"
+                )
+                .fetchall()
             )
-        )
+        return [(int(i), r, m, t, float(u), float(e)) for i, r, m, t, u, e in rows]
+
+    def carried_holds(self, ids: list[int], owner: str, at: float) -> None:
+        """Offline holds the database now holds (reservations since `at`): they leave the file,
+        their amount counted as `carried` until known totals read after `at` are kept (they are
+        in those), so that the database lost again before that misses none of it."""
+
+        def move(db: sqlite3.Connection) -> None:
+            marks = ", ".join("?" * len(ids))
+            (usd,) = db.execute(
+                f"SELECT COALESCE(SUM(usd), 0) FROM offline_holds WHERE id IN ({marks})", ids
+            ).fetchone()
+            db.execute(f"DELETE FROM offline_holds WHERE id IN ({marks})", ids)
+            if usd:
+                db.execute(
+                    "INSERT INTO carried (owner, usd, at) VALUES (?, ?, ?) ON CONFLICT (owner)"
+                    " DO UPDATE SET usd = carried.usd + excluded.usd, at = excluded.at",
+                    (owner, float(usd), at),
+                )
+
+        if ids:
+            self.transaction(move)
 
     def quarantine(self, ids: list[int]) -> None:
         """Keep entries the database refused (bad data, not an outage) without retrying them."""
