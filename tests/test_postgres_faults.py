@@ -289,3 +289,23 @@ async def test_a_carried_hold_settled_while_cut_off_again_is_settled_in_the_data
         totals = await store.spend_totals()
     assert totals.today_usd == pytest.approx(0.25) and totals.reserved_usd == 0.0
     assert await rows(pg_url, "SELECT kind, cost_usd FROM ledger") == [("answer", 0.25)]
+
+
+async def test_a_process_cut_off_first_counts_what_its_hosts_others_just_reserved(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """Processes of one host lose the database one after the other (each when it next uses
+    it). The first to notice granted offline against the totals its host last kept (read up to
+    five seconds before) plus what the processes already cut off had reserved: not what the
+    others, still unaware, had just reserved in the database. $1 a day: $0.80 reserved online
+    by one process, then $0.80 granted offline by another."""
+    async with (
+        PostgresStore(pg_url, options(tmp_path)) as busy,
+        PostgresStore(pg_url, options(tmp_path)) as first,  # same host: same spill file
+    ):
+        for s in (busy, first):
+            await s._refresh()  # the host's kept totals: nothing spent, nothing held
+        assert isinstance(await busy.reserve(ask(0.8)), Hold)
+        first._link.lost(OSError("database restarting"))  # `busy` has not noticed yet
+        refused = await first.reserve(ask(0.8))
+        assert isinstance(refused, Refusal) and refused.left_usd == pytest.approx(0.2)

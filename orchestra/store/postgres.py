@@ -554,11 +554,15 @@ class PostgresStore(Store):
                 await asyncio.to_thread(self._spill.settle_offline, local)
             for attempt in range(2):  # a connection the server closed is replaced once
                 now = self._stamp = max(time.time(), math.nextafter(self._stamp, math.inf))
+                granted = self._granted
                 try:
                     async with self._pool.acquire(timeout=self.options.timeouts.connect_s) as c:
-                        out = await retrying(partial(self._reserve_in, c, asks, releases, now))
+                        out, after = await retrying(
+                            partial(self._reserve_in, c, asks, releases, now)
+                        )
                     self._unsure.clear()  # taken back in that transaction
-                    self._granted += sum(h.usd for h in out if isinstance(h, Hold))
+                    if after is not None and any(isinstance(h, Hold) for h in out):
+                        await self._keep_reserved(after, granted)
                     return out
                 except Exception as exc:
                     if asks:  # its commit may have reached the server, unheard
@@ -581,9 +585,23 @@ class PostgresStore(Store):
         self._spend.update(totals)
         return out
 
+    async def _keep_reserved(self, totals: SpendTotals, granted: float) -> None:
+        """Totals with this process's grants in them: known here, and to the host's other
+        processes through the spill file at once. One that loses the database before this one
+        notices counts them (it would otherwise count the totals kept up to five seconds ago,
+        and what the processes cut off before it had reserved: not what this one just did)."""
+        self._known, self._granted = totals, self._granted - granted
+        known = {"today_usd": totals.today_usd, "month_usd": totals.month_usd,
+                 "reserved_usd": totals.reserved_usd, "last_hour_usd": totals.last_hour_usd,
+                 "at": totals.at, "clients": self._clients}  # fmt: skip
+        try:
+            await asyncio.to_thread(self._spill.keep_known, known, synced=False)
+        except Exception as exc:  # busy or broken: the grants are still in `_known`
+            log.warning("store: cannot keep the totals in %s: %s", self._spill.path, exc)
+
     async def _reserve_in(
         self, conn: Conn, asks: list[Ask], releases: list[int], now: float
-    ) -> list[Hold | Refusal]:
+    ) -> tuple[list[Hold | Refusal], SpendTotals | None]:
         return await pg_ledger.reserve(
             conn, self.calendar, asks, self.owner, now, releases=releases, undo=self._unsure,
             host=self.owner.partition("/")[0],

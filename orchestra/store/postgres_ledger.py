@@ -19,7 +19,7 @@ ids, which `offline_carried` translates.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from orchestra.spend.calendar import Calendar
@@ -235,9 +235,11 @@ async def reserve(
     releases: Sequence[int] = (),
     undo: Sequence[float] = (),
     host: str | None = None,
-) -> list[Hold | Refusal]:
+) -> tuple[list[Hold | Refusal], SpendTotals | None]:
     """Drop `releases`, then grant or refuse each ask in turn, each seeing the reservations
     granted before it, in one transaction serialised with every other host's reservations.
+    Returns the decisions, and the totals they were made against with the grants in them (as
+    of `now`: read under the lock, they hold every grant before; None without asks).
 
     `undo`: the `now` of this owner's earlier reservation transactions whose outcome was never
     heard (their commit may have happened): what they granted no call holds; it is taken back
@@ -253,7 +255,7 @@ async def reserve(
         if releases:
             await write_charges(conn, cal, (), releases, host)
         if not asks:
-            return []
+            return [], None
         await conn.execute("SELECT pg_advisory_xact_lock($1)", BUDGET_LOCK)
         await expire(conn, cal, now)
         t = await totals(conn, cal, now)  # after the lock: its snapshot sees every grant before
@@ -283,7 +285,7 @@ async def reserve(
     it = iter(ids)
     for got in decided:
         out.append(got if isinstance(got, Refusal) else Hold(id=next(it), usd=got))
-    return out
+    return out, replace(t, reserved_usd=t.reserved_usd + sum(usd for _, usd in granted))
 
 
 async def summary(conn: Conn, cal: Calendar, now: float) -> dict[str, Any]:

@@ -328,9 +328,23 @@ class Spill:
             ).fetchone()
         return known, [loads(text) for (text,) in rows], float(held)
 
-    def keep_known(self, known: dict[str, Any]) -> bool:
-        """Keep totals read from the database (see `keep_known`)."""
-        return self.transaction(lambda db: keep_known(db, known))
+    def keep_known(self, known: dict[str, Any], *, synced: bool = True) -> bool:
+        """Keep totals read from the database (see `keep_known`); the fields `known` lacks stay
+        as kept. `synced=False`: not synced to the disk (at every reservation: the processes of
+        the host see it at once; a power cut, which ends them all, loses nothing else)."""
+
+        def keep(db: sqlite3.Connection) -> bool:
+            return keep_known(db, {**(known_of(db) or {}), **known})
+
+        if synced:
+            return self.transaction(keep)
+        with self._lock:
+            set_sync(self._db(), "normal")
+        try:
+            return self.transaction(keep)
+        finally:
+            with self._lock:
+                set_sync(self._db(), self.sync)
 
     def settle_offline(self, hold_ids: list[int]) -> set[int]:
         """Offline holds settled in the database itself (their call ended after it was back);
