@@ -309,3 +309,25 @@ async def test_a_process_cut_off_first_counts_what_its_hosts_others_just_reserve
         first._link.lost(OSError("database restarting"))  # `busy` has not noticed yet
         refused = await first.reserve(ask(0.8))
         assert isinstance(refused, Refusal) and refused.left_usd == pytest.approx(0.2)
+
+
+async def test_offline_holds_carried_unheard_are_carried_once(
+    pg_url: str, proxy: tuple[PgProxy, str], tmp_path: Path
+) -> None:
+    """The carry of the host's offline holds into the database, its commit unheard, is made
+    again by the next drain: each hold is still one reservation there."""
+    fault, url = proxy
+    async with PostgresStore(url, options(tmp_path)) as store:
+        await store._refresh()
+        store._link.lost(OSError("database restarting"))
+        held = [await store.reserve(ask(0.2)) for _ in range(2)]
+        fault.arm("lose_commit_answer", "INSERT INTO offline_carried")
+        assert not await store._w().run(store._recover), "the carry's answer was lost"
+        assert await store._w().run(store._recover)
+        live = await rows(pg_url, "SELECT usd FROM reservations")
+        assert live == [(0.2,), (0.2,)], "one reservation each"
+        for h in held:
+            assert isinstance(h, Hold)
+            await store.record(paid(h, 0.1))
+        totals = await store.spend_totals()
+    assert totals.today_usd == pytest.approx(0.2) and totals.reserved_usd == 0.0
