@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 from unittest.mock import ANY
 from urllib.parse import urlsplit
 
@@ -331,3 +332,37 @@ async def test_offline_holds_carried_unheard_are_carried_once(
             await store.record(paid(h, 0.1))
         totals = await store.spend_totals()
     assert totals.today_usd == pytest.approx(0.2) and totals.reserved_usd == 0.0
+
+
+async def test_a_hold_run_out_while_it_is_carried_is_charged_once(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """A process still cut off charged an offline hold whose lease ran out as lost while
+    another process of its host was carrying that hold into the database, where it runs out
+    again: charged twice. Once the host reads the database again, only the database charges
+    what runs out."""
+    async with (
+        PostgresStore(pg_url, options(tmp_path)) as back,
+        PostgresStore(pg_url, options(tmp_path)) as still,  # same host: same spill file
+    ):
+        for s in (back, still):
+            await s._refresh()
+        for s in (back, still):
+            s._link.lost(OSError("database restarting"))
+        assert isinstance(await still.reserve(ask(0.3, lease_s=0.05)), Hold)  # then it dies
+        await asyncio.sleep(0.1)
+        offline, read = still._offline, back._spill.offline_holds
+        assert offline is not None
+
+        def read_then_expire() -> list[Any]:
+            holds = read()
+            offline.totals(time.time())  # `still` looks at its allowance meanwhile
+            return holds
+
+        back._spill.offline_holds = read_then_expire  # type: ignore[method-assign]
+        assert await back._w().run(back._recover)
+        await back._refresh()  # the carried hold runs out here
+        totals = await back.spend_totals()
+        assert await still._w().run(still._recover)
+    assert totals.today_usd == pytest.approx(0.3)
+    assert await rows(pg_url, "SELECT kind, cost_usd FROM ledger") == [("lost", 0.3)]

@@ -66,13 +66,15 @@ class OfflineLedger:
             _join(db, self.owner, self.join)
             self.join = None
         db.executemany("DELETE FROM offline_holds WHERE id = ?", [(-h,) for h in releases])
-        _expire(db, self.owner.partition("/")[0], now)
-        known = known_of(db)
-        spent, held = _used(db)
         # Totals read since this process lost the database: another process of the host reads
         # it again (this one will within a probe). The first back carries the host's offline
-        # holds into it; one granted here now would be counted by neither side.
+        # holds into it: one granted here now would be counted by neither side, and one run out
+        # is charged there (charged here too, it would be twice).
+        known = known_of(db)
         back = known is not None and float(known["at"]) > self.since
+        if not back:
+            _expire(db, self.owner.partition("/")[0], now)
+        spent, held = _used(db)
         out: list[Hold | Refusal] = []
         for ask in asks:
             usd = _grant(ask, None if back else known, spent, held)
