@@ -10,6 +10,7 @@ answer (or `NotRecorded`, said), and no record, charge or reservation is counted
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -29,6 +30,7 @@ from orchestra.core.tier import Tier
 from orchestra.spend.ledger import Charge, Hold, Refusal
 from orchestra.store import PostgresOptions, RequestRecord, Timeouts
 from orchestra.store.postgres import PostgresStore
+from orchestra.store.spill import Spill
 
 
 @pytest.fixture
@@ -366,3 +368,27 @@ async def test_a_hold_run_out_while_it_is_carried_is_charged_once(
         assert await still._w().run(still._recover)
     assert totals.today_usd == pytest.approx(0.3)
     assert await rows(pg_url, "SELECT kind, cost_usd FROM ledger") == [("lost", 0.3)]
+
+
+def test_totals_kept_unsynced_leave_every_other_spill_commit_synced(tmp_path: Path) -> None:
+    """Each reservation keeps its totals in the spill file without syncing it; the spilled
+    records written meanwhile, by other threads on the same connection, are still synced."""
+    spill = Spill(tmp_path / "spill.db", 1 << 20, "full")
+    spill.host()
+    stop = threading.Event()
+
+    def keep() -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            spill.keep_known({"today_usd": 0.0, "at": float(i)}, synced=False)
+
+    keeper = threading.Thread(target=keep)
+    keeper.start()
+    try:
+        seen = {spill.transaction(lambda db: db.execute("PRAGMA synchronous").fetchone()[0])
+                for _ in range(300)}  # fmt: skip
+    finally:
+        stop.set()
+        keeper.join()
+    assert seen == {2}, "FULL, each time"

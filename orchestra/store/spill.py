@@ -234,17 +234,25 @@ class Spill:
         if handle is not None:
             handle.close()  # closing releases the flock
 
-    def transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """`fn` inside one write transaction (`BEGIN IMMEDIATE`: one at a time on the host)."""
+    def transaction(self, fn: Callable[[sqlite3.Connection], T], *, synced: bool = True) -> T:
+        """`fn` inside one write transaction (`BEGIN IMMEDIATE`: one at a time on the host).
+        `synced=False`: its commit is not synced to the disk whatever `sync` says (it survives
+        the process, not a power cut); the connection's other commits are, as `sync` says."""
         with self._lock:
             db = self._db()
-            db.execute("BEGIN IMMEDIATE")
+            if not synced:
+                set_sync(db, "normal")
             try:
-                out = fn(db)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    out = fn(db)
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+            finally:
+                if not synced:
+                    set_sync(db, self.sync)
         return out
 
     def host(self) -> str:
@@ -336,15 +344,7 @@ class Spill:
         def keep(db: sqlite3.Connection) -> bool:
             return keep_known(db, {**(known_of(db) or {}), **known})
 
-        if synced:
-            return self.transaction(keep)
-        with self._lock:
-            set_sync(self._db(), "normal")
-        try:
-            return self.transaction(keep)
-        finally:
-            with self._lock:
-                set_sync(self._db(), self.sync)
+        return self.transaction(keep, synced=synced)
 
     def settle_offline(self, hold_ids: list[int]) -> set[int]:
         """Offline holds settled in the database itself (their call ended after it was back);
