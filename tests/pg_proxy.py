@@ -50,7 +50,8 @@ class _Link:
 
 
 class PgProxy:
-    """Forwards `url`'s connections to the server at Unix socket `upstream` (see module)."""
+    """Forwards the connections made to its own socket (in `base`) to the server at `upstream`,
+    breaking them as armed (see the module)."""
 
     def __init__(self, upstream: str | tuple[str, int]) -> None:
         self.upstream = upstream  # the server's Unix socket, or its (host, port)
@@ -208,7 +209,8 @@ class PgProxy:
 
 
 def _sql_of(link: _Link, kind: bytes, body: bytes) -> bytes:
-    """The SQL a client message runs: its text (Query, Parse), or its statement's (Bind)."""
+    """The SQL a client message runs: a Query's text, or a Bind's prepared statement's (a
+    Parse is only remembered: its statement runs at its Binds)."""
     if kind == b"Q":
         return body.split(b"\0", 1)[0]
     if kind == b"P":
