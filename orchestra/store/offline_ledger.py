@@ -39,13 +39,16 @@ class OfflineLedger:
     is how many hosts (spill files) were seen sharing the database in the last minute; so all
     of them cut off at once still spend at most what was left, however many processes each
     runs. Each decision is one `BEGIN IMMEDIATE` transaction against what every process of
-    the host holds and spent. Never having read the totals, the host refuses every paid call.
+    the host holds and spent. Never having read the totals, the host refuses every paid call;
+    so does a process once another of its host has read them since it lost the database (it is
+    back: see `_decide`).
     Every method blocks (call it from a worker thread).
     """
 
     spill: Spill
     owner: str
     join: Join | None
+    since: float  # when this process lost the database
 
     def reserve(
         self, asks: Sequence[Ask], releases: Sequence[int], now: float
@@ -63,12 +66,18 @@ class OfflineLedger:
             _join(db, self.owner, self.join)
             self.join = None
         db.executemany("DELETE FROM offline_holds WHERE id = ?", [(-h,) for h in releases])
-        _expire(db, now)
+        # Totals read since this process lost the database: another process of the host reads
+        # it again (this one will within a probe). The first back carries the host's offline
+        # holds into it: one granted here now would be counted by neither side, and one run out
+        # is charged there (charged here too, it would be twice).
         known = known_of(db)
+        back = known is not None and float(known["at"]) > self.since
+        if not back:
+            _expire(db, self.owner.partition("/")[0], now)
         spent, held = _used(db)
         out: list[Hold | Refusal] = []
         for ask in asks:
-            usd = _grant(ask, known, spent, held)
+            usd = _grant(ask, None if back else known, spent, held)
             if isinstance(usd, Refusal):
                 out.append(usd)
                 continue
@@ -99,9 +108,11 @@ def _join(db: sqlite3.Connection, owner: str, join: Join) -> None:
         )
 
 
-def _expire(db: sqlite3.Connection, now: float) -> None:
+def _expire(db: sqlite3.Connection, host: str, now: float) -> None:
     """Offline holds whose lease ran out (their process died, or forgot them): each becomes a
-    "lost" charge of its amount, an entry drained to the database like any other."""
+    "lost" charge of its amount, an entry drained to the database like any other. It has no
+    record to tell whether a drain already wrote it: its key does (the host's, and the hold's
+    id, never reused in the file)."""
     rows = db.execute(
         "SELECT id, request_id, model, tier, usd FROM offline_holds WHERE expires_at <= ?", (now,)
     ).fetchall()
@@ -109,7 +120,7 @@ def _expire(db: sqlite3.Connection, now: float) -> None:
         db.execute("DELETE FROM offline_holds WHERE id = ?", (hold_id,))
         lost = Charge(model=model, tier=tier, prompt_tokens=0, completion_tokens=0,
                       cost_usd=usd, kind="lost", usage_reported=False)  # fmt: skip
-        payload = {"charges": [charge_json(request_id, lost, now)]}
+        payload = {"charges": [charge_json(request_id, lost, now)], "key": f"lost:{host}:{hold_id}"}
         insert(db, "write", dumps(payload), payload)
 
 

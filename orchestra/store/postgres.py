@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import re
 import socket
@@ -51,6 +52,7 @@ from orchestra.store.postgres_db import (
     create_pool,
     migrate,
     records,
+    retry_later,
     retrying,
     unreachable,
 )
@@ -143,6 +145,12 @@ class PostgresStore(Store):
         self._known_saved = 0.0
         self._clients = 1
         self._migrated = False
+        # When this store's reservation transactions began (each later than the last: with the
+        # owner, they name the reservations one granted), and those whose outcome was not heard
+        # (the connection died, maybe after the commit): what they granted is held by no call,
+        # and is taken back by the next reservation transaction.
+        self._stamp = 0.0
+        self._unsure: list[float] = []
         self._zoned = False  # the store's zone is read (it is fixed for this process's life)
 
     def __repr__(self) -> str:
@@ -170,15 +178,16 @@ class PostgresStore(Store):
         host = await asyncio.to_thread(self._spill.host)
         self.owner = f"{host}/{self.owner.partition('/')[2]}"
         self._writer = PgWriter(
-            self._pool, self.calendar, self._spill, self._link, self._spend.update, self._carry
-        )
+            self._pool, self.calendar, self._spill, self._link, self._spend.update, self._carry,
+            host,
+        )  # fmt: skip
         try:
             await self._connect()
         except (StoreUnavailable, ConfigError):
             await self._disconnect()
             raise
         except Exception as exc:
-            if not unreachable(exc):
+            if not retry_later(exc):
                 await self._disconnect()
                 raise StoreUnavailable(f"cannot open the store at {where}: {exc}") from exc
             try:
@@ -191,11 +200,11 @@ class PostgresStore(Store):
         self._reserver = asyncio.create_task(self._reserve_forever(), name="orchestra-reserver")
         self._refresher = asyncio.create_task(self._refresh_forever(), name="orchestra-spend")
         self._open = True
-        waiting, _, aside = await asyncio.to_thread(self._spill.counts)
+        _, _, aside = await asyncio.to_thread(self._spill.counts)
         if aside:
             log.error("store: %d spilled writes the database refused are kept aside in %s",
                       aside, self._spill.path)  # fmt: skip
-        if waiting and not self.degraded:
+        if not self.degraded:  # what the host's processes spilled, or hold offline, if any
             self._writer.submit(PgWrite(call=self._drain_quietly, quiet=True), wait=False)
         return self
 
@@ -285,7 +294,7 @@ class PostgresStore(Store):
         )  # fmt: skip
         now, known = time.time(), self._known
         join = Join(known=known, clients=self._clients, carried=self._granted, at=now)
-        self._offline = OfflineLedger(self._spill, self.owner, join)
+        self._offline = OfflineLedger(self._spill, self.owner, join, since=now)
         self._interner = Interner()  # what it thinks stored may have died with the batch
         if known is not None:  # until the host's own totals are read (just below)
             self._spend.update(replace(known, reserved_usd=known.reserved_usd + self._granted))
@@ -311,19 +320,23 @@ class PostgresStore(Store):
         assert self._writer is not None and self._pool is not None
         try:
             await self._pool.expire_connections()  # those of before the outage are dead
-            await self._connect()
+            await self._connect()  # the totals it keeps end this host's offline grants
             drained = await self._writer.drain()
-            if drained:  # totals read after the drain: the drained entries no longer count
+            if drained is None:  # another process of the host drains (and carries) first
+                return False
+            if drained:  # totals read after the drain: what it wrote no longer counts apart
                 async with self._pool.acquire(timeout=self.options.timeouts.connect_s) as conn:
                     await self._read_totals(conn)
         except Exception as exc:
-            if unreachable(exc):
+            if retry_later(exc):  # unreachable still, or a drain that must wait (a lock...)
                 return False
             raise
         self._link.degraded = False
         self._offline = None
-        log.warning("store: PostgreSQL at %s is back; %d spilled writes written to it",
-                    masked(self.url), drained)  # fmt: skip
+        if self._unsure:  # grants unheard before the outage: taken back now, not at the next ask
+            self._asks.put_nowait((_Flush(), None))
+        log.warning("store: PostgreSQL at %s is back; %d spilled writes and offline holds"
+                    " written to it", masked(self.url), drained)  # fmt: skip
         return True
 
     async def _drain_quietly(self) -> None:
@@ -331,12 +344,13 @@ class PostgresStore(Store):
         try:
             drained = await self._writer.drain()
         except Exception as exc:
-            if not unreachable(exc):
+            if not retry_later(exc):
                 raise
-            self._link.lost(exc)
+            self._link.lost(exc)  # degraded: the probe drains the file when it can
             return
         if drained:
-            log.warning("store: %d spilled writes written to PostgreSQL", drained)
+            log.warning("store: %d spilled writes and offline holds written to PostgreSQL",
+                        drained)  # fmt: skip
 
     async def _refresh_forever(self) -> None:
         while True:
@@ -533,23 +547,36 @@ class PostgresStore(Store):
     async def _decide(self, asks: list[Ask], releases: list[int]) -> list[Hold | Refusal]:
         assert self._pool is not None
         if not self.degraded:
-            if any(r < 0 for r in releases):  # offline holds, released once the database is back
+            # Offline holds released once the database is back: in the spill file, and in the
+            # database (all releases go there) if they were carried into it.
+            if any(r < 0 for r in releases):
                 local = [r for r in releases if r < 0]
-                releases = [r for r in releases if r > 0]
                 await asyncio.to_thread(self._spill.settle_offline, local)
             for attempt in range(2):  # a connection the server closed is replaced once
+                now = self._stamp = max(time.time(), math.nextafter(self._stamp, math.inf))
+                granted = self._granted
                 try:
                     async with self._pool.acquire(timeout=self.options.timeouts.connect_s) as c:
-                        out = await retrying(lambda: self._reserve_in(c, asks, releases))
-                    self._granted += sum(h.usd for h in out if isinstance(h, Hold))
+                        out, after = await retrying(
+                            partial(self._reserve_in, c, asks, releases, now)
+                        )
+                    self._unsure.clear()  # taken back in that transaction
+                    if after is not None and any(isinstance(h, Hold) for h in out):
+                        await self._keep_reserved(after, granted)
                     return out
                 except Exception as exc:
+                    if asks:  # its commit may have reached the server, unheard
+                        self._unsure.append(now)
                     if not unreachable(exc):
                         raise
                     if attempt == 1:
                         self._link.lost(exc)
-        shared = [r for r in releases if r > 0]
-        if shared:  # kept with the records, for when the database is back
+                    else:  # the server ended a session: likely all of them (a restart, sessions
+                        # terminated), so the retry takes a new connection, not the pool's next
+                        await self._pool.expire_connections()
+        if releases:  # kept with the records, for when the database is back (an offline hold
+            # too: it may be a reservation there now, carried when the database was last back)
+            shared = list(releases)
             self._w().submit(PgWrite(make=lambda: {"releases": shared}, money=True), wait=False)
         offline = self._offline
         assert offline is not None
@@ -558,12 +585,27 @@ class PostgresStore(Store):
         self._spend.update(totals)
         return out
 
+    async def _keep_reserved(self, totals: SpendTotals, granted: float) -> None:
+        """Totals with this process's grants in them: known here, and to the host's other
+        processes through the spill file at once. One that loses the database before this one
+        notices counts them (it would otherwise count the totals kept up to five seconds ago,
+        and what the processes cut off before it had reserved: not what this one just did)."""
+        self._known, self._granted = totals, self._granted - granted
+        known = {"today_usd": totals.today_usd, "month_usd": totals.month_usd,
+                 "reserved_usd": totals.reserved_usd, "last_hour_usd": totals.last_hour_usd,
+                 "at": totals.at, "clients": self._clients}  # fmt: skip
+        try:
+            await asyncio.to_thread(self._spill.keep_known, known, synced=False)
+        except Exception as exc:  # busy or broken: the grants are still in `_known`
+            log.warning("store: cannot keep the totals in %s: %s", self._spill.path, exc)
+
     async def _reserve_in(
-        self, conn: Conn, asks: list[Ask], releases: list[int]
-    ) -> list[Hold | Refusal]:
+        self, conn: Conn, asks: list[Ask], releases: list[int], now: float
+    ) -> tuple[list[Hold | Refusal], SpendTotals | None]:
         return await pg_ledger.reserve(
-            conn, self.calendar, asks, self.owner, time.time(), releases=releases
-        )
+            conn, self.calendar, asks, self.owner, now, releases=releases, undo=self._unsure,
+            host=self.owner.partition("/")[0],
+        )  # fmt: skip
 
     def release(self, hold: Hold) -> None:
         if self._reserver is None:

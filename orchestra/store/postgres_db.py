@@ -33,18 +33,36 @@ MODELS_LOCK = 0x0C4E57_0004
 
 # SQLSTATEs worth retrying the whole transaction for: serialization failure, deadlock.
 RETRY_STATES = frozenset({"40001", "40P01"})
+# SQLSTATEs that say "not now" of a transaction the server aborted whole: a serialization
+# failure or deadlock retried to the end, a commit's outcome unknown, a lock or statement timed
+# out or cancelled, a session ended for idling; and classes 53 (out of disk, memory,
+# connections) and 58 (the server's I/O in trouble). The data was not at fault.
+LATER_STATES = frozenset({*RETRY_STATES, "40003", "55P03", "57014", "25P03", "25P04"})
+LATER_CLASSES = ("53", "58")
 
 
 async def create_pool(url: str, timeouts: Timeouts, size: int = 5) -> asyncpg.Pool:
-    """A pool that connects lazily (`min_size=0`): a store can open while the server is down."""
+    """A pool that connects lazily (`min_size=0`): a store can open while the server is down.
+
+    The server ends a session idle inside a transaction for half a statement timeout: ours never
+    wait between statements but on the event loop, so such a session's client is gone (its host
+    lost power or its network; the server would otherwise notice only when TCP keepalives give
+    up, hours later), and its locks (the budget's, the running sums' rows) would hold every
+    other host's reservations and writes until then. Half, so that a statement waiting on such a
+    lock gets it before its own timeout."""
     ms = int(timeouts.statement_s * 1000)
+    settings = {
+        "statement_timeout": str(ms),
+        "idle_in_transaction_session_timeout": str(max(1, ms // 2)),
+        "application_name": "orchestra",
+    }
     pool: asyncpg.Pool = await asyncpg.create_pool(
         url,
         min_size=0,
         max_size=size,
         timeout=timeouts.connect_s,
         command_timeout=timeouts.statement_s,
-        server_settings={"statement_timeout": str(ms), "application_name": "orchestra"},
+        server_settings=settings,
     )
     return pool
 
@@ -64,6 +82,11 @@ def unreachable(exc: BaseException) -> bool:
         | asyncpg.exceptions.TooManyConnectionsError,
     ):
         return True
+    if isinstance(exc, asyncpg.exceptions.InternalClientError):
+        # The connection is in a state asyncpg cannot leave: a session the server ended while
+        # idle (a fast shutdown, `pg_terminate_backend`) is half read when it is next used. The
+        # server refused nothing; another connection may well work.
+        return True
     if isinstance(exc, asyncpg.exceptions.InterfaceError) and not isinstance(
         exc, asyncpg.exceptions.DataError
     ):
@@ -71,6 +94,16 @@ def unreachable(exc: BaseException) -> bool:
         return "closed" in text or "connection" in text
     state = str(getattr(exc, "sqlstate", "") or "")
     return state.startswith("08") or state.startswith("57P")
+
+
+def retry_later(exc: BaseException) -> bool:
+    """True when the server cannot take a write now but would later (unreachable, or one of
+    `LATER_STATES`): the write is kept in the spill file and written again, never dropped as
+    refused nor set aside as bad data."""
+    if unreachable(exc):
+        return True
+    state = str(getattr(exc, "sqlstate", "") or "")
+    return state in LATER_STATES or state.startswith(LATER_CLASSES)
 
 
 def retryable(exc: BaseException) -> bool:

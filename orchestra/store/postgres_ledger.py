@@ -10,12 +10,16 @@ never make room a reserver could over-book.
 Running sums (`spend_day`, `spend_hour`) move in the same transactions as the ledger rows; a
 batch's deltas are added up first and applied in key order, so that two hosts' batches never
 deadlock on them.
+
+Holds granted while the database was unreachable (negative ids, kept in a host's spill file)
+become reservations here when it is back (`carry`); their calls settle them by their offline
+ids, which `offline_carried` translates.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from orchestra.spend.calendar import Calendar
@@ -49,6 +53,16 @@ SELECT
     (SELECT COALESCE(SUM(cost_usd), 0) FROM spend_hour
         WHERE day > $4 OR (day = $4 AND hour >= $5))
 """
+
+
+# A hold granted offline, as its host's spill file keeps it: its id there (> 0; the call knows
+# it negated), request id, model, tier, amount, and when its lease runs out.
+OfflineHold = tuple[int, str | None, str, str, float, float]
+
+
+def carried_key(host: str, hold_id: int) -> str:
+    """How the database names the offline hold `hold_id` (> 0) of `host` (its spill file)."""
+    return f"{host}:{hold_id}"
 
 
 @dataclass
@@ -103,20 +117,37 @@ async def _settle(conn: Conn, hold_ids: Iterable[int], sums: Sums) -> None:
         sums.add(at, model, tier, 0, 0, 0, -cost)
 
 
+async def _carried(conn: Conn, host: str | None, hold_ids: Iterable[int]) -> dict[int, int]:
+    """The reservations that holds granted offline by `host` became (see `carry`): offline id
+    (< 0) -> reservation id. An offline hold not carried has none: nothing to settle here."""
+    keys = {carried_key(host, -h): h for h in hold_ids if h < 0} if host else {}
+    if not keys:
+        return {}
+    found = await conn.fetch(
+        "SELECT key, reservation_id FROM offline_carried WHERE key = ANY($1::text[])", list(keys)
+    )
+    return {keys[key]: reservation for key, reservation in found}
+
+
 async def write_charges(
     conn: Conn,
     cal: Calendar,
     charges: Sequence[tuple[str | None, Charge, float]],
     releases: Sequence[int] = (),
+    host: str | None = None,
 ) -> None:
     """Settle the reservations the charges were made under (and the released ones), write the
     ledger rows and move the running sums. A charge of nothing (a free model's answer) is only
-    counted in the sums: no ledger row."""
+    counted in the sums: no ledger row. `host`: whose spill file granted the negative (offline)
+    hold ids, some of which may have been carried here since."""
+    held = [*(c.hold_id for _, c, _ in charges if c.hold_id), *releases]
+    carried = await _carried(conn, host, held)
     sums = Sums(cal)
-    await _settle(conn, [*(c.hold_id for _, c, _ in charges if c.hold_id), *releases], sums)
+    await _settle(conn, [carried.get(h, h) for h in held], sums)
     rows = []
     for request_id, c, at in charges:
-        hold = c.hold_id if c.hold_id is not None and c.hold_id > 0 else None
+        hold = carried.get(c.hold_id, c.hold_id) if c.hold_id is not None else None
+        hold = hold if hold is not None and hold > 0 else None
         if c.cost_usd or hold is not None:
             rows.append(charge_row(at, request_id, c, hold))
         sums.add(at, c.model, str(c.tier), int(c.kind == "answer"), c.prompt_tokens,
@@ -148,6 +179,42 @@ async def expire(conn: Conn, cal: Calendar, now: float) -> int:
     return len(rows)
 
 
+async def carry(
+    conn: Conn, host: str, holds: Sequence[OfflineHold], owner: str, now: float
+) -> None:
+    """Make the holds `host` granted while the database was unreachable its reservations: their
+    calls may still run, and every host's reservations must count them (a dead process's run
+    out here and are charged as lost, once). Under the budget's lock, so that no reservation
+    decided meanwhile misses them; a hold carried already (a carry whose answer was lost) is
+    not carried twice."""
+    keys = [carried_key(host, h[0]) for h in holds]
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", BUDGET_LOCK)
+        done = {
+            r[0]
+            for r in await conn.fetch(
+                "SELECT key FROM offline_carried WHERE key = ANY($1::text[])", keys
+            )
+        }
+        todo = [(key, h) for key, h in zip(keys, holds, strict=True) if key not in done]
+        if not todo:
+            return
+        ids = [r[0] for r in await conn.fetch(
+            "SELECT nextval(pg_get_serial_sequence('reservations', 'id'))"
+            " FROM generate_series(1, $1)", len(todo)
+        )]  # fmt: skip
+        await conn.executemany(
+            "INSERT INTO reservations (id, request_id, model, tier, usd, created_at, expires_at,"
+            " owner) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            [(i, rid, model, tier, usd, now, expires_at, owner)
+             for i, (_, (_, rid, model, tier, usd, expires_at)) in zip(ids, todo, strict=True)],
+        )  # fmt: skip
+        await conn.executemany(
+            "INSERT INTO offline_carried (key, reservation_id, at) VALUES ($1, $2, $3)",
+            [(key, i, now) for i, (key, _) in zip(ids, todo, strict=True)],
+        )
+
+
 async def totals(conn: Conn, cal: Calendar, now: float) -> SpendTotals:
     """Today, this month, live reservations and the last hour, read in one statement."""
     before_day, before_hour = cal.previous_hour(now)
@@ -166,14 +233,29 @@ async def reserve(
     owner: str,
     now: float,
     releases: Sequence[int] = (),
-) -> list[Hold | Refusal]:
+    undo: Sequence[float] = (),
+    host: str | None = None,
+) -> tuple[list[Hold | Refusal], SpendTotals | None]:
     """Drop `releases`, then grant or refuse each ask in turn, each seeing the reservations
-    granted before it, in one transaction serialised with every other host's reservations."""
+    granted before it, in one transaction serialised with every other host's reservations.
+    Returns the decisions, and the totals they were made against with the grants in them (as
+    of `now`: read under the lock, they hold every grant before; None without asks).
+
+    `undo`: the `now` of this owner's earlier reservation transactions whose outcome was never
+    heard (their commit may have happened): what they granted no call holds; it is taken back
+    first. `now` names this transaction's grants the same way (with `owner`), so it must differ
+    from every other transaction of the owner. `host`: see `write_charges`."""
     async with conn.transaction():
+        if undo:
+            await conn.execute(
+                "DELETE FROM reservations WHERE owner = $1 AND created_at = ANY($2::float8[])",
+                owner,
+                list(undo),
+            )
         if releases:
-            await write_charges(conn, cal, (), releases)
+            await write_charges(conn, cal, (), releases, host)
         if not asks:
-            return []
+            return [], None
         await conn.execute("SELECT pg_advisory_xact_lock($1)", BUDGET_LOCK)
         await expire(conn, cal, now)
         t = await totals(conn, cal, now)  # after the lock: its snapshot sees every grant before
@@ -203,7 +285,7 @@ async def reserve(
     it = iter(ids)
     for got in decided:
         out.append(got if isinstance(got, Refusal) else Hold(id=next(it), usd=got))
-    return out
+    return out, replace(t, reserved_usd=t.reserved_usd + sum(usd for _, usd in granted))
 
 
 async def summary(conn: Conn, cal: Calendar, now: float) -> dict[str, Any]:

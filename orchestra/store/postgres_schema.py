@@ -8,11 +8,14 @@ and why:
 - `REAL` is `DOUBLE PRECISION` (SQLite's REAL is 8 bytes too), `BLOB` is `BYTEA`, rowid
   tables get `BIGINT ... IDENTITY` ids, and `requests.seq` plays SQLite's rowid (history and
   replay order ties by it).
-- Three tables exist only here: `store_clients` (each process's heartbeat, its owner
+- Some tables exist only here: `store_clients` (each process's heartbeat, its owner
   `<host>/<process>` where the host is its spill file's id, so that a process that loses the
   database knows how many hosts share the budget), `store_imports` (SQLite files
-  copied in by `orchestra store migrate`, so a second run copies nothing twice), and the
-  version table `orchestra_schema` (created by the migration itself).
+  copied in by `orchestra store migrate`, so a second run copies nothing twice),
+  `spill_applied` (step 12: the keys of spilled writes already drained that no record
+  identifies), `offline_carried` (step 13: holds granted offline, and the reservations they
+  became when the database was back), and the version table `orchestra_schema` (created by the
+  migration itself).
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -27,7 +28,7 @@ from orchestra.core.request import new_request_id
 from orchestra.core.tier import Tier
 from orchestra.spend.calendar import Calendar
 from orchestra.spend.ledger import Charge, SpendTotals
-from orchestra.store.postgres_db import DRAIN_LOCK, Conn, retrying, unreachable
+from orchestra.store.postgres_db import DRAIN_LOCK, Conn, retry_later, retrying
 from orchestra.store.record import RENEWALS, current_request_row
 from orchestra.store.spill import Spill, money
 from orchestra.store.write_outcomes import settle
@@ -129,9 +130,19 @@ def _second_id(payload: Payload) -> str:
 
 
 async def _unwritten(conn: Conn, payloads: Sequence[Payload]) -> list[Payload]:
-    """Spilled payloads less the records already in the database (committed before their
-    connection broke): skipped whole, their charges with them. One whose id another call's
-    record has is written beside it, under its second id."""
+    """Spilled payloads less those already in the database (committed before their connection
+    broke, or their process died before marking them drained): a record found there, or a
+    payload whose `key` was kept (see `apply_payloads`), is skipped whole, its charges with it.
+    A record whose id another call's record has is written beside it, under its second id."""
+    keys = [p["key"] for p in payloads if p.get("key")]
+    if keys:
+        applied = {
+            r[0]
+            for r in await conn.fetch(
+                "SELECT key FROM spill_applied WHERE key = ANY($1::text[])", keys
+            )
+        }
+        payloads = [p for p in payloads if p.get("key") not in applied]
     records = [p for p in payloads if p.get("request")]
     if not records:
         return list(payloads)
@@ -155,11 +166,17 @@ async def _unwritten(conn: Conn, payloads: Sequence[Payload]) -> list[Payload]:
 
 
 async def apply_payloads(
-    conn: Conn, cal: Calendar, payloads: Sequence[Payload], *, drain: bool = False
+    conn: Conn,
+    cal: Calendar,
+    payloads: Sequence[Payload],
+    *,
+    drain: bool = False,
+    host: str | None = None,
 ) -> int:
     """Write payloads inside the caller's transaction; returns how many were applied. With
-    `drain` (from the spill file), a record already in the database is not written again (see
-    `_unwritten`)."""
+    `drain` (from the spill file), a record already in the database, or a payload whose key is
+    kept there, is not written again (see `_unwritten`). `host`: the spill file's, whose
+    offline holds the payloads' negative hold ids are."""
     if drain:
         payloads = await _unwritten(conn, payloads)
     merged: dict[str, list[tuple[Any, ...]]] = {}
@@ -177,8 +194,16 @@ async def apply_payloads(
             await conn.executemany(
                 sql, sorted(rows, key=lambda r: str(r[0])) if key in _SORTED else rows
             )
+    keys = [p["key"] for p in payloads if p.get("key")]
+    if keys:  # written: a drain run again skips them (see `_unwritten`)
+        await conn.execute(
+            "INSERT INTO spill_applied (key, at) SELECT unnest($1::text[]), $2"
+            " ON CONFLICT (key) DO NOTHING",
+            keys,
+            time.time(),
+        )
     if charges or releases:
-        await pg_ledger.write_charges(conn, cal, charges, releases)
+        await pg_ledger.write_charges(conn, cal, charges, releases, host)
     return len(payloads)
 
 
@@ -226,10 +251,12 @@ class PgWriter:
         link: Link,
         on_totals: Callable[[SpendTotals], None],
         on_offline: Callable[[float], None],
+        host: str | None = None,
     ) -> None:
         self.pool = pool
         self.calendar = calendar
         self.spill = spill
+        self.host = host  # the spill file's id
         self.link = link
         self._on_totals = on_totals
         self._on_offline = on_offline
@@ -313,12 +340,13 @@ class PgWriter:
                 w.result = w.payload["request"]
 
     async def _write(self, writes: list[PgWrite]) -> None:
-        """Commit the writes, or keep them in the spill file if the database is unreachable."""
+        """Commit the writes, or keep them in the spill file if the database is unreachable or
+        cannot take them now (a lock timed out...: see `retry_later`)."""
         if not self.link.degraded:
             try:
                 await self._commit(writes)
             except Exception as exc:
-                if not unreachable(exc):
+                if not retry_later(exc):
                     raise
                 self.link.lost(exc)
             else:
@@ -328,19 +356,22 @@ class PgWriter:
 
     async def _settle_offline(self, writes: list[PgWrite]) -> None:
         """Charges (or releases) of holds granted offline, committed here: their holds leave
-        the spill file, else their lease would run out and charge them again as lost."""
-        holds: list[int] = []
-        for w in writes:
-            if w.money and w.error is None and w.payload:
-                usd, settled = money(w.payload)
-                if settled:
-                    holds.extend(-h for h in settled)
-                    self._on_offline(usd)
-        if holds:
-            try:
-                await asyncio.to_thread(self.spill.settle_offline, holds)
-            except Exception as exc:  # busy or broken: those holds count till they run out
-                log.error("store: cannot settle offline holds in %s: %s", self.spill.path, exc)
+        the spill file, else their lease would run out and charge them again as lost. What was
+        charged under a hold still in the file is out yet in no totals read so far
+        (`on_offline`); a hold carried into the database since is in its totals already."""
+        settled = [money(w.payload) for w in writes if w.money and w.error is None and w.payload]
+        settled = [(usd, [-h for h in holds]) for usd, holds in settled if holds]
+        if not settled:
+            return
+        held = [h for _, holds in settled for h in holds]
+        try:
+            gone = await asyncio.to_thread(self.spill.settle_offline, held)
+        except Exception as exc:  # busy or broken: those holds count till they run out
+            log.error("store: cannot settle offline holds in %s: %s", self.spill.path, exc)
+            gone = set(held)
+        for usd, holds in settled:
+            if gone.intersection(holds):
+                self._on_offline(usd)
 
     async def _commit(self, writes: list[PgWrite]) -> None:
         """One transaction for the batch; if the server refuses it, each write alone."""
@@ -348,7 +379,7 @@ class PgWriter:
             try:
                 await self._transaction(conn, [w.payload for w in writes if w.payload])
             except Exception as exc:
-                if unreachable(exc) or (len(writes) == 1 and not id_taken(exc)):
+                if retry_later(exc) or (len(writes) == 1 and not id_taken(exc)):
                     raise
                 for w in writes:
                     await self._alone(conn, w)
@@ -360,14 +391,15 @@ class PgWriter:
 
     async def _alone(self, conn: Conn, w: PgWrite) -> None:
         """One write in its own transaction; a record whose id another call's record has is
-        written under a fresh one (never over it). Raises only if the server is unreachable."""
+        written under a fresh one (never over it). Raises only if the server cannot take it now
+        (`retry_later`)."""
         for _ in range(RENEWALS + 1):
             try:
                 await self._transaction(conn, [w.payload] if w.payload else [])
                 w.error = None
                 return
             except Exception as exc:
-                if unreachable(exc):
+                if retry_later(exc):
                     raise
                 w.error = exc
                 if w.payload is None or not w.payload.get("request") or not id_taken(exc):
@@ -378,7 +410,7 @@ class PgWriter:
     async def _transaction(self, conn: Conn, payloads: list[Payload]) -> None:
         async def once() -> None:
             async with conn.transaction():
-                await apply_payloads(conn, self.calendar, payloads)
+                await apply_payloads(conn, self.calendar, payloads, host=self.host)
 
         await retrying(once)
 
@@ -403,13 +435,16 @@ class PgWriter:
                 w.error = StoreError(f"cannot write the spill file {self.spill.path}: {exc}")
             return
 
-    async def drain(self, batch: int = 500) -> int:
-        """(On the writer, via `run`) Write the spill file's entries to the database, oldest
-        first; returns how many. Raises if the database is unreachable again."""
-        done = 0
+    async def drain(self, batch: int = 500) -> int | None:
+        """(On the writer, via `run`) Carry the host's offline holds into the database, then
+        write the spill file's entries to it, oldest first; returns how many holds and entries,
+        or None while another process of the host drains the file. Raises if the database is
+        unreachable again, or cannot take them now (`retry_later`): they wait for the next
+        drain."""
         if not await asyncio.to_thread(self.spill.lock):
-            return 0  # another process on this host is draining the same file
+            return None  # another process on this host is draining the same file
         try:
+            done = await self._carry_holds()
             while True:
                 entries = await asyncio.to_thread(self.spill.take, batch)
                 if not entries:
@@ -419,19 +454,32 @@ class PgWriter:
         finally:
             await asyncio.to_thread(self.spill.unlock)
 
+    async def _carry_holds(self) -> int:
+        """The host's holds granted offline become reservations of the database (see
+        `postgres_ledger.carry`) and leave the spill file; returns how many."""
+        holds = await asyncio.to_thread(self.spill.offline_holds)
+        if not holds or self.host is None:
+            return 0
+        owner = f"{self.host}/offline"
+        async with self.pool.acquire() as conn:
+            await retrying(partial(pg_ledger.carry, conn, self.host, holds, owner, time.time()))
+        ids = [h[0] for h in holds]
+        await asyncio.to_thread(self.spill.carried_holds, ids, owner, time.time())
+        return len(holds)
+
     async def _drain_entries(self, entries: list[tuple[int, str, Payload]]) -> None:
         aside: set[int] = set()
         async with self.pool.acquire() as conn:
             try:
                 await self._drain_transaction(conn, [p for _, _, p in entries])
             except Exception as exc:
-                if unreachable(exc):
+                if retry_later(exc):
                     raise
                 for one in entries:  # find the entry the server refuses; keep it aside
                     try:
                         await self._drain_transaction(conn, [one[2]])
                     except Exception as alone:
-                        if unreachable(alone):
+                        if retry_later(alone):  # not now: the drain is tried again later
                             raise
                         log.error("store: a spilled write is refused (%s); kept aside", alone)
                         await asyncio.to_thread(self.spill.quarantine, [one[0]])
@@ -445,7 +493,7 @@ class PgWriter:
             async with conn.transaction():
                 # One drainer at a time across hosts, so "already there?" is answered right.
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", DRAIN_LOCK)
-                await apply_payloads(conn, self.calendar, payloads, drain=True)
+                await apply_payloads(conn, self.calendar, payloads, drain=True, host=self.host)
 
         await retrying(once)
 

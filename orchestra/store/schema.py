@@ -312,6 +312,19 @@ STEPS: tuple[Step, ...] = (
         sqlite="CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
         postgres="CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     ),
+    # 12: spilled writes that have no record to be found by (a dead offline hold's lost charge)
+    # carry a key, kept here once written, so that a drain run again writes them once.
+    Step(
+        sqlite="",
+        postgres="CREATE TABLE spill_applied (key TEXT PRIMARY KEY, at DOUBLE PRECISION NOT NULL)",
+    ),
+    # 13: holds granted while the database was unreachable, carried into it when it is back
+    # (`<host>:<hold id>` -> the reservation that holds them now), for their calls to settle.
+    Step(
+        sqlite="",
+        postgres="CREATE TABLE offline_carried (key TEXT PRIMARY KEY,"
+        " reservation_id BIGINT NOT NULL, at DOUBLE PRECISION NOT NULL)",
+    ),
 )
 MIGRATIONS: tuple[Migration, ...] = tuple(step.sqlite for step in STEPS)
 SCHEMA_VERSION = len(STEPS)

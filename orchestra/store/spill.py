@@ -4,7 +4,8 @@ A small SQLite file in ORCHESTRA_HOME (`spill.db`, WAL). Each entry is one write
 PostgreSQL writer would have committed it (its rows by statement, its charges, its releases),
 as JSON. Entries go back to PostgreSQL, oldest first, when it answers again, and are deleted
 once committed there. Every process on the host shares the file; a drain is serialised across
-processes by an advisory lock on the database, and a record already there is skipped, so an
+processes by an advisory lock on the database, and a record already there is skipped (as is an
+entry with no record whose key the database keeps: a dead offline hold's lost charge), so an
 entry is applied once even if a process dies between the commit and the delete.
 
 The file is capped (`max_bytes`): past it, a record is refused (its request gets `NotRecorded`:
@@ -13,11 +14,12 @@ The last totals read from the database (the "known" shared spend) are kept here 
 process started during an outage still knows them.
 
 It is also the host's offline ledger (see `orchestra.store.offline_ledger`): the holds granted
-while the database is unreachable (`offline_holds`), the reservations processes had in the
-database but not in the known totals when they lost it (`carried`), and the money of each entry
-(`pending.usd`). A drained entry is marked (`drained_at`), not deleted, until known totals read
-after its drain are kept: until then it still counts, so that "known totals + what the file
-holds" never misses spend, whichever process drains and whichever reads.
+while the database is unreachable (`offline_holds`: carried into the database as reservations
+when it is back, by the first process to drain the file), the reservations processes had in
+the database but not in the known totals when they lost it (`carried`), and the money of each
+entry (`pending.usd`). A drained entry is marked (`drained_at`), not deleted, until known totals
+read after its drain are kept: until then it still counts, so that "known totals + what the
+file holds" never misses spend, whichever process drains and whichever reads.
 """
 
 from __future__ import annotations
@@ -232,17 +234,25 @@ class Spill:
         if handle is not None:
             handle.close()  # closing releases the flock
 
-    def transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """`fn` inside one write transaction (`BEGIN IMMEDIATE`: one at a time on the host)."""
+    def transaction(self, fn: Callable[[sqlite3.Connection], T], *, synced: bool = True) -> T:
+        """`fn` inside one write transaction (`BEGIN IMMEDIATE`: one at a time on the host).
+        `synced=False`: its commit is not synced to the disk whatever `sync` says (it survives
+        the process, not a power cut); the connection's other commits are, as `sync` says."""
         with self._lock:
             db = self._db()
-            db.execute("BEGIN IMMEDIATE")
+            if not synced:
+                set_sync(db, "normal")
             try:
-                out = fn(db)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    out = fn(db)
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+            finally:
+                if not synced:
+                    set_sync(db, self.sync)
         return out
 
     def host(self) -> str:
@@ -326,17 +336,63 @@ class Spill:
             ).fetchone()
         return known, [loads(text) for (text,) in rows], float(held)
 
-    def keep_known(self, known: dict[str, Any]) -> bool:
-        """Keep totals read from the database (see `keep_known`)."""
-        return self.transaction(lambda db: keep_known(db, known))
+    def keep_known(self, known: dict[str, Any], *, synced: bool = True) -> bool:
+        """Keep totals read from the database (see `keep_known`); the fields `known` lacks stay
+        as kept. `synced=False`: not synced to the disk (at every reservation: the processes of
+        the host see it at once; a power cut, which ends them all, loses nothing else)."""
 
-    def settle_offline(self, hold_ids: list[int]) -> None:
-        """Offline holds settled in the database itself (their call ended after it was back)."""
-        self.transaction(
-            lambda db: db.executemany(
-                "DELETE FROM offline_holds WHERE id = ?", [(-h,) for h in hold_ids if h < 0]
+        def keep(db: sqlite3.Connection) -> bool:
+            return keep_known(db, {**(known_of(db) or {}), **known})
+
+        return self.transaction(keep, synced=synced)
+
+    def settle_offline(self, hold_ids: list[int]) -> set[int]:
+        """Offline holds settled in the database itself (their call ended after it was back);
+        returns those the file still had (the others were carried into the database)."""
+
+        def drop(db: sqlite3.Connection) -> set[int]:
+            gone = set()
+            for h in {h for h in hold_ids if h < 0}:
+                if db.execute("DELETE FROM offline_holds WHERE id = ?", (-h,)).rowcount:
+                    gone.add(h)
+            return gone
+
+        return self.transaction(drop)
+
+    def offline_holds(self) -> list[tuple[int, str | None, str, str, float, float]]:
+        """Every hold granted offline on the host, live or run out: (id, request id, model,
+        tier, amount, lease end)."""
+        with self._lock:
+            rows = (
+                self._db()
+                .execute(
+                    "SELECT id, request_id, model, tier, usd, expires_at FROM offline_holds"
+                    " ORDER BY id"
+                )
+                .fetchall()
             )
-        )
+        return [(int(i), r, m, t, float(u), float(e)) for i, r, m, t, u, e in rows]
+
+    def carried_holds(self, ids: list[int], owner: str, at: float) -> None:
+        """Offline holds the database now holds (reservations since `at`): they leave the file,
+        their amount counted as `carried` until known totals read after `at` are kept (they are
+        in those), so that the database lost again before that misses none of it."""
+
+        def move(db: sqlite3.Connection) -> None:
+            marks = ", ".join("?" * len(ids))
+            (usd,) = db.execute(
+                f"SELECT COALESCE(SUM(usd), 0) FROM offline_holds WHERE id IN ({marks})", ids
+            ).fetchone()
+            db.execute(f"DELETE FROM offline_holds WHERE id IN ({marks})", ids)
+            if usd:
+                db.execute(
+                    "INSERT INTO carried (owner, usd, at) VALUES (?, ?, ?) ON CONFLICT (owner)"
+                    " DO UPDATE SET usd = carried.usd + excluded.usd, at = excluded.at",
+                    (owner, float(usd), at),
+                )
+
+        if ids:
+            self.transaction(move)
 
     def quarantine(self, ids: list[int]) -> None:
         """Keep entries the database refused (bad data, not an outage) without retrying them."""
