@@ -37,3 +37,54 @@ def test_an_unrecorded_answer_is_not_retried_by_the_sdk_so_it_is_paid_for_once(
     assert caught.value.body["code"] == "not_recorded"  # type: ignore[index]
     assert caught.value.response.headers["x-should-retry"] == "false"
     assert stub.served.calls == 1, "one client call, one paid provider call"
+
+
+# Every OpenAI chat parameter Orchestra does not honour, at its default: what an app's wrapper
+# sends when it passes its own unset options on (the SDKs send a None argument as null).
+AT_DEFAULTS: dict[str, object] = {
+    name: None
+    for name in (
+        "stream", "n", "logprobs", "top_logprobs", "stop", "tools", "tool_choice", "functions",
+        "function_call", "response_format", "logit_bias", "modalities", "audio", "prediction",
+        "reasoning_effort", "verbosity", "web_search_options", "moderation", "top_p", "seed",
+        "user", "safety_identifier", "metadata", "store", "presence_penalty", "frequency_penalty",
+        "service_tier", "parallel_tool_calls", "prompt_cache_key", "prompt_cache_retention",
+        "prompt_cache_options", "stream_options", "max_tokens", "max_completion_tokens",
+        "temperature",
+    )
+} | {"logit_bias": {}, "functions": [], "modalities": ["text"]}  # fmt: skip
+
+
+def test_openais_parameters_at_their_defaults_are_accepted_and_other_values_refused(
+    stub: StubProvider, write_config: Callable[..., Path]
+) -> None:
+    with serve(write_config(model_toml("stub-cloud", stub.url))) as server:
+        client = server.client()
+        nulls = client.chat.completions.create(
+            model="stub-cloud", messages=FRANCE, logit_bias=None, top_logprobs=None,
+            reasoning_effort=None, stream=None, audio=None, prediction=None,
+        )  # fmt: skip
+        assert nulls.choices[0].message.content == "Paris"
+        with server.http() as http:
+            body = {"model": "stub-cloud", "messages": FRANCE}
+            defaults = http.post("/v1/chat/completions", json=body | AT_DEFAULTS)
+            assert defaults.status_code == 200, defaults.text
+            assert "logit_bias" not in stub.requests[-1]["body"], "not passed on"
+            bookkeeping = {"safety_identifier": "user-42", "prompt_cache_key": "app"}
+            assert http.post("/v1/chat/completions", json=body | bookkeeping).status_code == 200
+            for name, value in (
+                ("logit_bias", {"50256": -100}), ("reasoning_effort", "low"),
+                ("modalities", ["text", "audio"]), ("functions", [{"name": "f"}]),
+                ("stream", "yes"),
+            ):  # fmt: skip
+                refused = http.post("/v1/chat/completions", json=body | {name: value})
+                assert refused.status_code == 400, (name, refused.text)
+                assert refused.json()["error"]["param"] == name
+        assert len(stub.requests) == 3, "nothing refused reached the provider"
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(
+                model="stub-cloud", messages=FRANCE, logit_bias={"50256": -100}
+            )
+    error = caught.value.body
+    assert isinstance(error, dict) and error["code"] == "unsupported_parameter"
+    assert error["message"] == "logit_bias is not supported here (only its default)"
