@@ -88,3 +88,26 @@ def test_openais_parameters_at_their_defaults_are_accepted_and_other_values_refu
     error = caught.value.body
     assert isinstance(error, dict) and error["code"] == "unsupported_parameter"
     assert error["message"] == "logit_bias is not supported here (only its default)"
+
+
+def test_the_sdks_request_id_is_orchestras_for_answers_streams_and_errors(
+    stub: StubProvider, write_config: Callable[..., Path]
+) -> None:
+    """OpenAI's SDKs read `x-request-id` (`_request_id`, `APIStatusError.request_id`): apps
+    log it, and here it is the id `/v1/history` and `/v1/feedback` know."""
+    with serve(write_config(model_toml("stub-cloud", stub.url))) as server:
+        client = server.client()
+        answer = client.chat.completions.create(model="stub-cloud", messages=FRANCE)
+        assert answer._request_id == answer.model_extra["orchestra"]["request_id"]  # type: ignore[index]
+        with client.chat.completions.with_streaming_response.create(
+            model="stub-cloud", messages=FRANCE, stream=True
+        ) as streamed:
+            rid = streamed.headers["x-request-id"]
+            last = list(streamed.parse())[-1]
+        assert rid == last.model_extra["orchestra"]["request_id"]  # type: ignore[index]
+        secret = [{"role": "user", "content": "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789"}]
+        with pytest.raises(openai.UnprocessableEntityError) as vetoed:  # privacy: never cloud
+            client.chat.completions.create(model="stub-cloud", messages=secret)
+        history = server.http().get("/v1/history").json()["data"]
+    assert vetoed.value.request_id == history[0]["request_id"]
+    assert [e["request_id"] for e in history[1:]] == [rid, answer._request_id]

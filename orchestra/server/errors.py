@@ -99,8 +99,15 @@ def api_error(exc: BaseException, request: Request | None = None) -> ApiError:
     rid = request.id if request is not None else None
     error = _mapped(exc, request, {"orchestra": {"request_id": rid}} if rid else {})
     if rid:
-        error.headers["x-orchestra-request-id"] = rid
+        error.headers |= request_id_headers(rid)
     return error
+
+
+def request_id_headers(request_id: str) -> dict[str, str]:
+    """The request's id, under Orchestra's name and OpenAI's: the SDKs read `x-request-id`
+    into `_request_id` and `APIStatusError.request_id`, which apps log for lookups (here:
+    `/v1/history`, `/v1/feedback`)."""
+    return {"x-orchestra-request-id": request_id, "x-request-id": request_id}
 
 
 def _mapped(exc: BaseException, request: Request | None, extra: dict[str, Any]) -> ApiError:
