@@ -111,3 +111,24 @@ def test_the_sdks_request_id_is_orchestras_for_answers_streams_and_errors(
         history = server.http().get("/v1/history").json()["data"]
     assert vetoed.value.request_id == history[0]["request_id"]
     assert [e["request_id"] for e in history[1:]] == [rid, answer._request_id]
+
+
+def test_a_page_from_a_configured_origin_may_read_the_decision_and_backoff_headers(
+    stub: StubProvider, write_config: Callable[..., Path]
+) -> None:
+    """A browser hides a cross-origin response's headers from the page unless they are
+    exposed: without that a page could not read which model answered or the request's id."""
+    app = "http://app.example"
+    config = write_config(
+        model_toml("stub-cloud", stub.url), extra=f'[server]\ncors_origins = ["{app}"]\n'
+    )
+    with serve(config) as server, server.http() as browser:
+        body = {"model": "stub-cloud", "messages": FRANCE}
+        for stream in (False, True):
+            call = browser.post(
+                "/v1/chat/completions", json=body | {"stream": stream}, headers={"origin": app}
+            )
+            assert call.status_code == 200 and call.headers["x-orchestra-model"] == "stub-cloud"
+            exposed = {h.strip() for h in call.headers["access-control-expose-headers"].split(",")}
+            assert {"x-orchestra-request-id", "x-orchestra-tier", "x-orchestra-model"} <= exposed
+            assert {"x-request-id", "retry-after", "x-should-retry"} <= exposed
