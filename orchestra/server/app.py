@@ -105,6 +105,15 @@ def create_app(
     return app
 
 
+# Response headers a page may read: a browser hides all but a few (content-type...) from a
+# cross-origin page unless they are listed. The decision's, and those OpenAI's JavaScript SDK
+# reads to back off (`retry-after`, `x-should-retry`) and to name a request (`x-request-id`).
+EXPOSED_HEADERS = (
+    "x-orchestra-request-id", "x-orchestra-tier", "x-orchestra-model", "x-request-id",
+    "retry-after", "x-should-retry",
+)  # fmt: skip
+
+
 def _cors(origins: list[str]) -> list[Middleware]:
     """Cross-origin access for the configured origins, ahead of the token check: a browser's
     preflight carries no token. Any request header is allowed (OpenAI's SDKs send their own)."""
@@ -116,6 +125,7 @@ def _cors(origins: list[str]) -> list[Middleware]:
             allow_origins=origins,
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=["*"],
+            expose_headers=EXPOSED_HEADERS,
         )
     ]
 

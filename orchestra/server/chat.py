@@ -20,7 +20,7 @@ from orchestra.core.result import Result
 from orchestra.response_stream import ResponseStream
 from orchestra.server import shapes
 from orchestra.server.body import read_json
-from orchestra.server.errors import ApiError, api_error
+from orchestra.server.errors import ApiError, api_error, request_id_headers
 from orchestra.server.json_text import JsonResponse
 from orchestra.server.metrics import NONE
 from orchestra.server.state import ServerState, state_of
@@ -28,7 +28,7 @@ from orchestra.server.state import ServerState, state_of
 
 def decision_headers(request_id: str, tier: str, model: str) -> dict[str, str]:
     return {
-        "x-orchestra-request-id": request_id,
+        **request_id_headers(request_id),
         "x-orchestra-tier": tier,
         "x-orchestra-model": model,
     }

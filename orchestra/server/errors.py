@@ -13,7 +13,7 @@ AllCandidatesFailed                    502 all_candidates_failed, with the attem
                                        every attempt was refused by a budget or a rate
                                        limit; 503 when every model was skipped (breakers)
 NotRecorded                            500 not_recorded (answered, but not on disk: never
-                                       returned as a success)
+                                       returned as a success), `x-should-retry: false`
 PolicyError, StoreError, anything else 500, the message only (never a traceback)
 """
 
@@ -48,6 +48,10 @@ log = logging.getLogger("orchestra.server")
 _BUDGET_KINDS = frozenset({"budget"})
 _BUDGET_AGENTS = frozenset({CostAgent.name})
 _LIMIT_KINDS = frozenset({"rate_limit", "budget"})
+# OpenAI's SDKs retry a 5xx (twice by default) unless the answer says not to. An unrecorded
+# answer was paid for: each retry would pay the provider again, with the store still failing to
+# record it (or its ledger rows), so the spend would grow unseen by the budget.
+_NO_RETRY = {"x-should-retry": "false"}
 
 
 class ApiError(Exception):
@@ -95,8 +99,15 @@ def api_error(exc: BaseException, request: Request | None = None) -> ApiError:
     rid = request.id if request is not None else None
     error = _mapped(exc, request, {"orchestra": {"request_id": rid}} if rid else {})
     if rid:
-        error.headers["x-orchestra-request-id"] = rid
+        error.headers |= request_id_headers(rid)
     return error
+
+
+def request_id_headers(request_id: str) -> dict[str, str]:
+    """The request's id, under Orchestra's name and OpenAI's: the SDKs read `x-request-id`
+    into `_request_id` and `APIStatusError.request_id`, which apps log for lookups (here:
+    `/v1/history`, `/v1/feedback`)."""
+    return {"x-orchestra-request-id": request_id, "x-request-id": request_id}
 
 
 def _mapped(exc: BaseException, request: Request | None, extra: dict[str, Any]) -> ApiError:
@@ -121,7 +132,10 @@ def _mapped(exc: BaseException, request: Request | None, extra: dict[str, Any]) 
         return ApiError(502, str(exc), type="server_error", code="stream_broken", extra=extra)
     if isinstance(exc, NotRecorded):
         message = f"the answer was produced but could not be recorded, so it is withheld: {exc}"
-        return ApiError(500, message, type="server_error", code="not_recorded", extra=extra)
+        return ApiError(
+            500, message, type="server_error", code="not_recorded", headers=_NO_RETRY,
+            extra=extra,
+        )  # fmt: skip
     if isinstance(exc, PolicyError | StoreError):
         code = "policy_error" if isinstance(exc, PolicyError) else "store_error"
         return ApiError(500, str(exc), type="server_error", code=code, extra=extra)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from orchestra.core.catalog import Catalog
 from orchestra.core.decision import Decision
@@ -52,11 +52,13 @@ class _TextFormat(BaseModel):
 
 
 class ChatBody(BaseModel):
-    """A `POST /v1/chat/completions` body. Parameters that would change the answer's form
-    (tools, n > 1, logprobs, stop, a JSON format) are refused rather than silently dropped;
-    those that only tune sampling or bookkeeping (`top_p`, `seed`, `user`...) are accepted and
-    not passed on. Types are strict, as OpenAI's are: `"stream": "yes"` is refused, not read
-    as true."""
+    """A `POST /v1/chat/completions` body. Every parameter of OpenAI's chat API is known here,
+    and accepted at its default, `null` included (the SDKs send a `None` argument as `null`).
+    Those that would change the answer, in ways Orchestra cannot honour across the models it
+    routes to (tools, n > 1, logprobs, stop, a JSON format, logit_bias, audio, reasoning
+    effort...), are refused at any other value rather than silently dropped; those that only
+    tune sampling or bookkeeping (`top_p`, `seed`, `user`...) are accepted and not passed on.
+    Types are strict, as OpenAI's are: `"stream": "yes"` is refused, not read as true."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -72,26 +74,53 @@ class ChatBody(BaseModel):
     top_p: float | None = None
     seed: int | None = None
     user: str | None = None
+    safety_identifier: str | None = None  # OpenAI's successor to `user`
     metadata: dict[str, Any] | None = None
     store: bool | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     service_tier: str | None = None
     parallel_tool_calls: bool | None = None
+    prompt_cache_key: str | None = None
+    prompt_cache_retention: str | None = None
+    prompt_cache_options: dict[str, Any] | None = None
     # Accepted at their defaults only.
     n: Literal[1] | None = None
     logprobs: Literal[False] | None = None
+    top_logprobs: None = None
     stop: None = None
     tools: list[Any] | None = Field(default=None, max_length=0)
     tool_choice: Literal["none", "auto"] | None = None
+    functions: list[Any] | None = Field(default=None, max_length=0)  # tools' older form
+    function_call: Literal["none", "auto"] | None = None
     response_format: _TextFormat | None = None
+    logit_bias: dict[str, Any] | None = Field(default=None, max_length=0)  # token ids: per model
+    modalities: list[Literal["text"]] | None = None
+    audio: None = None
+    prediction: None = None
+    reasoning_effort: None = None
+    verbosity: None = None
+    web_search_options: None = None
+    moderation: None = None
+
+    @field_validator("stream", mode="before")
+    @classmethod
+    def _null_stream(cls, value: Any) -> Any:
+        """`"stream": null` is OpenAI's default, as if absent."""
+        return False if value is None else value
 
     @property
     def include_usage(self) -> bool:
         return self.stream_options is not None and self.stream_options.include_usage
 
 
-_DEFAULTS_ONLY = frozenset({"n", "logprobs", "stop", "tools", "tool_choice", "response_format"})
+_DEFAULTS_ONLY = frozenset(
+    {
+        "n", "logprobs", "top_logprobs", "stop", "tools", "tool_choice", "functions",
+        "function_call", "response_format", "logit_bias", "modalities", "audio", "prediction",
+        "reasoning_effort", "verbosity", "web_search_options", "moderation",
+    }
+)  # fmt: skip
 
 
 def parse_chat(body: dict[str, Any], max_tokens: int) -> tuple[ChatBody, Request]:
