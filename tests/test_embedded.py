@@ -11,7 +11,10 @@ from pathlib import Path
 
 import pytest
 
+import orchestra.execution.embedded_child as embedded_child
+import orchestra.execution.embedded_server as embedded_server
 from orchestra import AllCandidatesFailed, EmbeddedModelError, Orchestra, Tier
+from orchestra.core.request import Message
 from orchestra.execution.embedded import (
     GGUF_PACKAGE,
     INSTALL_HINT,
@@ -93,16 +96,54 @@ async def test_a_child_process_serves_the_config_and_ends_with_stop() -> None:
     assert not model.running and not _alive(child.pid)
 
 
-async def test_a_child_without_the_model_file_says_how_to_install_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+async def test_a_child_started_again_with_a_long_prompt_to_read_ahead_serves_it() -> None:
+    """Other settings than the defaults: the child becomes a fresh process (same pid, same
+    pipes), its order in a file, since the prompt is longer than one argument may be."""
+    child = EmbeddedChild.spawn()
+    model = EmbeddedModel(EmbeddedConfig(n_ctx=1024), child=child)
+    model.warm_soon([Message(role="user", content="word " * 40_000)])  # 200 KB
+    endpoint = await model.endpoint()
+    assert endpoint.api_base and _alive(child.pid)
+    async with Orchestra(embedded=model) as orc:
+        result = await orc.complete("What is the capital of France?")
+    assert "Paris" in result.text and result.tier is Tier.LOCAL
+    assert not _alive(child.pid)
+
+
+async def test_a_child_that_never_answers_is_ended_and_the_model_starts_here(
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(embedded_child, "REPLY_TIMEOUT_S", 0.5)
+    stuck = _silent_process()
+    model = EmbeddedModel(EmbeddedConfig(), child=EmbeddedChild(stuck))
+    async with Orchestra(embedded=model) as orc:
+        result = await orc.complete("What is the capital of France?")
+    assert "Paris" in result.text
+    assert stuck.poll() is not None  # ended, not left behind
+
+
+async def test_a_child_without_the_model_file_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The child's failure is logged with its reason; this process (which finds the model)
+    then starts it itself: the child only ever saves time."""
     (tmp_path / GGUF_PACKAGE).mkdir()
     (tmp_path / GGUF_PACKAGE / "__init__.py").write_text("")  # found first, and no model file
     path = os.environ.get("PYTHONPATH")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), path])))
+    child = EmbeddedChild.spawn()
+    model = EmbeddedModel(EmbeddedConfig(), child=child)
+    with caplog.at_level("WARNING", logger="orchestra"):
+        endpoint = await model.endpoint()
+    assert endpoint.api_base and not _alive(child.pid)
+    assert INSTALL_HINT in caplog.text
+    await model.stop()
+    # Not installed for this process either: the error says how to install it.
+    monkeypatch.setattr(embedded_server, "find_gguf", lambda: None)
     model = EmbeddedModel(EmbeddedConfig(), child=EmbeddedChild.spawn())
     with pytest.raises(EmbeddedModelError, match=re.escape(INSTALL_HINT)):
         await model.endpoint()
+    await model.stop()
     await model.stop()
 
 
@@ -128,6 +169,14 @@ def test_the_child_ends_when_its_parent_is_killed() -> None:
             break
         time.sleep(0.05)
     assert not _alive(pid)
+
+
+def _silent_process() -> subprocess.Popen[bytes]:
+    """A child that reads its order and never answers (as one stuck in llama.cpp would)."""
+    code = "import time; time.sleep(60)"
+    return subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
 
 
 def _alive(pid: int) -> bool:

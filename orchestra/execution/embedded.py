@@ -158,11 +158,12 @@ class EmbeddedModel:
             if child is not None:
                 try:
                     address, key = child.serve(settings, ahead)
-                except ServerError:
+                    self._child = child
+                except ServerError as exc:  # the child only saves time: this process tries
                     child.stop()
-                    raise
-                self._child = child
-            else:
+                    log.warning("embedded model: its process failed (%s); starting it here", exc)
+                    child = None
+            if child is None:
                 key = secrets.token_urlsafe(24)
                 self._server = start_server(settings, key)
                 address = self._server.listening_address

@@ -11,14 +11,21 @@ again if the settings differ from the defaults, reads the prompt ahead, and answ
 `{"address": URL, "key": KEY}` (a random API key, as in-process) or `{"error": MESSAGE}`. It
 then lives until its standard input closes: the parent's exit closes it however the parent ends
 (Ctrl-C, kill -9 too), and the child ignores Ctrl-C, which reaches the whole foreground group.
+
+Starting again is a fresh process image (`exec`, the same pid and pipes, the order in a file):
+tearing the first server down in place can wait for ever (xllamacpp's `~Server` joins a listener
+thread that may never stop), and a parent waiting for the reply would wait with it. The parent
+waits `REPLY_TIMEOUT_S` at most anyway, then ends the child and starts the model itself.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import sys
+import tempfile
 from typing import TYPE_CHECKING, Any
 
 from orchestra.execution.embedded_server import (
@@ -31,6 +38,11 @@ from orchestra.execution.embedded_server import (
 
 if TYPE_CHECKING:
     import subprocess
+
+# How long the parent waits for the child's reply: a load takes ~0.4 s, a start again ~1 s; far
+# past that the child is stuck, and the model is better started in the parent.
+REPLY_TIMEOUT_S = 60.0
+MODULE = "orchestra.execution.embedded_child"  # run as `-m`, its `__name__` is "__main__"
 
 
 class EmbeddedChild:
@@ -45,7 +57,7 @@ class EmbeddedChild:
         import subprocess
 
         process = subprocess.Popen(
-            [sys.executable, "-m", __name__],
+            [sys.executable, "-m", MODULE],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL if quiet else None,
@@ -65,6 +77,12 @@ class EmbeddedChild:
             line = json.dumps({"settings": settings, "read_ahead": ahead})
             process.stdin.write(line.encode() + b"\n")
             process.stdin.flush()
+            ready, _, _ = select.select([process.stdout], [], [], REPLY_TIMEOUT_S)
+            if not ready:
+                self.stop()
+                raise ServerError(
+                    f"the embedded model's process did not answer in {REPLY_TIMEOUT_S:g} s"
+                )
             reply = json.loads(process.stdout.readline() or b"null")
         except (OSError, ValueError):
             reply = None
@@ -90,21 +108,19 @@ def main() -> None:
     """The child: load, serve, and exit when standard input closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     key = os.urandom(24).hex()
-    settings, server, error = DEFAULT_SETTINGS, None, None
-    try:
-        server = start_server(settings, key)
-    except ServerError as exc:
-        error = str(exc)
-    line = sys.stdin.buffer.readline()
-    if not line:
-        os._exit(0)
-    order = json.loads(line)
-    if order["settings"] != settings:
-        settings, server, error = order["settings"], None, None  # drops the default's server
-        try:
-            server = start_server(settings, key)
-        except ServerError as exc:
-            error = str(exc)
+    if len(sys.argv) > 1:  # started again with the parent's order (see `_start_again`)
+        with open(sys.argv[1], "rb") as f:
+            order = json.load(f)
+        os.unlink(sys.argv[1])
+        server, error = _started(order["settings"], key)
+    else:
+        server, error = _started(DEFAULT_SETTINGS, key)
+        line = sys.stdin.buffer.readline()
+        if not line:
+            os._exit(0)
+        order = json.loads(line)
+        if order["settings"] != DEFAULT_SETTINGS:
+            _start_again(order)
     if server is not None and order["read_ahead"] is not None:
         read_prompt(server, order["read_ahead"])
     reply = (
@@ -114,6 +130,25 @@ def main() -> None:
     sys.stdout.flush()
     sys.stdin.buffer.read()  # until the parent is done, or gone
     os._exit(0)  # no teardown: llama.cpp's threads and port go with the process
+
+
+def _started(settings: ServerSettings, key: str) -> tuple[Any, str | None]:
+    try:
+        return start_server(settings, key), None
+    except ServerError as exc:
+        return None, str(exc)
+
+
+def _start_again(order: dict[str, Any]) -> None:
+    """Become a new child with `order` (see the module's docstring). The order goes in a file:
+    a prompt to read ahead may be longer than one argument may be (128 KB). The first server's
+    port and threads end with the old image (its descriptors are closed; stdin and stdout,
+    the parent's pipes, stay)."""
+    fd, path = tempfile.mkstemp(prefix="orchestra-embedded-", suffix=".json")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(order, f)
+    os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+    os.execv(sys.executable, [sys.executable, "-m", MODULE, path])
 
 
 if __name__ == "__main__":
