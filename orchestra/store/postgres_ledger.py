@@ -199,15 +199,9 @@ async def carry(
         todo = [(key, h) for key, h in zip(keys, holds, strict=True) if key not in done]
         if not todo:
             return
-        ids = [r[0] for r in await conn.fetch(
-            "SELECT nextval(pg_get_serial_sequence('reservations', 'id'))"
-            " FROM generate_series(1, $1)", len(todo)
-        )]  # fmt: skip
-        await conn.executemany(
-            "INSERT INTO reservations (id, request_id, model, tier, usd, created_at, expires_at,"
-            " owner) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            [(i, rid, model, tier, usd, now, expires_at, owner)
-             for i, (_, (_, rid, model, tier, usd, expires_at)) in zip(ids, todo, strict=True)],
+        ids = await _insert_reservations(
+            conn, [(rid, model, tier, usd, now, expires_at, owner)
+                   for _, (_, rid, model, tier, usd, expires_at) in todo],
         )  # fmt: skip
         await conn.executemany(
             "INSERT INTO offline_carried (key, reservation_id, at) VALUES ($1, $2, $3)",
@@ -270,22 +264,31 @@ async def reserve(
                 " owner) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
                 a.request_id, a.model, str(a.tier), usd, now, now + a.lease_s, owner,
             )]  # fmt: skip
-        elif granted:  # ids first, so that each hold knows its own
-            ids = [r[0] for r in await conn.fetch(
-                "SELECT nextval(pg_get_serial_sequence('reservations', 'id'))"
-                " FROM generate_series(1, $1)", len(granted)
-            )]  # fmt: skip
-            await conn.executemany(
-                "INSERT INTO reservations (id, request_id, model, tier, usd, created_at,"
-                " expires_at, owner) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                [(i, a.request_id, a.model, str(a.tier), usd, now, now + a.lease_s, owner)
-                 for i, (a, usd) in zip(ids, granted, strict=True)],
+        elif granted:
+            ids = await _insert_reservations(
+                conn, [(a.request_id, a.model, str(a.tier), usd, now, now + a.lease_s, owner)
+                       for a, usd in granted],
             )  # fmt: skip
     out: list[Hold | Refusal] = []
     it = iter(ids)
     for got in decided:
         out.append(got if isinstance(got, Refusal) else Hold(id=next(it), usd=got))
     return out, replace(t, reserved_usd=t.reserved_usd + sum(usd for _, usd in granted))
+
+
+async def _insert_reservations(conn: Conn, rows: Sequence[tuple[Any, ...]]) -> list[int]:
+    """Insert reservations (request id, model, tier, usd, created at, expires at, owner); their
+    ids, in order: taken first, so that each hold knows its own."""
+    ids = [r[0] for r in await conn.fetch(
+        "SELECT nextval(pg_get_serial_sequence('reservations', 'id'))"
+        " FROM generate_series(1, $1)", len(rows)
+    )]  # fmt: skip
+    await conn.executemany(
+        "INSERT INTO reservations (id, request_id, model, tier, usd, created_at, expires_at,"
+        " owner) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        [(i, *row) for i, row in zip(ids, rows, strict=True)],
+    )
+    return ids
 
 
 async def summary(conn: Conn, cal: Calendar, now: float) -> dict[str, Any]:
