@@ -8,12 +8,14 @@ import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
 from conftest import model_toml
 from server_helpers import serve
 
+from orchestra import Orchestra
 from orchestra.testing import StubProvider
 
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
@@ -132,3 +134,26 @@ def test_a_page_from_a_configured_origin_may_read_the_decision_and_backoff_heade
             exposed = {h.strip() for h in call.headers["access-control-expose-headers"].split(",")}
             assert {"x-orchestra-request-id", "x-orchestra-tier", "x-orchestra-model"} <= exposed
             assert {"x-request-id", "retry-after", "x-should-retry"} <= exposed
+
+
+class _BrokenHistory(Orchestra):
+    async def history(self, *args: Any, **kwargs: Any) -> Any:
+        raise ZeroDivisionError("a bug")
+
+
+def test_a_bug_answered_to_a_page_carries_its_cors_headers(
+    write_config: Callable[..., Path],
+) -> None:
+    """Whatever escapes a route becomes OpenAI's 500; a page from a configured origin must be
+    able to read it (without CORS headers the browser shows the page a network error)."""
+    app = "http://app.example"
+    config = write_config(
+        model_toml("stub-cloud", "http://127.0.0.1:9/v1"),
+        extra=f'[server]\ncors_origins = ["{app}"]\n',
+    )
+    runtime = lambda c: _BrokenHistory(c, agents=[])  # noqa: E731
+    with serve(config, runtime=runtime) as server, server.http() as browser:
+        response = browser.get("/v1/history", headers={"origin": app})
+    assert response.status_code == 500, response.text
+    assert response.json()["error"]["code"] == "internal_error"
+    assert response.headers.get("access-control-allow-origin") == app

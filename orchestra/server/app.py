@@ -93,9 +93,9 @@ def create_app(
             Route("/dashboard/models", dashboard.models, methods=["GET"]),
             Mount(dashboard.STATIC_PREFIX.rstrip("/"), dashboard.static_files(), name="static"),
         ],
-        middleware=[
-            Middleware(CatchAll),
+        middleware=[  # outermost first: CORS also wraps the 500s CatchAll makes of a bug
             *_cors(state.config.server.cors_origins),
+            Middleware(CatchAll),
             Middleware(TokenAuth, token=state.token),
         ],
         exception_handlers={ApiError: _api_error, HTTPException: _http_error},
