@@ -168,6 +168,7 @@ async def test_a_new_breaker_is_closed_and_allows(backend: Backend) -> None:
     board = await backend.board()
     breaker = board.get(MODEL)
     assert (breaker.state, breaker.allow(), breaker.why_not()) == (CLOSED, True, "")
+    assert breaker.retry_in() == 0.0
     assert board.get(MODEL) is breaker
     assert await backend.record() is None  # successes alone write nothing
 
@@ -184,6 +185,7 @@ async def test_consecutive_failures_open_it_for_the_recovery_period(backend: Bac
     backend.clock.advance(17.5)
     assert not breaker.allow()
     assert breaker.why_not() == "breaker open (43 s left)"
+    assert breaker.retry_in() == 42.5  # what a 503 tells a client to wait
     record = await backend.record()
     assert record is not None
     assert (record.state, record.failures, record.opened_at) == (OPEN, 3, T0)
@@ -244,6 +246,7 @@ async def test_half_open_lets_exactly_one_trial_through(backend: Backend) -> Non
     backend.clock.advance(60)
     assert [breaker.allow() for _ in range(5)] == [True, False, False, False, False]
     assert breaker.why_not() == "breaker half-open (trial call in flight)"
+    assert breaker.retry_in() is None  # the trial's outcome decides
     # A trial whose caller never reports is presumed lost after one recovery period.
     backend.clock.advance(59)
     assert not breaker.allow()

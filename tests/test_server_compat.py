@@ -16,7 +16,7 @@ from conftest import model_toml
 from server_helpers import serve
 
 from orchestra import Orchestra
-from orchestra.testing import StubProvider
+from orchestra.testing import Behaviour, StubProvider
 
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -157,3 +157,21 @@ def test_a_bug_answered_to_a_page_carries_its_cors_headers(
     assert response.status_code == 500, response.text
     assert response.json()["error"]["code"] == "internal_error"
     assert response.headers.get("access-control-allow-origin") == app
+
+
+def test_open_breakers_say_when_to_come_back(write_config: Callable[..., Path]) -> None:
+    """Every model skipped for an open breaker is a 503 whose `Retry-After` is the breaker's
+    recovery left: the SDK's retries wait for it, rather than hit the same open breaker."""
+    with StubProvider(Behaviour(kind="status", status=500)) as broken:
+        config = write_config(
+            model_toml("stub-cloud", broken.url),
+            extra="[breaker]\nfailure_threshold = 1\nrecovery_s = 30\n"
+            "[retry]\nattempts_per_model = 1\n",
+        )
+        with serve(config) as server, server.http() as http:
+            body = {"model": "stub-cloud", "messages": FRANCE}
+            assert http.post("/v1/chat/completions", json=body).status_code == 502
+            skipped = http.post("/v1/chat/completions", json=body)
+    assert skipped.status_code == 503, skipped.text
+    assert skipped.json()["error"]["code"] == "no_model_available"
+    assert 25 <= int(skipped.headers["retry-after"]) <= 30

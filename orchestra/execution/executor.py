@@ -239,7 +239,9 @@ class Executor:
             breakers = self.safeguards.breakers
             breaker = breakers.get(spec.name) if breakers is not None else None
             if breaker is not None and not breaker.allow():
-                self._skipped(walk, spec, "breaker_open", breaker.why_not())
+                self._skipped(
+                    walk, spec, "breaker_open", breaker.why_not(), retry_after_s=breaker.retry_in()
+                )
                 if spec.tier is Tier.LOCAL:
                     deferred.append(spec)
                 continue
@@ -505,7 +507,9 @@ class Executor:
         if self.safeguards.breakers is not None:
             self.safeguards.breakers.get(spec.name).release()
 
-    def _skipped(self, walk: _Walk, spec: ModelSpec, kind: str, why: str) -> None:
+    def _skipped(
+        self, walk: _Walk, spec: ModelSpec, kind: str, why: str, retry_after_s: float | None = None
+    ) -> None:
         walk.flight.attempts.append(
             Attempt(
                 model=spec.name,
@@ -515,6 +519,7 @@ class Executor:
                 error_kind=kind,
                 error=why,
                 skipped=True,
+                retry_after_s=retry_after_s,
             )
         )
 

@@ -11,7 +11,8 @@ NoAllowedModelError                    422 model_not_allowed when the request fo
 StreamBroken (mid-stream)              an SSE `error` event, code stream_broken, then the end
 AllCandidatesFailed                    502 all_candidates_failed, with the attempts; 429 when
                                        every attempt was refused by a budget or a rate
-                                       limit; 503 when every model was skipped (breakers)
+                                       limit; 503 when every model was skipped (breakers
+                                       open: `Retry-After` is the first one's recovery left)
 NotRecorded                            500 not_recorded (answered, but not on disk: never
                                        returned as a success), `x-should-retry: false`
 PolicyError, StoreError, anything else 500, the message only (never a traceback)
@@ -20,6 +21,7 @@ PolicyError, StoreError, anything else 500, the message only (never a traceback)
 from __future__ import annotations
 
 import logging
+import math
 import traceback
 from collections.abc import Mapping
 from typing import Any
@@ -176,7 +178,14 @@ def _all_failed(exc: AllCandidatesFailed, extra: dict[str, Any]) -> ApiError:
             extra=extra,
         )  # fmt: skip
     if exc.attempts and not tried:  # every model skipped: breakers open, windows too small
-        return ApiError(503, str(exc), type="server_error", code="no_model_available", extra=extra)
+        # When the first breaker lets a trial call through: what OpenAI's SDKs wait before
+        # their retry (else ~1 s, into the same open breakers).
+        waits = [a.retry_after_s for a in exc.attempts if a.retry_after_s]
+        headers = {"retry-after": str(max(1, math.ceil(min(waits))))} if waits else {}
+        return ApiError(
+            503, str(exc), type="server_error", code="no_model_available", headers=headers,
+            extra=extra,
+        )  # fmt: skip
     return ApiError(502, str(exc), type="server_error", code="all_candidates_failed", extra=extra)
 
 

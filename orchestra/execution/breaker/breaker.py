@@ -91,6 +91,12 @@ class CircuitBreaker:
         with self._lock:
             return self._state.why_not(self, self._clock())
 
+    def retry_in(self) -> float | None:
+        """Seconds until `allow()` may say True again (an open breaker's recovery left); 0 when
+        it may now; None when unknown (a trial call in flight decides)."""
+        with self._lock:
+            return self._state.wait_s(self, self._clock())
+
     def record_success(self) -> None:
         with self._lock:
             now = self._clock()

@@ -30,6 +30,10 @@ class BreakerState:
     def why_not(self, cb: CircuitBreaker, now: float) -> str:
         return ""
 
+    def wait_s(self, cb: CircuitBreaker, now: float) -> float | None:
+        """Seconds until a call may go through, when known (0: now)."""
+        return 0.0
+
     def on_success(self, cb: CircuitBreaker, now: float) -> None:
         pass
 
@@ -91,6 +95,9 @@ class OpenState(BreakerState):
         left = self._left(cb, now)
         return f"breaker open ({math.ceil(left)} s left)" if left > 0 else ""
 
+    def wait_s(self, cb: CircuitBreaker, now: float) -> float | None:
+        return max(0.0, self._left(cb, now))
+
     def on_success(self, cb: CircuitBreaker, now: float) -> None:
         # A call made while open (a local model tried when nothing else could answer) that
         # succeeded says the model works again, as a trial call would.
@@ -121,6 +128,9 @@ class HalfOpenState(BreakerState):
 
     def why_not(self, cb: CircuitBreaker, now: float) -> str:
         return "breaker half-open (trial call in flight)" if self._trial_out(cb, now) else ""
+
+    def wait_s(self, cb: CircuitBreaker, now: float) -> float | None:
+        return None if self._trial_out(cb, now) else 0.0  # the trial's outcome decides
 
     def on_success(self, cb: CircuitBreaker, now: float) -> None:
         cb._move(ClosedState(cb.settings.window), "trial call succeeded", now)
