@@ -148,7 +148,11 @@ def _start_again(order: dict[str, Any]) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(order, f)
     os.closerange(3, os.sysconf("SC_OPEN_MAX"))
-    os.execv(sys.executable, [sys.executable, "-m", MODULE, path])
+    try:
+        os.execv(sys.executable, [sys.executable, "-m", MODULE, path])
+    except OSError:  # no new image to read it: the parent sees this one end, and starts it
+        os.unlink(path)
+        raise
 
 
 if __name__ == "__main__":
