@@ -2,12 +2,16 @@
 
     python bench/overhead.py [--calls 1000] [--models 200] [--block 10]
 
-Both paths call the same OpenAI-compatible stub on 127.0.0.1 (in its own process, as a provider
-is) through `litellm.acompletion`, in short alternating blocks (`--block` calls of bare, then of
-each runtime, again and again) so machine noise hits every path alike. Each block starts with one
-untimed call: a bare LiteLLM call leaves its success logging (a task and a thread-pool job,
-~0.3 ms) running after it returns, and call-by-call interleaving charged that work to whichever
-call came next; within a block each path carries its own leftovers, as it does in real use.
+Every path calls the same OpenAI-compatible stub on 127.0.0.1 (in its own process, as a
+provider is), in short alternating blocks (`--block` calls of bare, then of each runtime, again
+and again) so machine noise hits every path alike. Each block starts with one untimed call: a
+bare LiteLLM call leaves its success logging (a task and a thread-pool job, ~0.3 ms) running
+after it returns, and call-by-call interleaving charged that work to whichever call came next;
+within a block each path carries its own leftovers, as it does in real use.
+Orchestra calls such a server (`openai/...` with an `api_base`) through the OpenAI SDK itself,
+not through LiteLLM (`orchestra/execution/openai_compatible.py`): the goal's ratio is to bare
+`litellm.acompletion`, what a user would otherwise call; two more ratios show Orchestra's own
+overhead, to a bare OpenAI SDK call and, for a model set `via_litellm`, to bare LiteLLM.
 Orchestra runs its built-in agents, the default policy, and
 records every request durably in SQLite before `complete()` returns (WAL, group commit, each
 commit synced to the disk: `[store] sync = "full"`, the default). A third runtime is the same
@@ -31,6 +35,7 @@ from pathlib import Path
 
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 
+from openai import AsyncOpenAI
 from stub_process import stub_process
 
 from orchestra import Orchestra
@@ -45,10 +50,11 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
-def catalog(url: str, models: int) -> list[dict[str, object]]:
+def catalog(url: str, models: int, *, via_litellm: bool = False) -> list[dict[str, object]]:
     """`models` priced cloud models, all served by the stub (the first is the cheapest)."""
     return [
         {
+            "via_litellm": via_litellm,
             "name": "stub" if i == 0 else f"stub-{i}",
             "tier": "cloud",
             "litellm_model": "openai/stub",
@@ -74,6 +80,9 @@ async def bench(calls: int, models: int, block: int) -> None:
             "embedded": {"enabled": False},
             "budget": {"daily_usd": 1000.0},  # every call reserved in the ledger
         }
+        through_litellm = parse_config(
+            {"models": catalog(url, 1, via_litellm=True), "embedded": {"enabled": False}}
+        )
         big = parse_config(big_table)
         big_unsynced = parse_config({**big_table, "store": {"sync": "normal"}})
         messages = [{"role": "user", "content": PROMPT}]
@@ -84,29 +93,39 @@ async def bench(calls: int, models: int, block: int) -> None:
                 api_key=os.environ["BENCH_KEY"], timeout=60, max_retries=0,
             )  # fmt: skip
 
+        sdk = AsyncOpenAI(base_url=url, api_key=os.environ["BENCH_KEY"], max_retries=0)
+
+        async def bare_sdk() -> None:
+            await sdk.chat.completions.create(model="stub", messages=messages, timeout=60)  # type: ignore[arg-type]
+
         async with (
             Orchestra(small, db_path=Path(home) / "small.db") as orc,
             Orchestra(big, db_path=Path(home) / "big.db") as orc_big,
             Orchestra(unsynced, db_path=Path(home) / "unsynced.db") as orc_normal,
             Orchestra(big_unsynced, db_path=Path(home) / "big_unsynced.db") as orc_big_normal,
+            Orchestra(through_litellm, db_path=Path(home) / "litellm.db") as orc_litellm,
         ):
-            runtimes = (orc, orc_big, orc_normal, orc_big_normal)
+            runtimes = (orc, orc_big, orc_normal, orc_big_normal, orc_litellm)
             for runtime in runtimes:
                 await runtime.ready()
             for _ in range(50):  # warm every path: connection pools, caches, lazy imports
                 await bare()
+                await bare_sdk()
                 for runtime in runtimes:
                     await runtime.complete(PROMPT)
             times: dict[str, list[float]] = {
-                "bare": [], "one": [], "big": [], "normal": [], "big_normal": [], "route": []
+                "bare": [], "sdk": [], "one": [], "big": [], "normal": [], "big_normal": [],
+                "litellm": [], "route": [],
             }  # fmt: skip
             for _ in range(max(1, calls // block)):
                 for name, call in (
                     ("bare", bare),
+                    ("sdk", bare_sdk),
                     ("one", lambda: orc.complete(PROMPT)),
                     ("big", lambda: orc_big.complete(PROMPT)),
                     ("normal", lambda: orc_normal.complete(PROMPT)),
                     ("big_normal", lambda: orc_big_normal.complete(PROMPT)),
+                    ("litellm", lambda: orc_litellm.complete(PROMPT)),
                 ):
                     await call()  # takes the previous block's leftovers: not timed
                     for _ in range(block):
@@ -126,10 +145,12 @@ async def bench(calls: int, models: int, block: int) -> None:
     print(f"{'':38}{'p50':>10}{'p99':>10}{'mean':>10}")
     rows = (
         ("bare litellm (ms)", bare_ms),
+        ("bare openai SDK (ms)", times["sdk"]),
         ("orchestra, 1 model (ms)", times["one"]),
         (f"orchestra, {models} models + budget (ms)", times["big"]),
         ("orchestra, 1 model, sync=normal (ms)", times["normal"]),
         (f"orchestra, {models} + budget, normal (ms)", times["big_normal"]),
+        ("orchestra, 1 model, via LiteLLM (ms)", times["litellm"]),
     )
     for name, xs in rows:
         print(f"{name:38}{pct(xs, 0.5):10.3f}{pct(xs, 0.99):10.3f}{statistics.fmean(xs):10.3f}")
@@ -142,11 +163,23 @@ async def bench(calls: int, models: int, block: int) -> None:
         (f"{models} models + budget", "big", "<= 1.05"),
         ("1 model, sync=normal", "normal", "(no goal)"),
         (f"{models} models + budget, normal", "big_normal", "(no goal)"),
+        ("1 model, via LiteLLM", "litellm", "(no goal)"),
     )
     for name, key, goal in ratios:
         xs = times[key]
         print(f"  {name:34}{pct(xs, 0.5) / pct(bare_ms, 0.5):8.3f} "
               f"{pct(xs, 0.99) / pct(bare_ms, 0.99):8.3f}     {goal}")  # fmt: skip
+    sdk_ms = times["sdk"]
+    print("Orchestra's own overhead: ratio to the bare client it calls through")
+    for name, key, base in (
+        ("1 model ÷ bare openai SDK", "one", sdk_ms),
+        (f"{models} models + budget ÷ bare SDK", "big", sdk_ms),
+        ("1 model, sync=normal ÷ bare SDK", "normal", sdk_ms),
+        ("1 model via LiteLLM ÷ bare litellm", "litellm", bare_ms),
+    ):
+        xs = times[key]
+        print(f"  {name:34}{pct(xs, 0.5) / pct(base, 0.5):8.3f} "
+              f"{pct(xs, 0.99) / pct(base, 0.99):8.3f}")  # fmt: skip
 
 
 def main() -> None:

@@ -200,10 +200,18 @@ class Orchestra:
                     await task
         if self._warming is not None and self._warming.done() and not self._warming.cancelled():
             self._warming.exception()  # a failed warm-up surfaces at the call; mark it seen
+        if self._given_backend is None and (built := self._built_backend()) is not None:
+            await built.close()  # its clients' connections
         await self._endpoints.stop()
         if self._store is not None:
             await self._store.close()
             self._store = None
+
+    def _built_backend(self) -> Backend | None:
+        task = self._backend_task
+        if task is None or not task.done() or task.cancelled() or task.exception() is not None:
+            return None
+        return task.result()
 
     async def ready(self) -> None:
         """Wait until the first call can go at once: the backend loaded (LiteLLM takes seconds

@@ -33,6 +33,9 @@ class ModelSpec(BaseModel):
     idle_timeout_s: float = Field(default=30.0, gt=0.0)
     system_prompt: str | None = None
     embedded: bool = False
+    # Call through LiteLLM even an OpenAI-compatible server (`openai/...` with `api_base`), which
+    # is otherwise called through the OpenAI SDK directly (execution/openai_compatible.py).
+    via_litellm: bool = False
     # What the model can do ("vision", "tools", "json"), how good it is (0-1, for quality-first
     # policies) and how fast it usually answers; all optional, used by policies.
     capabilities: frozenset[str] = frozenset()

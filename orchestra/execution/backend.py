@@ -82,6 +82,9 @@ class Backend(ABC):
         seconds to import) loads here. The executor awaits it before an attempt's clock starts:
         the backend's loading is not the model's latency, nor its fault."""
 
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Let go of connections and clients; a later call may open them again."""
+
 
 def answer_usage(
     prompt: int,

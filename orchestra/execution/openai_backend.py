@@ -1,0 +1,155 @@
+"""OpenAI-compatible servers called through the official OpenAI SDK (no LiteLLM in between)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from orchestra.core.model_spec import ModelSpec
+from orchestra.core.request import Message
+from orchestra.core.result import Usage
+from orchestra.execution.backend import (
+    Backend,
+    CallParams,
+    Completion,
+    Endpoint,
+    StreamPiece,
+    answer_usage,
+    chat_messages,
+    empty_answer,
+)
+from orchestra.execution.openai_compatible import KEYLESS
+from orchestra.execution.provider_errors import provider_error
+from orchestra.spend.estimate import cost_usd
+
+
+class OpenAIBackend(Backend):
+    """Calls `openai/...` models at their `api_base` with `openai.AsyncOpenAI`, streaming or not.
+
+    The request is the one LiteLLM would send for such a model (the name without `openai/`,
+    the messages, `max_tokens`, `temperature`), and failures are classified by the same rules
+    (`provider_errors`), so that which of the two backends made a call changes its speed, not
+    its outcome. One client per (base, key), its connections kept alive; `max_retries=0`:
+    retries and failover are the executor's. Prices are the catalog's (`ModelSpec`, completed
+    from LiteLLM's table at load), so LiteLLM is never imported.
+    """
+
+    def __init__(self) -> None:
+        import openai
+
+        self._openai = openai
+        self._clients: dict[tuple[str, str], Any] = {}
+
+    async def complete(
+        self, spec: ModelSpec, endpoint: Endpoint, messages: Sequence[Message], params: CallParams
+    ) -> Completion:
+        try:
+            response = await self._client(endpoint).chat.completions.create(
+                **_body(spec, messages, params), timeout=params.timeout_s
+            )
+        except Exception as exc:
+            raise provider_error(exc, spec) from exc
+        choices = getattr(response, "choices", None)
+        message = getattr(choices[0], "message", None) if choices else None
+        text = getattr(message, "content", None) or ""
+        usage = getattr(response, "usage", None)
+        if not isinstance(text, str) or not text:
+            raise empty_answer(spec, _billed(spec, usage, messages))
+        finish = getattr(choices[0], "finish_reason", None)  # type: ignore[index]
+        return Completion(
+            text=text,
+            usage=_usage(spec, usage, messages, text),
+            finish_reason=finish if isinstance(finish, str) else None,
+        )
+
+    async def stream(
+        self, spec: ModelSpec, endpoint: Endpoint, messages: Sequence[Message], params: CallParams
+    ) -> AsyncIterator[StreamPiece]:
+        parts: list[str] = []
+        usage = finish = None
+        response: Any = None
+        try:
+            response = await self._client(endpoint).chat.completions.create(
+                **_body(spec, messages, params),
+                stream=True,
+                stream_options={"include_usage": True},
+                timeout=params.timeout_s,
+            )
+            async for chunk in response:
+                if getattr(chunk, "usage", None):
+                    usage = chunk.usage
+                if not chunk.choices:
+                    continue
+                choice = chunk.choices[0]
+                if isinstance(reason := getattr(choice, "finish_reason", None), str):
+                    finish = reason
+                delta = getattr(getattr(choice, "delta", None), "content", None)
+                if isinstance(delta, str) and delta:
+                    parts.append(delta)
+                    yield StreamPiece(text=delta)
+        except Exception as exc:
+            raise provider_error(exc, spec, started=bool(parts)) from exc
+        finally:
+            if response is not None:  # a reader that stopped early: the connection is let go now
+                await response.close()
+        if not parts:
+            raise empty_answer(spec, _billed(spec, usage, messages))
+        yield StreamPiece(usage=_usage(spec, usage, messages, "".join(parts)), finish_reason=finish)
+
+    async def close(self) -> None:
+        clients, self._clients = self._clients, {}
+        for client in clients.values():
+            await client.close()
+
+    def _client(self, endpoint: Endpoint) -> Any:
+        # As LiteLLM does for these models: the configured key, else OPENAI_API_KEY, else none
+        # (a self-hosted server wants none; the SDK refuses to call without one).
+        key = endpoint.api_key or os.environ.get("OPENAI_API_KEY") or KEYLESS
+        base = endpoint.api_base or ""
+        client = self._clients.get((base, key))
+        if client is None:
+            client = self._openai.AsyncOpenAI(
+                api_key=key, base_url=base, max_retries=0, http_client=self._http_client()
+            )
+            self._clients[(base, key)] = client
+        return client
+
+    def _http_client(self) -> Any:
+        """aiohttp under the SDK (its `aiohttp` extra), as LiteLLM uses: httpx's own pool
+        serves 1,000 concurrent calls ~1.6x slower (`bench/throughput.py`)."""
+        try:
+            return self._openai.DefaultAioHttpClient()
+        except RuntimeError:  # the extra is not installed: httpx's pool, slower under load
+            return None
+
+
+def _body(spec: ModelSpec, messages: Sequence[Message], params: CallParams) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": spec.litellm_model.removeprefix("openai/"),
+        "messages": chat_messages(messages, spec.system_prompt),
+    }
+    if params.max_tokens is not None:
+        body["max_tokens"] = params.max_tokens
+    if params.temperature is not None:
+        body["temperature"] = params.temperature
+    return body
+
+
+def _usage(spec: ModelSpec, usage: Any, messages: Sequence[Message], text: str) -> Usage:
+    return answer_usage(
+        _tokens(usage, "prompt_tokens"), _tokens(usage, "completion_tokens"), messages, text,
+        lambda p, c: cost_usd(spec, p, c) or 0.0,
+    )  # fmt: skip
+
+
+def _billed(spec: ModelSpec, usage: Any, messages: Sequence[Message]) -> Usage | None:
+    """What a call that gave no text was billed, when the provider reported any usage."""
+    if not (_tokens(usage, "prompt_tokens") or _tokens(usage, "completion_tokens")):
+        return None
+    return _usage(spec, usage, messages, "")
+
+
+def _tokens(usage: Any, name: str) -> int:
+    value = getattr(usage, name, None)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
