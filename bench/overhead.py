@@ -35,7 +35,7 @@ from pathlib import Path
 
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, DefaultAioHttpClient
 from stub_process import stub_process
 
 from orchestra import Orchestra
@@ -93,7 +93,9 @@ async def bench(calls: int, models: int, block: int) -> None:
                 api_key=os.environ["BENCH_KEY"], timeout=60, max_retries=0,
             )  # fmt: skip
 
-        sdk = AsyncOpenAI(base_url=url, api_key=os.environ["BENCH_KEY"], max_retries=0)
+        # The client Orchestra calls such a server through (the OpenAI SDK on aiohttp), bare.
+        sdk = AsyncOpenAI(base_url=url, api_key=os.environ["BENCH_KEY"], max_retries=0,
+                          http_client=DefaultAioHttpClient())  # fmt: skip
 
         async def bare_sdk() -> None:
             await sdk.chat.completions.create(model="stub", messages=messages, timeout=60)  # type: ignore[arg-type]
@@ -104,6 +106,7 @@ async def bench(calls: int, models: int, block: int) -> None:
             Orchestra(unsynced, db_path=Path(home) / "unsynced.db") as orc_normal,
             Orchestra(big_unsynced, db_path=Path(home) / "big_unsynced.db") as orc_big_normal,
             Orchestra(through_litellm, db_path=Path(home) / "litellm.db") as orc_litellm,
+            sdk,
         ):
             runtimes = (orc, orc_big, orc_normal, orc_big_normal, orc_litellm)
             for runtime in runtimes:

@@ -7,9 +7,11 @@ A last row repeats the rounds with the heap built at start-up frozen (`gc.freeze
 `orchestra serve` does in its workers), for both paths.
 
 The provider is an OpenAI-compatible stub in its own process on 127.0.0.1 (in this process it
-would share the GIL with the client). Rounds alternate bare, Orchestra, bare... Orchestra runs
-its default agents, the default policy, a daily budget (so every call is reserved in the ledger
-and settled) and records every request durably before answering it.
+would share the GIL with the client). Rounds alternate bare, Orchestra, bare... The goal's ratio
+is to bare LiteLLM (what a user would otherwise call); Orchestra calls this server through the
+OpenAI SDK on aiohttp, whose bare rate is the last column (Orchestra's own cost under load).
+Orchestra runs its default agents, the default policy, a daily budget (so every call is reserved
+in the ledger and settled) and records every request durably before answering it.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 os.environ["BENCH_KEY"] = "sk-bench-0123456789"
 
+from openai import AsyncOpenAI, DefaultAioHttpClient  # noqa: E402
 from stub_process import stub_process  # noqa: E402
 
 from orchestra import Orchestra, Request, Tier  # noqa: E402
@@ -61,7 +64,7 @@ async def paid_history(db: Path, n: int) -> None:
 
 async def rounds(
     url: str, home: Path, concurrent: int, n_rounds: int, frozen: bool = False
-) -> tuple[float, float]:
+) -> tuple[float, float, float]:
     litellm = import_litellm()
     config = parse_config(
         {
@@ -81,12 +84,20 @@ async def rounds(
                                   api_key=os.environ["BENCH_KEY"], timeout=120,
                                   max_retries=0)  # fmt: skip
 
-    bare_rates, orc_rates = [], []
-    async with Orchestra(config) as orc:
+    # The client Orchestra calls such a server through (the OpenAI SDK on aiohttp), bare.
+    sdk = AsyncOpenAI(base_url=url, api_key=os.environ["BENCH_KEY"], max_retries=0,
+                      http_client=DefaultAioHttpClient())  # fmt: skip
+
+    async def bare_sdk() -> None:
+        await sdk.chat.completions.create(model="stub", messages=messages, timeout=120)  # type: ignore[arg-type]
+
+    bare_rates, sdk_rates, orc_rates = [], [], []
+    async with Orchestra(config) as orc, sdk:
         await orc.ready()
         await asyncio.gather(
-            *(bare() for _ in range(50)), *(orc.complete(PROMPT) for _ in range(50))
-        )
+            *(bare() for _ in range(50)), *(orc.complete(PROMPT) for _ in range(50)),
+            *(bare_sdk() for _ in range(50)),
+        )  # fmt: skip
         if frozen:  # what `orchestra serve` does once started (see `server.app._settle_heap`)
             gc.collect()
             gc.freeze()
@@ -97,9 +108,16 @@ async def rounds(
             t = time.perf_counter()
             await asyncio.gather(*(orc.complete(PROMPT) for _ in range(concurrent)))
             orc_rates.append(concurrent / (time.perf_counter() - t))
+            t = time.perf_counter()
+            await asyncio.gather(*(bare_sdk() for _ in range(concurrent)))
+            sdk_rates.append(concurrent / (time.perf_counter() - t))
     if frozen:
         gc.unfreeze()
-    return statistics.median(bare_rates), statistics.median(orc_rates)
+    return (
+        statistics.median(bare_rates),
+        statistics.median(orc_rates),
+        statistics.median(sdk_rates),
+    )
 
 
 def main() -> None:
@@ -111,17 +129,20 @@ def main() -> None:
     with stub_process() as url, tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
         print(f"{args.concurrent} concurrent requests, median of {args.rounds} rounds")
-        print(f"{'ledger':>22} {'bare req/s':>12} {'orchestra':>12} {'ratio':>7}  goal")
+        print(f"{'ledger':>22} {'bare req/s':>12} {'orchestra':>12} {'ratio':>7}  goal"
+              f"      {'bare SDK':>9} {'÷ SDK':>6}")  # fmt: skip
         for label in ("empty", f"{args.history:,} paid rows"):
             if label != "empty":
                 asyncio.run(paid_history(home / "orchestra.db", args.history))
-            b, o = asyncio.run(rounds(url, home, args.concurrent, args.rounds))
-            print(f"{label:>22} {b:>12,.0f} {o:>12,.0f} {o / b:>7.2f}  >= {GOAL}")
+            b, o, k = asyncio.run(rounds(url, home, args.concurrent, args.rounds))
+            print(f"{label:>22} {b:>12,.0f} {o:>12,.0f} {o / b:>7.2f}  >= {GOAL}"
+                  f"   {k:>9,.0f} {o / k:>6.2f}")  # fmt: skip
         # The same, with what start-up built (LiteLLM's tables above all) frozen out of the
         # cyclic collector's passes, for both paths: how much of the gap is the collector
         # walking a heap that more objects in flight make it walk more often.
-        b, o = asyncio.run(rounds(url, home, args.concurrent, args.rounds, frozen=True))
-        print(f"{'same, heap frozen':>22} {b:>12,.0f} {o:>12,.0f} {o / b:>7.2f}  (no goal)")
+        b, o, k = asyncio.run(rounds(url, home, args.concurrent, args.rounds, frozen=True))
+        print(f"{'same, heap frozen':>22} {b:>12,.0f} {o:>12,.0f} {o / b:>7.2f}  (no goal)"
+              f"  {k:>9,.0f} {o / k:>6.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":
