@@ -216,3 +216,22 @@ async def test_a_server_that_hung_up_had_the_request(hangs_up: str, stream: bool
         failed = await outcome(backend, hangs_up, stream=stream)
         assert (failed["kind"], failed["sent"], failed["retryable"]) == ("connection", True, True)
         await backend.close()
+
+
+async def test_an_unpriced_cloud_model_is_recorded_free_and_said_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """As through LiteLLM: a cloud model priced nowhere costs 0, with one warning; an unpriced
+    edge model is free, silently."""
+    unpriced = SPEC.model_copy(
+        update={"name": "nowhere", "input_cost_per_mtok": None, "output_cost_per_mtok": None}
+    )
+    edge = unpriced.model_copy(update={"name": "lan", "tier": Tier.EDGE})
+    backend = OpenAIBackend()
+    with StubProvider(Behaviour(reply="Paris")) as stub, caplog.at_level("WARNING"):
+        for spec in (unpriced, unpriced, edge):
+            done = await backend.complete(spec, Endpoint(api_base=stub.url), FRANCE, PARAMS)
+            assert done.usage.cost_usd == 0.0 and done.usage.completion_tokens == 1
+    await backend.close()
+    warned = [r.getMessage() for r in caplog.records if "no price known" in r.getMessage()]
+    assert warned == ["no price known for nowhere: its spend is recorded as 0"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from orchestra.core.model_spec import ModelSpec
 from orchestra.core.request import Message
 from orchestra.core.result import Usage
+from orchestra.core.tier import Tier
 from orchestra.execution.backend import (
     Backend,
     CallParams,
@@ -22,6 +24,8 @@ from orchestra.execution.backend import (
 from orchestra.execution.openai_compatible import KEYLESS
 from orchestra.execution.provider_errors import provider_error
 from orchestra.spend.estimate import cost_usd
+
+log = logging.getLogger("orchestra.openai")
 
 
 class OpenAIBackend(Backend):
@@ -139,8 +143,21 @@ def _body(spec: ModelSpec, messages: Sequence[Message], params: CallParams) -> d
 def _usage(spec: ModelSpec, usage: Any, messages: Sequence[Message], text: str) -> Usage:
     return answer_usage(
         _tokens(usage, "prompt_tokens"), _tokens(usage, "completion_tokens"), messages, text,
-        lambda p, c: cost_usd(spec, p, c) or 0.0,
+        lambda p, c: _price(spec, p, c),
     )  # fmt: skip
+
+
+def _price(spec: ModelSpec, prompt: int, completion: int) -> float:
+    cost = cost_usd(spec, prompt, completion)
+    if cost is None:
+        if spec.tier is Tier.CLOUD and spec.name not in _UNPRICED:  # local, edge: free
+            _UNPRICED.add(spec.name)
+            log.warning("no price known for %s: its spend is recorded as 0", spec.name)
+        return 0.0
+    return cost
+
+
+_UNPRICED: set[str] = set()  # models already warned about
 
 
 def _billed(spec: ModelSpec, usage: Any, messages: Sequence[Message]) -> Usage | None:
