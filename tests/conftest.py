@@ -56,6 +56,18 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
+@pytest.fixture(params=["openai-sdk", "litellm"])
+def through_each_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs a test twice: OpenAI-compatible stubs called through the OpenAI SDK (the default),
+    then through LiteLLM (as for every other provider). A module opts in with
+    `pytestmark = pytest.mark.usefixtures("through_each_backend")`."""
+    if request.param == "litellm":
+        from orchestra.execution import routing_backend
+
+        monkeypatch.setattr(routing_backend, "called_directly", lambda spec: False)
+    return str(request.param)
+
+
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "data" / "orchestra.db"

@@ -1,5 +1,6 @@
 """A stream that breaks after its first text, or that its reader leaves, is billed for what it
-sent: its record in the history says so, as the ledger does (through LiteLLM, to a stub)."""
+sent: its record in the history says so, as the ledger does (to a stub, through the OpenAI SDK
+and through LiteLLM)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from orchestra import Orchestra, StreamBroken
 from orchestra.config import parse_config
 from orchestra.store import SqliteStore
 from orchestra.testing import Behaviour, StubProvider
+
+pytestmark = pytest.mark.usefixtures("through_each_backend")
 
 REPLY = " ".join(f"w{i}" for i in range(200))
 PROMPT = "Tell me a story"

@@ -1,5 +1,6 @@
-"""Resilient execution on real stub providers through LiteLLM: breakers, retries, deadlines,
-rate limits, the response cache, balancing, and a load test with providers failing."""
+"""Resilient execution on real stub providers, through the OpenAI SDK and through LiteLLM:
+breakers, retries, deadlines, rate limits, the response cache, balancing, and a load test with
+providers failing."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from conftest import model_toml
 
 from orchestra import Agent, AllCandidatesFailed, Orchestra, Request, Verdict
 from orchestra.testing import Behaviour, StubProvider
+
+pytestmark = pytest.mark.usefixtures("through_each_backend")
 
 FAST_RETRY = "[retry]\nbase_s = 0.01\ncap_s = 0.05\n"
 
