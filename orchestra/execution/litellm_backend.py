@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import aclosing
 from contextvars import ContextVar, Token
 from functools import cache
 from typing import Any
 
 from orchestra.core.model_spec import ModelSpec
 from orchestra.core.request import Message
-from orchestra.core.result import Usage
 from orchestra.core.tier import Tier
 from orchestra.execution.backend import (
     Backend,
@@ -20,11 +20,10 @@ from orchestra.execution.backend import (
     Completion,
     Endpoint,
     StreamPiece,
-    answer_usage,
     chat_messages,
-    empty_answer,
 )
 from orchestra.execution.openai_compatible import KEYLESS, keyless_openai_server, litellm_listened
+from orchestra.execution.openai_shapes import completion, stream_pieces
 from orchestra.execution.provider_errors import provider_error
 
 __all__ = ["LiteLLMBackend", "client_timeout", "import_litellm", "provider_error"]
@@ -106,45 +105,21 @@ class LiteLLMBackend(Backend):
         finally:
             if token is not None:
                 _INTERNAL_CALL.reset(token)  # type: ignore[union-attr]
-        choices = getattr(response, "choices", None)
-        text = (choices[0].message.content or "") if choices else ""
-        usage = getattr(response, "usage", None)
-        if not text:
-            raise empty_answer(spec, self._billed(spec, usage, messages))
-        finish = getattr(choices[0], "finish_reason", None)  # type: ignore[index]
-        return Completion(
-            text=text,
-            usage=self._usage(spec, usage, messages, text),
-            finish_reason=finish if isinstance(finish, str) else None,
-        )
+        return completion(spec, response, messages, self._pricer(spec))
 
     async def stream(
         self, spec: ModelSpec, endpoint: Endpoint, messages: Sequence[Message], params: CallParams
     ) -> AsyncIterator[StreamPiece]:
         kwargs = self._kwargs(spec, endpoint, messages, params)
         kwargs.update(stream=True, stream_options={"include_usage": True})
-        parts: list[str] = []
-        usage = finish = None
         try:
             response = await self._litellm.acompletion(**kwargs)
-            async for chunk in response:
-                if getattr(chunk, "usage", None):
-                    usage = chunk.usage
-                if not chunk.choices:
-                    continue
-                choice = chunk.choices[0]
-                if isinstance(reason := getattr(choice, "finish_reason", None), str):
-                    finish = reason
-                if delta := choice.delta.content:
-                    parts.append(delta)
-                    yield StreamPiece(text=delta)
         except Exception as exc:
-            raise provider_error(exc, spec, started=bool(parts)) from exc
-        if not parts:
-            raise empty_answer(spec, self._billed(spec, usage, messages))
-        yield StreamPiece(
-            usage=self._usage(spec, usage, messages, "".join(parts)), finish_reason=finish
-        )
+            raise provider_error(exc, spec) from exc
+        pieces = stream_pieces(spec, response, messages, self._pricer(spec))
+        async with aclosing(pieces):  # type: ignore[type-var]
+            async for piece in pieces:
+                yield piece
 
     def _quiet(self) -> Token[bool] | None:
         """Skip LiteLLM's own success logging for this call when nobody listens to it: Orchestra
@@ -176,18 +151,8 @@ class LiteLLMBackend(Backend):
             kwargs["temperature"] = params.temperature
         return kwargs
 
-    def _usage(self, spec: ModelSpec, usage: Any, messages: Sequence[Message], text: str) -> Usage:
-        return answer_usage(
-            int(getattr(usage, "prompt_tokens", 0) or 0),
-            int(getattr(usage, "completion_tokens", 0) or 0),
-            messages, text, lambda p, c: self._cost(spec, p, c),
-        )  # fmt: skip
-
-    def _billed(self, spec: ModelSpec, usage: Any, messages: Sequence[Message]) -> Usage | None:
-        """What a call that gave no text was billed, when the provider reported any usage."""
-        if not (getattr(usage, "prompt_tokens", 0) or getattr(usage, "completion_tokens", 0)):
-            return None
-        return self._usage(spec, usage, messages, "")
+    def _pricer(self, spec: ModelSpec) -> Callable[[int, int], float]:
+        return lambda prompt, completion: self._cost(spec, prompt, completion)
 
     def _cost(self, spec: ModelSpec, prompt_tokens: int, completion_tokens: int) -> float:
         if spec.input_cost_per_mtok is not None and spec.output_cost_per_mtok is not None:

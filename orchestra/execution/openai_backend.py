@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import aclosing
 from typing import Any
 
 from orchestra.core.model_spec import ModelSpec
 from orchestra.core.request import Message
-from orchestra.core.result import Usage
 from orchestra.core.tier import Tier
 from orchestra.execution.backend import (
     Backend,
@@ -17,11 +17,10 @@ from orchestra.execution.backend import (
     Completion,
     Endpoint,
     StreamPiece,
-    answer_usage,
     chat_messages,
-    empty_answer,
 )
 from orchestra.execution.openai_compatible import KEYLESS
+from orchestra.execution.openai_shapes import completion, stream_pieces
 from orchestra.execution.provider_errors import provider_error
 from orchestra.spend.estimate import cost_usd
 
@@ -54,25 +53,11 @@ class OpenAIBackend(Backend):
             )
         except Exception as exc:
             raise provider_error(exc, spec) from exc
-        choices = getattr(response, "choices", None)
-        message = getattr(choices[0], "message", None) if choices else None
-        text = getattr(message, "content", None) or ""
-        usage = getattr(response, "usage", None)
-        if not isinstance(text, str) or not text:
-            raise empty_answer(spec, _billed(spec, usage, messages))
-        finish = getattr(choices[0], "finish_reason", None)  # type: ignore[index]
-        return Completion(
-            text=text,
-            usage=_usage(spec, usage, messages, text),
-            finish_reason=finish if isinstance(finish, str) else None,
-        )
+        return completion(spec, response, messages, _pricer(spec))
 
     async def stream(
         self, spec: ModelSpec, endpoint: Endpoint, messages: Sequence[Message], params: CallParams
     ) -> AsyncIterator[StreamPiece]:
-        parts: list[str] = []
-        usage = finish = None
-        response: Any = None
         try:
             response = await self._client(endpoint).chat.completions.create(
                 **_body(spec, messages, params),
@@ -80,26 +65,15 @@ class OpenAIBackend(Backend):
                 stream_options={"include_usage": True},
                 timeout=params.timeout_s,
             )
-            async for chunk in response:
-                if getattr(chunk, "usage", None):
-                    usage = chunk.usage
-                if not chunk.choices:
-                    continue
-                choice = chunk.choices[0]
-                if isinstance(reason := getattr(choice, "finish_reason", None), str):
-                    finish = reason
-                delta = getattr(getattr(choice, "delta", None), "content", None)
-                if isinstance(delta, str) and delta:
-                    parts.append(delta)
-                    yield StreamPiece(text=delta)
         except Exception as exc:
-            raise provider_error(exc, spec, started=bool(parts)) from exc
-        finally:
-            if response is not None:  # a reader that stopped early: the connection is let go now
-                await response.close()
-        if not parts:
-            raise empty_answer(spec, _billed(spec, usage, messages))
-        yield StreamPiece(usage=_usage(spec, usage, messages, "".join(parts)), finish_reason=finish)
+            raise provider_error(exc, spec) from exc
+        try:
+            pieces = stream_pieces(spec, response, messages, _pricer(spec))
+            async with aclosing(pieces):  # type: ignore[type-var]
+                async for piece in pieces:
+                    yield piece
+        finally:  # a reader that stopped early: the connection is let go now
+            await response.close()
 
     async def close(self) -> None:
         clients, self._clients = self._clients, {}
@@ -140,33 +114,20 @@ def _body(spec: ModelSpec, messages: Sequence[Message], params: CallParams) -> d
     return body
 
 
-def _usage(spec: ModelSpec, usage: Any, messages: Sequence[Message], text: str) -> Usage:
-    return answer_usage(
-        _tokens(usage, "prompt_tokens"), _tokens(usage, "completion_tokens"), messages, text,
-        lambda p, c: _price(spec, p, c),
-    )  # fmt: skip
+def _pricer(spec: ModelSpec) -> Callable[[int, int], float]:
+    """What tokens cost on `spec`: its price (the catalog's, or LiteLLM's table's), else 0, said
+    once for a cloud model (local and edge ones are free)."""
 
-
-def _price(spec: ModelSpec, prompt: int, completion: int) -> float:
-    cost = cost_usd(spec, prompt, completion)
-    if cost is None:
-        if spec.tier is Tier.CLOUD and spec.name not in _UNPRICED:  # local, edge: free
+    def price(prompt: int, completion: int) -> float:
+        cost = cost_usd(spec, prompt, completion)
+        if cost is not None:
+            return cost
+        if spec.tier is Tier.CLOUD and spec.name not in _UNPRICED:
             _UNPRICED.add(spec.name)
             log.warning("no price known for %s: its spend is recorded as 0", spec.name)
         return 0.0
-    return cost
+
+    return price
 
 
 _UNPRICED: set[str] = set()  # models already warned about
-
-
-def _billed(spec: ModelSpec, usage: Any, messages: Sequence[Message]) -> Usage | None:
-    """What a call that gave no text was billed, when the provider reported any usage."""
-    if not (_tokens(usage, "prompt_tokens") or _tokens(usage, "completion_tokens")):
-        return None
-    return _usage(spec, usage, messages, "")
-
-
-def _tokens(usage: Any, name: str) -> int:
-    value = getattr(usage, name, None)
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
