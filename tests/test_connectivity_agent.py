@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import socket
@@ -546,3 +547,32 @@ async def test_the_runtime_tells_agents_when_a_model_last_answered(
         await orc.complete("hello", model="cloud-1")
         at = ctx.answered_at("cloud-1")
         assert at is not None and at >= before
+
+
+async def test_a_deadline_missed_on_a_saturated_event_loop_proves_nothing() -> None:
+    """Under load (here a callback that blocks the loop 150 ms at a time) a probe misses its
+    deadline while the endpoint is fine: that round is inconclusive, the endpoint keeps its
+    state. A refusal under the same load is the network's answer: offline at once."""
+
+    async def hog() -> None:
+        while True:
+            time.sleep(0.15)  # noqa: ASYNC251 - blocking the loop is the point
+            await asyncio.sleep(0)
+
+    async with http_server(answer()) as up:
+        for url, before, under_load in ((up, "connected", "connected"),
+                                        (refused_url(), "offline", "offline")):  # fmt: skip
+            agent = await started(
+                ConnectivityAgent(probe_timeout_s=0.3, dns_timeout_s=0.1, http_every=1),
+                cloud=(Tier.CLOUD, url),
+            )
+            assert (await agent.check(None)).state == before
+            load = asyncio.create_task(hog())
+            try:
+                verdict = await agent.check(None)
+            finally:
+                load.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await load
+            assert verdict.state == under_load, verdict.reason
+            await agent.stop()

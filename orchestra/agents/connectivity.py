@@ -40,6 +40,7 @@ from urllib.parse import urlparse
 from orchestra.agents.base import Agent
 from orchestra.agents.context import AgentContext
 from orchestra.core.dns import first_listening, resolve_in_thread
+from orchestra.core.loop_lag import LoopLag
 from orchestra.core.model_spec import ModelSpec
 from orchestra.core.request import Request
 from orchestra.core.tier import ALL_TIERS, Tier
@@ -72,6 +73,9 @@ MIN_THROUGHPUT_BYTES = 16 * 1024
 MAX_BODY_BYTES = 256 * 1024
 # check() gets this much on top of the probe deadline for gathering and judging.
 CHECK_MARGIN_S = 0.5
+# The event loop ran this late (or a tenth of the probe's deadline, if more) during a round: its
+# timeouts are inconclusive. A loop that serves well runs its timers a few ms late at most.
+MIN_BUSY_LAG_S = 0.05
 
 
 class DnsPending(Exception):
@@ -242,10 +246,22 @@ class ConnectivityAgent(Agent):
         # A real call that answered from shortly before this round on proves its endpoint
         # reachable, whatever the probe says; an older answer proves nothing of now.
         since = time.monotonic() - self.probe_timeout_s
-        results = await asyncio.gather(*(self.probe(p) for p in self._probes))
+        async with LoopLag() as lag:
+            results = await asyncio.gather(*(self.probe(p) for p in self._probes))
+        # A deadline missed while the event loop ran late (thousands of calls in flight, a
+        # blocking callback) measured the loop, not the network: such a probe proves nothing,
+        # and the endpoint keeps what its earlier probes showed. A refusal, a DNS failure, a
+        # reset are the network's answers, whatever the loop.
+        busy = lag.worst_s > max(MIN_BUSY_LAG_S, self.probe_timeout_s / 10)
         for result in results:
             if not result.ok and self._answered_since(result.probe, since):
                 result = ProbeResult(result.probe, True, result.ms, passive=True)
+            elif not result.ok and busy and result.error.endswith("_timeout"):
+                log.debug(
+                    "connectivity: %s: %s with the event loop %.0f ms late: inconclusive",
+                    result.probe.key, result.error, lag.worst_s * 1000,
+                )  # fmt: skip
+                continue
             history = self._history.setdefault(result.probe, deque(maxlen=self.window))
             history.append(result)
         verdict = self.judge(r for h in self._history.values() for r in h)
