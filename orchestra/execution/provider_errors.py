@@ -15,7 +15,8 @@ from orchestra.core.model_spec import ModelSpec
 
 
 def provider_error(exc: BaseException, spec: ModelSpec, *, started: bool = False) -> ProviderError:
-    """Map any exception from a LiteLLM call to a `ProviderError`, by HTTP status first."""
+    """Map any exception from a call (through LiteLLM or the OpenAI SDK) to a `ProviderError`,
+    by HTTP status first."""
     if isinstance(exc, ProviderError):
         return exc
     if _never_sent(exc):
