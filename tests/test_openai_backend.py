@@ -164,7 +164,7 @@ async def test_a_keyless_server_gets_a_placeholder_key(monkeypatch: pytest.Monke
     await backend.close()
 
 
-async def test_the_runtime_calls_such_a_model_without_importing_litellm(tmp_path: Any) -> None:
+async def test_the_runtime_calls_such_a_model_without_loading_litellm(tmp_path: Any) -> None:
     """The routing backend loads only the SDK's backend for a catalog of OpenAI-compatible
     servers; the answer is recorded as any other; closing the runtime closes its clients."""
     with StubProvider(Behaviour(reply="Paris")) as stub:
