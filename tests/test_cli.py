@@ -219,3 +219,15 @@ def test_a_reader_that_leaves_stops_the_answer_and_it_is_recorded(
     history = orchestra("--config", config, "history", "--json")
     (entry,) = [json.loads(line) for line in history.stdout.splitlines()]
     assert entry["status"] == "error" and entry["error_kind"] == "cancelled"
+
+
+def test_models_says_which_client_calls_each_model(write_config: Callable[..., Path]) -> None:
+    config = write_config(
+        model_toml("lan", "http://127.0.0.1:9/v1", tier="edge"),
+        model_toml("lan-litellm", "http://127.0.0.1:9/v1", tier="edge", via_litellm=True),
+        embedded=True,
+    )
+    done = orchestra("--config", str(config), "--server", "off", "models", "--json")
+    assert done.returncode == 0, done.stderr
+    via = {m["name"]: m["called_through"] for m in map(json.loads, done.stdout.splitlines())}
+    assert via == {"lan": "openai-sdk", "lan-litellm": "litellm", "smollm2-135m": "embedded"}

@@ -153,8 +153,21 @@ def models(
         return
     for spec in specs:
         entry = spec.model_dump(mode="json")
-        entry.update(key_present=key_present(spec), breaker=breakers.get(spec.name, "closed"))
+        entry.update(
+            key_present=key_present(spec),
+            breaker=breakers.get(spec.name, "closed"),
+            called_through=called_through(spec),
+        )
         print(json.dumps(entry))
+
+
+def called_through(spec: ModelSpec) -> str:
+    """The client a model is called through: "embedded", "openai-sdk" or "litellm"."""
+    from orchestra.execution.openai_compatible import called_directly
+
+    if spec.embedded:
+        return "embedded"
+    return "openai-sdk" if called_directly(spec) else "litellm"
 
 
 def model_table(
@@ -163,7 +176,9 @@ def model_table(
     breakers: dict[str, str],
 ) -> None:
     table = _table()
-    for column in ("name", "tier", "litellm model", "endpoint", "$/Mtok in/out", "key", "breaker"):
+    for column in (
+        "name", "tier", "litellm model", "endpoint", "via", "$/Mtok in/out", "key", "breaker"
+    ):  # fmt: skip
         table.add_column(column)
     for s in specs:
         # The catalog's prices already hold LiteLLM's table's (`discover_catalog`): one still
@@ -176,7 +191,8 @@ def model_table(
         key = {True: "set", False: f"missing ({s.api_key_env})", None: "-"}[key_present(s)]
         endpoint = "embedded (llama.cpp)" if s.embedded else (s.api_base or "provider default")
         breaker = breakers.get(s.name, "closed")
-        table.add_row(s.name, str(s.tier), s.litellm_model, endpoint, price, key, breaker)
+        via = called_through(s)
+        table.add_row(s.name, str(s.tier), s.litellm_model, endpoint, via, price, key, breaker)
     out().print(table)
 
 
