@@ -13,6 +13,8 @@ from test_cli import orchestra
 
 from orchestra import Orchestra, RequestError, StreamBroken
 from orchestra.execution.litellm_backend import client_timeout, import_litellm
+from orchestra.execution.openai_backend import OpenAIBackend
+from orchestra.execution.routing_backend import RoutingBackend
 from orchestra.testing import Behaviour, StubProvider
 
 
@@ -202,7 +204,8 @@ async def test_attempts_with_different_deadlines_reuse_one_client(
         return {k for k in clients if stub.url in str(k) and "timeout=" in str(k)}
 
     config = write_config(
-        model_toml("first", stub.url, timeout_s=60.0), model_toml("second", stub2.url)
+        model_toml("first", stub.url, timeout_s=60.0, via_litellm=True),
+        model_toml("second", stub2.url, via_litellm=True),
     )
     async with Orchestra(config=config, agents=[]) as orc:
         await orc.ready()
@@ -211,7 +214,23 @@ async def test_attempts_with_different_deadlines_reuse_one_client(
             result = await orc.complete("hello", timeout_s=20.0 + i * 1.37)
             assert result.model == "first"
         made = ours() - before
-    assert len(made) <= 1, f"a client per call: {len(made)}"
+    assert len(made) == 1, f"a client per call: {len(made)}"
+
+
+async def test_the_openai_sdk_keeps_one_client_per_server_whatever_the_deadline(
+    stub: StubProvider, stub2: StubProvider, write_config: Callable[..., Path]
+) -> None:
+    """Through the OpenAI SDK the timeout goes with each request, not into the client."""
+    config = write_config(
+        model_toml("first", stub.url, timeout_s=60.0), model_toml("second", stub2.url)
+    )
+    async with Orchestra(config=config, agents=[]) as orc:
+        for i in range(6):
+            result = await orc.complete("hello", timeout_s=20.0 + i * 1.37)
+            assert result.model == "first"
+        backend = orc.executor.backend if orc.executor else None
+        assert isinstance(backend, RoutingBackend) and isinstance(backend.direct, OpenAIBackend)
+        assert list(backend.direct._clients) == [(stub.url, STUB_KEY)]
 
 
 def test_the_client_timeout_is_rounded_up_to_a_few_values() -> None:
