@@ -100,6 +100,10 @@ def test_directory_instead_of_file(tmp_path: Path) -> None:
         ("[store]\nflush_interval_s = 0\n", "store.flush_interval_s"),
         ("[policy]\nweights = { cost = 'heavy' }\n", "policy.weights.cost"),
         ("request_timeout_s = -1\n", "request_timeout_s"),
+        # No scheme, or none we can call: said now, not as a connection error at the first call.
+        (model_toml("m", "localhost:11434"), "models[0].api_base"),
+        (model_toml("m", "ftp://127.0.0.1/v1"), "models[0].api_base"),
+        (model_toml("m", "http://"), "models[0].api_base"),
     ],
 )
 def test_bad_field_names_its_path(tmp_path: Path, text: str, field: str) -> None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from orchestra.core.tier import Tier
 
@@ -48,6 +49,21 @@ class ModelSpec(BaseModel):
     tokens_per_minute: int | None = Field(default=None, gt=0)
     when_limited: Literal["wait", "next"] = "wait"
     limit_queue_size: int = Field(default=100, gt=0)
+
+    @field_validator("api_base")
+    @classmethod
+    def _an_http_url(cls, value: str | None) -> str | None:
+        """A base without a scheme ("localhost:11434") fails only at the first call, as a
+        connection error that looks like the provider's; said here, it names the field."""
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"must be an http:// or https:// URL with a host, e.g. http://192.168.1.20:11434"
+                f" (got {value!r})"
+            )
+        return value
 
     @property
     def is_free(self) -> bool:
