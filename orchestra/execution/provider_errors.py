@@ -130,6 +130,7 @@ def _kind(exc: BaseException, status: int | None) -> ProviderErrorKind:
         "ServiceUnavailableError": "server",
         "APIError": "server",
         "JSONDecodeError": "server",
+        "UnicodeDecodeError": "server",  # an answer that is not UTF-8: as one not JSON
         "MidStreamFallbackError": "stream_broken",
     }
     return by_name.get(name, "unknown")
@@ -137,8 +138,9 @@ def _kind(exc: BaseException, status: int | None) -> ProviderErrorKind:
 
 def _never_sent(exc: BaseException) -> bool:
     """The client failed before any byte left: the text could not be encoded (a lone surrogate,
-    say). The request's fault: no provider is to blame."""
-    if any(isinstance(cause, UnicodeError) for cause in _causes(exc)):
+    say). The request's fault: no provider is to blame. (Not an answer that could not be
+    decoded, a `UnicodeDecodeError`: that provider answered, and may have billed.)"""
+    if any(isinstance(cause, UnicodeEncodeError) for cause in _causes(exc)):
         return True
     return "codec can't encode" in str(exc) or "surrogates not allowed" in str(exc)
 

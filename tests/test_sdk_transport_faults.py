@@ -1,0 +1,109 @@
+"""The SDK's path (`OpenAIBackend`, aiohttp underneath) against servers that misbehave at the
+transport: real sockets on 127.0.0.1, scripted byte by byte. What matters is what the failure
+is classified as (`kind`: retried or not) and whether the provider may have billed (`sent`:
+charged at the reservation or released), and that no connection is left open."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from orchestra.execution.backend import Backend
+from orchestra.execution.litellm_backend import LiteLLMBackend
+from orchestra.execution.openai_backend import OpenAIBackend
+from tests.test_openai_backend import outcome
+
+Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter, dict[str, Any]], Awaitable[None]]
+
+
+async def _request(reader: asyncio.StreamReader) -> dict[str, Any]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    body: dict[str, Any] = json.loads(await reader.readexactly(length))
+    return body
+
+
+class Scripted:
+    """A server that reads each request, then plays `script` with it."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.requests = 0
+        self.server: asyncio.Server | None = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            body = await _request(reader)
+            self.requests += 1
+            await self.script(reader, writer, body)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/v1"
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+
+def _answer(body: bytes, content_type: bytes) -> bytes:
+    return (
+        b"HTTP/1.1 200 OK\r\nContent-Type: " + content_type
+        + b"\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body
+    )  # fmt: skip
+
+
+ANSWER = json.dumps({
+    "id": "x", "object": "chat.completion", "created": 1, "model": "paid",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Paris"},
+                 "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 6, "completion_tokens": 1, "total_tokens": 7},
+}).encode()  # fmt: skip
+
+
+def _chunk(text: str) -> bytes:
+    chunk = {
+        "id": "x", "object": "chat.completion.chunk", "created": 1, "model": "paid",
+        "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}],
+    }  # fmt: skip
+    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+
+async def _not_utf8(_r: asyncio.StreamReader, writer: asyncio.StreamWriter, body: Any) -> None:
+    """200, and an answer with bytes that are not UTF-8 (a garbled body, a proxy's mangling)."""
+    if body.get("stream"):
+        writer.write(_answer(b'data: {"x": "\xff\xfe"}\n\n', b"text/event-stream"))
+    else:
+        writer.write(_answer(ANSWER.replace(b"Paris", b"Par\xffis"), b"application/json"))
+    await writer.drain()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+@pytest.mark.parametrize("backend", [OpenAIBackend, LiteLLMBackend])
+async def test_an_answer_that_is_not_utf8_was_sent_and_is_the_providers_fault(
+    backend: Callable[[], Backend], stream: bool
+) -> None:
+    """The provider answered (and may have billed): charged at the reservation, and worth
+    failing over, as a body that is not JSON is. It was classified as a request that could not
+    be *encoded* (a `UnicodeError` along the causes: a `UnicodeDecodeError` is one too), so
+    never sent: its reservation released, the request blamed, no failover."""
+    server = Scripted(_not_utf8)
+    async with server as url:
+        chosen = backend()
+        failed = await outcome(chosen, url, stream=stream)
+        await chosen.close()
+    assert server.requests == 1
+    assert failed["sent"] is True and failed["retryable"], failed
+    if isinstance(chosen, OpenAIBackend):
+        assert failed["kind"] == "server", failed
