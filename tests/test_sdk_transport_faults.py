@@ -6,13 +6,15 @@ charged at the reservation or released), and that no connection is left open."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import warnings
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
-from orchestra.execution.backend import Backend
+from orchestra.execution.backend import Backend, CallParams
 from orchestra.execution.litellm_backend import LiteLLMBackend
 from orchestra.execution.openai_backend import OpenAIBackend
 from tests.test_openai_backend import outcome
@@ -107,3 +109,54 @@ async def test_an_answer_that_is_not_utf8_was_sent_and_is_the_providers_fault(
     assert failed["sent"] is True and failed["retryable"], failed
     if isinstance(chosen, OpenAIBackend):
         assert failed["kind"] == "server", failed
+
+
+class _ErrorBodyNeverEnds:
+    """503 with a body that never comes whole: it stalls until the client lets go.
+    `released` is set when the client closed the connection."""
+
+    def __init__(self) -> None:
+        self.answered = asyncio.Event()
+        self.released = asyncio.Event()
+
+    async def __call__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, body: Any
+    ) -> None:
+        writer.write(
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"error": '
+        )
+        await writer.drain()
+        self.answered.set()
+        await reader.read()  # until the client closes
+        self.released.set()
+
+
+@pytest.mark.parametrize("how", ["timed out", "cancelled"])
+async def test_a_streamed_call_whose_error_body_fails_lets_its_connection_go(how: str) -> None:
+    """The SDK reads an error status's body before raising; when that read fails (a reset, a
+    read timeout, the caller cancelling), the answer was left open: its aiohttp connection
+    checked out of the pool until garbage-collected ("Unclosed connection")."""
+    script = _ErrorBodyNeverEnds()
+    backend = OpenAIBackend()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        async with Scripted(script) as url:
+            if how == "cancelled":
+                call = asyncio.ensure_future(outcome(backend, url, stream=True))
+                await asyncio.wait_for(script.answered.wait(), 5)
+                await asyncio.sleep(0.1)  # the SDK reads the error's body
+                call.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await call
+            else:
+                params = CallParams(timeout_s=0.3, max_tokens=16)
+                failed = await outcome(backend, url, stream=True, params=params)
+                assert failed["sent"] is True, failed
+            # The client hung up, before the backend (its pool) is closed.
+            await asyncio.wait_for(script.released.wait(), 2)
+            gc.collect()
+        await backend.close()
+        gc.collect()
+    unclosed = [str(w.message) for w in caught if "Unclosed" in str(w.message)]
+    assert not unclosed
