@@ -160,3 +160,27 @@ async def test_a_streamed_call_whose_error_body_fails_lets_its_connection_go(how
         gc.collect()
     unclosed = [str(w.message) for w in caught if "Unclosed" in str(w.message)]
     assert not unclosed
+
+
+async def _not_gzip(_r: asyncio.StreamReader, writer: asyncio.StreamWriter, body: Any) -> None:
+    """200 saying `Content-Encoding: gzip` over a body that is not (a proxy's mangling)."""
+    sse = _chunk("Paris") + b"data: [DONE]\n\n"
+    payload, kind = (
+        (sse, b"text/event-stream") if body.get("stream") else (ANSWER, b"application/json")
+    )
+    writer.write(
+        _answer(payload, kind).replace(b"\r\n\r\n", b"\r\nContent-Encoding: gzip\r\n\r\n", 1)
+    )
+    await writer.drain()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+async def test_a_body_that_cannot_be_decompressed_is_a_connection_failure(stream: bool) -> None:
+    """The SDK wraps httpx's `DecodingError` as a connection error in a whole answer, but a
+    stream raises it bare: it was classified `unknown` there (not retried), unlike the same
+    answer whole, or through LiteLLM."""
+    backend = OpenAIBackend()
+    async with Scripted(_not_gzip) as url:
+        failed = await outcome(backend, url, stream=stream)
+    await backend.close()
+    assert (failed["kind"], failed["sent"], failed["retryable"]) == ("connection", True, True)

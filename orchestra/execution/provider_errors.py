@@ -59,8 +59,12 @@ _REFUSALS = frozenset((
 ))  # fmt: skip
 
 
-# The connection failed after it was made (cut, reset, garbled): httpx's errors.
-_TRANSPORT_FAILURES = frozenset(("RemoteProtocolError", "ReadError", "WriteError", "CloseError"))
+# The connection failed after it was made (cut, reset, garbled): httpx's errors. DecodingError:
+# a body its Content-Encoding cannot undo (the SDK wraps it as a connection error in a whole
+# answer, and leaves it bare in a stream).
+_TRANSPORT_FAILURES = frozenset(
+    ("RemoteProtocolError", "ReadError", "WriteError", "CloseError", "DecodingError")
+)
 
 
 def _not_connected(exc: BaseException) -> bool:
