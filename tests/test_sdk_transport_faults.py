@@ -184,3 +184,30 @@ async def test_a_body_that_cannot_be_decompressed_is_a_connection_failure(stream
         failed = await outcome(backend, url, stream=stream)
     await backend.close()
     assert (failed["kind"], failed["sent"], failed["retryable"]) == ("connection", True, True)
+
+
+def _gateway_gave_up(status: bytes) -> Script:
+    async def script(_r: asyncio.StreamReader, writer: asyncio.StreamWriter, body: Any) -> None:
+        error = b'{"error": {"message": "upstream request timeout", "type": "server_error"}}'
+        writer.write(_answer(error, b"application/json").replace(b"200 OK", status, 1))
+        await writer.drain()
+
+    return script
+
+
+@pytest.mark.parametrize("status", [b"504 Gateway Timeout", b"524 A Timeout Occurred"])
+@pytest.mark.parametrize("backend", [OpenAIBackend, LiteLLMBackend])
+async def test_a_gateway_that_stopped_waiting_had_passed_the_request_on(
+    backend: Callable[[], Backend], status: bytes
+) -> None:
+    """An OpenAI-compatible gateway (a proxy, Cloudflare) answering 504 or 524 forwarded the
+    request, then gave up waiting: the provider behind it may bill it, as for a read that timed
+    out here. It counted as refused (an error status): its reservation released, unrecorded."""
+    chosen = backend()
+    async with Scripted(_gateway_gave_up(status)) as url:
+        failed = await outcome(chosen, url, stream=False)
+    await chosen.close()
+    code = int(status.split()[0])
+    assert (failed["status"], failed["sent"]) == (code, True), failed
+    if isinstance(chosen, OpenAIBackend):  # (LiteLLM makes a 504 its Timeout: kind timeout)
+        assert failed["kind"] == "server" and failed["retryable"], failed

@@ -36,8 +36,14 @@ def provider_error(exc: BaseException, spec: ModelSpec, *, started: bool = False
         model=spec.name,
         status_code=status,
         retry_after_s=_retry_after(exc),
-        sent=not _not_connected(exc) and not _refused(exc),
+        sent=not _not_connected(exc) and (status in _GAVE_UP_WAITING or not _refused(exc)),
     )
+
+
+# Error statuses of a gateway that passed the request on, then stopped waiting for the answer
+# (504 Gateway Timeout; Cloudflare's 524, "a timeout occurred" after reaching the origin): the
+# provider behind it had the request, and may bill it, as for a read that timed out.
+_GAVE_UP_WAITING = frozenset((504, 524))
 
 
 # Failures to connect (no request reached the provider), by class name along the cause chain:
