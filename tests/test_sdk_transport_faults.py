@@ -211,3 +211,28 @@ async def test_a_gateway_that_stopped_waiting_had_passed_the_request_on(
     assert (failed["status"], failed["sent"]) == (code, True), failed
     if isinstance(chosen, OpenAIBackend):  # (LiteLLM makes a 504 its Timeout: kind timeout)
         assert failed["kind"] == "server" and failed["retryable"], failed
+
+
+async def _encoding_bug(_r: asyncio.StreamReader, writer: asyncio.StreamWriter, body: Any) -> None:
+    """A Python server's 500 that puts its exception's text in the message."""
+    error = (
+        b"{\"error\": {\"message\": \"'ascii' codec can't encode character '\\\\xe9' in position"
+        b' 3: ordinal not in range(128)", "type": "InternalServerError", "code": 500}}'
+    )
+    writer.write(_answer(error, b"application/json").replace(b"200 OK", b"500 Oops", 1))
+    await writer.drain()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+@pytest.mark.parametrize("backend", [OpenAIBackend, LiteLLMBackend])
+async def test_a_servers_500_about_an_encoding_is_the_servers_failure(
+    backend: Callable[[], Backend], stream: bool
+) -> None:
+    """The words "codec can't encode" in a provider's error message (a self-hosted server's own
+    bug, a vLLM or llama-cpp-python 500) made the call one that could not be sent: kind
+    invalid_request, the request rejected, no failover to the next model."""
+    chosen = backend()
+    async with Scripted(_encoding_bug) as url:
+        failed = await outcome(chosen, url, stream=stream)
+    await chosen.close()
+    assert (failed["kind"], failed["status"], failed["sent"]) == ("server", 500, False), failed

@@ -93,6 +93,12 @@ def _aiohttp_cause(exc: BaseException) -> BaseException | None:
 def _refused(exc: BaseException) -> bool:
     """The provider answered with an error status (LiteLLM's own errors carry a status even for
     a connection that failed: the HTTP client's error, or the OpenAI SDK's, tells)."""
+    return _answered_with_status(exc) or type(exc).__name__ in _REFUSALS
+
+
+def _answered_with_status(exc: BaseException) -> bool:
+    """The HTTP client's error, or the OpenAI SDK's, along the causes carries the status the
+    provider answered with (not one LiteLLM made up)."""
     for cause in _causes(exc):
         kind = type(cause)
         if kind.__name__ == "HTTPStatusError":
@@ -101,7 +107,7 @@ def _refused(exc: BaseException) -> bool:
             getattr(cause, "status_code", None), int
         ):
             return True
-    return type(exc).__name__ in _REFUSALS
+    return False
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:
@@ -152,6 +158,8 @@ def _never_sent(exc: BaseException) -> bool:
     decoded, a `UnicodeDecodeError`: that provider answered, and may have billed.)"""
     if any(isinstance(cause, UnicodeEncodeError) for cause in _causes(exc)):
         return True
+    if _answered_with_status(exc):  # the words are the provider's (a Python server's own bug)
+        return False
     return "codec can't encode" in str(exc) or "surrogates not allowed" in str(exc)
 
 
