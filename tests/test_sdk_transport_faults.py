@@ -6,8 +6,10 @@ charged at the reservation or released), and that no connection is left open."""
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import gc
 import json
+import time
 import warnings
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -236,3 +238,33 @@ async def test_a_servers_500_about_an_encoding_is_the_servers_failure(
         failed = await outcome(chosen, url, stream=stream)
     await chosen.close()
     assert (failed["kind"], failed["status"], failed["sent"]) == ("server", 500, False), failed
+
+
+def _limited(header: bytes) -> Script:
+    async def script(_r: asyncio.StreamReader, writer: asyncio.StreamWriter, body: Any) -> None:
+        error = b'{"error": {"message": "slow down", "type": "rate_limit_exceeded"}}'
+        answer = _answer(error, b"application/json").replace(b"200 OK", b"429 Too Many", 1)
+        writer.write(answer.replace(b"\r\n\r\n", b"\r\n" + header + b"\r\n\r\n", 1))
+        await writer.drain()
+
+    return script
+
+
+@pytest.mark.parametrize("form", ["http date", "milliseconds"])
+@pytest.mark.parametrize("backend", [OpenAIBackend, LiteLLMBackend])
+async def test_a_429_says_how_long_to_wait_in_any_form(
+    backend: Callable[[], Backend], form: str
+) -> None:
+    """`Retry-After` may be an HTTP date (RFC 9110), and OpenAI-style servers send
+    `retry-after-ms`: both were read as no wait given (the executor's own backoff, too short)."""
+    if form == "http date":
+        when = email.utils.formatdate(time.time() + 30, usegmt=True)
+        header = b"Retry-After: " + when.encode()
+    else:
+        header = b"retry-after-ms: 30000"
+    chosen = backend()
+    async with Scripted(_limited(header)) as url:
+        failed = await outcome(chosen, url, stream=False)
+    await chosen.close()
+    assert (failed["kind"], failed["status"], failed["sent"]) == ("rate_limit", 429, False)
+    assert failed["retry_after_s"] is not None and 25 <= failed["retry_after_s"] <= 30, failed

@@ -8,6 +8,9 @@ neither library.
 from __future__ import annotations
 
 import asyncio
+import datetime
+import email.utils
+import math
 from collections.abc import Iterator
 
 from orchestra.core.errors import ProviderError, ProviderErrorKind, status_kind
@@ -173,20 +176,43 @@ def _status(exc: BaseException) -> int | None:
 
 
 def _retry_after(exc: BaseException) -> float | None:
+    """The wait the provider asked for: `retry-after-ms` (OpenAI's, Azure's), else
+    `retry-after` in seconds or as an HTTP date (RFC 9110), which was read as none."""
     for headers in (
         getattr(exc, "litellm_response_headers", None),
         getattr(getattr(exc, "response", None), "headers", None),
     ):
         if not headers:
             continue
+        millis = _seconds(headers.get("retry-after-ms"))
+        if millis is not None:
+            return millis / 1000
         value = headers.get("retry-after")
-        if value is None:
-            continue
-        try:
-            return max(0.0, float(value))
-        except (TypeError, ValueError):
-            continue
+        seconds = _seconds(value)
+        if seconds is None and isinstance(value, str):
+            seconds = _until(value)
+        if seconds is not None:
+            return seconds
     return None
+
+
+def _seconds(value: object) -> float | None:
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def _until(date: str) -> float | None:
+    """Seconds from now until an HTTP date, or None if `date` is not one."""
+    try:
+        when = email.utils.parsedate_to_datetime(date)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds())
 
 
 def _first_line(exc: BaseException) -> str:
