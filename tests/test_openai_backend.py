@@ -68,16 +68,18 @@ def test_a_config_sets_via_litellm() -> None:
     assert config.models[0].via_litellm and not called_directly(config.models[0])
 
 
-async def outcome(backend: Backend, url: str, *, stream: bool) -> dict[str, Any]:
+async def outcome(
+    backend: Backend, url: str, *, stream: bool, params: CallParams = PARAMS
+) -> dict[str, Any]:
     """What one call came to, in the terms that decide what Orchestra does next."""
     endpoint = Endpoint(api_base=url, api_key="sk-test")
     try:
         if stream:
-            pieces = [p async for p in backend.stream(SPEC, endpoint, FRANCE, PARAMS)]
+            pieces = [p async for p in backend.stream(SPEC, endpoint, FRANCE, params)]
             text, last = "".join(p.text for p in pieces), pieces[-1]
             usage, finish = last.usage, last.finish_reason
         else:
-            done = await backend.complete(SPEC, endpoint, FRANCE, PARAMS)
+            done = await backend.complete(SPEC, endpoint, FRANCE, params)
             text, usage, finish = done.text, done.usage, done.finish_reason
     except ProviderError as exc:
         billed = exc.billed

@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from typing import Any
 
+import httpx
+
 from orchestra.core.model_spec import ModelSpec
 from orchestra.core.request import Message
 from orchestra.core.tier import Tier
@@ -97,9 +99,50 @@ class OpenAIBackend(Backend):
         """aiohttp under the SDK (its `aiohttp` extra), as LiteLLM uses: httpx's own pool
         serves 1,000 concurrent calls ~1.6x slower (`bench/throughput.py`)."""
         try:
-            return self._openai.DefaultAioHttpClient()
+            client = self._openai.DefaultAioHttpClient()
         except RuntimeError:  # the extra is not installed: httpx's pool, slower under load
             return None
+        client._transport = _Releasing(client._transport)
+        return client
+
+
+class _Releasing(httpx.AsyncBaseTransport):
+    """httpx-aiohttp's transport, whose answers let their connection go when reading them fails.
+
+    httpx's own pool closes a connection whose body could not be read; httpx-aiohttp's does
+    not, and the SDK, reading the body of an error status on a streamed call (a 503 cut off, a
+    read timed out, a caller that gave up meanwhile), then raises without closing the answer:
+    the aiohttp connection stayed checked out of the pool ("Unclosed connection") until the
+    garbage collector found it.
+    """
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._inner.handle_async_request(request)
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        response.stream = _ReleasingStream(response.stream)
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class _ReleasingStream(httpx.AsyncByteStream):
+    def __init__(self, inner: httpx.AsyncByteStream) -> None:
+        self._inner = inner
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._inner:
+                yield chunk
+        except BaseException:
+            await self._inner.aclose()  # a broken connection: aiohttp closes it, not pools it
+            raise
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 def _body(spec: ModelSpec, messages: Sequence[Message], params: CallParams) -> dict[str, Any]:

@@ -8,6 +8,9 @@ neither library.
 from __future__ import annotations
 
 import asyncio
+import datetime
+import email.utils
+import math
 from collections.abc import Iterator
 
 from orchestra.core.errors import ProviderError, ProviderErrorKind, status_kind
@@ -36,8 +39,14 @@ def provider_error(exc: BaseException, spec: ModelSpec, *, started: bool = False
         model=spec.name,
         status_code=status,
         retry_after_s=_retry_after(exc),
-        sent=not _not_connected(exc) and not _refused(exc),
+        sent=not _not_connected(exc) and (status in _GAVE_UP_WAITING or not _refused(exc)),
     )
+
+
+# Error statuses of a gateway that passed the request on, then stopped waiting for the answer
+# (504 Gateway Timeout; Cloudflare's 524, "a timeout occurred" after reaching the origin): the
+# provider behind it had the request, and may bill it, as for a read that timed out.
+_GAVE_UP_WAITING = frozenset((504, 524))
 
 
 # Failures to connect (no request reached the provider), by class name along the cause chain:
@@ -59,8 +68,12 @@ _REFUSALS = frozenset((
 ))  # fmt: skip
 
 
-# The connection failed after it was made (cut, reset, garbled): httpx's errors.
-_TRANSPORT_FAILURES = frozenset(("RemoteProtocolError", "ReadError", "WriteError", "CloseError"))
+# The connection failed after it was made (cut, reset, garbled): httpx's errors. DecodingError:
+# a body its Content-Encoding cannot undo (the SDK wraps it as a connection error in a whole
+# answer, and leaves it bare in a stream).
+_TRANSPORT_FAILURES = frozenset(
+    ("RemoteProtocolError", "ReadError", "WriteError", "CloseError", "DecodingError")
+)
 
 
 def _not_connected(exc: BaseException) -> bool:
@@ -83,6 +96,12 @@ def _aiohttp_cause(exc: BaseException) -> BaseException | None:
 def _refused(exc: BaseException) -> bool:
     """The provider answered with an error status (LiteLLM's own errors carry a status even for
     a connection that failed: the HTTP client's error, or the OpenAI SDK's, tells)."""
+    return _answered_with_status(exc) or type(exc).__name__ in _REFUSALS
+
+
+def _answered_with_status(exc: BaseException) -> bool:
+    """The HTTP client's error, or the OpenAI SDK's, along the causes carries the status the
+    provider answered with (not one LiteLLM made up)."""
     for cause in _causes(exc):
         kind = type(cause)
         if kind.__name__ == "HTTPStatusError":
@@ -91,7 +110,7 @@ def _refused(exc: BaseException) -> bool:
             getattr(cause, "status_code", None), int
         ):
             return True
-    return type(exc).__name__ in _REFUSALS
+    return False
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:
@@ -130,6 +149,7 @@ def _kind(exc: BaseException, status: int | None) -> ProviderErrorKind:
         "ServiceUnavailableError": "server",
         "APIError": "server",
         "JSONDecodeError": "server",
+        "UnicodeDecodeError": "server",  # an answer that is not UTF-8: as one not JSON
         "MidStreamFallbackError": "stream_broken",
     }
     return by_name.get(name, "unknown")
@@ -137,9 +157,12 @@ def _kind(exc: BaseException, status: int | None) -> ProviderErrorKind:
 
 def _never_sent(exc: BaseException) -> bool:
     """The client failed before any byte left: the text could not be encoded (a lone surrogate,
-    say). The request's fault: no provider is to blame."""
-    if any(isinstance(cause, UnicodeError) for cause in _causes(exc)):
+    say). The request's fault: no provider is to blame. (Not an answer that could not be
+    decoded, a `UnicodeDecodeError`: that provider answered, and may have billed.)"""
+    if any(isinstance(cause, UnicodeEncodeError) for cause in _causes(exc)):
         return True
+    if _answered_with_status(exc):  # the words are the provider's (a Python server's own bug)
+        return False
     return "codec can't encode" in str(exc) or "surrogates not allowed" in str(exc)
 
 
@@ -153,20 +176,43 @@ def _status(exc: BaseException) -> int | None:
 
 
 def _retry_after(exc: BaseException) -> float | None:
+    """The wait the provider asked for: `retry-after-ms` (OpenAI's, Azure's), else
+    `retry-after` in seconds or as an HTTP date (RFC 9110), which was read as none."""
     for headers in (
         getattr(exc, "litellm_response_headers", None),
         getattr(getattr(exc, "response", None), "headers", None),
     ):
         if not headers:
             continue
+        millis = _seconds(headers.get("retry-after-ms"))
+        if millis is not None:
+            return millis / 1000
         value = headers.get("retry-after")
-        if value is None:
-            continue
-        try:
-            return max(0.0, float(value))
-        except (TypeError, ValueError):
-            continue
+        seconds = _seconds(value)
+        if seconds is None and isinstance(value, str):
+            seconds = _until(value)
+        if seconds is not None:
+            return seconds
     return None
+
+
+def _seconds(value: object) -> float | None:
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def _until(date: str) -> float | None:
+    """Seconds from now until an HTTP date, or None if `date` is not one."""
+    try:
+        when = email.utils.parsedate_to_datetime(date)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds())
 
 
 def _first_line(exc: BaseException) -> str:
