@@ -15,11 +15,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from test_openai_backend import outcome
 
 from orchestra.execution.backend import Backend, CallParams
 from orchestra.execution.litellm_backend import LiteLLMBackend
 from orchestra.execution.openai_backend import OpenAIBackend
-from tests.test_openai_backend import outcome
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter, dict[str, Any]], Awaitable[None]]
 
